@@ -1,0 +1,85 @@
+"""Hardware description shared by target profiles, detection and the planner.
+
+Bytes are ``int`` everywhere; bandwidth is bytes per second, compute is FLOP/s.
+Units (GiB, GB/s) appear only where things are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+
+@dataclass
+class Device:
+    """One accelerator (or the CPU when a target has none)."""
+
+    name: str
+    vendor: str  # "nvidia", "amd", "apple", "intel", "qualcomm", "google", "arm", "cpu"
+    backend: str  # "CUDA", "ROCm", "Metal", "Vulkan", "OpenCL", "CPU"
+    memory_bytes: int  # what a model may use: VRAM, or the GPU working-set limit on unified memory
+    bandwidth_bytes_per_s: Optional[int] = None
+    fp16_flops: Optional[float] = None  # dense FP16 tensor throughput, FLOP/s
+    free_bytes: Optional[int] = None  # measured free memory now (detection only)
+    total_bytes: Optional[int] = None  # physical memory when it differs from memory_bytes
+    unified: bool = False  # shares memory with the host (Apple, APUs, Jetson, phones)
+    compute_capability: Optional[str] = None
+    device_class: str = "consumer_gpu"  # consumer_gpu, datacenter_gpu, apple, apu, cpu, phone, sbc
+    notes: str = ""
+
+    def usable_bytes(self) -> int:
+        """Memory the planner may fill: free now when measured, else the device budget."""
+        if self.free_bytes is not None:
+            return min(self.free_bytes, self.memory_bytes)
+        return self.memory_bytes
+
+
+@dataclass
+class CPU:
+    name: str = "unknown CPU"
+    cores_physical: Optional[int] = None
+    cores_logical: Optional[int] = None
+    flags: list[str] = field(default_factory=list)  # avx2, avx512f, avx_vnni, amx, neon, sve ...
+    arch: str = ""  # x86_64, aarch64, arm64
+
+
+@dataclass
+class Host:
+    """One machine of a cluster target: its accelerators and RAM."""
+
+    name: str
+    devices: list[Device]
+    ram_bytes: int
+
+
+@dataclass
+class Hardware:
+    """A machine (or a cluster of machines) the planner plans for."""
+
+    name: str
+    devices: list[Device]  # accelerators; empty for CPU-only machines
+    ram_bytes: int  # system RAM total (phones: what an app can really use)
+    cpu: CPU = field(default_factory=CPU)
+    ram_bandwidth_bytes_per_s: Optional[int] = None  # host memory bandwidth (measured or catalog)
+    ram_free_bytes: Optional[int] = None  # available now (detection only)
+    memory_limit_bytes: Optional[int] = None  # cgroup limit of this process; None = unlimited
+    kind: str = "desktop"  # desktop, server, laptop, apple, phone, sbc, cluster
+    source: str = ""  # where these facts came from (file path, "detected", reference)
+    notes: str = ""
+    hosts: list[Host] = field(default_factory=list)  # cluster targets: several machines
+    network_bytes_per_s: Optional[int] = None  # cluster interconnect between hosts
+    detected: bool = False
+
+    def host_budget_bytes(self) -> int:
+        """RAM a process may use: the smaller of available RAM and the cgroup limit."""
+        budget = self.ram_free_bytes if self.ram_free_bytes is not None else self.ram_bytes
+        if self.memory_limit_bytes is not None:
+            budget = min(budget, self.memory_limit_bytes)
+        return budget
+
+    @property
+    def unified(self) -> bool:
+        return any(d.unified for d in self.devices)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
