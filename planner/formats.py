@@ -1,0 +1,315 @@
+"""Weight formats and exact bytes per tensor.
+
+GGUF file types mirror llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp, as vendored in
+llama-cpp-python 0.3.36); block sizes come from ``gguf.GGML_QUANT_SIZES``. Dense (bf16/f16/fp8) and
+GPTQ formats follow what transformers and vLLM allocate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from planner.errors import UnknownFormatError
+from planner.types import ModelSpec, TensorSpec
+
+
+def ggml_type(name: str) -> GGMLQuantizationType:
+    return GGMLQuantizationType[name.upper()]
+
+
+def row_bytes(type_name: str, n: int) -> int:
+    """ggml_row_size: bytes of a row of n elements (n must be a multiple of the block size)."""
+    block, size = GGML_QUANT_SIZES[ggml_type(type_name)]
+    return n // block * size
+
+
+def tensor_bytes(type_name: str, shape: tuple[int, ...]) -> int:
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    return rows * row_bytes(type_name, shape[-1])
+
+
+def block_size(type_name: str) -> int:
+    return GGML_QUANT_SIZES[ggml_type(type_name)][0]
+
+
+# File type -> default tensor type (llama_ftype_get_default_type).
+GGUF_FTYPES: dict[str, str] = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16",
+    "Q8_0": "Q8_0", "Q6_K": "Q6_K",
+    "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q5_1": "Q5_1", "Q5_0": "Q5_0",
+    "Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K", "Q4_1": "Q4_1", "Q4_0": "Q4_0",
+    "IQ4_XS": "IQ4_XS", "IQ4_NL": "IQ4_NL",
+    "Q3_K_L": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_S": "Q3_K",
+    "Q2_K": "Q2_K", "Q2_K_S": "Q2_K",
+}
+# llama.cpp's ftype ids (enum llama_ftype in include/llama.h), for the quantize binding.
+LLAMA_FTYPE_IDS = {
+    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
+    "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
+    "Q5_K_M": 17, "Q6_K": 18, "Q2_K_S": 21, "IQ4_NL": 25, "IQ4_XS": 30, "BF16": 32,
+}
+DENSE_FORMATS = {"bf16": 2, "f16": 2, "fp8": 1, "f32": 4}
+GPTQ_FORMATS = {"gptq-int4": 4, "gptq-int8": 8}
+GPTQ_GROUP_SIZE = 128
+
+_QUANTIZED = {n for n in GGUF_FTYPES if n not in ("F32", "F16", "BF16")}
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    name: str  # canonical: "Q4_K_M", "bf16", "gptq-int4"
+    kind: str  # "gguf", "dense", "gptq"
+    bits: float  # nominal bits of the main tensors (for display)
+    group_size: int = 0  # GPTQ
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        if self.kind == "gguf":
+            return ("llama.cpp",)
+        if self.kind == "gptq":
+            return ("vllm", "transformers")
+        if self.name == "fp8":
+            return ("vllm",)
+        return ("vllm", "transformers")
+
+
+def parse_format(name: str) -> WeightFormat:
+    raw = name.strip()
+    up = raw.upper().replace("-", "_")
+    if up in GGUF_FTYPES:
+        block, size = GGML_QUANT_SIZES[ggml_type(GGUF_FTYPES[up])]
+        return WeightFormat(up, "gguf", 8 * size / block)
+    low = raw.lower()
+    if low in ("gptq", "gptq-4bit", "int4", "gptq-int4"):
+        return WeightFormat("gptq-int4", "gptq", 4, GPTQ_GROUP_SIZE)
+    m = re.fullmatch(r"gptq-int([48])(?:-g(\d+))?", low)
+    if m:
+        return WeightFormat(f"gptq-int{m.group(1)}", "gptq", int(m.group(1)), int(m.group(2) or GPTQ_GROUP_SIZE))
+    if low in DENSE_FORMATS:
+        return WeightFormat(low, "dense", 8 * DENSE_FORMATS[low])
+    known = ", ".join(list(GGUF_FTYPES) + list(DENSE_FORMATS) + list(GPTQ_FORMATS))
+    raise UnknownFormatError(f"unknown weight format '{name}' (known: {known})")
+
+
+def gguf_formats() -> list[str]:
+    return list(GGUF_FTYPES)
+
+
+@lru_cache(maxsize=1)
+def _quality() -> dict:
+    return json.loads(resources.files("planner").joinpath("data/quality.json").read_text())["formats"]
+
+
+def quality_loss(fmt: str) -> float:
+    q = _quality()
+    return q.get(fmt, q.get(fmt.upper(), {"loss": 1.0}))["loss"]
+
+
+# ---------------------------------------------------------------- GGUF quant mix
+
+
+def _allows_quantization(t: TensorSpec) -> bool:
+    """Mirrors tensor_allows_quantization (llama-quant.cpp) for the names Gemma files contain."""
+    name = t.name
+    if len(t.shape) < 2 or not name.endswith("weight"):
+        return False
+    if "_norm.weight" in name or "ffn_gate_inp.weight" in name:
+        return False
+    if "altup" in name or "laurel" in name or "per_layer_model_proj" in name:
+        return False
+    return True
+
+
+def _category(name: str) -> str:
+    """tensor_get_category: order matters (substring tests)."""
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for key, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"), ("attn_v.weight", "attn_v"),
+                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
+                     ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+        if key in name:
+            return cat
+    return "other"
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _fallback(t: TensorSpec, typ: str) -> str:
+    """tensor_type_fallback: rows that are not a multiple of the block size."""
+    ncols = t.row
+    if ncols % block_size(typ) == 0:
+        return typ
+    alt = {"IQ4_XS": "IQ4_NL", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}.get(typ, typ)
+    if ncols % block_size(alt) != 0:
+        return "F16"
+    return alt
+
+
+def gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> list[tuple[TensorSpec, str]]:
+    """The type llama-quantize gives each tensor for file type ``ftype`` (llama_tensor_get_type).
+
+    Tensors that are not quantized keep the type they have in the source file.
+    """
+    ftype = ftype.upper()
+    if ftype not in GGUF_FTYPES:
+        raise UnknownFormatError(f"unknown GGUF file type '{ftype}'")
+    default = GGUF_FTYPES[ftype]
+    quantized = ftype in _QUANTIZED
+    tied = not any(t.name == "output.weight" for t in spec.tensors)
+    first = spec.layers[0] if spec.layers else None
+    n_gqa = (first.n_head // first.n_head_kv) if first else 1
+    n_expert = spec.moe.n_expert if spec.moe else 0
+    n_attn_v = sum(1 for t in spec.tensors if _category(t.name) == "attn_v")
+    n_layer = spec.n_layers
+    i_attn_v = 0
+    i_ffn_down = 0
+    out = []
+    for t in spec.tensors:
+        if not _allows_quantization(t):
+            out.append((t, _source_type(t)))
+            continue
+        if not quantized:
+            out.append((t, default))
+            continue
+        cat = _category(t.name)
+        new = default
+        if cat == "output" or (tied and cat == "token_embd"):
+            if t.row % block_size(new) != 0:
+                new = "Q8_0"
+            elif new != "Q8_0":
+                new = "Q6_K"
+        elif cat == "token_embd":
+            pass
+        elif cat == "attn_v":
+            if ftype == "Q2_K":
+                new = "Q4_K" if n_gqa >= 4 else "Q3_K"
+            elif ftype == "Q2_K_S" and n_gqa >= 4:
+                new = "Q4_K"
+            elif ftype == "Q3_K_M":
+                new = "Q5_K" if i_attn_v < 2 else "Q4_K"
+            elif ftype == "Q3_K_L":
+                new = "Q5_K"
+            elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
+                new = "Q5_K"
+            elif ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i_attn_v, n_attn_v):
+                new = "Q6_K"
+            elif ftype == "Q4_K_S" and i_attn_v < 4:
+                new = "Q5_K"
+            if n_expert == 8:
+                new = "Q8_0"
+            i_attn_v += 1
+        elif cat == "attn_k":
+            if n_expert == 8:
+                new = "Q8_0"
+        elif cat == "ffn_down":
+            if n_expert > 1:  # layer parsed from the name for MoE models
+                i_layer = t.layer if t.layer is not None else i_ffn_down
+            else:
+                i_layer = i_ffn_down
+            if ftype == "Q2_K":
+                new = "Q3_K"
+            elif ftype == "Q2_K_S":
+                if i_layer < n_layer // 8:
+                    new = "Q4_K"
+            elif ftype == "Q3_K_M":
+                new = "Q5_K" if i_layer < n_layer // 16 else "Q4_K"
+            elif ftype == "Q3_K_L":
+                new = "Q5_K"
+            elif ftype == "Q4_K_M":
+                if _use_more_bits(i_layer, n_layer):
+                    new = "Q6_K"
+            elif i_layer < n_layer // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+                new = "Q5_K"
+            elif ftype == "Q5_K_M" and _use_more_bits(i_layer, n_layer):
+                new = "Q6_K"
+            elif ftype == "Q4_K_S" and i_layer < n_layer // 8:
+                new = "Q5_K"
+            elif ftype in ("Q4_0", "Q5_0") and imatrix and i_layer < n_layer // 8:
+                new = "Q4_1" if ftype == "Q4_0" else "Q5_1"
+            i_ffn_down += 1
+        elif cat == "attn_output":
+            if n_expert == 8:
+                if ftype in ("Q2_K", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ4_XS"):
+                    new = "Q5_K"
+            elif ftype == "Q2_K":
+                new = "Q3_K"
+            elif ftype == "Q3_K_M":
+                new = "Q4_K"
+            elif ftype == "Q3_K_L":
+                new = "Q5_K"
+        out.append((t, _fallback(t, new)))
+    return out
+
+
+def _source_type(t: TensorSpec) -> str:
+    if t.dtype in ("F32", "F16", "BF16") or t.dtype.upper() in GGUF_FTYPES.values():
+        return t.dtype.upper()
+    return "F32" if len(t.shape) == 1 else "F16"
+
+
+def type_histogram(assigned: list[tuple[TensorSpec, str]]) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for _, typ in assigned:
+        hist[typ] = hist.get(typ, 0) + 1
+    return dict(sorted(hist.items()))
+
+
+# ---------------------------------------------------------------- bytes per tensor, any format
+
+
+def tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, int]]:
+    """Bytes of every text-model tensor in ``fmt``. A GGUF source keeps its own tensor sizes."""
+    if fmt.kind == "gguf":
+        if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name and all(t.nbytes is not None for t in spec.tensors):
+            return [(t, int(t.nbytes)) for t in spec.tensors]
+        return [(t, tensor_bytes(typ, t.shape)) for t, typ in gguf_tensor_types(spec, fmt.name)]
+    if fmt.kind == "dense":
+        width = DENSE_FORMATS[fmt.name]
+        out = []
+        for t in spec.tensors:
+            w = width
+            if fmt.name == "fp8" and not _is_linear(t):
+                w = 2  # vLLM's fp8 keeps embeddings, norms and the router in the model dtype
+            out.append((t, t.n_elements * w))
+        return out
+    return [(t, gptq_tensor_bytes(t, fmt.bits, fmt.group_size)) for t in spec.tensors]
+
+
+def _is_linear(t: TensorSpec) -> bool:
+    """Attention and MLP projections (incl. expert stacks): what fp8 and GPTQ quantize."""
+    return len(t.shape) >= 2 and _category(t.name) in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_gate", "ffn_down")
+
+
+def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
+    """GPTQ QuantLinear buffers (qweight, qzeros, scales, g_idx); others stay 16-bit.
+
+    Linear layers only: embeddings, the tied lm_head, norms, routers and PLE tables stay fp16/bf16.
+    MoE expert stacks are quantized per expert (vLLM moe_wna16 / GPTQModel layout).
+    """
+    if not _is_linear(t):
+        return t.n_elements * (4 if t.dtype == "F32" and len(t.shape) == 1 else 2)
+    experts = t.shape[0] if len(t.shape) == 3 else 1
+    out_f, in_f = t.shape[-2], t.shape[-1]
+    g = group if group > 0 else in_f
+    n_groups = -(-in_f // g)
+    qweight = in_f * out_f * bits // 8
+    qzeros = n_groups * out_f * bits // 8
+    scales = n_groups * out_f * 2
+    g_idx = in_f * 4
+    return experts * (qweight + qzeros + scales + g_idx)
+
+
+def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
+    return sum(b for _, b in tensor_sizes(spec, fmt))

@@ -1,0 +1,488 @@
+"""Memory model: ModelSpec x WeightFormat x RuntimeSettings x Hardware -> MemoryBreakdown, per device.
+
+Pure arithmetic, no I/O. Each engine's rules are written out with the function they mirror:
+- llama.cpp as vendored in llama-cpp-python 0.3.36 (``LLAMA_CPP_VERSION``);
+- vLLM 0.33 (gpu_worker.determine_available_memory, kv_cache_interface);
+- transformers 5.x (get_memory_footprint, DynamicCache / StaticCache layouts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from planner.errors import InvalidSettingsError
+from planner.formats import WeightFormat, gguf_tensor_types, row_bytes, tensor_sizes
+from planner.types import (
+    LLAMA_CPP_VERSION,
+    TRANSFORMERS_VERSION,
+    VLLM_VERSION,
+    DeviceMemory,
+    LayerSpec,
+    MemoryBreakdown,
+    ModelSpec,
+    RuntimeSettings,
+    TensorSpec,
+)
+from profiles.hardware import Device, Hardware
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# Runtime memory no llama.cpp log line reports (CUDA context, cuBLAS workspaces): the reserve
+# Ollama keeps per GPU (ml/device.go MinimumMemory: 457 MiB CUDA/ROCm, 512 MiB Metal).
+RUNTIME_OVERHEAD = {"CUDA": 457 * MiB, "ROCm": 457 * MiB, "Metal": 512 * MiB, "Vulkan": 457 * MiB, "CPU": 0}
+# vLLM: CUDA graphs captured after the profile run, and non-torch memory (NCCL, CUDA context).
+VLLM_CUDA_GRAPH_BYTES = 1 * GiB
+VLLM_NON_TORCH_BYTES = 512 * MiB
+VLLM_BLOCK_SIZE = 16  # CacheConfig.DEFAULT_BLOCK_SIZE
+# Safety margin kept free on every device unless --margin says otherwise (llama.cpp --fit's default target).
+DEFAULT_MARGIN = 1 * GiB
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
+CPU_NAME = "CPU"
+
+
+def pad(x: int, n: int) -> int:
+    return (x + n - 1) // n * n
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ---------------------------------------------------------------- llama.cpp: KV cache
+
+
+@dataclass
+class KVLayout:
+    n_ctx: int  # padded total cells over all streams (cparams.n_ctx)
+    n_ctx_seq: int  # cells per stream of the full-attention cache
+    n_stream: int
+    swa_cells: int  # cells per stream of the sliding-window cache
+    n_ubatch: int
+    n_batch: int
+
+
+def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
+    """Context padding and stream split (llama_context constructor, llama-context.cpp)."""
+    n_seq = max(1, s.n_parallel)
+    n_ctx = pad(s.n_ctx if s.n_ctx > 0 else spec.ctx_train, 256)
+    if s.kv_unified:
+        n_ctx_seq = n_ctx
+    else:
+        n_ctx_seq = pad(n_ctx // n_seq, 256)
+        n_ctx = n_ctx_seq * n_seq
+    n_batch = min(n_ctx, s.n_batch)
+    n_ubatch = min(n_batch, s.n_ubatch or n_batch)
+    n_stream = 1 if s.kv_unified else n_seq
+    # llama_kv_cache_iswa: size_swa = PAD(min(size_base, n_swa*(unified ? n_seq : 1) + n_ubatch), 256)
+    if s.swa_full:
+        swa = n_ctx_seq
+    else:
+        swa = pad(min(n_ctx_seq, spec.sliding_window * (n_seq if s.kv_unified else 1) + n_ubatch), 256)
+    return KVLayout(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
+
+
+def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
+    for t in (s.type_k, s.type_v):
+        if t not in KV_TYPES:
+            raise InvalidSettingsError(f"unknown KV cache type '{t}' (known: {', '.join(KV_TYPES)})")
+    if s.type_v not in ("f32", "f16", "bf16") and not s.flash_attn:
+        raise InvalidSettingsError(
+            f"quantized V cache ({s.type_v}) requires flash attention",
+            hint="add --flash-attn (the default) or use --kv-type f16",
+        )
+
+
+def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVLayout] = None) -> dict[int, int]:
+    """Bytes of K+V per KV-storing layer (llama_kv_cache constructor, llama-kv-cache.cpp)."""
+    layout = layout or llamacpp_kv_layout(spec, s)
+    v_max = max(lay.n_head_kv * lay.head_dim_v for lay in spec.layers)
+    out = {}
+    for lay in spec.kv_layers:
+        cells = (layout.swa_cells if lay.sliding else layout.n_ctx_seq) * layout.n_stream
+        nk = lay.n_head_kv * lay.head_dim_k
+        # without flash attention V is stored transposed and padded to the widest V of the model
+        nv = lay.n_head_kv * lay.head_dim_v if s.flash_attn else v_max
+        out[lay.index] = cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))
+    return out
+
+
+def llamacpp_kv_bytes(spec: ModelSpec, s: RuntimeSettings) -> int:
+    return sum(llamacpp_kv_layer_bytes(spec, s).values())
+
+
+# ---------------------------------------------------------------- llama.cpp: placement
+
+
+def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
+    """Device index per layer 0..n_layer (n_layer = output layer); None = CPU.
+
+    Mirrors llama_model_base::load_tensors (LC-new): -ngl k offloads the output layer and the
+    last k-1 repeating layers; layers are split over GPUs by cumulative tensor_split fractions.
+    """
+    if not gpus:
+        return [None] * (n_layer + 1)
+    if ngl < 0:
+        ngl = n_layer + 1
+    act = min(ngl, n_layer + 1)
+    start = max(n_layer + 1 - ngl, 0)
+    weights = split or [float(d.usable_bytes()) for d in gpus]
+    total = sum(weights) or 1.0
+    cum, acc = [], 0.0
+    for w in weights:
+        acc += w / total
+        cum.append(acc)
+    out: list[Optional[int]] = []
+    for il in range(n_layer + 1):
+        if il < start:
+            out.append(None)
+            continue
+        frac = (il - start) / act
+        idx = next((i for i, c in enumerate(cum) if frac < c), len(gpus) - 1)
+        out.append(idx)
+    return out
+
+
+def _tensor_layer_role(t: TensorSpec, spec: ModelSpec) -> tuple[str, Optional[int]]:
+    """('input'|'output'|'repeating', layer) as in LLM_TENSOR_INFOS (llama-arch.cpp)."""
+    if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "input", None
+    if t.name in ("output.weight", "output_norm.weight") or t.name.startswith("altup_"):
+        return "output", None
+    if t.layer is not None:
+        return "repeating", t.layer
+    if t.name.startswith("per_layer_"):
+        return "repeating", 0
+    if t.name.startswith("rope_freqs"):
+        first_full = next((lay.index for lay in spec.layers if not lay.sliding), 0)
+        return "repeating", first_full
+    return "repeating", 0
+
+
+# ggml-cpu extra buffer (repack.cpp ggml_repack_get_optimal_repack_type): types repacked for matmul.
+def repack_types(cpu_flags: list[str]) -> set[str]:
+    flags = {f.lower() for f in cpu_flags}
+    out: set[str] = set()
+    if "avx2" in flags:
+        out |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+        if any(f.startswith("avx512") for f in flags):
+            out.add("Q2_K")
+    if "neon" in flags or "asimd" in flags:
+        if "asimddp" in flags or "dotprod" in flags or "i8mm" in flags:
+            out |= {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4"}
+        if "i8mm" in flags:
+            out.add("Q8_0")
+    return out
+
+
+@dataclass
+class _Weights:
+    """Per-tensor GGUF sizes grouped by where llama.cpp places them (computed once per model and format)."""
+
+    input_bytes: int
+    output_bytes: int
+    tied_bytes: int  # token_embd size: the duplicated output matrix of tied models
+    layer_bytes: list[int]  # repeating layer il (incl. global tensors llama.cpp files under a layer)
+    layer_expert_bytes: list[int]  # MoE expert stacks per layer (movable to CPU with -ot)
+    layer_repack: list[int]  # bytes of repackable-type tensors per layer (if CPU-resident)
+    layer_expert_repack: list[int]
+    output_repack: int
+    layer_max_matmul: list[int]  # largest matmul weight per layer (op-offload copy)
+    output_max_matmul: int
+    repack_types: frozenset
+
+
+_WEIGHTS_CACHE: dict = {}
+
+
+def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, str, int]]:
+    sizes = [b for _, b in tensor_sizes(spec, fmt)]
+    if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name:
+        return [(t, t.dtype, b) for t, b in zip(spec.tensors, sizes)]
+    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]
+
+
+def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weights:
+    key = (id(spec), spec.name, fmt.name, repackable)
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    L = spec.n_layers
+    w = _Weights(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
+    for t, typ, nbytes in _gguf_types(spec, fmt):
+        role, layer = _tensor_layer_role(t, spec)
+        matmul = len(t.shape) >= 2
+        rep = nbytes if (typ in repackable and matmul and t.shape[-2] % 8 == 0) else 0
+        if role == "input":
+            w.input_bytes += nbytes
+            if t.name == "token_embd.weight" and spec.tied_embeddings:
+                w.tied_bytes = nbytes
+        elif role == "output":
+            w.output_bytes += nbytes
+            w.output_repack += rep
+            if matmul:
+                w.output_max_matmul = max(w.output_max_matmul, nbytes)
+        elif "_exps." in t.name:
+            w.layer_expert_bytes[layer] += nbytes
+            w.layer_expert_repack[layer] += rep
+            w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
+        else:
+            w.layer_bytes[layer] += nbytes
+            w.layer_repack[layer] += rep
+            if matmul:
+                w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
+    if len(_WEIGHTS_CACHE) > 512:
+        _WEIGHTS_CACHE.clear()
+    _WEIGHTS_CACHE[key] = (spec, w)
+    return w
+
+
+def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
+    check_kv_types(spec, s)
+    layout = llamacpp_kv_layout(spec, s)
+    gpus = list(hw.devices)
+    L = spec.n_layers
+    dev_of = _layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
+    names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
+    mems = [DeviceMemory(n) for n in names]
+    host = DeviceMemory(CPU_NAME)
+    w = _weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
+    out_dev = dev_of[L]
+
+    def mem(idx: Optional[int]) -> DeviceMemory:
+        return host if idx is None else mems[idx]
+
+    def add_repack(nbytes: int) -> None:
+        if nbytes:
+            host.detail["repack_bytes"] = host.detail.get("repack_bytes", 0) + nbytes
+
+    # input layer (token embeddings, PLE table): always on the CPU
+    host.weights_bytes += w.input_bytes
+    cpu_matmul_max = 0
+    mem(out_dev).weights_bytes += w.output_bytes
+    if out_dev is None:
+        add_repack(w.output_repack)
+        cpu_matmul_max = max(w.output_max_matmul, w.tied_bytes)
+    if w.tied_bytes:
+        # the tied output matrix is created TENSOR_DUPLICATED: a second copy on the output device
+        if out_dev is not None:
+            mems[out_dev].weights_bytes += w.tied_bytes
+            mems[out_dev].detail["tied_output_copy_bytes"] = w.tied_bytes
+        elif spec.arch == "gemma4" and not s.use_mmap:
+            host.weights_bytes += w.tied_bytes
+            host.detail["tied_output_copy_bytes"] = w.tied_bytes
+    for il in range(L):
+        d = dev_of[il]
+        mem(d).weights_bytes += w.layer_bytes[il]
+        ed = None if s.experts_on_cpu else d
+        mem(ed).weights_bytes += w.layer_expert_bytes[il]
+        if d is None:
+            add_repack(w.layer_repack[il])
+            cpu_matmul_max = max(cpu_matmul_max, w.layer_max_matmul[il])
+        if ed is None:
+            add_repack(w.layer_expert_repack[il])
+            cpu_matmul_max = max(cpu_matmul_max, w.layer_max_matmul[il])
+
+    for il, d in enumerate(dev_of[:L]):
+        mem(d).layers += 1
+
+    # KV lives with its layer's weights unless offload_kqv is off.
+    for il, nbytes in llamacpp_kv_layer_bytes(spec, s, layout).items():
+        idx = dev_of[il] if s.offload_kqv else None
+        m = mem(idx)
+        m.kv_bytes += nbytes
+        key = "kv_swa_bytes" if spec.layers[il].sliding else "kv_full_bytes"
+        m.detail[key] = m.detail.get(key, 0) + nbytes
+
+    # Compute buffers: worst-case ubatch graph reserved at context creation (sched_reserve).
+    main = _llamacpp_compute_bytes(spec, s, layout)
+    on_gpu = [i for i in range(len(gpus)) if any(d == i for d in dev_of)]
+    if on_gpu:
+        for i in on_gpu:
+            mems[i].compute_bytes = main
+        partial = any(d is None for d in dev_of[:L + 1]) or s.experts_on_cpu
+        if partial:
+            # op offload copies a host-resident weight into the GPU buffer as a split input
+            mems[out_dev if out_dev is not None else on_gpu[-1]].compute_bytes += cpu_matmul_max
+            host.compute_bytes = main
+        else:
+            host.compute_bytes = _host_input_bytes(spec, layout)
+    else:
+        host.compute_bytes = main
+    host.output_bytes = 4 * spec.vocab * max(1, s.n_parallel)  # output_reserve: n_vocab * n_seq_max floats
+
+    for m, d in zip(mems, gpus):
+        m.overhead_bytes = RUNTIME_OVERHEAD.get(d.backend, 0) if (m.weights_bytes or m.kv_bytes) else 0
+        m.capacity_bytes = d.usable_bytes()
+        m.budget_bytes = max(0, m.capacity_bytes - margin)
+    host.capacity_bytes = _host_capacity(hw, mems)
+    host.budget_bytes = max(0, host.capacity_bytes - margin)
+    notes = []
+    if host.detail.get("repack_bytes"):
+        notes.append("CPU-resident tensors of repackable types are copied into a CPU_REPACK buffer (anonymous memory)")
+    devices = mems + [host]
+    return MemoryBreakdown(
+        "llama.cpp",
+        LLAMA_CPP_VERSION,
+        devices,
+        kv_cells={"full": layout.n_ctx_seq, "swa": layout.swa_cells, "streams": layout.n_stream, "n_ctx": layout.n_ctx},
+        notes=notes,
+    )
+
+
+def _host_input_bytes(spec: ModelSpec, layout: KVLayout) -> int:
+    """Host compute buffer when all layers are offloaded: the token (and per-layer) embeddings rows."""
+    return 4 * layout.n_ubatch * (spec.hidden + spec.ple_dim * spec.n_layers)
+
+
+def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+    """Peak of the worst-case graph: max of logits, attention scores and FFN activations, plus the residual stream.
+
+    The ggml allocator reuses freed intermediates, so the peak is one layer's working set, not a sum.
+    """
+    ub = layout.n_ubatch
+    H = spec.hidden
+    logits = 4 * spec.vocab * ub  # F32 logits for every ubatch token (n_outputs_max defaults to n_batch)
+    attn = 0
+    for lay in spec.layers:
+        n_kv = layout.swa_cells if lay.sliding else layout.n_ctx_seq
+        if s.flash_attn:
+            a = 2 * n_kv * ub + 4 * ub * lay.n_head * lay.head_dim_v * 2  # F16 mask + Q/O in F32
+        else:
+            a = 4 * n_kv * ub * lay.n_head  # KQ scores, F32
+        attn = max(attn, a)
+    ff = max(lay.n_ff for lay in spec.layers)
+    ffn = 4 * ub * ff * 2
+    if spec.moe:
+        ffn = max(ffn, 4 * ub * spec.moe.n_expert_used * spec.moe.expert_ff * 3)
+    residual = 4 * ub * (3 * H + spec.ple_dim * spec.n_layers)
+    return max(logits, attn, ffn) + residual
+
+
+def _host_capacity(hw: Hardware, gpu_mems: list[DeviceMemory]) -> int:
+    cap = hw.host_budget_bytes()
+    if hw.unified:
+        # unified memory: what the GPU holds comes out of the same RAM
+        cap -= sum(m.total_bytes for m in gpu_mems)
+    return max(0, cap)
+
+
+# ---------------------------------------------------------------- vLLM
+
+
+def vllm_kv_page_bytes(lay: LayerSpec, tp: int, dtype_bytes: int) -> int:
+    """AttentionSpec.page_size_bytes per block, per rank (kv heads replicated when TP > heads)."""
+    kv_heads = max(1, lay.n_head_kv // tp)
+    return VLLM_BLOCK_SIZE * kv_heads * (lay.head_dim_k + lay.head_dim_v) * dtype_bytes
+
+
+def vllm_kv_need_bytes(spec: ModelSpec, s: RuntimeSettings, dtype_bytes: int) -> int:
+    """KV one request of max_model_len needs (max_memory_usage_bytes), per rank, summed over layers."""
+    tp, pp = s.tensor_parallel, s.pipeline_parallel
+    max_len = s.n_ctx
+    in_flight = 2 * s.max_num_batched_tokens  # async scheduling keeps two batches in flight
+    total = 0
+    for lay in spec.kv_layers:
+        page = vllm_kv_page_bytes(lay, tp, dtype_bytes)
+        if lay.sliding:
+            blocks = cdiv(min(spec.sliding_window - 1 + in_flight, max_len), VLLM_BLOCK_SIZE) + 1
+        else:
+            blocks = cdiv(max_len, VLLM_BLOCK_SIZE)
+        total += blocks * page
+    return total // pp
+
+
+def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = 0) -> MemoryBreakdown:
+    gpus = list(hw.devices)
+    n_ranks = s.tensor_parallel * s.pipeline_parallel
+    if not gpus:
+        raise InvalidSettingsError("vLLM needs a GPU; this target has none", hint="use --engine llama.cpp")
+    if n_ranks > len(gpus) * max(1, len(hw.hosts) or 1):
+        raise InvalidSettingsError(f"tensor x pipeline parallel = {n_ranks} GPUs, the target has {len(gpus)}")
+    first = spec.layers[0]
+    if first.n_head % s.tensor_parallel:
+        raise InvalidSettingsError(f"tensor parallel {s.tensor_parallel} does not divide {first.n_head} attention heads")
+    kv_dtype = 1 if s.kv_cache_dtype.startswith("fp8") else 2
+    weights_total = sum(b for _, b in tensor_sizes(spec, fmt))
+    weights = cdiv(weights_total, n_ranks)
+    H = spec.hidden
+    ff = max(lay.n_ff for lay in spec.layers)
+    tokens = s.max_num_batched_tokens
+    # profile_run: one forward of max_num_batched_tokens tokens + sampler logits for max_num_seqs rows
+    activation = tokens * (2 * (4 * H) + 2 * 3 * ff // s.tensor_parallel) + 4 * spec.vocab * s.max_num_seqs
+    graphs = 0 if s.enforce_eager else VLLM_CUDA_GRAPH_BYTES
+    need = vllm_kv_need_bytes(spec, s, kv_dtype) * max(1, s.n_parallel)
+    mems = []
+    for i in range(n_ranks):
+        d = gpus[i % len(gpus)]
+        total = d.total_bytes or d.memory_bytes
+        requested = int(total * s.gpu_memory_utilization)
+        m = DeviceMemory(f"{d.name} #{i}" if n_ranks > 1 else d.name)
+        m.weights_bytes = weights
+        m.compute_bytes = activation + graphs
+        m.overhead_bytes = VLLM_NON_TORCH_BYTES
+        pool = requested - (m.weights_bytes + m.compute_bytes + m.overhead_bytes)
+        m.kv_bytes = max(0, pool)
+        m.detail = {"kv_needed_bytes": need, "requested_bytes": requested, "cuda_graph_bytes": graphs,
+                    "activation_peak_bytes": activation}
+        m.capacity_bytes = d.usable_bytes()
+        # vLLM starts only if requested memory is free and the pool holds the requests
+        m.budget_bytes = m.capacity_bytes if pool >= need else -1
+        mems.append(m)
+    notes = [f"vLLM allocates gpu_memory_utilization={s.gpu_memory_utilization} of each GPU; the rest after weights, "
+             f"activations and CUDA graphs becomes the KV pool"]
+    return MemoryBreakdown("vllm", VLLM_VERSION, mems, kv_cells={"needed_bytes_per_gpu": need}, notes=notes)
+
+
+# ---------------------------------------------------------------- transformers
+
+
+def transformers_kv_bytes(spec: ModelSpec, s: RuntimeSettings, dtype_bytes: int = 2) -> int:
+    """DynamicCache: full layers hold every token, sliding layers the last window; shared layers nothing."""
+    total = 0
+    for lay in spec.kv_layers:
+        length = min(s.n_ctx, spec.sliding_window) if lay.sliding else s.n_ctx
+        total += max(1, s.n_parallel) * lay.n_head_kv * (lay.head_dim_k + lay.head_dim_v) * length * dtype_bytes
+    return total
+
+
+def transformers_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
+    weights = sum(b for _, b in tensor_sizes(spec, fmt))
+    kv = transformers_kv_bytes(spec, s)
+    ff = max(lay.n_ff for lay in spec.layers)
+    # prefill runs the whole prompt at once: MLP intermediates for every token, logits for the last one
+    activation = s.n_ctx * (3 * ff + 4 * spec.hidden) * 2 * max(1, s.n_parallel) + 4 * spec.vocab * max(1, s.n_parallel)
+    gpus = list(hw.devices)
+    if gpus:
+        d = gpus[0]
+        m = DeviceMemory(d.name, weights, kv, activation, 0, RUNTIME_OVERHEAD.get(d.backend, 0))
+        m.capacity_bytes = d.usable_bytes()
+        m.budget_bytes = max(0, m.capacity_bytes - margin)
+        host = DeviceMemory(CPU_NAME)
+        host.capacity_bytes = _host_capacity(hw, [m])
+        host.budget_bytes = max(0, host.capacity_bytes - margin)
+        devices = [m, host]
+    else:
+        host = DeviceMemory(CPU_NAME, weights, kv, activation)
+        host.capacity_bytes = hw.host_budget_bytes()
+        host.budget_bytes = max(0, host.capacity_bytes - margin)
+        devices = [host]
+    return MemoryBreakdown("transformers", TRANSFORMERS_VERSION, devices,
+                           notes=["transformers: DynamicCache (sliding layers keep the last window); prefill activations for the whole prompt"])
+
+
+def estimate_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
+    if s.engine == "llama.cpp":
+        if fmt.kind != "gguf":
+            raise InvalidSettingsError(f"llama.cpp runs GGUF files; '{fmt.name}' is a {fmt.kind} format", hint="use --quant Q4_K_M (or another GGUF type) or --engine vllm")
+        return llamacpp_memory(spec, fmt, s, hw, margin)
+    if fmt.kind == "gguf":
+        raise InvalidSettingsError(f"{s.engine} does not run GGUF type {fmt.name}", hint="use --quant bf16, fp8 or gptq-int4, or --engine llama.cpp")
+    if s.engine == "vllm":
+        return vllm_memory(spec, fmt, s, hw, margin)
+    if s.engine == "transformers":
+        if fmt.name == "fp8":
+            raise InvalidSettingsError("fp8 weights are planned for vLLM only", hint="use --engine vllm or --quant bf16")
+        return transformers_memory(spec, fmt, s, hw, margin)
+    raise InvalidSettingsError(f"unknown engine '{s.engine}'", hint="use llama.cpp, vllm or transformers")
