@@ -6,8 +6,8 @@ Units (GiB, GB/s) appear only where things are shown.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
 
 
 @dataclass
@@ -26,12 +26,23 @@ class Device:
     compute_capability: Optional[str] = None
     device_class: str = "consumer_gpu"  # consumer_gpu, datacenter_gpu, apple, apu, cpu, phone, sbc
     notes: str = ""
+    integrated: bool = False  # part of the CPU package (APU, SoC), not a card of its own
+    index: Optional[int] = None  # the driver's device index (detection only)
+    uuid: Optional[str] = None
+    pci_bus_id: Optional[str] = None
+    pcie_gen: Optional[int] = None  # current PCIe link generation (detection only)
+    pcie_width: Optional[int] = None  # current PCIe link width, lanes
+    partition: Optional[str] = None  # a slice of a larger GPU, e.g. "MIG 3g.40gb"
 
     def usable_bytes(self) -> int:
         """Memory the planner may fill: free now when measured, else the device budget."""
         if self.free_bytes is not None:
             return min(self.free_bytes, self.memory_bytes)
         return self.memory_bytes
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Device":
+        return cls(**_known(cls, data))
 
 
 @dataclass
@@ -42,6 +53,10 @@ class CPU:
     flags: list[str] = field(default_factory=list)  # avx2, avx512f, avx_vnni, amx, neon, sve ...
     arch: str = ""  # x86_64, aarch64, arm64
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "CPU":
+        return cls(**_known(cls, data))
+
 
 @dataclass
 class Host:
@@ -50,6 +65,12 @@ class Host:
     name: str
     devices: list[Device]
     ram_bytes: int
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Host":
+        kw = _known(cls, data)
+        kw["devices"] = [Device.from_dict(d) for d in data.get("devices", [])]
+        return cls(**kw)
 
 
 @dataclass
@@ -69,6 +90,8 @@ class Hardware:
     hosts: list[Host] = field(default_factory=list)  # cluster targets: several machines
     network_bytes_per_s: Optional[int] = None  # cluster interconnect between hosts
     detected: bool = False
+    hardware_ids: list[str] = field(default_factory=list)  # ids in hardware_specs.json this target stands for
+    ram_bandwidth_source: str = ""  # "measured" (detect --bench), "catalog", or "" when unknown
 
     def host_budget_bytes(self) -> int:
         """RAM a process may use: the smaller of available RAM and the cgroup limit."""
@@ -81,5 +104,28 @@ class Hardware:
     def unified(self) -> bool:
         return any(d.unified for d in self.devices)
 
+    @property
+    def is_cluster(self) -> bool:
+        """Several machines: ``hosts`` holds the split, ``devices``/``ram_bytes`` the totals."""
+        return len(self.hosts) > 1
+
+    def device_memory_bytes(self) -> int:
+        return sum(d.memory_bytes for d in self.devices)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Hardware":
+        """Inverse of ``to_dict``; keys this version does not know are ignored."""
+        kw = _known(cls, data)
+        kw["devices"] = [Device.from_dict(d) for d in data.get("devices", [])]
+        kw["hosts"] = [Host.from_dict(h) for h in data.get("hosts", [])]
+        if isinstance(data.get("cpu"), dict):
+            kw["cpu"] = CPU.from_dict(data["cpu"])
+        return cls(**kw)
+
+
+def _known(cls, data: dict) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
