@@ -269,8 +269,23 @@ def type_histogram(assigned: list[tuple[TensorSpec, str]]) -> dict[str, int]:
 # ---------------------------------------------------------------- bytes per tensor, any format
 
 
+_SIZES_CACHE: dict = {}
+
+
 def tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, int]]:
     """Bytes of every text-model tensor in ``fmt``. A GGUF source keeps its own tensor sizes."""
+    key = (id(spec), fmt)
+    hit = _SIZES_CACHE.get(key)
+    if hit is not None and hit[0] is spec and hit[1] == len(spec.tensors):
+        return hit[2]
+    if len(_SIZES_CACHE) > 1024:
+        _SIZES_CACHE.clear()
+    out = _tensor_sizes(spec, fmt)
+    _SIZES_CACHE[key] = (spec, len(spec.tensors), out)
+    return out
+
+
+def _tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, int]]:
     if fmt.kind == "gguf":
         if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name and all(t.nbytes is not None for t in spec.tensors):
             return [(t, int(t.nbytes)) for t in spec.tensors]

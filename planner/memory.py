@@ -200,7 +200,7 @@ def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, st
     sizes = [b for _, b in tensor_sizes(spec, fmt)]
     if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name:
         return [(t, t.dtype, b) for t, b in zip(spec.tensors, sizes)]
-    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]
+    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by _weights
 
 
 def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weights:

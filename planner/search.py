@@ -25,7 +25,8 @@ MIN_CTX = 4096  # below this recommend prefers a smaller format (llama.cpp --fit
 # Formats recommend tries per engine, best quality first.
 GGUF_LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q4_0", "Q3_K_M", "Q3_K_S", "Q2_K"]
 DENSE_LADDER = {"vllm": ["bf16", "fp8", "gptq-int8", "gptq-int4"], "transformers": ["bf16", "gptq-int8", "gptq-int4"]}
-KV_LADDER = {"llama.cpp": [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0")], "vllm": [("auto", "auto"), ("fp8", "fp8")], "transformers": [("f16", "f16")]}
+# q4_0 KV is left to those who ask (--kv-type q4_0): its quality cost at long context is not well measured.
+KV_LADDER = {"llama.cpp": [("f16", "f16"), ("q8_0", "q8_0")], "vllm": [("auto", "auto"), ("fp8", "fp8")], "transformers": [("f16", "f16")]}
 # Perplexity cost of a quantized KV cache, in the same unit as quality.json (small next to weight quantization).
 KV_QUALITY = {"f16": 0.0, "auto": 0.0, "q8_0": 0.002, "fp8": 0.005, "q4_0": 0.05}
 PRIORITIES = ("quality", "speed", "context")
@@ -36,7 +37,8 @@ def gib(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hardware, *, margin: int = DEFAULT_MARGIN, target: str = "") -> Plan:
+def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hardware, *, margin: int = DEFAULT_MARGIN, target: str = "",
+         with_speed: bool = True) -> Plan:
     """One configuration: memory per device, speed, quality. Does not search."""
     if settings.n_ctx > spec.ctx_train:
         raise InvalidSettingsError(
@@ -49,7 +51,7 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
     if s.engine == "vllm":
         s = dataclasses.replace(s, type_k=s.kv_cache_dtype, type_v=s.kv_cache_dtype)
     memory = estimate_memory(spec, fmt, s, hw, margin)
-    speed = estimate_speed(spec, fmt, s, hw, memory)
+    speed = estimate_speed(spec, fmt, s, hw, memory) if with_speed else None
     p = Plan(
         model=spec.name,
         weight_format=fmt.name,
@@ -102,8 +104,14 @@ class Recommendation:
 
 
 def _fits(spec, fmt, s, hw, margin) -> tuple[bool, Plan]:
-    p = plan(spec, fmt, s, hw, margin=margin)
+    p = plan(spec, fmt, s, hw, margin=margin, with_speed=False)
     return p.fits, p
+
+
+def _with_speed(p: Plan, spec: ModelSpec, hw: Hardware) -> Plan:
+    if p.speed is None:
+        p.speed = estimate_speed(spec, parse_format(p.weight_format), p.settings, hw, p.memory)
+    return p
 
 
 def max_context(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int, limit: Optional[int] = None) -> int:
@@ -198,10 +206,10 @@ def recommend(
                         found = part
                         found.notes.append(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU")
                 if found is None:
-                    miss = plan(spec, fmt, dataclasses.replace(s0, n_gpu_layers=-1 if hw.devices else 0), hw, margin=margin)
+                    miss = plan(spec, fmt, dataclasses.replace(s0, n_gpu_layers=-1 if hw.devices else 0), hw, margin=margin, with_speed=False)
                     rec.alternatives.append(Alternative(miss, f"does not fit: {shortfall(miss) or 'no placement fits'}"))
                     continue
-                candidates.append(found)
+                candidates.append(_with_speed(found, spec, hw))
                 full_speed = found.settings.n_ctx >= want and not any("partial" in n for n in found.notes)
                 if priority == "quality" and full_speed:
                     break  # a higher-quality KV type already fits at full context
@@ -222,8 +230,9 @@ def recommend(
             return (p.quality_loss <= quality_loss("Q4_0") + 0.06, spd, -p.quality_loss)
         if priority == "context":
             return (p.ctx, -p.quality_loss, spd)
-        # quality: the best model that runs at full GPU speed, then the least quality loss, then context, then speed
-        return (not partial, rank if not explicit_model else (0, 0), -round(p.quality_loss, 3), p.ctx, spd)
+        # quality: the best model at full GPU speed, reaching the wanted context, least quality loss, then context, speed
+        reaches = p.ctx >= min(ctx or DEFAULT_CTX, _ctx_train(models, p.model)) if not ctx_max else True
+        return (not partial, rank if not explicit_model else (0, 0), reaches, -round(p.quality_loss, 3), p.ctx, spd)
 
     candidates.sort(key=key, reverse=True)
     rec.plan = candidates[0]
@@ -238,6 +247,10 @@ def recommend(
             continue
         rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format), s1, hw, margin)
     return rec
+
+
+def _ctx_train(models, name):
+    return next((m.ctx_train for m in models if m.name == name), 0)
 
 
 def _family(models, name):

@@ -84,15 +84,24 @@ def estimate_speed(
         read_total += next(b for t, b in sizes if t.name == "token_embd.weight")  # lm_head = tied embedding
     kv_read = sum(_kv_read_bytes(spec, s, depth).values())
 
-    # split the per-token bytes over devices in proportion to what each holds
+    # split the per-token bytes over devices in proportion to the weights each reads per token
     held = [(d, m) for d, m in zip(_devices_for(memory, hw), memory.devices)]
-    held_total = sum(m.weights_bytes for _, m in held) or 1
+    input_bytes = sum(b for t, b in sizes if t.name in ("token_embd.weight", "per_layer_token_embd.weight"))
+    tied = next((b for t, b in sizes if t.name == "token_embd.weight"), 0) if spec.tied_embeddings else 0
+    output_on_cpu = not any(m.detail.get("tied_output_copy_bytes") for d, m in held if d is not None)
+
+    def readable(d, m) -> int:
+        if d is not None:
+            return m.weights_bytes
+        return max(0, m.weights_bytes - input_bytes + (tied if output_on_cpu else 0))
+
+    held_total = sum(readable(d, m) for d, m in held) or 1
     kv_total = sum(m.kv_bytes for _, m in held) or 1
     time_per_token = 0.0
     bound = []
     classes = []
     for dev, m in held:
-        share = m.weights_bytes / held_total
+        share = readable(dev, m) / held_total
         kv_share = m.kv_bytes / kv_total if memory.kv_bytes else 0
         if memory.engine == "vllm":
             share, kv_share = 1.0 / max(1, len(held)), 1.0 / max(1, len(held))

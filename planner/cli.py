@@ -1,0 +1,299 @@
+"""gemma-plan command line: a thin shell over the library (parse, call one function, render).
+
+Heavy modules (torch, transformers, llama_cpp) are imported only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from typing import Optional
+
+import click
+
+from planner.errors import InvalidSettingsError, PlanError
+
+GiB = 1 << 30
+DEBUG_ENV = "GEMMA_PLAN_DEBUG"
+
+
+# ---------------------------------------------------------------- errors: one line, next step, no traceback
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # mapped to one line; GEMMA_PLAN_DEBUG=1 shows the traceback
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+
+def _one_line(exc: Exception) -> str:
+    hint = getattr(exc, "hint", "")
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    known = isinstance(exc, PlanError) or type(exc).__module__.startswith("profiles") or type(exc).__module__.startswith("quantize")
+    if not known:
+        msg = f"{type(exc).__name__}: {msg} (set {DEBUG_ENV}=1 for the traceback)"
+    return f"{msg}; {hint}" if hint else msg
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
+_UNITS = {"": GiB, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": 1 << 20,
+          "g": 1e9, "gb": 1e9, "gib": GiB, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
+
+
+def parse_size(text: str, what: str) -> int:
+    """'24GiB', '24GB', '24' (GiB), '25769803776b' -> bytes."""
+    m = _SIZE.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise InvalidSettingsError(f"{what} '{text}' is not a positive size", hint="write it like 24GiB, 24GB or 512MiB")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+# ---------------------------------------------------------------- shared option handling
+
+
+def resolve_model(query: str):
+    """Catalog name/alias, a local HF directory, or a .gguf file -> (ModelSpec, note)."""
+    from planner import sources
+
+    return sources.load_model(query)
+
+
+def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str]):
+    """--target NAME|FILE|auto plus --vram/--ram overrides -> (Hardware, note)."""
+    from profiles.hardware import Device
+
+    note = ""
+    if not name or name == "auto":
+        from profiles.detect import detect_hardware
+
+        hw = detect_hardware()
+        note = f"planning for this machine ({hw.name}, detected): free memory now, with the safety margin"
+    else:
+        from profiles.targets import load_target
+
+        hw = load_target(name)
+    if vram:
+        size = parse_size(vram, "--vram")
+        if not hw.devices:
+            hw.devices = [Device("GPU (--vram)", "unknown", "CUDA", size)]
+        for d in hw.devices:
+            d.memory_bytes, d.free_bytes = size, None
+        note += ("; " if note else "") + f"VRAM overridden to {size / GiB:.1f} GiB per device"
+    if ram:
+        size = parse_size(ram, "--ram")
+        hw.ram_bytes, hw.ram_free_bytes, hw.memory_limit_bytes = size, None, None
+        note += ("; " if note else "") + f"RAM overridden to {size / GiB:.1f} GiB"
+    return hw, note
+
+
+def _kv_pair(kv: Optional[str]) -> Optional[tuple[str, str]]:
+    if not kv:
+        return None
+    k, _, v = kv.partition("/")
+    return (k, v or k)
+
+
+def _ctx(value: Optional[str]) -> tuple[Optional[int], bool]:
+    if value is None:
+        return None, False
+    if str(value).lower() == "max":
+        return None, True
+    try:
+        n = int(str(value).replace("k", "000").replace("K", "000"))
+    except ValueError:
+        raise InvalidSettingsError(f"--ctx '{value}' is not a number", hint="use --ctx 32768 or --ctx max") from None
+    if n <= 0:
+        raise InvalidSettingsError(f"--ctx must be positive, got {n}", hint="use --ctx 32768 or --ctx max")
+    return n, False
+
+
+def _positive(name: str, value: Optional[int]) -> None:
+    if value is not None and value <= 0:
+        raise InvalidSettingsError(f"{name} must be positive, got {value}")
+
+
+ENGINE_CHOICE = click.Choice(["llama.cpp", "vllm", "transformers"])
+PRIORITY_CHOICE = click.Choice(["quality", "speed", "context"])
+
+
+def common_options(f):
+    opts = [
+        click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)"),
+        click.option("--vram", help="override memory per accelerator, e.g. 24GiB"),
+        click.option("--ram", help="override system RAM, e.g. 64GiB"),
+        click.option("--ctx", help="context length in tokens (all slots), or 'max'"),
+        click.option("--parallel", "-np", type=int, default=1, show_default=True, help="parallel sequences / slots"),
+        click.option("--kv-type", help="KV cache type: f16, q8_0, q4_0 ... or K/V like q8_0/f16 (vLLM: auto, fp8)"),
+        click.option("--engine", type=ENGINE_CHOICE, default="llama.cpp", show_default=True),
+        click.option("--margin", help="memory kept free on every device (default 1GiB)"),
+        click.option("--ubatch", type=int, default=512, show_default=True, help="llama.cpp n_ubatch"),
+        click.option("--no-flash-attn", is_flag=True, help="llama.cpp: flash attention off"),
+        click.option("--swa-full", is_flag=True, help="llama.cpp: full-size KV for sliding-window layers"),
+        click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/json.md)"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv):
+    from planner.types import RuntimeSettings
+
+    _positive("--parallel", parallel)
+    _positive("--ubatch", ubatch)
+    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full)
+    if kv:
+        if engine == "vllm":
+            s = dataclasses.replace(s, kv_cache_dtype=kv[0])
+        s = dataclasses.replace(s, type_k=kv[0], type_v=kv[1])
+    return s
+
+
+def _margin(margin: Optional[str]) -> int:
+    from planner.memory import DEFAULT_MARGIN
+
+    if margin is None:
+        return DEFAULT_MARGIN
+    if str(margin).strip() in ("0", "0GiB", "0b"):
+        return 0
+    return parse_size(margin, "--margin")
+
+
+def _emit(obj: dict) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+# ---------------------------------------------------------------- commands
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gemma-plan")
+def main():
+    """Which Gemma, at which precision, with how much context, on which engine, fits this machine."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def models(as_json):
+    """List the Gemma catalog."""
+    from planner import report
+    from planner.catalog import all_models
+
+    specs = all_models()
+    if as_json:
+        _emit({"models": [report.model_row(m) for m in specs]})
+    else:
+        report.print_models(specs)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def targets(as_json):
+    """List the target hardware profiles (packaged and your own)."""
+    from profiles.hardware import Device
+    from planner import report
+
+    from profiles.targets import list_targets
+
+    hws = list_targets()
+    if as_json:
+        _emit({"targets": [report.target_row(h) for h in hws]})
+    else:
+        report.print_targets(hws)
+
+
+@main.command()
+@click.option("--model", "-m", required=True, help="catalog name (31b, gemma-3-27b ...), HF directory or .gguf file")
+@click.option("--quant", "-q", required=True, help="weight format: Q4_K_M, Q8_0 ..., bf16, f16, fp8, gptq-int4")
+@click.option("--ngl", type=int, default=-1, show_default=True, help="llama.cpp GPU layers (-1 = all)")
+@click.option("--experts-on-cpu", is_flag=True, help="llama.cpp: keep MoE expert tensors on the CPU")
+@click.option("--tp", type=int, default=1, help="vLLM tensor parallel size")
+@click.option("--pp", type=int, default=1, help="vLLM pipeline parallel size")
+@common_options
+def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
+             no_flash_attn, swa_full, as_json):
+    """Memory per device, speed and fit of one configuration."""
+    from planner import report
+    from planner.formats import parse_format
+    from planner.search import DEFAULT_CTX, plan
+
+    spec, mnote = resolve_model(model)
+    fmt = parse_format(quant)
+    hw, tnote = resolve_target(target, vram, ram)
+    n_ctx, is_max = _ctx(ctx)
+    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, _kv_pair(kv_type))
+    s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
+                            tensor_parallel=tp, pipeline_parallel=pp,
+                            n_ctx=spec.ctx_train if is_max else (n_ctx or min(DEFAULT_CTX, spec.ctx_train)))
+    p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
+    for n in (mnote, tnote):
+        if n:
+            p.notes.insert(0, n)
+    if as_json:
+        _emit({"plan": p.to_dict()})
+    else:
+        report.print_plan(p, hw)
+
+
+@main.command()
+@click.option("--model", "-m", help="catalog name, HF directory or .gguf file (default: the best Gemma for the target)")
+@click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...)")
+@click.option("--priority", type=PRIORITY_CHOICE, default="quality", show_default=True)
+@common_options
+def recommend(model, quant, priority, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn,
+              swa_full, as_json):
+    """Search formats x KV types x context x GPU layers for the best plan that fits."""
+    from planner import report
+    from planner.search import recommend as do_recommend
+
+    notes = []
+    specs = None
+    if model:
+        spec, mnote = resolve_model(model)
+        specs = [spec]
+        if mnote:
+            notes.append(mnote)
+    hw, tnote = resolve_target(target, vram, ram)
+    if tnote:
+        notes.append(tnote)
+    n_ctx, is_max = _ctx(ctx)
+    if n_ctx and specs and n_ctx > specs[0].ctx_train:
+        raise InvalidSettingsError(f"context {n_ctx} is above {specs[0].name}'s trained maximum of {specs[0].ctx_train}",
+                                   hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
+    kv = _kv_pair(kv_type)
+    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine, ctx=n_ctx, ctx_max=is_max,
+                       parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
+                       base=base, target=target or hw.name)
+    rec.notes[:0] = notes
+    if as_json:
+        _emit(rec.to_dict())
+    else:
+        report.print_recommendation(rec, hw)
+    if rec.plan is None:
+        sys.exit(3)
+
+
+def _add_optional_commands():
+    try:
+        from planner.commands.detect import detect
+    except ImportError:
+        return
+    main.add_command(detect)
+
+
+_add_optional_commands()
+
+if __name__ == "__main__":
+    main()
