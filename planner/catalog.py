@@ -86,7 +86,7 @@ def resolve_entry(query: str) -> tuple[dict, str]:
             return newest, f"'{query}' matches several generations; using the newest, {newest['name']} (also: {others})"
     names = [e["name"] for e in entries] + [a for e in entries for a in e["aliases"]]
     close = difflib.get_close_matches(q, names, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    hint = f"did you mean {', '.join(close)}" if close else ""
     raise UnknownModelError(f"unknown model '{query}'; {hint}".rstrip("; ").rstrip())
 
 

@@ -229,7 +229,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     from planner.search import DEFAULT_CTX, plan
 
     spec, mnote = resolve_model(model)
-    fmt = parse_format(quant)
+    fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
     n_ctx, is_max = _ctx(ctx)
     s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, _kv_pair(kv_type))

@@ -81,13 +81,18 @@ class WeightFormat:
         return ("vllm", "transformers")
 
 
-def parse_format(name: str) -> WeightFormat:
+def parse_format(name: str, engine: str | None = None) -> WeightFormat:
+    """'Q4_K_M' -> GGUF; 'bf16'/'f16' -> a GGUF for llama.cpp, dense weights for vLLM/transformers.
+
+    Without an engine, upper case F16/BF16/F32 name the GGUF file types and lower case the dense formats.
+    """
     raw = name.strip()
     up = raw.upper().replace("-", "_")
-    if up in GGUF_FTYPES:
+    low = raw.lower()
+    dense_name = low in DENSE_FORMATS and (engine in ("vllm", "transformers") or (engine is None and raw == low))
+    if up in GGUF_FTYPES and not dense_name:
         block, size = GGML_QUANT_SIZES[ggml_type(GGUF_FTYPES[up])]
         return WeightFormat(up, "gguf", 8 * size / block)
-    low = raw.lower()
     if low in ("gptq", "gptq-4bit", "int4", "gptq-int4"):
         return WeightFormat("gptq-int4", "gptq", 4, GPTQ_GROUP_SIZE)
     m = re.fullmatch(r"gptq-int([48])(?:-g(\d+))?", low)

@@ -90,7 +90,7 @@ def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
     if s.type_v not in ("f32", "f16", "bf16") and not s.flash_attn:
         raise InvalidSettingsError(
             f"quantized V cache ({s.type_v}) requires flash attention",
-            hint="add --flash-attn (the default) or use --kv-type f16",
+            hint="drop --no-flash-attn, or use --kv-type f16 (or q8_0/f16: quantized K alone works without it)",
         )
 
 

@@ -110,7 +110,7 @@ def _fits(spec, fmt, s, hw, margin) -> tuple[bool, Plan]:
 
 def _with_speed(p: Plan, spec: ModelSpec, hw: Hardware) -> Plan:
     if p.speed is None:
-        p.speed = estimate_speed(spec, parse_format(p.weight_format), p.settings, hw, p.memory)
+        p.speed = estimate_speed(spec, parse_format(p.weight_format, p.engine), p.settings, hw, p.memory)
     return p
 
 
@@ -179,10 +179,12 @@ def recommend(
     rec = Recommendation(None, priority=priority)
     candidates: list[Plan] = []
     for spec in models:
+        if engine == "vllm" and hw.devices and base.tensor_parallel * base.pipeline_parallel == 1:
+            base = dataclasses.replace(base, tensor_parallel=vllm_tensor_parallel(spec, len(hw.devices)))
         want = min(ctx or DEFAULT_CTX, spec.ctx_train) if not ctx_max else spec.ctx_train
         floor = want if (ctx and not ctx_max) else min(MIN_CTX, want)
         for fname in fmts:
-            fmt = parse_format(fname)
+            fmt = parse_format(fname, engine)
             if engine not in fmt.engines:
                 continue
             for k, v in kvs:
@@ -245,8 +247,17 @@ def recommend(
         s1 = dataclasses.replace(chosen.settings, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else chosen.settings.kv_cache_dtype)
         if engine == "llama.cpp" and v not in ("f16", "f32", "bf16") and not s1.flash_attn:
             continue
-        rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format), s1, hw, margin)
+        rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format, engine), s1, hw, margin)
     return rec
+
+
+def vllm_tensor_parallel(spec: ModelSpec, n_gpus: int) -> int:
+    """Largest TP size <= the GPU count that divides the attention heads (vLLM replicates KV heads beyond that)."""
+    heads = spec.layers[0].n_head
+    tp = 1
+    while tp * 2 <= n_gpus and heads % (tp * 2) == 0:
+        tp *= 2
+    return tp
 
 
 def _ctx_train(models, name):

@@ -51,11 +51,20 @@ def efficiency(cls: str) -> float:
     return _table()["classes"][cls]["median"]
 
 
+def _kv_row(kv_type: str, n: int) -> int:
+    """Bytes of n cached elements: ggml types for llama.cpp, vLLM's 'auto' (model dtype) and fp8."""
+    if kv_type.startswith("fp8"):
+        return n
+    if kv_type == "auto":
+        return 2 * n
+    return row_bytes(kv_type, n)
+
+
 def _kv_read_bytes(spec: ModelSpec, s: RuntimeSettings, depth: int) -> dict[int, int]:
     out = {}
     for lay in spec.kv_layers:
         cells = min(depth, spec.sliding_window) if lay.sliding else depth
-        out[lay.index] = cells * (row_bytes(s.type_k, lay.n_head_kv * lay.head_dim_k) + row_bytes(s.type_v, lay.n_head_kv * lay.head_dim_v))
+        out[lay.index] = cells * (_kv_row(s.type_k, lay.n_head_kv * lay.head_dim_k) + _kv_row(s.type_v, lay.n_head_kv * lay.head_dim_v))
     return out
 
 

@@ -1,0 +1,143 @@
+"""Golden values for the llama.cpp memory model: each case says where its number comes from."""
+
+import dataclasses
+
+import pytest
+
+from planner.catalog import get_model
+from planner.formats import parse_format
+from planner.memory import llamacpp_kv_bytes, llamacpp_kv_layer_bytes, llamacpp_kv_layout, llamacpp_memory
+from planner.types import RuntimeSettings
+from profiles.hardware import CPU, Device, Hardware
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def hw_gpu(mem_gib=24, n=1, flags=("avx2",)):
+    devs = [Device("GPU", "nvidia", "CUDA", mem_gib * GiB, 1000 * 10**9, 80e12) for _ in range(n)]
+    return Hardware("test", devs, 64 * GiB, CPU(flags=list(flags)))
+
+
+def hw_cpu(ram_gib=32, flags=("avx2",)):
+    return Hardware("cpu", [], ram_gib * GiB, CPU(flags=list(flags), cores_physical=8))
+
+
+KV_CASES = [
+    # (model, settings, expected bytes, reason)
+    ("gemma-3-27b", dict(n_ctx=32768), 3_338_665_984,
+     "issue 2 / engine_memory_accounting 1.2: 10 full x 32768 + 52 SWA x pad256(1024+512)=1536 cells, 8 KiB/cell"),
+    ("gemma-3-27b", dict(n_ctx=32768, swa_full=True), 15872 * MiB,
+     "swa_full: all 62 layers at 32768 cells x 8 KiB (llama-cpp-python's C default)"),
+    ("gemma-3-27b", dict(n_ctx=32768, type_k="q8_0", type_v="q8_0"), 3_338_665_984 * 34 // 64,
+     "q8_0 rows: 34 bytes per 32 elements instead of 64"),
+    ("gemma-3-27b", dict(n_ctx=30000), (10 * 30208 + 52 * 1536) * 8192,
+     "n_ctx padded to a multiple of 256 (PR #17046): 30000 -> 30208 cells"),
+    ("gemma-3-27b", dict(n_ctx=32768, n_parallel=4), (10 * 8192 * 4 + 52 * 1536 * 4) * 8192,
+     "4 non-unified streams: 8192 cells each; SWA per stream pad256(1024+512)"),
+    ("gemma-3-27b", dict(n_ctx=32768, n_parallel=4, kv_unified=True), (10 * 32768 + 52 * 4608) * 8192,
+     "unified: one stream; SWA pad256(1024*4 + 512) = 4608 cells"),
+    ("gemma-4-e2b", dict(n_ctx=8192), (3 * 8192 * 2048 + 12 * 1024 * 1024),
+     "E2B: only layers 0-14 store KV (3 full 1x512, 12 SWA 1x256); SWA pad256(512+512)=1024"),
+    ("gemma-4-31b", dict(n_ctx=8192), (10 * 8192 * 4 * 512 * 2 * 2 + 50 * 1536 * 16 * 256 * 2 * 2),
+     "31B: full layers 4 KV heads x 512, SWA layers 16 x 256; K and V both stored (k_eq_v)"),
+    ("gemma-4-31b", dict(n_ctx=8192, flash_attn=False), (10 * 8192 * (2048 + 4096) * 2 + 50 * 1536 * 4096 * 2 * 2),
+     "no flash attention: V transposed and padded to the widest V (16x256=4096) on every layer"),
+    ("gemma-2-9b", dict(n_ctx=8192), (21 * 8192 + 21 * 4608) * 8 * 256 * 2 * 2,
+     "Gemma 2: alternating layers, window 4096: SWA pad256(4096+512)=4608 cells"),
+    ("gemma-3n-e4b", dict(n_ctx=4096), (4 * 4096 + 16 * 1024) * 2 * 256 * 2 * 2,
+     "Gemma 3n: llama.cpp keeps KV for the first 20 layers only (4 full, 16 SWA)"),
+]
+
+
+@pytest.mark.parametrize("model,settings,expected,reason", KV_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(KV_CASES)])
+def test_kv_bytes_match_llamacpp_formula(model, settings, expected, reason):
+    spec, _ = get_model(model)
+    assert llamacpp_kv_bytes(spec, RuntimeSettings(**settings)) == expected, reason
+
+
+def test_swa_cells_layout():
+    spec, _ = get_model("gemma-3-27b")
+    lay = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=4096, n_ubatch=64))
+    assert (lay.n_ctx_seq, lay.swa_cells) == (4096, 1280)  # pad256(1024 + 64)
+    small = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=1000))
+    assert small.swa_cells == small.n_ctx_seq == 1024  # SWA never larger than the full cache
+
+
+def test_shared_kv_layers_store_nothing():
+    spec, _ = get_model("gemma-4-e2b")
+    per_layer = llamacpp_kv_layer_bytes(spec, RuntimeSettings(n_ctx=4096))
+    assert sorted(per_layer) == list(range(15))
+    assert spec.layers[20].kv_shared_from == 13 and spec.layers[34].kv_shared_from == 14
+
+
+def test_full_offload_places_everything_but_input_on_gpu():
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    m = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu())
+    gpu, host = m.devices
+    emb = next(t for t in spec.tensors if t.name == "token_embd.weight")
+    emb_bytes = emb.shape[0] * emb.shape[1] // 256 * 210  # tied -> Q6_K
+    assert host.weights_bytes == emb_bytes  # token embeddings always stay on the CPU
+    assert gpu.detail["tied_output_copy_bytes"] == emb_bytes  # duplicated for the output layer
+    assert gpu.kv_bytes == m.kv_bytes and host.kv_bytes == 0
+    assert gpu.layers == spec.n_layers
+    assert host.output_bytes == 4 * spec.vocab
+
+
+def test_ngl_offloads_output_first():
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    one = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=1), hw_gpu())
+    gpu, host = one.devices
+    assert gpu.layers == 0 and gpu.detail.get("tied_output_copy_bytes")  # -ngl 1 = just the output layer
+    assert host.layers == spec.n_layers and host.kv_bytes == one.kv_bytes
+    assert host.detail["repack_bytes"] > 0  # CPU Q4_K tensors go to CPU_REPACK on AVX2
+
+
+def test_experts_on_cpu_moves_expert_bytes():
+    spec, _ = get_model("gemma-4-26b-a4b")
+    fmt = parse_format("Q4_K_M")
+    full = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu(80))
+    moved = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, experts_on_cpu=True), hw_gpu(80))
+    assert moved.weights_bytes == full.weights_bytes
+    assert moved.devices[0].weights_bytes < full.devices[0].weights_bytes / 3  # experts are most of the model
+
+
+def test_two_gpu_split_is_proportional():
+    spec, _ = get_model("gemma-3-27b")
+    m = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=8192), hw_gpu(24, 2))
+    a, b, host = m.devices
+    # 63 slots (62 layers + output) split at 31.5: llama.cpp counts the output layer in the split
+    assert (a.layers, b.layers) == (32, 30)
+    assert b.detail["tied_output_copy_bytes"] and "tied_output_copy_bytes" not in a.detail
+
+
+def test_compute_buffer_without_flash_attention_grows_with_context():
+    spec, _ = get_model("gemma-3-27b")
+    fmt = parse_format("Q4_K_M")
+    short = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096, flash_attn=False), hw_gpu(80))
+    long = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=32768, flash_attn=False), hw_gpu(80))
+    fa = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=32768), hw_gpu(80))
+    # KQ scores: 4 * n_kv * n_ubatch * n_head = 4 * 32768 * 512 * 32 = 2 GiB
+    assert long.devices[0].compute_bytes >= 2 * GiB > short.devices[0].compute_bytes
+    assert fa.devices[0].compute_bytes < GiB
+
+
+def test_quantized_v_needs_flash_attention():
+    from planner.errors import InvalidSettingsError
+
+    spec, _ = get_model("gemma-3-4b")
+    with pytest.raises(InvalidSettingsError, match="flash attention"):
+        llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(type_v="q8_0", flash_attn=False), hw_gpu())
+    # quantized K alone is fine
+    llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(type_k="q8_0", flash_attn=False), hw_gpu())
+
+
+def test_unified_memory_host_budget_shrinks_by_gpu_use():
+    spec, _ = get_model("gemma-3-12b")
+    dev = Device("Apple M4 Max GPU", "apple", "Metal", 96 * GiB, 546 * 10**9, unified=True, device_class="apple")
+    hw = Hardware("mac", [dev], 128 * GiB, CPU(flags=["neon", "asimddp"]), kind="apple")
+    m = llamacpp_memory(spec, parse_format("Q8_0"), RuntimeSettings(n_ctx=32768), hw, margin=0)
+    gpu, host = m.devices
+    assert host.capacity_bytes == 128 * GiB - gpu.total_bytes
