@@ -196,11 +196,15 @@ def recommend(
                     ok, p = _fits(spec, fmt, s1, hw, margin)
                     if ok:
                         found = p
+                        if s1.experts_on_cpu:
+                            found.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
                         break
                     c = max_context(spec, fmt, s1, hw, margin, limit=want)
                     if c >= floor:
                         found = plan(spec, fmt, dataclasses.replace(s1, n_ctx=c), hw, margin=margin)
                         found.notes.append(f"context reduced from {want} to {c} to fit")
+                        if s1.experts_on_cpu:
+                            found.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
                         break
                 if found is None and engine == "llama.cpp" and hw.devices:
                     part = _best_partial(spec, fmt, dataclasses.replace(s0, n_ctx=floor if floor < want else want), hw, margin)
