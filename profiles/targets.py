@@ -111,17 +111,24 @@ def list_targets() -> list[Hardware]:
     return [load_target(n) for n in names]
 
 
-def save_target(hw: Hardware, name: str, force: bool = False) -> Path:
-    """Write ``hw`` as the user target ``name``; refuses to overwrite (or shadow a packaged one) without force."""
+def target_save_path(name: str, force: bool = False) -> Path:
+    """Where ``save_target`` would write ``name``; raises now if it would refuse (check before slow work)."""
     if not _NAME_RE.match(name):
         raise InvalidTargetError(name, "name", "use letters, digits, '.', '_' or '-' (at most 64)")
-    directory = user_targets_dir()
-    path = directory / f"{name}.toml"
+    path = user_targets_dir() / f"{name}.toml"
     if not force:
         if path.exists():
             raise TargetExistsError(f"target {name!r} already exists at {path}")
         if name in packaged_target_names():
             raise TargetExistsError(f"{name!r} is a packaged target; saving would shadow it")
+    return path
+
+
+def save_target(hw: Hardware, name: str, force: bool = False) -> Path:
+    """Write ``hw`` as the user target ``name`` (atomically); refuses to overwrite or shadow a packaged
+    target without ``force``. Detection-only fields (free memory, PCI ids) are not written."""
+    path = target_save_path(name, force)
+    directory = path.parent
     out = copy.deepcopy(hw)
     out.name = name
     text = hardware_to_toml(out)
@@ -587,9 +594,11 @@ def match_catalog_device(name: str, memory_bytes: Optional[int] = None,
         if not best:
             continue
         fit = 0
-        if cat.device.unified:
-            if ram_bytes is not None and cat.ram_options_gb:
+        if cat.device.unified and ram_bytes is not None:
+            if cat.ram_options_gb:
                 fit = 1 if round(ram_bytes / GiB) in cat.ram_options_gb else -1
+            if cat.device.total_bytes and round(cat.device.total_bytes / GiB) == round(ram_bytes / GiB):
+                fit += 1  # the very configuration a target describes
         elif memory_bytes is not None:
             if abs(memory_bytes - cat.device.memory_bytes) > 0.10 * cat.device.memory_bytes:
                 continue
