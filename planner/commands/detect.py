@@ -1,0 +1,139 @@
+"""``gemma-plan detect``: what this machine has, as a table or ``--json``; ``--save NAME`` keeps it as a target.
+
+The library call is ``profiles.detect.detect``; this module only parses flags and renders.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+GIB = 1 << 30
+
+
+@click.command("detect")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/detect.md).")
+@click.option("--bench", is_flag=True, help="Also measure RAM bandwidth (a copy benchmark, a few seconds).")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
+              help="Where models will live; free disk is measured there (default: the Hugging Face cache).")
+@click.option("--save", "save_name", metavar="NAME", default=None,
+              help="Save this machine as a target profile, usable later as --target NAME.")
+@click.option("--force", is_flag=True, help="With --save: replace an existing target of that name.")
+def detect(as_json: bool, bench: bool, model_dir: Optional[str], save_name: Optional[str], force: bool) -> None:
+    """Detect accelerators, RAM, cgroup limit, CPU, OS and free disk of this machine."""
+    from profiles.detect import detect as run_detect
+    from profiles.errors import ProfileError
+    from profiles.targets import save_target, target_save_path
+
+    try:
+        if save_name:
+            target_save_path(save_name, force)  # refuse before spending seconds on --bench
+        report = _run_with_progress(run_detect, bench, model_dir)
+        saved = save_target(report.hardware, save_name, force=force) if save_name else None
+    except ProfileError as e:
+        raise click.ClickException(f"{e}; {e.hint}" if e.hint else str(e)) from None
+
+    if as_json:
+        data = report.to_dict()
+        data["saved_to"] = str(saved) if saved else None
+        click.echo(json.dumps(data, indent=2))
+        return
+    _render(report, saved)
+
+
+def _run_with_progress(run_detect, bench: bool, model_dir: Optional[str]):
+    if not bench:
+        return run_detect(bench=False, model_dir=model_dir)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("measuring RAM bandwidth"), BarColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("bench", total=1.0)
+        return run_detect(bench=True, model_dir=model_dir,
+                          progress=lambda f: progress.update(task, completed=f))
+
+
+def _gib(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n / GIB:.1f}"
+
+
+def _gbs(n: Optional[float]) -> str:
+    return "-" if n is None else f"{n / 1e9:.0f}" if n >= 100e9 else f"{n / 1e9:.1f}"
+
+
+def _render(report, saved) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    hw = report.hardware
+    if hw.devices:
+        t = Table(title="Accelerators (memory in GiB, bandwidth in GB/s, dense FP16 tensor TFLOPS)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col, just in (("#", "right"), ("device", "left"), ("backend", "left"),
+                          ("total", "right"), ("free", "right"), ("GB/s", "right"), ("TFLOPS", "right"),
+                          ("unified", "left"), ("CC", "left")):
+            t.add_column(col, justify=just, overflow="fold", no_wrap=col != "device")
+        details = []
+        for i, d in enumerate(hw.devices):
+            idx = str(d.index if d.index is not None else i)
+            name = d.name + (f" [{d.partition}]" if d.partition else "")
+            unified = "yes" if d.unified else "no"
+            t.add_row(idx, name, d.backend, _gib(d.memory_bytes), _gib(d.free_bytes),
+                      _gbs(d.bandwidth_bytes_per_s), "-" if d.fp16_flops is None else f"{d.fp16_flops / 1e12:.0f}",
+                      unified, d.compute_capability or "-")
+            extra = [f"PCIe gen{d.pcie_gen} x{d.pcie_width}"] if d.pcie_gen and d.pcie_width else []
+            if d.unified and d.total_bytes:
+                extra.append(f"shares {_gib(d.total_bytes)} GiB of physical memory with the CPU")
+            extra += [d.notes] if d.notes else []
+            if extra:
+                details.append(f"  {idx}: " + "; ".join(extra))
+        console.print(t)
+        for line in details:
+            console.print(line, highlight=False)
+    else:
+        console.print("[bold]No accelerator found[/bold]: plans for this machine run on the CPU.")
+
+    m = Table(title="Machine", title_justify="left", show_header=False)
+    m.add_column("what", style="bold")
+    m.add_column("value", overflow="fold")
+    m.add_row("RAM", f"{_gib(hw.ram_bytes)} GiB total, {_gib(hw.ram_free_bytes)} GiB available")
+    limit = report.memory_limit
+    m.add_row("memory limit", "none (cgroup)" if limit.limit_bytes is None else
+              f"{_gib(limit.limit_bytes)} GiB (cgroup v{limit.version}: {limit.file})")
+    if hw.ram_bandwidth_bytes_per_s:
+        m.add_row("RAM bandwidth", f"{_gbs(hw.ram_bandwidth_bytes_per_s)} GB/s ({hw.ram_bandwidth_source})")
+    else:
+        m.add_row("RAM bandwidth", "unknown (run detect --bench to measure it)")
+    cpu = hw.cpu
+    m.add_row("CPU", f"{cpu.name}, {cpu.cores_physical or '?'} cores / {cpu.cores_logical or '?'} threads"
+              + (f", {cpu.arch}" if cpu.arch else ""))
+    m.add_row("ISA flags", ", ".join(cpu.flags) or "-")
+    s = report.system
+    m.add_row("OS", " ".join(x for x in (s.os, s.os_version, f"(kernel {s.kernel})" if s.kernel else "") if x))
+    m.add_row("WSL", f"yes (WSL{s.wsl_version})" if s.wsl else "no")
+    m.add_row("container", s.container or "no")
+    if s.board:
+        m.add_row("board", s.board)
+    if report.disk:
+        m.add_row("disk free", f"{_gib(report.disk.free_bytes)} GiB at {report.disk.checked}"
+                  + ("" if report.disk.checked == report.disk.path else f" (for {report.disk.path})"))
+    if hw.hardware_ids:
+        m.add_row("catalog ids", ", ".join(hw.hardware_ids))
+    m.add_row("detected in", f"{report.elapsed_s:.2f} s")
+    console.print(m)
+
+    if report.ignored_devices:
+        console.print("[bold]Not used for planning:[/bold]")
+        for line in report.ignored_devices:
+            console.print(f"  - {line}")
+    if report.could_not_read:
+        console.print("[bold]Could not read:[/bold]")
+        for line in report.could_not_read:
+            console.print(f"  - {line}")
+    if saved:
+        console.print(f"Saved as target [bold]{saved.stem}[/bold] ({saved}); use it with --target {saved.stem}")
