@@ -1,0 +1,273 @@
+"""detect() on this machine, and whole machines assembled from captured outputs (build_report)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from profiles.detect import DetectReport, Readings, build_report, detect, detect_hardware
+from profiles.units import GB, GiB, MiB
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def user_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr("profiles.targets.user_targets_dir", lambda: tmp_path / "config" / "targets")
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def real_cgroup_limit() -> int | None:
+    """The limit as the kernel states it, read here without the detector's code."""
+    candidates = [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max")
+        elif "memory" in controllers.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes")
+    limits = []
+    for p in candidates:
+        if p.is_file():
+            value = p.read_text().strip()
+            if value != "max" and int(value) < 1 << 60:
+                limits.append(int(value))
+    return min(limits) if limits else None
+
+
+# --------------------------------------------------------------------------- this machine
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="this machine is the Linux CI box")
+def test_detect_this_machine():
+    report = detect()
+    hw = report.hardware
+    assert hw.ram_bytes == psutil.virtual_memory().total
+    assert hw.cpu.cores_logical == os.cpu_count()
+    if not Path("/dev/nvidia0").exists() and not Path("/dev/kfd").exists():
+        assert hw.devices == [], "no accelerator on this machine"
+    assert hw.memory_limit_bytes == real_cgroup_limit()
+    assert hw.detected and hw.source.startswith("detected")
+    assert 0 < hw.ram_free_bytes <= hw.ram_bytes
+    assert report.disk is not None and report.disk.free_bytes > 0
+    assert report.system.os == "Linux" and report.system.wsl is False
+    assert all(n.status in ("ok", "unavailable", "skipped") for n in report.sources), report.sources
+
+
+def test_detect_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, time; t = time.perf_counter(); from profiles.detect import detect; r = detect(); "
+            "print(time.perf_counter() - t); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'torch', 'transformers', 'llama_cpp'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    elapsed, heavy = out.splitlines()
+    assert float(elapsed) < 1.0, "detect without --bench must take well under a second"
+    assert heavy == "[]"
+
+
+def test_detect_hardware_is_the_report_hardware():
+    hw = detect_hardware()
+    assert hw.detected and hw.ram_bytes == psutil.virtual_memory().total
+
+
+def test_bench_stores_measured_bandwidth(monkeypatch):
+    calls = []
+    report = detect(bench=True, progress=calls.append)
+    hw = report.hardware
+    assert hw.ram_bandwidth_source == "measured"
+    assert hw.ram_bandwidth_bytes_per_s == report.bench.bytes_per_s > 1 * GB
+    assert calls and calls[-1] == 1.0 and calls == sorted(calls)
+
+
+def test_report_json_has_the_documented_keys():
+    data = detect().to_dict()
+    assert set(data) == {"schema", "hardware", "system", "memory_limit", "disk", "bench", "ignored_devices",
+                         "sources", "could_not_read", "elapsed_s"}
+    assert data["schema"] == "gemma-plan.detect/1"
+    assert {"name", "devices", "ram_bytes", "ram_free_bytes", "memory_limit_bytes", "cpu", "detected"} <= set(
+        data["hardware"])
+
+
+# --------------------------------------------------------------------------- machines from captured outputs
+
+
+def machine(system="Linux", ram=64 * GiB, available=60 * GiB, cuda_visible=None, notes=None, **texts) -> Readings:
+    """Readings as collect() would make them, with each source's text taken from a fixture file."""
+    r = Readings(system=system, machine="arm64" if system == "Darwin" else "x86_64", ram_total=ram,
+                 ram_available=available, cpu_count=16, cpu_count_physical=8, cuda_visible_devices=cuda_visible,
+                 timestamp="2026-11-28 04:00 UTC")
+    for source, name in texts.items():
+        r.texts[source.replace("_", "-")] = fixture(name)
+    for source, note in (notes or {}).items():
+        r.notes[source] = note
+    return r
+
+
+NO_NVML = {"nvml": ("unavailable", "NVML Shared Library Not Found")}
+
+
+def test_one_nvidia_card_gets_catalog_bandwidth():
+    report = build_report(machine(nvml="nvml_1x_rtx4090.json", cpuinfo="cpuinfo_this_machine.txt",
+                                  cgroup="cgroup_this_machine.txt", os="system_this_machine.txt"))
+    (d,) = report.hardware.devices
+    assert d.bandwidth_bytes_per_s == 1008 * GB and d.fp16_flops == 330e12
+    assert report.hardware.hardware_ids == ["rtx4090"] and report.hardware.kind == "desktop"
+    assert "rtx4090" in d.notes
+
+
+def test_two_cards_with_cuda_visible_devices():
+    report = build_report(machine(nvml="nvml_2x_rtx3090.json", cuda_visible="1"))
+    (d,) = report.hardware.devices
+    assert d.index == 1 and d.free_bytes == 16 * GiB
+    assert "CUDA_VISIBLE_DEVICES" in next(n.detail for n in report.sources if n.source == "nvml")
+
+
+def test_mig_slice_gets_its_share_of_the_a100():
+    report = build_report(machine(nvml="nvml_mig_a100.json"))
+    (d,) = report.hardware.devices
+    share = (19968 * MiB) / (40 * GiB)
+    assert d.partition == "MIG 3g.20gb"
+    assert d.bandwidth_bytes_per_s == int(1555 * GB * share)
+    assert d.fp16_flops == pytest.approx(312e12 * 3 / 7)
+    assert report.hardware.kind == "server"
+
+
+def test_nvml_missing_but_nvidia_smi_present():
+    report = build_report(machine(nvidia_smi="nvidia_smi_2x_rtx3090.csv", notes=NO_NVML))
+    assert [d.memory_bytes for d in report.hardware.devices] == [24 * GiB, 24 * GiB]
+    assert all(d.bandwidth_bytes_per_s == 936 * GB for d in report.hardware.devices)
+    assert report.could_not_read == ["nvml: NVML Shared Library Not Found"]
+
+
+def test_nvidia_smi_error_and_a_card_on_the_bus():
+    report = build_report(machine(nvidia_smi="nvidia_smi_error.txt", drm_sysfs="drm_nvidia_without_driver.txt",
+                                  notes=NO_NVML))
+    assert report.hardware.devices == []
+    assert any("couldn't communicate" in line for line in report.could_not_read)
+    assert any("no NVIDIA driver answered" in line for line in report.ignored_devices)
+
+
+def test_amd_discrete_via_sysfs():
+    report = build_report(machine(drm_sysfs="drm_rx7900xtx.txt"))
+    (d,) = report.hardware.devices
+    assert d.name == "Radeon RX 7900 XTX" and d.bandwidth_bytes_per_s == 960 * GB
+    assert any("display-only" in line for line in report.ignored_devices)
+
+
+def test_strix_halo_apu_with_gtt():
+    ram = 127 * GiB + 256 * MiB
+    report = build_report(machine(drm_sysfs="drm_strix_halo_gtt.txt", ram=ram, available=120 * GiB))
+    hw = report.hardware
+    (d,) = hw.devices
+    assert d.unified and d.memory_bytes == 512 * MiB + 124 * GiB
+    assert d.bandwidth_bytes_per_s == 256 * GB
+    assert hw.ram_bandwidth_bytes_per_s == 256 * GB and hw.ram_bandwidth_source == "catalog"
+    assert hw.unified and hw.hardware_ids == ["ryzen_ai_max_395"]
+
+
+def test_integrated_gpu_beside_a_discrete_one_is_ignored():
+    report = build_report(machine(nvml="nvml_1x_rtx4090.json", drm_sysfs="drm_strix_halo_gtt.txt"))
+    assert [d.vendor for d in report.hardware.devices] == ["nvidia"]
+    assert any("integrated GPU beside a discrete one" in line for line in report.ignored_devices)
+
+
+@pytest.mark.parametrize("name, ram, budget, bandwidth, target_id", [
+    ("sysctl_m3_16gb.txt", 16 * GiB, int(16 * GiB * 2 / 3), None, None),  # M3 16 GB: no catalog target
+    ("sysctl_m1_max_64gb_wired.txt", 64 * GiB, 56 * GiB, 400 * GB, "m1_max"),
+    ("sysctl_m4_max_128gb.txt", 128 * GiB, int(128 * GiB * 0.84), 546 * GB, "m4_max_40c"),
+])
+def test_apple_silicon(name, ram, budget, bandwidth, target_id):
+    r = machine(system="Darwin", ram=ram, available=ram // 2, sysctl=name)
+    report = build_report(r)
+    hw = report.hardware
+    (d,) = hw.devices
+    assert (d.memory_bytes, d.total_bytes, d.bandwidth_bytes_per_s) == (budget, ram, bandwidth)
+    assert d.free_bytes == min(ram // 2, budget)
+    assert hw.kind == "apple" and hw.ram_bytes == ram, "RAM is not added on top of the GPU budget"
+    assert hw.hardware_ids == ([target_id] if target_id else [])
+    assert report.system.os_version
+
+
+def test_wsl():
+    report = build_report(machine(nvidia_smi="nvidia_smi_1x_rtx4090.csv", os="system_wsl2.txt", notes=NO_NVML))
+    assert report.system.wsl and report.system.wsl_version == 2
+    assert report.hardware.devices[0].bandwidth_bytes_per_s == 1008 * GB
+
+
+@pytest.mark.parametrize("cgroup", ["cgroup_v2_container_8g.txt", "cgroup_v1_container_8g.txt"])
+def test_container_with_8gib_limit(cgroup):
+    report = build_report(machine(cgroup=cgroup, os="system_this_machine.txt", ram=64 * GiB, available=60 * GiB))
+    hw = report.hardware
+    assert hw.memory_limit_bytes == 8 * GiB and report.memory_limit.file
+    assert hw.host_budget_bytes() == 8 * GiB, "psutil's 60 GiB free is not this process's to use"
+    assert report.system.container == "docker"
+
+
+def test_raspberry_pi_is_an_sbc_with_catalog_bandwidth():
+    report = build_report(machine(ram=8 * GiB, cpuinfo="cpuinfo_rpi5.txt", os="system_rpi5.txt"))
+    hw = report.hardware
+    assert hw.devices == [] and hw.kind == "sbc"
+    assert hw.ram_bandwidth_bytes_per_s == int(17.1 * GB) and hw.hardware_ids == ["rpi5"]
+    assert hw.cpu.name == "4x Cortex-A76" and "dotprod" in hw.cpu.flags
+
+
+def test_jetson_gpu_from_the_board_model():
+    report = build_report(machine(ram=7 * GiB + 400 * MiB, available=6 * GiB, os="system_jetson_orin_nano.txt",
+                                  notes=NO_NVML))
+    (d,) = report.hardware.devices
+    assert d.name == "Jetson Orin Nano" and d.unified and d.memory_bytes == 7 * GiB + 400 * MiB
+    assert d.bandwidth_bytes_per_s == 68 * GB and report.hardware.kind == "sbc"
+
+
+@pytest.mark.parametrize("texts", [
+    {"nvml": "nvml_malformed.json"},
+    {"nvidia_smi": "nvidia_smi_malformed.csv"},
+    {"drm_sysfs": "drm_malformed.txt"},
+    {"amd_smi": "amd_smi_malformed.txt"},
+    {"rocm_smi": "rocm_smi_malformed.txt"},
+    {"cpuinfo": "cpuinfo_malformed.txt"},
+    {"cgroup": "cgroup_malformed.txt"},
+    {"os": "system_malformed.txt"},
+])
+def test_malformed_output_is_reported_not_raised(texts):
+    report = build_report(machine(**texts))
+    assert isinstance(report, DetectReport)
+    source = next(iter(texts)).replace("_", "-")
+    assert any(line.startswith(f"{source}: ") for line in report.could_not_read), report.could_not_read
+    assert report.hardware.ram_bytes == 64 * GiB and report.hardware.cpu.cores_logical == 16
+
+
+def test_sysctl_malformed_on_a_mac():
+    report = build_report(machine(system="Darwin", sysctl="sysctl_malformed.txt"))
+    assert report.hardware.devices == [] and report.could_not_read[0].startswith("sysctl: ")
+
+
+def test_collect_survives_broken_tools(monkeypatch, tmp_path):
+    """Tools that hang, crash or print garbage end up as notes, never as exceptions."""
+    from profiles import detect as detect_module
+    from profiles.sources import SourceUnavailable
+
+    def hangs():
+        raise SourceUnavailable("nvidia-smi did not answer within 3 s")
+
+    def crashes():
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(detect_module.nvidia, "read_nvml", crashes)
+    monkeypatch.setattr(detect_module.nvidia, "read_nvidia_smi", hangs)
+    monkeypatch.setattr(detect_module.amd, "read_drm_sysfs", lambda: "garbage without sections\n")
+    report = detect(model_dir=str(tmp_path))
+    lines = report.could_not_read
+    assert any(line.startswith("nvml: PermissionError") for line in lines)
+    assert any("did not answer" in line for line in lines)
+    assert any(line.startswith("drm-sysfs: ") for line in lines)
