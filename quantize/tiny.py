@@ -1,0 +1,289 @@
+"""Tiny random Gemma checkpoints, built locally in seconds, for tests and benchmarks.
+
+`build_tiny_model(out_dir, family, **overrides)` writes a Hugging Face directory (config.json,
+safetensors weights, a SentencePiece tokenizer.model converted to tokenizer.json, a Gemma chat
+template) that transformers loads and `quantize.convert` turns into a GGUF. Nothing is downloaded.
+
+Default widths are multiples of 256 (hidden 256, ffn 512, 2 heads x 128) so that llama.cpp's
+K-quant blocks (256 wide) are exercised for real instead of falling back to 32-wide types.
+Overrides go into the text config, so a catalog model's real widths with few layers is e.g.
+`build_tiny_model(d, "gemma3", hidden_size=2560, intermediate_size=10240, num_attention_heads=8,
+num_key_value_heads=4, num_hidden_layers=2, vocab_size=262208)`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# family -> what it mimics. Keys are the public names accepted by build_tiny_model.
+FAMILIES: dict[str, str] = {
+    "gemma2": "Gemma 2 (Gemma2ForCausalLM): alternating sliding/full, attention and final softcapping",
+    "gemma3_text": "Gemma 3 text-only (Gemma3ForCausalLM, model_type gemma3_text): QK-norm, 3:1 sliding, linear rope x8",
+    "gemma3": "Gemma 3 multimodal wrapper (Gemma3ForConditionalGeneration) with a 1-layer SigLIP tower",
+    "gemma4_text": "Gemma 4 dense, 31B-style: K=V on full layers, fewer and wider KV heads on full layers",
+    "gemma4_e": "Gemma 4 E-model, E2B-style: per-layer embeddings, KV sharing, double-wide MLP on shared layers",
+    "gemma4_moe": "Gemma 4 MoE, 26B-A4B-style: routed experts plus a shared dense MLP, K=V on full layers",
+    "gemma4": "Gemma 4 multimodal wrapper (Gemma4ForConditionalGeneration) around the dense text model",
+}
+
+SPECIAL_PIECES = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}  # Gemma's ids
+USER_PIECES = ["<mask>", "<start_of_turn>", "<end_of_turn>"]  # ids 4, 5, 6
+
+# Gemma 2/3 chat format: system text is folded into the first user turn; the model role is "model".
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] | trim + '\n\n' %}"
+    "{% else %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n"
+    "{% if role == 'user' and ns.system %}{{ ns.system }}{% set ns.system = '' %}{% endif %}"
+    "{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+_SYLLABLES = [
+    "ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "gem", "ma", "plan", "quant", "ize", "tok",
+    "en", "the", "and", "of", "in", "to", "is", "ü", "é", "ñ", "ø", "日本", "语", "한", "🙂", "42", "7",
+]
+
+
+def _sliding(n_layers: int, period: int, force_last_full: bool = False) -> list[str]:
+    """Layer types with one full-attention layer every `period` layers (Gemma's (i+1) % period rule)."""
+    types = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n_layers)]
+    if force_last_full and types:
+        types[-1] = "full_attention"
+    return types
+
+
+def _text_defaults(family: str) -> dict[str, Any]:
+    common = dict(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=128, max_position_embeddings=8192, rms_norm_eps=1e-6,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+        initializer_range=0.05,
+    )
+    if family == "gemma2":
+        return common | dict(
+            num_hidden_layers=4, sliding_window=16, query_pre_attn_scalar=128,
+            attn_logit_softcapping=50.0, final_logit_softcapping=30.0, rope_theta=10000.0,
+        )
+    if family in ("gemma3_text", "gemma3"):
+        return common | dict(
+            num_hidden_layers=4, sliding_window=16, query_pre_attn_scalar=128, swa_period=4,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+            },
+        )
+    g4 = common | dict(
+        sliding_window=16, final_logit_softcapping=30.0, hidden_size_per_layer_input=0,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                               "rope_theta": 1000000.0},
+        },
+    )
+    if family in ("gemma4_text", "gemma4"):
+        return g4 | dict(num_hidden_layers=4, swa_period=4, attention_k_eq_v=True,
+                         num_key_value_heads=2, num_global_key_value_heads=1, global_head_dim=256)
+    if family == "gemma4_e":
+        return g4 | dict(num_hidden_layers=6, swa_period=3, attention_k_eq_v=False, num_key_value_heads=1,
+                         global_head_dim=256, hidden_size_per_layer_input=256, num_kv_shared_layers=3,
+                         use_double_wide_mlp=True)
+    if family == "gemma4_moe":
+        return g4 | dict(num_hidden_layers=4, swa_period=4, attention_k_eq_v=True, num_key_value_heads=2,
+                         num_global_key_value_heads=1, global_head_dim=256, intermediate_size=256,
+                         enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=256)
+    raise ValueError(f"unknown tiny family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def _make_config(family: str, overrides: dict[str, Any]):
+    import transformers
+
+    kw = _text_defaults(family)
+    kw.update(overrides)
+    n = kw["num_hidden_layers"]
+    period = kw.pop("swa_period", None)
+    if "layer_types" not in kw:
+        if family == "gemma2":
+            kw["layer_types"] = _sliding(n, 2)
+        else:
+            kw["layer_types"] = _sliding(n, period or 6, force_last_full=family.startswith("gemma4"))
+    if family.startswith("gemma4") and "vocab_size_per_layer_input" not in kw:
+        kw["vocab_size_per_layer_input"] = kw["vocab_size"]
+
+    if family == "gemma2":
+        return transformers.Gemma2Config(**kw)
+    if family == "gemma3_text":
+        return transformers.Gemma3TextConfig(**kw)
+    if family in ("gemma4_text", "gemma4_e", "gemma4_moe"):
+        return transformers.Gemma4TextConfig(**kw)
+    if family == "gemma3":
+        text = transformers.Gemma3TextConfig(**kw)
+        vision = transformers.SiglipVisionConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+            image_size=28, patch_size=14,
+        )
+        # Image token ids must index the (tiny) embedding table.
+        v = kw["vocab_size"]
+        return transformers.Gemma3Config(
+            text_config=text, vision_config=vision, mm_tokens_per_image=4,
+            boi_token_index=v - 3, eoi_token_index=v - 2, image_token_index=v - 1,
+        )
+    if family == "gemma4":
+        text = transformers.Gemma4TextConfig(**kw)
+        vision = transformers.Gemma4VisionConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, head_dim=32, position_embedding_size=64,
+        )
+        v = kw["vocab_size"]
+        return transformers.Gemma4Config(
+            text_config=text, vision_config=vision, audio_config=None,
+            boi_token_id=v - 4, eoi_token_id=v - 3, image_token_id=v - 2, video_token_id=v - 1,
+        )
+    raise ValueError(f"unknown tiny family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        words = ["".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 4)))
+                 for _ in range(rng.randint(3, 12))]
+        sep = rng.choice([" ", " ", " ", "  ", "\t"])
+        lines.append(sep.join(words) + rng.choice([".", "!", "?", ",", "", " :)"]))
+    return lines
+
+
+def train_tokenizer(out_dir: Path, vocab_size: int, seed: int = 0) -> Path:
+    """Train a Gemma-style SentencePiece BPE model (byte fallback, no dummy prefix, identity
+    normalisation, split digits) and write it as out_dir/tokenizer.model.
+
+    vocab_size above what the small corpus supports is reached by appending UNUSED pieces
+    `<unusedN>`, as real Gemma vocabularies carry reserved slots.
+    """
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    trained = min(vocab_size, 1024)
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus(seed)), model_writer=buf, model_type="bpe",
+        vocab_size=trained, byte_fallback=True, character_coverage=1.0, num_threads=1,
+        split_digits=True, add_dummy_prefix=False, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        user_defined_symbols=USER_PIECES, minloglevel=2,
+    )
+    proto = sp_pb2.ModelProto()
+    proto.ParseFromString(buf.getvalue())
+    for i in range(len(proto.pieces), vocab_size):
+        p = proto.pieces.add()
+        p.piece, p.score, p.type = f"<unused{i}>", -1e9, sp_pb2.ModelProto.SentencePiece.UNUSED
+    path = Path(out_dir) / "tokenizer.model"
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def _save_tokenizer(out_dir: Path, vocab_size: int, seed: int, keep_spm: bool) -> None:
+    from transformers import GemmaTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_tokenizer(Path(tmp), vocab_size, seed)
+        # GemmaTokenizer converts the SentencePiece model into a tokenizers BPE (tokenizer.json).
+        tok = GemmaTokenizer.from_pretrained(tmp, add_bos_token=True, add_eos_token=False)
+        tok.chat_template = CHAT_TEMPLATE
+        tok.save_pretrained(out_dir)
+        if keep_spm:
+            shutil.copy(Path(tmp) / "tokenizer.model", Path(out_dir) / "tokenizer.model")
+    # Recorded so that loaders that only read tokenizer_config.json see the template too.
+    cfg_path = Path(out_dir) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.setdefault("chat_template", CHAT_TEMPLATE)
+    cfg.pop("vocab_file", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
+def _randomise(model, family: str, seed: int) -> None:
+    """Perturb what default init leaves constant (norm weights, scalars), so that a converter that
+    forgets Gemma's +1 on norms, a scale or a per-expert factor produces visibly different logits."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    gemma4 = family.startswith("gemma4")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "vision" in name or "multi_modal" in name or "embed_vision" in name:
+                continue
+            if name.endswith("norm.weight") or "layernorm" in name:
+                base = 1.0 if gemma4 else 0.0  # Gemma 4 norms are x*w, Gemma 2/3 x*(1+w)
+                if gemma4 and name.endswith(("q_norm.weight", "k_norm.weight")):
+                    # Gemma 4 does not scale q.k by 1/sqrt(d); trained q/k norms keep scores moderate.
+                    # Random unit norms would make softmax so sharp that f16 rounding flips it.
+                    base = p.shape[0] ** -0.25
+                p.copy_(base * (1.0 + 0.2 * torch.randn(p.shape, generator=g)) if gemma4
+                        else base + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("router.scale") or name.endswith("per_expert_scale"):
+                p.copy_(1.0 + 0.3 * torch.rand(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    family: str,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str | int | None = None,
+    spm_tokenizer: bool = True,
+    **overrides: Any,
+) -> Path:
+    """Build a random Gemma checkpoint of `family` (see FAMILIES) in out_dir and return its path.
+
+    overrides: text-config fields (hidden_size, num_hidden_layers, layer_types, sliding_window,
+    vocab_size...), plus `swa_period` (one full layer every N) for Gemma 3/4.
+    dtype: "float32" (exact logit comparisons) or "bfloat16" (the size of a real checkpoint).
+    max_shard_size: e.g. "2MB" to write sharded safetensors with model.safetensors.index.json.
+    spm_tokenizer: also write tokenizer.model (real Gemma 2/3 repos ship it; the converter
+    prefers it); without it only tokenizer.json is written.
+    Deterministic for a given seed.
+    """
+    import torch
+    import transformers
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; known: {', '.join(FAMILIES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _make_config(family, dict(overrides))
+    text_cfg = config.get_text_config()
+
+    torch.manual_seed(seed)
+    if family in ("gemma3", "gemma4"):
+        cls = getattr(transformers, "Gemma3ForConditionalGeneration" if family == "gemma3"
+                      else "Gemma4ForConditionalGeneration")
+        model = cls(config)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    _randomise(model, family, seed)
+    model = model.to(getattr(torch, dtype)).eval()
+    save_kw: dict[str, Any] = {}
+    if max_shard_size is not None:
+        save_kw["max_shard_size"] = max_shard_size
+    model.save_pretrained(out, **save_kw)
+    model.generation_config.save_pretrained(out)
+    _save_tokenizer(out, text_cfg.vocab_size, seed, keep_spm=spm_tokenizer)
+    return out
