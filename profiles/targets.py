@@ -494,7 +494,12 @@ def _kv_lines(pairs: list[tuple[str, Any]]) -> list[str]:
             continue
         if key in ("unified", "integrated") and value is False:
             continue
-        out.append(f"{key} = {_toml_value(value)}")
+        line = f"{key} = {_toml_value(value)}"
+        if key.endswith("_bytes_per_s"):
+            line += f"  # {value / GB:.1f} GB/s"
+        elif key.endswith("_bytes"):
+            line += f"  # {value / GiB:.2f} GiB"
+        out.append(line)
     return out
 
 
