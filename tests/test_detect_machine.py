@@ -271,3 +271,15 @@ def test_collect_survives_broken_tools(monkeypatch, tmp_path):
     assert any(line.startswith("nvml: PermissionError") for line in lines)
     assert any("did not answer" in line for line in lines)
     assert any(line.startswith("drm-sysfs: ") for line in lines)
+
+
+def test_captured_h200_host():
+    """Outputs read on a real H200 machine: catalog bandwidth, server kind, 128 GiB cgroup limit."""
+    report = build_report(machine(nvml="nvml_h200_captured.json", cgroup="cgroup_v2_h200_host_captured.txt",
+                                  cpuinfo="cpuinfo_xeon_h200_host_captured.txt",
+                                  os="system_h200_host_captured.txt", ram=256 * GiB, available=200 * GiB))
+    hw = report.hardware
+    (d,) = hw.devices
+    assert d.bandwidth_bytes_per_s == 4800 * GB and d.fp16_flops == pytest.approx(989.4e12)
+    assert hw.kind == "server" and hw.hardware_ids == ["h200"]
+    assert hw.memory_limit_bytes == 128 * GiB and hw.host_budget_bytes() == 128 * GiB

@@ -351,3 +351,30 @@ def test_sections_round_trip():
 def test_disk_free_of_a_directory_not_created_yet(tmp_path):
     info = system.disk_free(str(tmp_path / "not" / "yet"))
     assert info.checked == str(tmp_path) and info.free_bytes > 0 and info.total_bytes >= info.free_bytes
+
+
+# --------------------------------------------------------------------------- captured on a real H200 host
+
+
+def test_captured_h200_nvml_and_nvidia_smi_agree():
+    """NVML and nvidia-smi as read on an H200 machine (driver 580) give the same card."""
+    (a,) = nvidia.parse_nvml(fixture("nvml_h200_captured.json"))
+    (b,) = nvidia.parse_nvidia_smi(fixture("nvidia_smi_h200_captured.csv"))
+    assert a.name == b.name == "NVIDIA H200"
+    assert a.memory_bytes == b.memory_bytes == 143771 * MiB
+    assert (a.compute_capability, a.pcie_gen, a.pcie_width) == (b.compute_capability, b.pcie_gen, b.pcie_width) \
+        == ("9.0", 5, 16)
+    assert "MIG" not in b.notes, "mig.mode.current = Disabled"
+
+
+def test_captured_h200_host_cgroup_limit_is_on_the_parent():
+    # the process's own cgroup says "max"; its parent caps it at 128 GiB
+    result = system.parse_cgroup(fixture("cgroup_v2_h200_host_captured.txt"))
+    assert result.limit_bytes == 128 * GiB and result.file == "/sys/fs/cgroup/process_api/memory.max"
+
+
+def test_captured_h200_host_cpu_and_os():
+    c = cpu.parse_cpuinfo(fixture("cpuinfo_xeon_h200_host_captured.txt"))
+    assert c.cores_logical == 16 and {"avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx"} <= set(c.flags)
+    info = system.parse_system(fixture("system_h200_host_captured.txt"))
+    assert (info.os_version, info.container) == ("Ubuntu 24.04.3 LTS", "docker")

@@ -191,9 +191,15 @@ class DiskInfo:
 
 
 def default_model_dir() -> str:
-    from huggingface_hub import constants  # light: constants only, no network stack
+    """The Hugging Face hub cache, where downloads land by default."""
+    try:
+        from huggingface_hub import constants  # light: constants only, no network stack
 
-    return str(constants.HF_HUB_CACHE)
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # same rule as huggingface_hub: HF_HUB_CACHE, else $HF_HOME/hub
+        home = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+        return os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
 
 
 def disk_free(path: str) -> DiskInfo:
