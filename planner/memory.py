@@ -398,7 +398,7 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     n_ranks = s.tensor_parallel * s.pipeline_parallel
     if not gpus:
         raise InvalidSettingsError("vLLM needs a GPU; this target has none", hint="use --engine llama.cpp")
-    if n_ranks > len(gpus) * max(1, len(hw.hosts) or 1):
+    if n_ranks > len(gpus):  # devices already lists every GPU of every host
         raise InvalidSettingsError(f"tensor x pipeline parallel = {n_ranks} GPUs, the target has {len(gpus)}")
     first = spec.layers[0]
     if first.n_head % s.tensor_parallel:
