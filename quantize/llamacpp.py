@@ -504,6 +504,44 @@ def _flash_attn_type(lc: Any, flash_attn: bool | str) -> int:
     return int(lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
 
 
+@contextlib.contextmanager
+def _session(path: Path, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seq_max: int, flash_attn: bool | str,
+             type_k: str | int, type_v: str | int, swa_full: bool, n_gpu_layers: int, kv_unified: bool,
+             use_mmap: bool, offload_kqv: bool, n_threads: int | None) -> Iterator[tuple[Any, Any, Any, list[str]]]:
+    """Model + context created from explicit settings (llama_model_default_params and
+    llama_context_default_params overwritten field by field), log captured, both freed on exit."""
+    lc = _llama_cpp()
+    if not path.is_file():
+        raise QuantizationError(f"{path} does not exist")
+    with captured_llama_log() as chunks:
+        model = ctx = None
+        try:
+            lc.llama_backend_init()
+            mp = lc.llama_model_default_params()
+            mp.n_gpu_layers = int(n_gpu_layers)
+            mp.load_mode = int(lc.LLAMA_LOAD_MODE_MMAP if use_mmap else lc.LLAMA_LOAD_MODE_NONE)
+            model = lc.llama_model_load_from_file(str(path).encode(), mp)
+            if not model:
+                raise QuantizationError(f"llama.cpp could not load {path.name}: {_tail(chunks)}")
+            cp = lc.llama_context_default_params()
+            cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = int(n_ctx), int(n_batch), int(n_ubatch), int(n_seq_max)
+            threads = int(n_threads or max(1, os.cpu_count() or 1))
+            cp.n_threads = cp.n_threads_batch = threads
+            cp.flash_attn_type = _flash_attn_type(lc, flash_attn)
+            cp.type_k, cp.type_v = ggml_type_id(type_k), ggml_type_id(type_v)
+            cp.swa_full, cp.kv_unified, cp.offload_kqv = bool(swa_full), bool(kv_unified), bool(offload_kqv)
+            cp.no_perf = True
+            ctx = lc.llama_init_from_model(model, cp)
+            if not ctx:
+                raise QuantizationError(f"llama.cpp could not create the context: {_tail(chunks)}")
+            yield lc, model, ctx, chunks
+        finally:
+            if ctx:
+                lc.llama_free(ctx)
+            if model:
+                lc.llama_model_free(model)
+
+
 def load_and_measure(
     gguf_path: str | Path,
     *,
@@ -526,45 +564,17 @@ def load_and_measure(
     """Load gguf_path with exactly these settings, greedy-generate n_tokens, and report llama.cpp's
     allocations (parsed from its log) and llama_model_size. Raises BackendUnavailableError without
     llama-cpp-python and QuantizationError if llama.cpp refuses the model or the context."""
-    lc = _llama_cpp()
     path = Path(gguf_path)
-    if not path.is_file():
-        raise QuantizationError(f"{path} does not exist")
     settings = dict(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max, flash_attn=flash_attn,
                     type_k=type_k, type_v=type_v, swa_full=swa_full, n_gpu_layers=n_gpu_layers,
                     kv_unified=kv_unified, use_mmap=use_mmap, offload_kqv=offload_kqv, n_threads=n_threads)
     t0 = time.perf_counter()
-    with captured_llama_log() as chunks:
-        model = ctx = None
-        try:
-            lc.llama_backend_init()
-            mp = lc.llama_model_default_params()
-            mp.n_gpu_layers = int(n_gpu_layers)
-            mp.load_mode = int(lc.LLAMA_LOAD_MODE_MMAP if use_mmap else lc.LLAMA_LOAD_MODE_NONE)
-            model = lc.llama_model_load_from_file(str(path).encode(), mp)
-            if not model:
-                raise QuantizationError(f"llama.cpp could not load {path.name}: {_tail(chunks)}")
-            cp = lc.llama_context_default_params()
-            cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = int(n_ctx), int(n_batch), int(n_ubatch), int(n_seq_max)
-            threads = int(n_threads or max(1, os.cpu_count() or 1))
-            cp.n_threads = cp.n_threads_batch = threads
-            cp.flash_attn_type = _flash_attn_type(lc, flash_attn)
-            cp.type_k, cp.type_v = ggml_type_id(type_k), ggml_type_id(type_v)
-            cp.swa_full, cp.kv_unified, cp.offload_kqv = bool(swa_full), bool(kv_unified), bool(offload_kqv)
-            cp.no_perf = True
-            ctx = lc.llama_init_from_model(model, cp)
-            if not ctx:
-                raise QuantizationError(f"llama.cpp could not create the context: {_tail(chunks)}")
-            prompt_ids, gen_ids, text = _generate(lc, model, ctx, prompt, n_tokens)
-            n_ctx_real = int(lc.llama_n_ctx(ctx))
-            n_ctx_seq = int(lc.llama_n_ctx_seq(ctx))
-            model_size = int(lc.llama_model_size(model))
-            n_params = int(lc.llama_model_n_params(model))
-        finally:
-            if ctx:
-                lc.llama_free(ctx)
-            if model:
-                lc.llama_model_free(model)
+    with _session(path, **settings) as (lc, model, ctx, chunks):
+        prompt_ids, gen_ids, text = _generate(lc, model, ctx, prompt, n_tokens)
+        n_ctx_real = int(lc.llama_n_ctx(ctx))
+        n_ctx_seq = int(lc.llama_n_ctx_seq(ctx))
+        model_size = int(lc.llama_model_size(model))
+        n_params = int(lc.llama_model_n_params(model))
     log = "".join(chunks)
     parsed = parse_llama_log(log)
     try:
@@ -590,6 +600,46 @@ def load_and_measure(
         output_realloc_bytes=mib_to_bytes(realloc) if realloc is not None else None,
         prompt_tokens=prompt_ids, generated_tokens=gen_ids, generated_text=text,
         seconds=time.perf_counter() - t0, log=log)
+
+
+def token_logits(
+    gguf_path: str | Path,
+    tokens: Sequence[int],
+    *,
+    type_k: str | int = "f32",
+    type_v: str | int = "f32",
+    flash_attn: bool = False,
+    swa_full: bool = False,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """llama.cpp's logits for every position of `tokens` (one batch, one sequence): float32
+    [len(tokens), n_vocab]. For comparing a GGUF with its source model or a quantized file with
+    its F16/F32 original; the KV cache defaults to F32 so it adds no rounding of its own."""
+    n = len(tokens)
+    if n == 0:
+        raise ValueError("tokens is empty")
+    n_ctx = -(-n // 256) * 256
+    with _session(Path(gguf_path), n_ctx=n_ctx, n_batch=n, n_ubatch=n, n_seq_max=1, flash_attn=flash_attn,
+                  type_k=type_k, type_v=type_v, swa_full=swa_full, n_gpu_layers=0, kv_unified=False,
+                  use_mmap=True, offload_kqv=True, n_threads=n_threads) as (lc, model, ctx, _chunks):
+        n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model)))
+        batch = lc.llama_batch_init(n, 0, 1)
+        try:
+            for i, t in enumerate(tokens):
+                batch.token[i] = int(t)
+                batch.pos[i] = i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1
+            batch.n_tokens = n
+            if lc.llama_decode(ctx, batch) != 0:
+                raise QuantizationError("llama_decode failed")
+            out = np.empty((n, n_vocab), dtype=np.float32)
+            for i in range(n):
+                out[i] = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, i), shape=(n_vocab,))
+        finally:
+            lc.llama_batch_free(batch)
+    return out
 
 
 def _tail(chunks: Sequence[str], n: int = 3) -> str:

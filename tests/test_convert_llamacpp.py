@@ -1,0 +1,90 @@
+"""The converter is right when llama.cpp computes what transformers computes, not when the file loads.
+
+For every tiny family the F32 GGUF's logits (llama.cpp, F32 KV cache) are compared with
+transformers' F32 logits for the same token ids. Tolerance 0.01 absolute on logits whose spread is
+about 0.8: ggml evaluates GELU through an F16 lookup table and accumulates in a different order, which
+measured 0.001-0.003 here; a wrong hyperparameter, a missing +1 on a norm, a mis-ordered fused
+gate/up or a wrong rope factor moves logits by 0.1 or more. Prompts are longer than the 16-token
+sliding window, so the SWA masks and the SWA/full layout are exercised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantize.tiny import FAMILIES
+
+PROMPT = "ka lo mi gem ma plan quant ize tok en shi po ru ta ne, the and of in to is. " * 2
+TRICKY = [
+    "hello  world", "ka lo\n\nmi", "  leading spaces", "trailing   ", "tabs\tand\nnewlines\n",
+    "日本语 한 🙂 émoji ñø", "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n",
+    "digits 1234567 3.14", "unseen chars: ЖЩ ∑ 𝄞", " ", "\n", "a<mask>b", "x" * 50,
+]
+
+
+def _hf_model(path, family):
+    import torch
+    import transformers
+
+    cls = {"gemma3": transformers.Gemma3ForConditionalGeneration,
+           "gemma4": transformers.Gemma4ForConditionalGeneration}.get(family, transformers.AutoModelForCausalLM)
+    return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_llama_cpp_logits_match_transformers(family, tiny_model, tiny_gguf, llama_cpp_module):
+    import torch
+    from transformers import AutoTokenizer
+
+    from quantize.llamacpp import token_logits
+
+    path = tiny_model(family)
+    ids = AutoTokenizer.from_pretrained(path)(PROMPT).input_ids
+    assert len(ids) > 32  # beyond the 16-token window
+    with torch.no_grad():
+        ref = _hf_model(path, family)(torch.tensor([ids])).logits[0].float().numpy()
+    got = token_logits(tiny_gguf(family), ids)
+    assert got.shape == ref.shape
+    err = np.abs(got - ref).max()
+    assert err < 0.01, f"max |logit difference| {err:.4f} (logit std {ref.std():.3f})"
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text", "gemma4_e", "gemma4_moe"])
+def test_greedy_tokens_match_transformers(family, tiny_model, tiny_gguf, llama_cpp_module):
+    """load_and_measure's greedy continuation equals transformers' while the choice is clear-cut
+    (top-1 beats top-2 by > 0.05 in transformers); a near-tie may legitimately break either way."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from quantize.llamacpp import load_and_measure
+
+    path = tiny_model(family)
+    m = load_and_measure(tiny_gguf(family), n_ctx=256, n_batch=64, n_ubatch=64, flash_attn=False,
+                         type_k="f32", type_v="f32", swa_full=False, prompt=PROMPT, n_tokens=6)
+    assert m.prompt_tokens == AutoTokenizer.from_pretrained(path)(PROMPT).input_ids
+    model = _hf_model(path, family)
+    ids = list(m.prompt_tokens)
+    checked = 0
+    with torch.no_grad():
+        for tok in m.generated_tokens:
+            logits = model(torch.tensor([ids])).logits[0, -1]
+            top2 = torch.topk(logits, 2).values
+            if float(top2[0] - top2[1]) <= 0.05:
+                break
+            assert tok == int(logits.argmax()), f"step {checked}"
+            ids.append(tok)
+            checked += 1
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("family, spm", [("gemma3_text", True), ("gemma3_text", False), ("gemma4_text", True)])
+def test_tokenizers_agree_on_tricky_strings(family, spm, tiny_model, tiny_gguf, llama_cpp_module):
+    """HF tokenizer vs llama.cpp's, for the SentencePiece ("llama") and tokenizer.json ("gemma4") paths."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model(family, spm_tokenizer=spm))
+    llm = llama_cpp_module.Llama(str(tiny_gguf(family, spm_tokenizer=spm)), vocab_only=True, verbose=False)
+    for s in TRICKY:
+        assert llm.tokenize(s.encode(), add_bos=True, special=True) == tok(s).input_ids, repr(s)
