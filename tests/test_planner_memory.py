@@ -141,3 +141,26 @@ def test_unified_memory_host_budget_shrinks_by_gpu_use():
     m = llamacpp_memory(spec, parse_format("Q8_0"), RuntimeSettings(n_ctx=32768), hw, margin=0)
     gpu, host = m.devices
     assert host.capacity_bytes == 128 * GiB - gpu.total_bytes
+
+
+# Compute buffers llama-cpp-python 0.3.36 reported (sched_reserve: CPU compute buffer size, MiB) for
+# 2-layer GGUFs at the real widths of Gemma 3 4B and 27B; `python bench/compute_buffer.py` reproduces them.
+COMPUTE_MEASURED = [
+    ("4b", 4096, 512, True, 522.13), ("4b", 32768, 512, False, 605.01), ("4b", 32768, 128, False, 151.13),
+    ("27b", 32768, 512, True, 533.13), ("27b", 32768, 512, False, 2168.01), ("27b", 32768, 128, False, 541.88),
+    ("27b", 512, 128, True, 133.28),
+]
+
+
+@pytest.mark.parametrize("size,ctx,ub,fa,mib", COMPUTE_MEASURED)
+def test_compute_buffer_matches_measured(size, ctx, ub, fa, mib):
+    from planner.catalog import spec_from_config
+    from planner.memory import _llamacpp_compute_bytes
+
+    full, _ = get_model(f"gemma-3-{size}")
+    cfg = dict(model_type="gemma3_text", hidden_size=full.hidden, num_hidden_layers=2, num_attention_heads=full.layers[0].n_head,
+               num_key_value_heads=full.layers[0].n_head_kv, head_dim=full.layers[0].head_dim_k, intermediate_size=full.layers[0].n_ff,
+               vocab_size=full.vocab, sliding_window=full.sliding_window, layer_types="SF", max_position_embeddings=131072)
+    spec = spec_from_config(cfg, name=size, source="test")
+    s = RuntimeSettings(n_ctx=ctx, n_ubatch=ub, n_batch=512, flash_attn=fa)
+    assert abs(_llamacpp_compute_bytes(spec, s, llamacpp_kv_layout(spec, s)) / MiB - mib) <= 1.1
