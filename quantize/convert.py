@@ -9,9 +9,11 @@ Our own converter on `gguf.GGUFWriter`, so that the planner knows exactly what a
     there (Gemma 4's norm is x*w, nothing added); tied embeddings (no output.weight); 1-D tensors,
     norms, router weights and non-`.weight` tensors in F32, as llama.cpp's own converter does.
 
-Tensors are streamed: the header is planned from safetensors headers alone, then every tensor is
-read in row chunks through `safetensors.safe_open` and written straight to a temporary file, so
-peak memory is one chunk (<= CHUNK_BYTES), not the model. The temporary file is renamed at the end.
+Tensors are streamed: the GGUF header is planned from safetensors headers alone (validated by
+`safetensors.safe_open`), then every tensor is read in row chunks with positioned reads at the
+offsets the header gives, converted with numpy and written straight to a temporary file, so peak
+memory is one chunk (<= CHUNK_BYTES), not the model, and torch is not needed. The temporary file is
+renamed at the end.
 Pickle checkpoints (`*.bin`) are refused and no code from the checkpoint is ever run (only JSON is read).
 """
 
@@ -23,6 +25,7 @@ import math
 import os
 import re
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -323,8 +326,9 @@ def write_hparams(w: gguf.GGUFWriter, hp: GemmaHParams) -> None:
         w.add_rope_scaling_factor(hp.rope_scaling[1])
     if hp.attn_softcap:
         w.add_attn_logit_softcapping(float(hp.attn_softcap))
-    if hp.final_softcap:
-        w.add_final_logit_softcapping(float(hp.final_softcap))
+    # Always explicit: llama_hparams defaults f_final_logit_softcapping to 30 and only the Gemma 3
+    # loader resets it, so an absent key would soft-cap a Gemma 4 that has none. 0 disables it.
+    w.add_final_logit_softcapping(float(hp.final_softcap or 0.0))
     if hp.arch == gguf.MODEL_ARCH.GEMMA4:
         w.add_key_length_swa(hp.head_dim_swa)
         w.add_value_length_swa(hp.head_dim_swa)
@@ -494,7 +498,8 @@ class TensorPlan:
     qtype: gguf.GGMLQuantizationType
     src: str | None = None  # HF name
     file: Path | None = None
-    src_dtype: str = ""
+    src_dtype: str = ""  # safetensors dtype: F32, F16 or BF16
+    offset: int = 0  # absolute byte offset of the tensor's data in `file`
     add: float = 0.0  # added to every element (Gemma 2/3 norms: +1)
     data: np.ndarray | None = None  # generated tensors (rope_freqs)
 
@@ -545,9 +550,8 @@ def checkpoint_files(model_dir: Path) -> dict[str, Path]:
         raise ConversionError(f"no *.safetensors files in {model_dir}")
     out: dict[str, Path] = {}
     for f in files:
-        with _open_safetensors(f) as s:
-            for k in s.keys():
-                out[k] = f
+        for k in safetensors_header(f):
+            out[k] = f
     return out
 
 
@@ -555,9 +559,37 @@ def _open_safetensors(path: Path) -> Any:
     from safetensors import safe_open
 
     try:
-        return safe_open(path, framework="pt")
+        return safe_open(path, framework="numpy")
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise ConversionError(f"cannot read {path.name}: {e}") from e
+
+
+# safetensors dtype -> numpy dtype of the stored elements (BF16 kept as its raw 16-bit pattern)
+_ST_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+
+
+def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """name -> (dtype, shape, absolute start, absolute end), from the file's JSON header.
+
+    The header is validated by safetensors.safe_open first; data is then read with positioned reads
+    instead of safe_open's memory map, because every mapped page touched would count in the process's
+    RSS until the whole file had been mapped in."""
+    with _open_safetensors(path):
+        pass
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = (base + int(x) for x in info["data_offsets"])
+        if end > size:
+            raise ConversionError(f"{path.name} is truncated: {name} ends at byte {end}, file has {size}")
+        out[name] = (info["dtype"], tuple(int(x) for x in info["shape"]), start, end)
+    return out
 
 
 def _text_name(hf: str) -> str | None:
@@ -614,6 +646,9 @@ def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPl
     tmap = gguf.get_tensor_name_map(hp.arch, hp.n_layer)
     outq = OUTTYPES[outtype][1]
     warnings = [w for w in [attention_scale_warning(hp)] if w]
+    if hp.arch == gguf.MODEL_ARCH.GEMMA2 and not hp.attn_softcap:
+        warnings.append("attn_logit_softcapping is off in config.json, but llama.cpp's gemma2 always soft-caps "
+                        "attention (50.0 when the key is absent): outputs will differ from transformers'")
 
     tensors: list[TensorPlan] = []
     skipped: list[str] = []
@@ -622,31 +657,35 @@ def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPl
     for k, f in files.items():
         by_file.setdefault(f, []).append(k)
     for f, keys in by_file.items():
-        with _open_safetensors(f) as s:
-            for hf in sorted(keys):
-                text = _text_name(hf)
-                if text is None:
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            text = _text_name(hf)
+            if text is None:
+                skipped.append(hf)
+                continue
+            if text.startswith("lm_head"):
+                if hp.tied:
                     skipped.append(hf)
                     continue
-                if text.startswith("lm_head"):
-                    if hp.tied:
-                        skipped.append(hf)
-                        continue
-                    name = "output.weight"
-                else:
-                    name = gguf_name(text, tmap)
-                if name is None:
-                    unknown.append(hf)
-                    continue
-                sl = s.get_slice(hf)
-                shape = tuple(int(x) for x in sl.get_shape())
-                if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
-                    if shape[0] < n_vocab:
-                        raise ConversionError(f"{hf} has {shape[0]} rows but the tokenizer has {n_vocab} tokens")
-                    shape = (n_vocab,) + shape[1:]  # drop rows no token maps to (e.g. Gemma 3 image slots)
-                add = hp.norm_shift if text.endswith("norm.weight") else 0.0
-                tensors.append(TensorPlan(name=name, shape=shape, qtype=_out_type(name, len(shape), outq),
-                                          src=hf, file=f, src_dtype=sl.get_dtype(), add=add))
+                name = "output.weight"
+            else:
+                name = gguf_name(text, tmap)
+            if name is None:
+                unknown.append(hf)
+                continue
+            if hf not in header:
+                raise ConversionError(f"{hf} is listed in the index but missing from {f.name}")
+            dtype, shape, start, _end = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert "
+                                      "(quantized checkpoints are not supported)")
+            if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
+                if shape[0] < n_vocab:
+                    raise ConversionError(f"{hf} has {shape[0]} rows but the tokenizer has {n_vocab} tokens")
+                shape = (n_vocab,) + shape[1:]  # drop rows no token maps to (e.g. Gemma 3 image slots)
+            add = hp.norm_shift if text.endswith("norm.weight") else 0.0
+            tensors.append(TensorPlan(name=name, shape=shape, qtype=_out_type(name, len(shape), outq),
+                                      src=hf, file=f, src_dtype=dtype, offset=start, add=add))
     if unknown:
         raise ConversionError(f"{len(unknown)} tensors have no GGUF name for {hp.arch.name.lower()}: "
                               + ", ".join(unknown[:5]))
@@ -670,32 +709,52 @@ def _tensor_order(t: TensorPlan) -> tuple[int, int, str]:
     return (1, int(m.group(1)), t.name) if m else (0 if t.name != "output_norm.weight" else 2, 0, t.name)
 
 
-def _chunks(t: TensorPlan, handle: Any) -> Iterator[np.ndarray]:
-    """Row chunks of one tensor, converted to its output type; never the whole tensor for big ones."""
-    import torch
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
+
+def _f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """Round to nearest even, NaN kept NaN (what torch's and ggml's conversions do)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
+
+
+def _chunks(t: TensorPlan, fd: int | None) -> Iterator[np.ndarray]:
+    """Row chunks of one tensor, converted to its output type; never the whole of a big tensor."""
     if t.data is not None:
         yield t.data
         return
-    sl = handle.get_slice(t.src)
-    rows = t.shape[0] if t.shape else 1
-    per_row = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else max(1, int(np.prod(t.shape)))
-    step = max(1, CHUNK_BYTES // (4 * per_row)) if len(t.shape) > 1 else rows
+    assert fd is not None
+    src = _ST_DTYPES[t.src_dtype]
+    rows = t.shape[0] if len(t.shape) > 1 else 1
+    per_row = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else int(np.prod(t.shape))
+    step = max(1, CHUNK_BYTES // (4 * per_row))
+    Q = gguf.GGMLQuantizationType
     for r0 in range(0, rows, step):
-        part = sl[r0:min(rows, r0 + step)] if len(t.shape) > 1 else handle.get_tensor(t.src)
-        if t.add or t.qtype == gguf.GGMLQuantizationType.F32:
-            part = part.to(torch.float32)
-            if t.add:
-                part = part + t.add
-        if t.qtype == gguf.GGMLQuantizationType.F32:
-            yield part.to(torch.float32).contiguous().numpy()
-        elif t.qtype == gguf.GGMLQuantizationType.F16:
-            out = part.to(torch.float16)
-            if torch.isinf(out).any() and not torch.isinf(part).any():
+        n = min(rows, r0 + step) - r0
+        nbytes = n * per_row * src.itemsize
+        buf = os.pread(fd, nbytes, t.offset + r0 * per_row * src.itemsize)
+        if len(buf) != nbytes:
+            raise ConversionError(f"{t.src}: short read from {t.file.name if t.file else '?'} (file truncated?)")
+        raw = np.frombuffer(buf, dtype=src)
+        # fast paths: same type out as in, nothing added
+        if not t.add and ((t.qtype == Q.F16 and t.src_dtype == "F16") or (t.qtype == Q.BF16 and t.src_dtype == "BF16")
+                          or (t.qtype == Q.F32 and t.src_dtype == "F32")):
+            yield raw
+            continue
+        x = _bf16_to_f32(raw) if t.src_dtype == "BF16" else raw.astype(np.float32)
+        if t.add:
+            x = x + np.float32(t.add)
+        if t.qtype == Q.F32:
+            yield x
+        elif t.qtype == Q.F16:
+            out = x.astype(np.float16)
+            if np.isinf(out).any() and not np.isinf(x).any():
                 raise ConversionError(f"{t.src} overflows float16; convert with outtype='bf16' or 'f32'")
-            yield out.contiguous().numpy()
+            yield out
         else:
-            yield part.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16)
+            yield _f32_to_bf16(x)
 
 
 def _check_output(out_path: Path, force: bool, need: int) -> None:
@@ -756,15 +815,15 @@ def convert_hf_to_gguf(
         writer.write_ti_data_to_file()
         fout = writer.fout[0]  # type: ignore[index]
         done, total = 0, plan.tensor_bytes
-        handles: dict[Path, Any] = {}
+        fds: dict[Path, int] = {}
         try:
             for t in plan.tensors:
-                if t.file is not None and t.file not in handles:
-                    handles[t.file] = _open_safetensors(t.file).__enter__()
+                if t.file is not None and t.file not in fds:
+                    fds[t.file] = os.open(t.file, os.O_RDONLY)
                 # Same layout as GGUFWriter.write_tensor_data, but in chunks: align, data, pad.
                 writer.write_padding(fout, fout.tell())
                 written = 0
-                chunks = _chunks(t, handles.get(t.file))
+                chunks = _chunks(t, fds.get(t.file) if t.file else None)
                 while True:
                     try:
                         chunk = next(chunks)
@@ -783,8 +842,8 @@ def convert_hf_to_gguf(
                     raise ConversionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
                 writer.write_padding(fout, written)
         finally:
-            for h in handles.values():
-                h.__exit__(None, None, None)
+            for fd in fds.values():
+                os.close(fd)
         writer.close()
         os.replace(tmp, out_path)
     except BaseException:

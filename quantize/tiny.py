@@ -272,12 +272,17 @@ def build_tiny_model(
     text_cfg = config.get_text_config()
 
     torch.manual_seed(seed)
-    if family in ("gemma3", "gemma4"):
-        cls = getattr(transformers, "Gemma3ForConditionalGeneration" if family == "gemma3"
-                      else "Gemma4ForConditionalGeneration")
-        model = cls(config)
-    else:
-        model = transformers.AutoModelForCausalLM.from_config(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # initialise in the target dtype: half the memory for bf16
+    try:
+        if family in ("gemma3", "gemma4"):
+            cls = getattr(transformers, "Gemma3ForConditionalGeneration" if family == "gemma3"
+                          else "Gemma4ForConditionalGeneration")
+            model = cls(config)
+        else:
+            model = transformers.AutoModelForCausalLM.from_config(config)
+    finally:
+        torch.set_default_dtype(previous)
     _randomise(model, family, seed)
     model = model.to(getattr(torch, dtype)).eval()
     save_kw: dict[str, Any] = {}

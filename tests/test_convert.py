@@ -141,6 +141,8 @@ def test_family_converts_with_every_hparam(family, tiny_model, tiny_gguf):
     assert kv[f"{arch}.embedding_length"] == tc["hidden_size"]
     assert kv[f"{arch}.context_length"] == tc["max_position_embeddings"]
     assert kv[f"{arch}.attention.sliding_window"] == tc["sliding_window"]
+    # written even when off: llama.cpp otherwise defaults the final soft-cap to 30
+    assert kv[f"{arch}.final_logit_softcapping"] == (tc.get("final_logit_softcapping") or 0.0)
     # the SWA layout is written explicitly, one bool per layer, exactly as the config's layer_types
     assert kv[f"{arch}.attention.sliding_window_pattern"] == [t == "sliding_attention" for t in tc["layer_types"]]
     names = {t.name for t in r.tensors}
