@@ -720,6 +720,23 @@ def _f32_to_bf16(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
 
 
+def _read_at(fd: int, n: int, offset: int) -> bytes:
+    """n bytes at offset (fewer only at end of file); os.pread where it exists (not on Windows)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        if hasattr(os, "pread"):
+            b = os.pread(fd, n - got, offset + got)
+        else:
+            os.lseek(fd, offset + got, os.SEEK_SET)
+            b = os.read(fd, n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _chunks(t: TensorPlan, fd: int | None) -> Iterator[np.ndarray]:
     """Row chunks of one tensor, converted to its output type; never the whole of a big tensor."""
     if t.data is not None:
@@ -734,7 +751,7 @@ def _chunks(t: TensorPlan, fd: int | None) -> Iterator[np.ndarray]:
     for r0 in range(0, rows, step):
         n = min(rows, r0 + step) - r0
         nbytes = n * per_row * src.itemsize
-        buf = os.pread(fd, nbytes, t.offset + r0 * per_row * src.itemsize)
+        buf = _read_at(fd, nbytes, t.offset + r0 * per_row * src.itemsize)
         if len(buf) != nbytes:
             raise ConversionError(f"{t.src}: short read from {t.file.name if t.file else '?'} (file truncated?)")
         raw = np.frombuffer(buf, dtype=src)
@@ -819,7 +836,7 @@ def convert_hf_to_gguf(
         try:
             for t in plan.tensors:
                 if t.file is not None and t.file not in fds:
-                    fds[t.file] = os.open(t.file, os.O_RDONLY)
+                    fds[t.file] = os.open(t.file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
                 # Same layout as GGUFWriter.write_tensor_data, but in chunks: align, data, pad.
                 writer.write_padding(fout, fout.tell())
                 written = 0
