@@ -143,9 +143,15 @@ def spec_from_config(cfg: dict, *, name: str, source: str, src_dtype: str = "BF1
     if family == "gemma4" and text.get("use_double_wide_mlp") and not isinstance(ff, list):
         shared = int(text.get("num_kv_shared_layers") or 0)
         ff_per_layer = [int(ff) * (2 if i >= L - shared and shared else 1) for i in range(L)]
-    global_hd = int(text.get("global_head_dim") or hd) if family == "gemma4" else hd
-    global_kv = int(text.get("num_global_key_value_heads") or n_kv) if family == "gemma4" else n_kv
     k_eq_v = bool(text.get("attention_k_eq_v")) if family == "gemma4" else False
+    global_hd, global_kv = hd, n_kv
+    if family == "gemma4":
+        # transformers >= 5.2x writes full-layer values into per_layer_config {"layer": {...}}
+        full_override = next((v for k, v in (text.get("per_layer_config") or {}).items()
+                              if str(k).isdigit() and int(k) < L and types[int(k)] == "F" and isinstance(v, dict)), {})
+        global_hd = int(text.get("global_head_dim") or full_override.get("head_dim") or 512)
+        if k_eq_v:  # Gemma4TextConfig uses num_global_key_value_heads only with attention_k_eq_v
+            global_kv = int(text.get("num_global_key_value_heads") or full_override.get("num_key_value_heads") or n_kv)
 
     n_shared = int(text.get("num_kv_shared_layers") or 0)
     if family == "gemma3n":
@@ -232,14 +238,18 @@ def _tensors(family, H, vocab, layers, moe, ple, ple_vocab, k_eq_v, cfg, dt) -> 
         kd = lay.n_head_kv * lay.head_dim_k
         vd = lay.n_head_kv * lay.head_dim_v
         add(p + "attn_norm.weight", (H,), i)
+        # Gemma 4 KV-shared layers have no K/V projections (llama.cpp creates them TENSOR_NOT_REQUIRED)
+        own_kv = lay.has_kv or family != "gemma4"
         add(p + "attn_q.weight", (qd, H), i)
-        add(p + "attn_k.weight", (kd, H), i)
-        if not (k_eq_v and not lay.sliding):
+        if own_kv:
+            add(p + "attn_k.weight", (kd, H), i)
+        if own_kv and not (k_eq_v and not lay.sliding):
             add(p + "attn_v.weight", (vd, H), i)
         add(p + "attn_output.weight", (H, qd), i)
         if family != "gemma2":
             add(p + "attn_q_norm.weight", (lay.head_dim_k,), i)
-            add(p + "attn_k_norm.weight", (lay.head_dim_k,), i)
+            if own_kv:
+                add(p + "attn_k_norm.weight", (lay.head_dim_k,), i)
         add(p + "post_attention_norm.weight", (H,), i)
         if family == "gemma4":
             add(p + "layer_output_scale.weight", (1,), i)

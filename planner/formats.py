@@ -182,11 +182,13 @@ def gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> 
     i_ffn_down = 0
     out = []
     for t in spec.tensors:
+        if not quantized:
+            # a float file is what the converter writes: 1-D tensors and the router in F32, the rest in that type
+            keep_f32 = len(t.shape) < 2 or t.name.endswith("ffn_gate_inp.weight")
+            out.append((t, "F32" if keep_f32 else default))
+            continue
         if not _allows_quantization(t):
             out.append((t, _source_type(t)))
-            continue
-        if not quantized:
-            out.append((t, default))
             continue
         cat = _category(t.name)
         new = default
@@ -312,23 +314,46 @@ def _is_linear(t: TensorSpec) -> bool:
     return len(t.shape) >= 2 and _category(t.name) in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_gate", "ffn_down")
 
 
-def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
-    """GPTQ QuantLinear buffers (qweight, qzeros, scales, g_idx); others stay 16-bit.
+# GGUF names of the Linear modules GPTQModel 7.6 quantizes besides attention and MLP projections:
+# Gemma 3n/4 per-layer-embedding gate and projection ("per_layer_input_gate:0",
+# "per_layer_projection:1" in gptqmodel/models/definitions/gemma3n.py and gemma4.py module_tree).
+_GPTQ_EXTRA_LINEARS = ("inp_gate.weight", "proj.weight")
 
-    Linear layers only: embeddings, the tied lm_head, norms, routers and PLE tables stay fp16/bf16.
-    MoE expert stacks are quantized per expert (vLLM moe_wna16 / GPTQModel layout).
+
+def _gptq_quantized(t: TensorSpec) -> bool:
+    """The tensors GPTQModel 7.6 replaces by a QuantLinear for Gemma 2/3/3n/4 (its module_tree).
+
+    MoE expert stacks are not among them: transformers 5 stores Gemma 4 experts as fused 3-D
+    parameters (experts.gate_up_proj, experts.down_proj), which gemma4.py's module_tree does not list,
+    so they stay 16-bit in the checkpoint. The router, embeddings and the tied lm_head stay too.
     """
-    if not _is_linear(t):
-        return t.n_elements * (4 if t.dtype == "F32" and len(t.shape) == 1 else 2)
-    experts = t.shape[0] if len(t.shape) == 3 else 1
-    out_f, in_f = t.shape[-2], t.shape[-1]
+    if len(t.shape) != 2:
+        return False
+    if _is_linear(t):
+        return True
+    return t.layer is not None and ".".join(t.name.split(".")[-2:]) in _GPTQ_EXTRA_LINEARS
+
+
+def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
+    """GPTQ QuantLinear buffers (qweight, qzeros, scales, g_idx) as GPTQModel saves them and
+    transformers/vLLM load them; every other tensor is 2 bytes per element.
+
+    Layout (gptqmodel/nn_modules/qlinear/__init__.py pack_block; vLLM gptq.py create_weights):
+    qweight int32 [in*bits/32, out], qzeros int32 [groups, out*bits/32], scales fp16 [groups, out],
+    g_idx int32 [in] (written even without act-order). No bias: Gemma's projections have none.
+    Unquantized tensors, norms included, load in the model's 16-bit dtype: GPTQ kernels run in
+    fp16/bf16 only, so a checkpoint's F32 norms are cast too (measured on tiny Gemma 3/4 models).
+    """
+    if not _gptq_quantized(t):
+        return t.n_elements * 2
+    out_f, in_f = t.shape
     g = group if group > 0 else in_f
     n_groups = -(-in_f // g)
     qweight = in_f * out_f * bits // 8
     qzeros = n_groups * out_f * bits // 8
     scales = n_groups * out_f * 2
     g_idx = in_f * 4
-    return experts * (qweight + qzeros + scales + g_idx)
+    return qweight + qzeros + scales + g_idx
 
 
 def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
