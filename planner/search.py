@@ -115,22 +115,30 @@ def _with_speed(p: Plan, spec: ModelSpec, hw: Hardware) -> Plan:
 
 
 def max_context(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int, limit: Optional[int] = None) -> int:
-    """Largest context (multiple of 256, per slot x slots) that fits; 0 if even 256 does not."""
-    hi = (limit or spec.ctx_train) // 256
+    """Largest context (multiple of 256, per slot x slots) that fits; 0 if even 256 does not.
+
+    The result is the total over all slots (what n_ctx means), kept within the limit or trained maximum.
+    """
+    step = max(1, s.n_parallel) if s.engine == "llama.cpp" and not s.kv_unified else 1
+    hi = (limit or spec.ctx_train) // (256 * step)
     lo = 0
-    step = max(1, s.n_parallel)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        ok, _ = _fits(spec, fmt, dataclasses.replace(s, n_ctx=mid * 256 * step if s.engine == "llama.cpp" and not s.kv_unified else mid * 256), hw, margin)
+        ok, _ = _fits(spec, fmt, dataclasses.replace(s, n_ctx=mid * 256 * step), hw, margin)
         if ok:
             lo = mid
         else:
             hi = mid - 1
-    return lo * 256
+    return lo * 256 * step
 
 
 def _placements(spec: ModelSpec, hw: Hardware, s: RuntimeSettings) -> list[RuntimeSettings]:
-    """GPU-layer variants to try, best first: all on GPU, MoE experts on CPU, then partial offload."""
+    """GPU-layer variants to try, best first: all on GPU, MoE experts on CPU, then partial offload.
+
+    vLLM on a cluster: one host first (tensor parallel inside it), then pipeline stages across all hosts.
+    """
+    if s.engine == "vllm" and hw.is_cluster and hw.devices and s.pipeline_parallel == 1:
+        return [s, dataclasses.replace(s, pipeline_parallel=len(hw.hosts))]
     if s.engine != "llama.cpp" or not hw.devices:
         return [dataclasses.replace(s, n_gpu_layers=0 if s.engine == "llama.cpp" else s.n_gpu_layers)]
     out = [dataclasses.replace(s, n_gpu_layers=-1)]
@@ -179,8 +187,10 @@ def recommend(
     rec = Recommendation(None, priority=priority)
     candidates: list[Plan] = []
     for spec in models:
+        sbase = base
         if engine == "vllm" and hw.devices and base.tensor_parallel * base.pipeline_parallel == 1:
-            base = dataclasses.replace(base, tensor_parallel=vllm_tensor_parallel(spec, len(hw.devices)))
+            # per model: heads differ; on a cluster TP stays inside one host (pipeline stages span hosts)
+            sbase = dataclasses.replace(base, tensor_parallel=vllm_tensor_parallel(spec, gpus_per_host(hw)))
         want = min(ctx or DEFAULT_CTX, spec.ctx_train) if not ctx_max else spec.ctx_train
         floor = want if (ctx and not ctx_max) else min(MIN_CTX, want)
         for fname in fmts:
@@ -188,17 +198,22 @@ def recommend(
             if engine not in fmt.engines:
                 continue
             for k, v in kvs:
-                s0 = dataclasses.replace(base, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else base.kv_cache_dtype, n_ctx=want)
+                s0 = dataclasses.replace(sbase, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else base.kv_cache_dtype, n_ctx=want)
                 if engine == "llama.cpp" and v not in ("f16", "f32", "bf16") and not s0.flash_attn:
                     continue
                 found = None
-                for s1 in _placements(spec, hw, s0):
+                layouts = _placements(spec, hw, s0)
+                for i, s1 in enumerate(layouts):
                     ok, p = _fits(spec, fmt, s1, hw, margin)
                     if ok:
                         found = p
                         if s1.experts_on_cpu:
                             found.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+                        if s1.pipeline_parallel > 1 and hw.is_cluster:
+                            found.notes.append(_multi_node_note(s1, hw))
                         break
+                    if s1.engine == "vllm" and i + 1 < len(layouts):
+                        continue  # more hosts may reach the full context before a shorter one is accepted
                     c = max_context(spec, fmt, s1, hw, margin, limit=want)
                     if c >= floor:
                         found = plan(spec, fmt, dataclasses.replace(s1, n_ctx=c), hw, margin=margin)
@@ -256,12 +271,26 @@ def recommend(
 
 
 def vllm_tensor_parallel(spec: ModelSpec, n_gpus: int) -> int:
-    """Largest TP size <= the GPU count that divides the attention heads (vLLM replicates KV heads beyond that)."""
+    """Largest power-of-two TP size <= the GPU count that divides the attention heads and, per layer, either
+    divides the KV heads or is a multiple of them (vLLM replicates KV heads when TP exceeds them)."""
     heads = spec.layers[0].n_head
+    kv = {lay.n_head_kv for lay in spec.layers}
     tp = 1
-    while tp * 2 <= n_gpus and heads % (tp * 2) == 0:
+    while tp * 2 <= n_gpus and heads % (tp * 2) == 0 and all(k % (tp * 2) == 0 or (tp * 2) % k == 0 for k in kv):
         tp *= 2
     return tp
+
+
+def gpus_per_host(hw: Hardware) -> int:
+    """GPUs one tensor-parallel group may use: a cluster's smallest host, else every GPU."""
+    if hw.is_cluster:
+        return min(len(h.devices) for h in hw.hosts) or 1
+    return len(hw.devices)
+
+
+def _multi_node_note(s: RuntimeSettings, hw: Hardware) -> str:
+    return (f"multi-node: tensor parallel {s.tensor_parallel} inside each host, pipeline parallel {s.pipeline_parallel} "
+            f"across {len(hw.hosts)} hosts (vLLM on Ray)")
 
 
 def _ctx_train(models, name):
