@@ -1,0 +1,299 @@
+"""Recipes rendered from real plans: every engine's flags carry the plan's numbers, and llama.cpp's
+command read back through the memory model reproduces the plan byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+
+import pytest
+
+from planner.catalog import get_model
+from planner.formats import parse_format
+from planner.memory import DEFAULT_MARGIN, estimate_memory
+from planner.recipes import primary, render_all
+from planner.recipes import llamacpp, llamacpp_python, lmstudio, mlx, ollama, vllm
+from planner.recipes.base import ShellVar
+from planner.search import plan as make_plan
+from planner.search import recommend, vllm_tensor_parallel
+from planner.types import RuntimeSettings
+from profiles.targets import load_target
+
+# (id, model, target, engine, formats, recommend kwargs, why this case)
+CASES = [
+    ("single-gpu", "27b", "rtx4090", "llama.cpp", None, {}, "everything on one GPU"),
+    ("partial-offload", "31b", "rtx4090", "llama.cpp", ["Q8_0"], {}, "Q8_0 31B needs -ngl below all"),
+    ("moe-experts-cpu", "26b", "rtx4070", "llama.cpp", ["Q4_K_M"], {}, "MoE experts kept on the CPU with -ot"),
+    ("two-gpu-split", "27b", "2x-rtx3090", "llama.cpp", None, {"ctx": 131072}, "layers split over two GPUs with -ts"),
+    ("parallel-slots", "gemma-3-12b", "rtx4090", "llama.cpp", None, {"parallel": 4, "kv_types": [("q8_0", "q8_0")]}, "4 slots, q8_0 KV"),
+    ("vllm-tp2", "31b", "2x-a6000", "vllm", ["bf16"], {}, "tensor parallel over two GPUs"),
+    ("vllm-2-node", "31b", "cluster-2x-dgx-spark", "vllm", ["bf16"], {"ctx_max": True, "parallel": 4}, "pipeline stages over two hosts"),
+    ("apple", "4b", "m4-pro-48gb", "llama.cpp", None, {}, "Metal, unified memory"),
+    ("phone", "1b", "pixel-9", "llama.cpp", None, {}, "Android phone"),
+]
+_CACHE: dict = {}
+
+
+def _case(cid):
+    if cid not in _CACHE:
+        _, model, target, engine, formats, kw, _ = next(c for c in CASES if c[0] == cid)
+        spec, _ = get_model(model)
+        hw = load_target(target)
+        rec = recommend(hw, models=[spec], engine=engine, formats=formats, target=target, **kw)
+        assert rec.plan is not None and rec.plan.fits, cid
+        _CACHE[cid] = (rec.plan, spec, hw, render_all(rec.plan, hw, spec=spec))
+    return _CACHE[cid]
+
+
+LLAMA_CASES = [c[0] for c in CASES if c[3] == "llama.cpp"]
+
+
+def test_cases_are_what_they_claim():
+    assert _case("partial-offload")[0].settings.n_gpu_layers > 0
+    assert _case("moe-experts-cpu")[0].settings.experts_on_cpu
+    p = _case("vllm-tp2")[0]
+    assert (p.settings.tensor_parallel, p.settings.pipeline_parallel) == (2, 1)
+    p = _case("vllm-2-node")[0]
+    assert p.settings.pipeline_parallel == 2 and any("multi-node" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("cid", LLAMA_CASES)
+def test_llama_server_flags_reproduce_the_plan(cid):
+    plan, spec, hw, recipes = _case(cid)
+    argv = recipes["llama-server"].steps[0].argv
+    got = llamacpp.parse_argv(argv)
+    s = plan.settings
+    assert (got["n_ctx"], got["n_parallel"], got["n_batch"], got["n_ubatch"]) == (s.n_ctx, s.n_parallel, s.n_batch, s.n_ubatch)
+    assert (got["type_k"], got["type_v"], got["flash_attn"], got["swa_full"]) == (s.type_k, s.type_v, s.flash_attn, s.swa_full)
+    assert got["experts_on_cpu"] == s.experts_on_cpu and ("-ot" in argv) == s.experts_on_cpu
+    assert ("--swa-full" in argv) == s.swa_full and got["fit"] == "off"
+    assert ("-ts" in argv) == (len(hw.devices) > 1)
+    # the flags alone, run through the memory model on the same hardware, give the plan's bytes per device
+    again = dataclasses.replace(s, n_ctx=got["n_ctx"], n_parallel=got["n_parallel"], n_gpu_layers=got["n_gpu_layers"],
+                                tensor_split=[float(x) for x in got["tensor_split"]] if got["tensor_split"] else None,
+                                type_k=got["type_k"], type_v=got["type_v"], flash_attn=got["flash_attn"],
+                                swa_full=got["swa_full"], experts_on_cpu=got["experts_on_cpu"], n_batch=got["n_batch"],
+                                n_ubatch=got["n_ubatch"])
+    mem = estimate_memory(spec, parse_format(plan.weight_format), again, hw, DEFAULT_MARGIN)
+    assert [(d.device, d.weights_bytes, d.kv_bytes, d.compute_bytes, d.layers) for d in mem.devices] == \
+        [(d.device, d.weights_bytes, d.kv_bytes, d.compute_bytes, d.layers) for d in plan.memory.devices]
+    assert llamacpp.check(recipes["llama-server"], _ctx(plan, hw, spec)) == []
+
+
+def _ctx(plan, hw, spec):
+    from planner.recipes import context_for
+
+    return context_for(plan, hw, None, spec)
+
+
+def test_tensor_split_follows_layer_counts_and_ngl_counts_the_output_layer():
+    plan, spec, hw, recipes = _case("two-gpu-split")
+    got = llamacpp.parse_argv(recipes["llama-server"].steps[0].argv)
+    gpu_layers = [d.layers for d in plan.memory.devices if d.device != "CPU"]
+    assert sum(got["tensor_split"]) == spec.n_layers + 1  # repeating layers + the output layer
+    assert got["tensor_split"][:-1] == gpu_layers[:-1] and got["tensor_split"][-1] == gpu_layers[-1] + 1
+    assert got["n_gpu_layers"] == spec.n_layers + 1
+    plan, spec, hw, recipes = _case("partial-offload")
+    assert llamacpp.parse_argv(recipes["llama-server"].steps[0].argv)["n_gpu_layers"] == plan.settings.n_gpu_layers
+    assert any("partial offload" in n for n in recipes["llama-server"].notes)
+
+
+def test_experts_override_is_the_documented_regex():
+    plan, spec, hw, recipes = _case("moe-experts-cpu")
+    argv = recipes["llama-server"].steps[0].argv
+    assert argv[argv.index("-ot") + 1] == r"\.ffn_.*_exps\.=CPU"
+    assert "-ot '\\.ffn_.*_exps\\.=CPU'" in recipes["llama-server"].files["run-llama-server.sh"]
+    # engines that cannot express it say so
+    assert not recipes["llama-cpp-python"].matches_plan and not recipes["ollama"].matches_plan
+    assert "num_gpu" not in dict(ollama.parse_modelfile(recipes["ollama"].files["Modelfile"]))
+
+
+@pytest.mark.parametrize("cid", [c[0] for c in CASES])
+def test_every_recipe_serializes_and_its_files_parse(cid):
+    plan, spec, hw, recipes = _case(cid)
+    assert recipes and primary(recipes) is not None
+    for name, r in recipes.items():
+        d = json.loads(json.dumps(r.to_dict()))
+        assert d["engine"] == name and d["commands"] == [[str(a) for a in s.argv] for s in r.steps]
+        for line, step in zip(r.shell_lines(), r.steps):
+            if not any(isinstance(a, ShellVar) for a in step.argv) and not step.env and not r.env:
+                assert shlex.split(line) == [str(a) for a in step.argv]
+        for fname, text in r.files.items():
+            assert text.endswith("\n")
+            if fname.endswith(".sh"):
+                assert text.startswith("#!/bin/sh\n") and "set -eu" in text and fname in r.executable
+            if fname.endswith(".py"):
+                compile(text, fname, "exec")
+
+
+@pytest.mark.parametrize("cid", ["single-gpu", "parallel-slots", "moe-experts-cpu"])
+def test_llama_cpp_python_passes_every_default_that_differs(cid):
+    plan, spec, hw, recipes = _case(cid)
+    r = recipes["llama-cpp-python"]
+    kw = llamacpp_python.read_load_script(r.files["load_llama_cpp_python.py"])
+    s = plan.settings
+    for key in ("n_ctx", "n_batch", "n_ubatch", "n_gpu_layers", "flash_attn", "swa_full", "type_k", "type_v", "logits_all"):
+        assert key in kw
+    assert (kw["n_ctx"], kw["flash_attn"], kw["swa_full"], kw["logits_all"]) == (s.n_ctx, s.flash_attn, s.swa_full, False)
+    assert kw["type_k"] == {"f16": 1, "q8_0": 8}[s.type_k]
+    served = llamacpp_python.read_serve_script(r.files["serve_llama_cpp_python.py"])
+    assert served["swa_full"] is s.swa_full and served["n_ctx"] == s.n_ctx and served["logits_all"] is False
+    assert r.matches_plan == (s.n_parallel == 1 and not s.experts_on_cpu)
+    assert llamacpp_python.check(r, _ctx(plan, hw, spec)) == []
+
+
+def test_ollama_modelfile_carries_context_per_slot_and_server_env():
+    plan, spec, hw, recipes = _case("parallel-slots")
+    r = recipes["ollama"]
+    params = dict(ollama.parse_modelfile(r.files["Modelfile"]))
+    per_slot = plan.settings.n_ctx // plan.settings.n_parallel
+    assert params["num_ctx"] == str(per_slot) and params["num_gpu"] == str(spec.n_layers + 1)
+    assert params["stop"] == "<end_of_turn>" and "<start_of_turn>model" in params["template"]
+    assert r.steps[0].env == {"OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_NUM_PARALLEL": "4",
+                              "OLLAMA_CONTEXT_LENGTH": str(per_slot)}
+    assert "export OLLAMA_KV_CACHE_TYPE=q8_0" in r.files["run-ollama-serve.sh"]
+    assert ollama.check(r, _ctx(plan, hw, spec)) == []
+
+
+def test_ollama_gemma4_template_and_split_kv_types():
+    plan, spec, hw, _ = _case("partial-offload")
+    split = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, type_k="q8_0", type_v="f16"))
+    r = render_all(split, hw, spec=spec)["ollama"]
+    params = dict(ollama.parse_modelfile(r.files["Modelfile"]))
+    assert params["stop"] == "<turn|>" and "<|turn>model" in params["template"]
+    assert r.steps[0].env["OLLAMA_KV_CACHE_TYPE"] == "f16" and not r.matches_plan
+
+
+def test_lmstudio_gpu_share():
+    for cid, want in (("single-gpu", "max"), ("partial-offload", None)):
+        plan, spec, hw, recipes = _case(cid)
+        got = lmstudio.parse_load(recipes["lmstudio"].steps[-1].argv)
+        total = spec.n_layers + 1
+        assert got["context_length"] == str(plan.ctx)
+        assert got["gpu"] == (want or f"{plan.settings.n_gpu_layers / total:.2f}")
+
+
+def test_vllm_tp2_flags():
+    plan, spec, hw, recipes = _case("vllm-tp2")
+    r = recipes["vllm"]
+    got = vllm.parse_argv(r.steps[0].argv)
+    s = plan.settings
+    assert got["tensor_parallel"] == 2 and got["pipeline_parallel"] == 1 and not got["ray"]
+    assert (got["max_model_len"], got["gpu_memory_utilization"], got["kv_cache_dtype"]) == (s.n_ctx, 0.92, "auto")
+    assert (got["max_num_seqs"], got["max_num_batched_tokens"], got["quantization"]) == (s.max_num_seqs, s.max_num_batched_tokens, None)
+    assert got["model"] == "google/gemma-4-31B-it" and got["dtype"] == "bfloat16"
+    assert "each of the 2 GPU rank(s)" in r.notes[0]
+    assert vllm.check(r, _ctx(plan, hw, spec)) == []
+    assert list(r.files) == ["run-vllm.sh"]
+
+
+def test_vllm_quantization_flag_per_format():
+    plan, spec, hw, _ = _case("vllm-tp2")
+    for fmt, q in (("fp8", "fp8"), ("gptq-int4", "gptq")):
+        p = make_plan(spec, parse_format(fmt, "vllm"), plan.settings, hw, target=hw.name)
+        argv = render_all(p, hw, spec=spec)["vllm"].steps[0].argv
+        assert argv[argv.index("--quantization") + 1] == q
+        if fmt.startswith("gptq"):
+            assert argv[2].startswith("./") and "gptq-int4" in argv[2]  # a local GPTQ checkpoint, not the bf16 hub repo
+
+
+def test_vllm_two_nodes_use_ray():
+    plan, spec, hw, recipes = _case("vllm-2-node")
+    r = recipes["vllm"]
+    assert [s.argv[:2] for s in r.steps] == [["ray", "start"], ["ray", "start"], ["vllm", "serve"]]
+    assert r.steps[1].argv[-1] == "${HEAD_ADDRESS}:6379" and isinstance(r.steps[1].argv[-1], ShellVar)
+    assert '"${HEAD_ADDRESS}":6379' in r.files["run-ray-worker.sh"]
+    got = vllm.parse_argv(r.steps[2].argv)
+    assert (got["tensor_parallel"], got["pipeline_parallel"], got["ray"]) == (1, 2, True)
+    assert {"run-ray-head.sh", "run-ray-worker.sh", "run-vllm.sh"} <= set(r.files)
+    assert "transformers" not in recipes  # one GPU cannot hold what two hosts split
+
+
+def test_cluster_plan_stays_on_one_host_when_it_fits():
+    spec, _ = get_model("31b")
+    hw = load_target("2x-node-8x-h100")
+    rec = recommend(hw, models=[spec], engine="vllm", formats=["bf16"])
+    s = rec.plan.settings
+    assert (s.tensor_parallel, s.pipeline_parallel) == (8, 1)
+    r = render_all(rec.plan, hw, spec=spec)["vllm"]
+    assert "fits one host" in r.notes[0] and not vllm.parse_argv(r.steps[0].argv)["ray"]
+
+
+def test_tensor_parallel_respects_kv_heads():
+    spec, _ = get_model("31b")  # 32 heads; 16 KV heads on sliding layers, 4 on full layers
+    assert vllm_tensor_parallel(spec, 8) == 8  # 8 is a multiple of 4: vLLM replicates those heads
+    assert vllm_tensor_parallel(spec, 3) == 2
+    odd = dataclasses.replace(spec, layers=[dataclasses.replace(lay, n_head_kv=6) for lay in spec.layers])
+    assert vllm_tensor_parallel(odd, 8) == 2  # 4 neither divides 6 nor is a multiple of it
+
+
+def test_llamacpp_on_a_cluster_gets_an_rpc_recipe():
+    spec, _ = get_model("27b")
+    hw = load_target("cluster-2x-dgx-spark")
+    rec = recommend(hw, models=[spec], formats=["Q8_0"])
+    r = render_all(rec.plan, hw, spec=spec)["llama-rpc"]
+    assert r.steps[0].argv[0] == "rpc-server" and r.steps[0].where
+    assert '--rpc "${RPC_SERVERS}"' in r.files["run-llama-server-rpc.sh"]
+    assert 'RPC_SERVERS="${RPC_SERVERS:?' in r.files["run-llama-server-rpc.sh"]
+
+
+def test_apple_gets_mlx_with_matching_bits_and_wired_limit_only_when_needed():
+    plan, spec, hw, recipes = _case("apple")
+    r = recipes["mlx"]
+    conv = r.steps[0].argv
+    assert conv[:2] == ["mlx_lm.convert", "--hf-path"] and conv[conv.index("--q-bits") + 1] == str(mlx.BITS[plan.weight_format])
+    assert r.steps[-1].argv[r.steps[-1].argv.index("--max-kv-size") + 1] == str(plan.ctx)
+    assert not any(s.argv[0] == "sudo" for s in r.steps) and not r.matches_plan
+    # a plan made with the GPU limit raised to 44 GiB needs the sysctl
+    big = load_target("m4-pro-48gb")
+    big.devices[0].memory_bytes = 44 << 30
+    spec27, _ = get_model("27b")
+    p = recommend(big, models=[spec27], formats=["Q8_0"], ctx_max=True, target="m4-pro-48gb").plan
+    assert p.memory.devices[0].total_bytes > 36 << 30  # above macOS's default 36 GiB on a 48 GB Mac
+    r = render_all(p, big, spec=spec27)["mlx"]
+    sysctl = next(s for s in r.steps if s.argv[0] == "sudo")
+    assert sysctl.argv[2].startswith("iogpu.wired_limit_mb=")
+
+
+def test_phone_gets_a_published_litert_bundle():
+    plan, spec, hw, recipes = _case("phone")
+    r = recipes["litert"]
+    assert "ollama" not in recipes and r.settings["bundle"] == "litert-community/Gemma3-1B-IT"
+    shell_steps = [s for s in r.steps if s.argv[:2] == ["adb", "shell"]]
+    assert all(len(s.argv) == 3 for s in shell_steps)  # the phone's shell gets one quoted command line
+    assert "--max_num_tokens=4096" in shlex.split(shell_steps[-1].argv[2])
+    assert any("not automated" in n for n in r.notes)
+    # no bundle of the planned model: the largest published one that fits
+    spec270, _ = get_model("270m")
+    p = recommend(hw, models=[spec270]).plan
+    r = render_all(p, hw, spec=spec270)["litert"]
+    assert r.settings["bundle"].startswith("google/gemma-3n-E4B") and "no published bundle" in r.notes[0]
+
+
+def test_placeholder_and_real_model_paths(tmp_path):
+    plan, spec, hw, recipes = _case("single-gpu")
+    assert recipes["llama-server"].steps[0].argv[2] == "gemma-3-27b-Q5_K_M.gguf"
+    assert "placeholder" in " ".join(recipes["llama-server"].notes)
+    f = tmp_path / "my model.gguf"
+    f.write_bytes(b"GGUF")
+    r = render_all(plan, hw, model_ref=str(f), spec=spec)["llama-server"]
+    assert r.steps[0].argv[2] == str(f.resolve()) and r.model_path == str(f.resolve())
+    assert f"-m '{f.resolve()}'" in r.files["run-llama-server.sh"]
+
+
+def test_transformers_script_pins_the_planned_device_and_dtype():
+    spec, _ = get_model("4b")
+    hw = load_target("rtx4090")
+    p = recommend(hw, models=[spec], engine="transformers", formats=["bf16"]).plan
+    r = render_all(p, hw, spec=spec)["transformers"]
+    text = r.files["load_transformers.py"]
+    assert "dtype=torch.bfloat16" in text and "device_map={'': 0}" in text and 'cache_implementation="dynamic"' in text
+    assert f"MAX_CONTEXT = {p.ctx}" in text and r.matches_plan
+
+
+def test_runtime_settings_defaults_are_not_silently_relied_on():
+    # llama-server's own default with -np unset is 4 slots and a unified cache: the recipe always passes -np
+    argv = llamacpp.memory_flags(_ctx(*[_case("single-gpu")[i] for i in (0, 2, 1)]))
+    assert "-np" in argv and "-c" in argv and "-b" in argv and "-ub" in argv
+    assert RuntimeSettings().n_batch == 2048
