@@ -19,7 +19,7 @@ from planner.types import ModelSpec, Plan
 from profiles.hardware import Hardware
 
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # owner/name on the Hugging Face hub
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -72,8 +72,9 @@ def render_env(env: dict[str, str]) -> str:
 
 
 def comment(text: str) -> str:
-    """A single line safe after ``#`` in sh, Python and Modelfile comments."""
-    return _CONTROL.sub(" ", str(text))
+    """A single line safe after ``#`` in sh, Python and Modelfile comments (every unprintable character,
+    line breaks included, becomes a space)."""
+    return "".join(c if c.isprintable() else " " for c in str(text))
 
 
 @dataclass
@@ -168,10 +169,18 @@ class ModelRef:
 
 
 def check_text(value: str, what: str) -> str:
-    """Refuse control characters in a path or name that will be written into files (newlines included)."""
-    if _CONTROL.search(value):
-        raise RecipeError(f"{what} contains a control character: {value!r}")
+    """Refuse unprintable characters (newlines and other controls included) in a path or name that will be
+    written into scripts, Modelfiles and Python files."""
+    if not value.isprintable():
+        raise RecipeError(f"{what} contains an unprintable character: {value!r}")
     return value
+
+
+def _path(ref: str) -> Path:
+    try:
+        return Path(ref).expanduser()
+    except RuntimeError:  # "~name" for a user that does not exist
+        return Path(ref)
 
 
 def resolve_model_ref(plan: Plan, spec: Optional[ModelSpec], model_ref: Optional[str] = None) -> ModelRef:
@@ -179,13 +188,13 @@ def resolve_model_ref(plan: Plan, spec: Optional[ModelSpec], model_ref: Optional
     hf_repo = spec.hf_repo if spec else ""
     gguf_plan = plan.engine == "llama.cpp"
     if model_ref:
-        ref = str(model_ref)
-        p = Path(ref).expanduser()
+        ref = check_text(str(model_ref), "model path")
+        p = _path(ref)
         if p.suffix.lower() == ".gguf" or (p.is_file() and gguf_plan):
-            return ModelRef("gguf-file", check_text(_local(p, ref), "model path"), hf_repo)
-        if p.is_dir() or ref.startswith((".", "/", "~")):
-            return ModelRef("hf-dir", check_text(_local(p, ref), "model path"), hf_repo)
-        return ModelRef("hub", check_text(ref, "model id"), hf_repo or ref)
+            return ModelRef("gguf-file", _local(p, ref), hf_repo)
+        if p.exists() or not HUB_ID.match(ref):
+            return ModelRef("gguf-file" if gguf_plan else "hf-dir", _local(p, ref), hf_repo)
+        return ModelRef("hub", ref, hf_repo or ref)
     source = spec.source if spec else ""
     if source.startswith("gguf:") and gguf_plan:
         return ModelRef("gguf-file", check_text(_local(Path(source[5:]), source[5:]), "model path"), hf_repo)
@@ -201,8 +210,11 @@ def resolve_model_ref(plan: Plan, spec: Optional[ModelSpec], model_ref: Optional
 
 
 def _local(p: Path, ref: str) -> str:
-    """An existing local path as an absolute one: the scripts run from their own directory."""
-    return str(p.expanduser().resolve()) if p.expanduser().exists() else ref
+    """An existing local path as an absolute one (the scripts run from their own directory); a relative
+    one that starts with '-' gets './' so no program reads it as an option."""
+    if p.exists():
+        return str(p.resolve())
+    return "./" + ref if ref.startswith("-") else ref
 
 
 def safe_name(text: str) -> str:

@@ -28,7 +28,11 @@ def q_bits(fmt: str):
 def recipe(ctx: Context) -> Recipe:
     p, s = ctx.plan, ctx.s
     bits = q_bits(p.weight_format)
-    src = ctx.model.hf_repo or (ctx.spec.hf_repo if ctx.spec else "") or p.model
+    src = ctx.model.hf_repo or (ctx.spec.hf_repo if ctx.spec else "")
+    if not src and ctx.spec and ctx.spec.source.startswith("hf-dir:"):
+        src = ctx.spec.source[len("hf-dir:"):]
+    src = src or p.model
+    src = "./" + src if src.startswith("-") else src  # never read as an option
     out_dir = f"./{safe_name(p.model)}-mlx-{bits}bit" if bits else f"./{safe_name(p.model)}-mlx"
     convert = ["mlx_lm.convert", "--hf-path", src, "--mlx-path", out_dir]
     if bits:
