@@ -250,9 +250,11 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--model", "-m", help="catalog name, HF directory or .gguf file (default: the best Gemma for the target)")
 @click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...)")
 @click.option("--priority", type=PRIORITY_CHOICE, default="quality", show_default=True)
+@click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
+@click.option("--force", is_flag=True, help="with --emit: overwrite files that exist")
 @common_options
-def recommend(model, quant, priority, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn,
-              swa_full, as_json):
+def recommend(model, quant, priority, emit_dir, force, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
+              no_flash_attn, swa_full, as_json):
     """Search formats x KV types x context x GPU layers for the best plan that fits."""
     from planner import report
     from planner.search import recommend as do_recommend
@@ -277,12 +279,74 @@ def recommend(model, quant, priority, target, vram, ram, ctx, parallel, kv_type,
                        parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
                        base=base, target=target or hw.name)
     rec.notes[:0] = notes
+    recipes, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
-        _emit(rec.to_dict())
+        out = rec.to_dict()
+        if emitted is not None:
+            out["emitted"] = emitted
+        _emit(out)
     else:
         report.print_recommendation(rec, hw)
+        if recipes:
+            from planner.recipes import primary
+
+            report.print_run_it(primary(recipes), emitted)
     if rec.plan is None:
         sys.exit(3)
+
+
+def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
+    """Every engine's recipe for the chosen plan; with --emit, written to the directory (refused before
+    anything is written if a file exists and --force is off)."""
+    if rec.plan is None:
+        if emit_dir:
+            rec.notes.append(f"nothing fits, so nothing was written to {emit_dir}")
+        return None, None
+    from pathlib import Path
+
+    from planner.catalog import all_models
+    from planner.recipes import context_for, document, render_all
+
+    spec = next((m for m in (specs or all_models()) if m.name == rec.plan.model), None)
+    rctx = context_for(rec.plan, hw, None, spec)
+    recipes = render_all(rec.plan, hw, None, rctx.spec)
+    if not emit_dir:
+        return recipes, None
+    from planner.recipes.emit import plan_files, write_files
+
+    files = plan_files(Path(emit_dir), document(rec.plan, hw, recipes, rctx), recipes, force=force)
+    if not as_json:
+        from planner import report
+
+        report.print_emit_plan(files)
+    written = write_files(files)
+    return recipes, {"dir": str(Path(emit_dir)), "files": [str(p) for p in written]}
+
+
+@main.command()
+@click.argument("recipe", type=click.Path())
+@click.option("--target", "-t", help="check against this target profile or .toml instead of this machine")
+@click.option("--vram", help="override memory per accelerator, e.g. 24GiB")
+@click.option("--ram", help="override system RAM, e.g. 64GiB")
+@click.option("--run", is_flag=True, help="GGUF recipes: load the model with llama-cpp-python, then serve one request")
+@click.option("--no-serve", is_flag=True, help="with --run: measure only, skip the server round trip")
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="seconds the server may take to start and answer")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/recipes.md)")
+def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
+    """Re-check a recipe.json against its plan, the model file and the hardware (exit 4 if a check fails)."""
+    from planner import report
+    from planner.validate import validate as do_validate
+
+    if timeout <= 0:
+        raise InvalidSettingsError(f"--timeout must be positive, got {timeout}")
+    hw, note = resolve_target(target, vram, ram)
+    v = do_validate(recipe, hw=hw, hw_note=note, run=run, serve=not no_serve, timeout=timeout)
+    if as_json:
+        _emit(v.to_dict())
+    else:
+        report.print_validation(v)
+    if not v.ok:
+        sys.exit(4)
 
 
 def _add_optional_commands():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from planner.catalog import active_params
@@ -161,3 +162,39 @@ def print_recommendation(rec, hw=None) -> None:
         console.print(t)
         if len(rec.alternatives) > 15:
             console.print(f"[dim]... {len(rec.alternatives) - 15} more with --json[/]")
+
+
+def print_run_it(recipe, emitted=None) -> None:
+    """The command that starts the plan, and where the other engines' recipes are."""
+    if recipe is None:
+        return
+    console.print(f"[bold]run it[/] ({recipe.title}):")
+    for line in recipe.shell_lines():
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    for n in recipe.notes[:2]:
+        console.print(f"[dim]- {escape(n)}[/]")
+    if emitted:
+        console.print(f"[dim]recipes for every engine in {escape(emitted['dir'])} (recipe.json; check with gemma-plan validate)[/]")
+    else:
+        console.print("[dim]--emit DIR writes recipe.json and a runnable file for every engine (llama.cpp, llama-cpp-python, "
+                      "Ollama, LM Studio, vLLM, transformers, MLX, LiteRT-LM, where they apply)[/]")
+
+
+def print_emit_plan(files) -> None:
+    console.print(f"writing {len(files)} files:")
+    for f in files:
+        console.print(f"  {escape(str(f.path))} ({f.nbytes:,} bytes{', executable' if f.executable else ''})", highlight=False)
+
+
+_STATUS = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]", "info": "[cyan]info[/]"}
+
+
+def print_validation(v) -> None:
+    t = Table(title=f"validate {escape(v.recipe)} against {escape(v.target)}")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("detail", overflow="fold")
+    for c in v.checks:
+        t.add_row(escape(c.name), _STATUS.get(c.status, c.status), escape(c.detail))
+    console.print(t)
+    console.print("[green]recipe is consistent with its plan[/]" if v.ok else "[red]some checks failed[/]")
