@@ -327,7 +327,7 @@ def _gptq_quantized(t: TensorSpec) -> bool:
     parameters (experts.gate_up_proj, experts.down_proj), which gemma4.py's module_tree does not list,
     so they stay 16-bit in the checkpoint. The router, embeddings and the tied lm_head stay too.
     """
-    if len(t.shape) != 2:
+    if len(t.shape) != 2 or "ffn_gate_inp" in t.name:  # the router's category reads as ffn_gate
         return False
     if _is_linear(t):
         return True
