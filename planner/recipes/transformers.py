@@ -17,7 +17,8 @@ DTYPE = {"bf16": "torch.bfloat16", "f16": "torch.float16", "gptq-int4": "torch.f
 def script(ctx: Context) -> str:
     p, s = ctx.plan, ctx.s
     dtype = DTYPE.get(p.weight_format, "torch.bfloat16")
-    device_map = {"": 0} if ctx.hw.devices else {"": "cpu"}
+    # on a GPU, load straight onto it (device_map needs accelerate); on a CPU the default placement is right
+    place = [f"    device_map={py_literal({'': 0})},  # the plan places every weight on one GPU"] if ctx.hw.devices else []
     lines = ["#!/usr/bin/env python3"] + ["# " + comment(c) for c in ctx.header()] + [
         "import torch",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -30,7 +31,7 @@ def script(ctx: Context) -> str:
         "model = AutoModelForCausalLM.from_pretrained(",
         "    MODEL,",
         f"    dtype={dtype},",
-        f"    device_map={py_literal(device_map)},  # the plan places every weight on one device",
+    ] + place + [
         ")",
         "",
         'messages = [{"role": "user", "content": "Say hello in one sentence."}]',
@@ -51,7 +52,9 @@ def recipe(ctx: Context) -> Recipe:
     p = ctx.plan
     notes = [f"planned: weights {gib(p.memory.weights_bytes)}, KV {gib(p.memory.kv_bytes)}, prefill activations "
              f"{gib(p.memory.compute_bytes)} for a {p.ctx}-token prompt"]
-    reqs = ["pip install 'transformers>=5' torch (a CUDA build of torch for GPUs)", "pip install accelerate (device_map)"]
+    reqs = ["pip install 'transformers>=5' torch (a CUDA build of torch for GPUs)"]
+    if ctx.hw.devices:
+        reqs.append("pip install accelerate (device_map)")
     if p.weight_format.startswith("gptq"):
         reqs.append("pip install gptqmodel optimum (GPTQ checkpoints)")
         notes.append(f"{ctx.model.value} must be a GPTQ checkpoint (its config.json carries the quantization)")
@@ -62,7 +65,7 @@ def recipe(ctx: Context) -> Recipe:
         notes.append(f"{ctx.model.value} is gated on Hugging Face: accept the Gemma license and `hf auth login` first")
     step = Step(["python3", "load_transformers.py"], why="load, generate one reply")
     r = Recipe("transformers", "transformers (Python)", [step], notes=notes, requirements=reqs,
-               settings={"dtype": DTYPE.get(p.weight_format, "torch.bfloat16"), "device_map": "0" if ctx.hw.devices else "cpu",
+               settings={"dtype": DTYPE.get(p.weight_format, "torch.bfloat16"), "device_map": "0" if ctx.hw.devices else None,
                          "max_context": p.ctx, "cache_implementation": "dynamic"},
                matches_plan=p.engine == "transformers", model_path=ctx.model.value if ctx.model.is_local else None)
     if p.engine != "transformers":
