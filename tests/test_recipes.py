@@ -290,6 +290,10 @@ def test_transformers_script_pins_the_planned_device_and_dtype():
     text = r.files["load_transformers.py"]
     assert "dtype=torch.bfloat16" in text and "device_map={'': 0}" in text and 'cache_implementation="dynamic"' in text
     assert f"MAX_CONTEXT = {p.ctx}" in text and r.matches_plan
+    cpu = load_target("cpu-32gb")
+    p = recommend(cpu, models=[spec], engine="transformers", formats=["bf16"]).plan
+    text = render_all(p, cpu, spec=spec)["transformers"].files["load_transformers.py"]
+    assert "device_map" not in text  # CPU plans need no accelerate
 
 
 def test_runtime_settings_defaults_are_not_silently_relied_on():
