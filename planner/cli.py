@@ -349,6 +349,79 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
         sys.exit(4)
 
 
+@main.command()
+@click.option("--model", "-m", required=True, help="HF directory, hub id / catalog name (from the HF cache), or a .gguf file")
+@click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)")
+@click.option("--format", "fmt", type=click.Choice(["gguf", "gptq"]), default="gguf", show_default=True)
+@click.option("--quant", "-q", default="auto", show_default=True, help="GGUF file type (Q4_K_M ...) or auto: the best that fits")
+@click.option("--ctx", help="context the artifact must fit (default: the planner's default, 32768 or the trained maximum)")
+@click.option("--parallel", "-np", type=int, default=1, show_default=True)
+@click.option("--kv-type", help="KV cache type the plan assumes (f16, q8_0 ...)")
+@click.option("--vram", help="override memory per accelerator, e.g. 24GiB")
+@click.option("--ram", help="override system RAM")
+@click.option("--margin", help="memory kept free on every device (default 1GiB)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False), help="importance matrix for llama.cpp quantization")
+@click.option("--threads", type=int, help="quantization threads (default: all cores)")
+@click.option("--bits", type=click.Choice(["4", "8"]), default="4", show_default=True, help="GPTQ bits")
+@click.option("--group-size", type=int, default=128, show_default=True, help="GPTQ group size")
+@click.option("--calib", type=click.Path(exists=True, dir_okay=False), help="GPTQ calibration text or JSONL")
+@click.option("--engine", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="GPTQ: engine to plan for")
+@click.option("--no-validate", is_flag=True, help="skip loading and measuring the result")
+@click.option("--force", is_flag=True, help="overwrite existing outputs")
+@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits, group_size,
+             calib, engine, no_validate, force, as_json):
+    """Produce the artifact that fits the target, then load it and measure it."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    _positive("--parallel", parallel)
+    hw, tnote = resolve_target(target, vram, ram)
+    n_ctx, is_max = _ctx(ctx)
+    console = Console(stderr=True)
+    if tnote:
+        console.print(f"[dim]{tnote}[/]")
+    if fmt == "gptq":
+        from quantize.gptq_pipeline import plan_gptq_job, run_gptq_job
+
+        job = plan_gptq_job(model, hw, bits=int(bits), group_size=group_size, engine=engine, ctx=n_ctx, parallel=parallel,
+                            out_dir=Path(out_dir), margin=_margin(margin), target=target or hw.name, force=force, calib=calib)
+        run = run_gptq_job
+    else:
+        from quantize.pipeline import plan_job, run_job
+
+        base = None
+        if is_max:
+            raise InvalidSettingsError("--ctx max is for recommend", hint="give quantize a number, e.g. --ctx 32768")
+        job = plan_job(model, hw, quant=quant, ctx=n_ctx, parallel=parallel, kv=_kv_pair(kv_type), out_dir=Path(out_dir),
+                       margin=_margin(margin), base=base, target=target or hw.name, force=force)
+        run = run_job
+    for line in job.describe():
+        console.print(line)
+    with Progress(TextColumn("{task.description:10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        tasks: dict = {}
+
+        def progress(stage: str, frac: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=1.0)
+            bar.update(tasks[stage], completed=min(1.0, frac))
+
+        kwargs = dict(force=force, validate=not no_validate, progress=progress)
+        if fmt == "gguf":
+            kwargs.update(imatrix=imatrix, nthreads=threads)
+        manifest = run(job, **kwargs)
+    if as_json:
+        _emit(manifest)
+        return
+    from planner import report
+
+    report.print_manifest(manifest)
+
+
 def _add_optional_commands():
     try:
         from planner.commands.detect import detect

@@ -164,6 +164,26 @@ def print_recommendation(rec, hw=None) -> None:
             console.print(f"[dim]... {len(rec.alternatives) - 15} more with --json[/]")
 
 
+def print_manifest(manifest: dict) -> None:
+    out = manifest["output"]
+    console.print(f"[green]wrote[/] {out['path']} ({out['bytes'] / GiB:.3f} GiB, {manifest.get('file_type')})")
+    v = manifest.get("validation") or {}
+    if v.get("skipped"):
+        console.print("[yellow]not validated[/] (--no-validate)")
+    elif v:
+        t = Table(title=f"predicted vs measured ({v.get('engine', '')}, {v.get('machine', '')})")
+        for col in ("buffer", "predicted MiB", "measured MiB", "error %"):
+            t.add_column(col, justify="left" if col == "buffer" else "right")
+        for name, row in v.get("comparison", {}).items():
+            err = row.get("error_pct")
+            t.add_row(name, f"{row['predicted_bytes'] / 2**20:.2f}", f"{row['measured_bytes'] / 2**20:.2f}",
+                      "-" if err is None else f"{err:+.2f}")
+        console.print(t)
+        if "tokens_generated" in v:
+            console.print(f"generated {v['tokens_generated']} tokens: {v.get('generated_text', '')!r}")
+    console.print(f"manifest.json and recipe.json written beside it")
+
+
 def print_run_it(recipe, emitted=None) -> None:
     """The command that starts the plan, and where the other engines' recipes are."""
     if recipe is None:

@@ -1,0 +1,355 @@
+"""Plan, produce, measure: the GGUF quantize stage behind ``gemma-plan quantize``.
+
+1. plan: the planner picks (or checks) the file type that fits the target at the requested context;
+2. produce: HF checkpoint -> GGUF (our streaming converter) -> llama.cpp quantization, written to
+   temporary names in the output directory and renamed at the end; refuses to overwrite without force;
+3. measure: load the result in llama.cpp with the plan's settings, compare every buffer with the
+   planner's prediction for this machine, and write manifest.json and recipe.json beside the GGUF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from planner.errors import DoesNotFitError, InvalidSettingsError, UnknownModelError
+from planner.formats import parse_format
+from planner.memory import DEFAULT_MARGIN
+from planner.search import plan as make_plan
+from planner.search import recommend, require_fit, shortfall
+from planner.types import ModelSpec, Plan, RuntimeSettings
+from profiles.hardware import Hardware
+from quantize.errors import InsufficientDiskError, OutputExistsError
+
+GiB = 1 << 30
+# Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
+DISK_SLACK = 256 << 20
+MANIFEST_SCHEMA = "gemma-plan.manifest/1"
+
+
+@dataclass
+class QuantizeJob:
+    """Everything the quantize stage decided before it writes a byte."""
+
+    source: Path  # HF directory or GGUF file
+    source_kind: str  # "hf-dir" | "gguf"
+    spec: ModelSpec
+    plan: Plan
+    hardware: Hardware
+    out_dir: Path
+    gguf_path: Path
+    intermediate: Optional[Path]  # converted F16/BF16 GGUF before quantization (None if not needed)
+    outtype: str  # converter output type for the intermediate (or the final file for F16/BF16/F32)
+    need_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        p = self.plan
+        lines = [f"model: {self.spec.name} ({self.source_kind}: {self.source})",
+                 f"plan: {p.weight_format} at {p.ctx:,} tokens, KV {p.settings.type_k}/{p.settings.type_v}, "
+                 f"{p.memory.total_bytes / GiB:.2f} GiB on {p.target} ({'fits' if p.fits else 'does not fit'})",
+                 f"writes: {self.gguf_path} (~{p.weight_file_bytes / GiB:.2f} GiB), manifest.json, recipe.json"]
+        if self.intermediate:
+            lines.append(f"temporary: {self.intermediate.name} ({self.outtype}, deleted at the end)")
+        lines.append(f"needs {self.need_bytes / GiB:.2f} GiB free in {self.out_dir}")
+        return lines + [f"note: {n}" for n in self.notes]
+
+
+def resolve_source(model: str) -> tuple[Path, str]:
+    """A local HF directory, a .gguf file, or a hub id / catalog alias resolved through the HF cache."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return p, "hf-dir"
+    if p.is_file() and p.suffix.lower() == ".gguf":
+        return p, "gguf"
+    if p.exists():
+        raise UnknownModelError(f"{model} is neither a Hugging Face directory nor a .gguf file")
+    repo = model
+    if "/" not in model:
+        from planner.catalog import resolve_entry
+
+        repo = resolve_entry(model)[0]["hf_repo"]
+    return _snapshot(repo), "hf-dir"
+
+
+def _snapshot(repo: str) -> Path:
+    """Config, tokenizer and safetensors of a hub repo, from the local cache or the hub (never pickles or code)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]))
+    except LocalEntryNotFoundError:
+        raise UnknownModelError(
+            f"{repo} is not in the local Hugging Face cache and the hub cannot be reached",
+            hint=f"download it where you have network (huggingface-cli download {repo}) or pass a local directory",
+        ) from None
+    except Exception as exc:  # gated repos, bad ids, network errors: one line naming the repo
+        raise UnknownModelError(f"could not fetch {repo}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                                hint="log in with `huggingface-cli login` for gated Gemma repos, or pass a local directory") from None
+
+
+def plan_job(
+    model: str,
+    hw: Hardware,
+    *,
+    quant: str = "auto",
+    ctx: Optional[int] = None,
+    parallel: int = 1,
+    kv: Optional[tuple[str, str]] = None,
+    out_dir: Optional[Path] = None,
+    margin: int = DEFAULT_MARGIN,
+    base: Optional[RuntimeSettings] = None,
+    target: str = "",
+    force: bool = False,
+) -> QuantizeJob:
+    from planner.sources import load_model
+
+    source, kind = resolve_source(model)
+    spec, _ = load_model(str(source))
+    base = dataclasses.replace(base or RuntimeSettings(), engine="llama.cpp", n_parallel=parallel)
+    if kv:
+        base = dataclasses.replace(base, type_k=kv[0], type_v=kv[1])
+    if quant.lower() == "auto":
+        rec = recommend(hw, models=[spec], engine="llama.cpp", ctx=ctx, parallel=parallel, kv_types=[kv] if kv else None,
+                        margin=margin, base=base, target=target)
+        if rec.plan is None:
+            closest = rec.alternatives[0].reason if rec.alternatives else "nothing fits"
+            raise DoesNotFitError(f"no GGUF type of {spec.name} fits {target or hw.name}: {closest}")
+        p = rec.plan
+    else:
+        fmt = parse_format(quant, "llama.cpp")
+        if fmt.kind != "gguf":
+            raise InvalidSettingsError(f"--quant {quant} is not a GGUF type", hint="use --format gptq for GPTQ checkpoints")
+        want = ctx or min(32768, spec.ctx_train)
+        p = require_fit(make_plan(spec, fmt, dataclasses.replace(base, n_ctx=want), hw, margin=margin, target=target))
+    out_dir = Path(out_dir or Path.cwd() / "out").expanduser()
+    gguf_path = out_dir / f"{spec.name}-{p.weight_format}.gguf"
+    for path in (gguf_path, out_dir / "manifest.json", out_dir / "recipe.json"):
+        if path.exists() and not force:
+            raise OutputExistsError(f"{path} already exists")
+    notes = []
+    if kind == "gguf":
+        if spec.gguf_file_type and spec.gguf_file_type.upper() not in ("F32", "F16", "BF16") and spec.gguf_file_type.upper() != p.weight_format:
+            notes.append(f"requantizing a {spec.gguf_file_type} file loses quality; start from an F16/BF16 GGUF if you have one")
+        intermediate, outtype = None, ""
+        need = p.weight_file_bytes
+    else:
+        outtype = _source_outtype(spec)
+        final_is_float = p.weight_format in ("F32", "F16", "BF16")
+        if final_is_float:
+            outtype = p.weight_format.lower()
+            intermediate = None
+            need = p.weight_file_bytes
+        else:
+            intermediate = out_dir / f".{spec.name}-{outtype}.gguf.tmp"
+            need = p.weight_file_bytes + sum(t.n_elements for t in spec.tensors) * (4 if outtype == "f32" else 2)
+    need += DISK_SLACK
+    return QuantizeJob(source, kind, spec, p, hw, out_dir, gguf_path, intermediate, outtype, need, notes)
+
+
+def _source_outtype(spec: ModelSpec) -> str:
+    dtypes = {t.dtype for t in spec.tensors if len(t.shape) > 1}
+    return "bf16" if "BF16" in dtypes else ("f32" if dtypes == {"F32"} else "f16")
+
+
+def check_disk(job: QuantizeJob) -> None:
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(job.out_dir).free
+    if free < job.need_bytes:
+        raise InsufficientDiskError(f"{job.out_dir} has {free / GiB:.2f} GiB free, the job needs {job.need_bytes / GiB:.2f} GiB")
+
+
+def run_job(
+    job: QuantizeJob,
+    *,
+    force: bool = False,
+    validate: bool = True,
+    imatrix: Optional[str] = None,
+    nthreads: Optional[int] = None,
+    progress: Optional[Callable[[str, float], None]] = None,
+) -> dict:
+    """Produce the GGUF, validate it, write manifest.json and recipe.json. Returns the manifest."""
+    from quantize.convert import convert_hf_to_gguf
+    from quantize.llamacpp import quantize_gguf
+
+    check_disk(job)
+    say = progress or (lambda stage, frac: None)
+    started = time.time()
+    fmt = job.plan.weight_format
+    try:
+        if job.source_kind == "hf-dir":
+            target = job.intermediate or job.gguf_path
+            say("convert", 0.0)
+            convert_hf_to_gguf(job.source, target, outtype=job.outtype, force=True,
+                               progress=lambda done, total, name: say("convert", done / max(1, total)))
+            if job.intermediate:
+                say("quantize", 0.0)
+                quantize_gguf(job.intermediate, job.gguf_path, fmt, nthreads=nthreads, imatrix=imatrix, force=force,
+                              progress=lambda *a: say("quantize", _frac(a)))
+        else:
+            say("quantize", 0.0)
+            quantize_gguf(job.source, job.gguf_path, fmt, nthreads=nthreads, imatrix=imatrix, force=force,
+                          progress=lambda *a: say("quantize", _frac(a)))
+    finally:
+        if job.intermediate and job.intermediate.exists():
+            job.intermediate.unlink()
+    say("validate", 0.0)
+    validation = validate_gguf(job) if validate else {"skipped": True}
+    manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started)
+    recipe = build_recipe(job)
+    _write_json(job.out_dir / "recipe.json", recipe)
+    _write_json(job.out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _frac(args) -> float:
+    nums = [a for a in args if isinstance(a, (int, float))]
+    return nums[0] / nums[1] if len(nums) >= 2 and nums[1] else 0.0
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def local_settings(job: QuantizeJob) -> RuntimeSettings:
+    """The plan's settings as this machine can run them: llama-cpp-python here is a CPU build."""
+    return dataclasses.replace(job.plan.settings, n_gpu_layers=0, tensor_split=None, experts_on_cpu=False)
+
+
+def validate_gguf(job: QuantizeJob) -> dict:
+    """Load the artifact in llama.cpp with the plan's settings and compare what it allocated with the planner."""
+    from planner.sources import load_model
+    from profiles.hardware import CPU
+    from quantize.llamacpp import load_and_measure
+
+    s = local_settings(job)
+    spec, _ = load_model(str(job.gguf_path))
+    local = Hardware("validation host", [], 1 << 50, CPU(flags=_cpu_flags()))
+    predicted = make_plan(spec, parse_format(job.plan.weight_format, "llama.cpp"), s, local, margin=0).memory
+    m = load_and_measure(
+        job.gguf_path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
+        flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, swa_full=s.swa_full, n_gpu_layers=0,
+        kv_unified=s.kv_unified, use_mmap=s.use_mmap, offload_kqv=s.offload_kqv,
+    )
+    host = predicted.device("CPU")
+    rows = {
+        "weights": (predicted.weights_bytes, m.model_size),
+        "kv": (predicted.kv_bytes, m.kv_bytes),
+        "compute": (predicted.compute_bytes, sum(m.compute_buffers_at_free.values()) or sum(m.compute_buffers.values())),
+        "output": (predicted.output_bytes, sum(m.output_buffers.values())),
+    }
+    repack = host.detail.get("repack_bytes", 0)
+    measured_repack = m.model_buffers.get("CPU_REPACK", 0)
+    if repack or measured_repack:
+        rows["cpu_repack"] = (repack, measured_repack)
+    comparison = {k: {"predicted_bytes": int(p), "measured_bytes": int(v), "error_pct": _err(p, v)} for k, (p, v) in rows.items()}
+    return {
+        "engine": m.library,
+        "machine": "this machine, CPU only (the plan's GPU placement is not reproduced here)",
+        "settings": m.settings,
+        "n_ctx": m.n_ctx,
+        "kv_caches": [{"name": c.name, "cells": c.cells, "layers": c.layers} for c in m.kv_caches],
+        "buffers": {"model": m.model_buffers, "kv": m.kv_buffers, "compute": m.compute_buffers, "output": m.output_buffers},
+        "comparison": comparison,
+        "tokens_generated": len(m.generated_tokens),
+        "generated_text": m.generated_text,
+        "seconds": round(m.seconds, 2),
+    }
+
+
+def _err(pred: int, meas: int) -> Optional[float]:
+    if not meas:
+        return None if pred else 0.0
+    return round((pred - meas) / meas * 100, 3)
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        from profiles.detect import detect_hardware
+
+        return detect_hardware().cpu.flags
+    except Exception:  # detection is best effort; without flags no repack is predicted
+        return []
+
+
+# ---------------------------------------------------------------- manifest and recipe
+
+
+def sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _inputs(job: QuantizeJob) -> list[Path]:
+    if job.source_kind == "gguf":
+        return [job.source]
+    keep = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
+    return sorted(p for p in job.source.iterdir() if p.suffix == ".safetensors" or p.name in keep)
+
+
+def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str], seconds: float) -> dict:
+    import gguf
+
+    from planner.formats import type_histogram
+
+    reader = gguf.GGUFReader(str(job.gguf_path))
+    hist: dict[str, int] = {}
+    for t in reader.tensors:
+        hist[t.tensor_type.name] = hist.get(t.tensor_type.name, 0) + 1
+    from planner.formats import gguf_tensor_types
+
+    predicted_hist = type_histogram(gguf_tensor_types(job.spec, job.plan.weight_format)) if job.source_kind == "hf-dir" else None
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {"kind": job.source_kind, "path": str(job.source),
+                   "files": {p.name: sha256(p) for p in _inputs(job)}},
+        "output": {"path": str(job.gguf_path), "sha256": sha256(job.gguf_path), "bytes": job.gguf_path.stat().st_size,
+                   "tensor_bytes": sum(int(t.n_bytes) for t in reader.tensors)},
+        "file_type": job.plan.weight_format,
+        "imatrix": imatrix,
+        "tensor_types": dict(sorted(hist.items())),
+        "tensor_types_predicted": predicted_hist,
+        "versions": _versions(),
+        "plan": job.plan.to_dict(),
+        "validation": validation,
+        "seconds": round(seconds, 1),
+    }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("gemma-plan", "llama-cpp-python", "gguf", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def build_recipe(job: QuantizeJob) -> dict:
+    """Launch recipes for this artifact, rendered from the same plan (planner.recipes)."""
+    from planner.recipes import recipe_document
+
+    return recipe_document(job.plan, job.hardware, str(job.gguf_path))
+
+
+__all__ = ["QuantizeJob", "plan_job", "run_job", "validate_gguf", "check_disk", "build_manifest", "resolve_source", "shortfall"]

@@ -1,0 +1,73 @@
+"""`gemma-plan quantize` end to end on tiny models: plan, convert, quantize, load, measure, manifest."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("family,quant", [("gemma3_text", "Q4_K_M"), ("gemma4_e", "Q8_0"), ("gemma4_moe", "auto")])
+def test_quantize_end_to_end(tiny_model, llama_cpp_module, tmp_path, family, quant):
+    out = tmp_path / "out"
+    r = run("quantize", "--model", str(tiny_model(family)), "--target", "cpu-16gb", "--quant", quant, "--ctx", "4096",
+            "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(r.output[r.output.index("{"):])
+    gguf_path = out / manifest["output"]["path"].split("/")[-1]
+    assert gguf_path.exists() and (out / "recipe.json").exists() and (out / "manifest.json").exists()
+    assert not list(out.glob(".*tmp"))  # the intermediate is gone
+    assert manifest["tensor_types"] == manifest["tensor_types_predicted"]
+    cmp = manifest["validation"]["comparison"]
+    assert cmp["weights"]["predicted_bytes"] == cmp["weights"]["measured_bytes"]  # llama_model_size, exact
+    assert cmp["kv"]["predicted_bytes"] == cmp["kv"]["measured_bytes"]
+    assert manifest["validation"]["tokens_generated"] > 0
+    assert len(manifest["source"]["files"]["config.json"]) == 64  # sha256
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["plan"]["weight_format"] == manifest["file_type"]
+
+
+def test_quantize_refuses_to_overwrite(tiny_model, llama_cpp_module, tmp_path):
+    args = ["quantize", "--model", str(tiny_model("gemma3_text")), "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "2048",
+            "--out", str(tmp_path), "--no-validate"]
+    assert run(*args).exit_code == 0
+    again = run(*args)
+    assert again.exit_code != 0 and "already exists" in again.output and "--force" in again.output
+    assert run(*args, "--force").exit_code == 0
+
+
+def test_quantize_from_a_gguf_skips_conversion(tiny_gguf, llama_cpp_module, tmp_path):
+    src = tiny_gguf("gemma3_text", outtype="f16")
+    r = run("quantize", "--model", str(src), "--target", "cpu-16gb", "--quant", "Q4_0", "--ctx", "2048", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert list(tmp_path.glob("*-Q4_0.gguf"))
+
+
+def test_quantize_does_not_fit_is_one_line(tiny_model, tmp_path):
+    r = run("quantize", "--model", str(tiny_model("gemma3_text")), "--target", "cpu-16gb", "--vram", "1MiB", "--ram", "1MiB",
+            "--quant", "Q8_0", "--out", str(tmp_path))
+    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
+    assert r.exit_code != 0 and len(errors) == 1 and "does not fit" in errors[0] and "Traceback" not in r.output
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_quantize_refuses_pickle_checkpoints(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3_text", "hidden_size": 256, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 2, "intermediate_size": 512, "vocab_size": 512}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    r = run("quantize", "--model", str(tmp_path), "--target", "cpu-16gb", "--quant", "Q8_0", "--out", str(tmp_path / "o"))
+    assert r.exit_code != 0 and "safetensors" in r.output and "Traceback" not in r.output
+
+
+def test_unknown_hub_id_offline_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    r = run("quantize", "--model", "google/gemma-3-270m-it", "--target", "cpu-16gb", "--out", str(tmp_path / "o"))
+    assert r.exit_code != 0 and "cache" in r.output and "Traceback" not in r.output
