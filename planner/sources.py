@@ -143,19 +143,15 @@ def _hf_inventory(spec: ModelSpec, header: dict) -> Optional[list[TensorSpec]]:
 
 
 def load_gguf(path: Path) -> ModelSpec:
-    import gguf
+    from planner.gguf_header import GGUFHeaderError, read_header
 
     try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as exc:  # gguf raises ValueError/struct errors/IndexError on damaged files
-        raise InvalidModelFileError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'truncated'})") from None
+        header = read_header(path)
+    except (GGUFHeaderError, ValueError, OSError) as exc:  # ValueError: unknown value or tensor type ids
+        raise InvalidModelFileError(f"{path}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else 'truncated'})") from None
 
     def field(key, default=None):
-        f = reader.fields.get(key)
-        if f is None:
-            return default
-        vals = f.contents()
-        return vals
+        return header.fields.get(key, default)
 
     arch = field("general.architecture")
     if arch not in ("gemma2", "gemma3", "gemma3n", "gemma4"):
@@ -189,7 +185,7 @@ def load_gguf(path: Path) -> ModelSpec:
             cfg["num_global_key_value_heads"] = next((h for h, t in zip(kv, types) if t == "F"), kv[0])
         else:
             cfg["num_key_value_heads"] = kv
-        names = {t.name for t in reader.tensors}
+        names = {t.name for t in header.tensors}
         cfg["attention_k_eq_v"] = any(
             f"blk.{i}.attn_q.weight" in names and f"blk.{i}.attn_v.weight" not in names for i in range(n_layers)
         )
@@ -200,19 +196,16 @@ def load_gguf(path: Path) -> ModelSpec:
         cfg["num_experts"] = k("expert_count")
         cfg["top_k_experts"] = k("expert_used_count")
         cfg["moe_intermediate_size"] = k("expert_feed_forward_length")
-    emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    emb = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
     if emb is None:
         raise InvalidModelFileError(f"{path.name}: no token_embd.weight tensor")
-    cfg["vocab_size"] = int(emb.shape[1]) if len(emb.shape) > 1 else int(emb.shape[0])
+    cfg["vocab_size"] = int(emb.shape[0])
     if cfg["intermediate_size"] is None:
         raise InvalidModelFileError(f"{path.name}: missing {arch}.feed_forward_length")
     spec = spec_from_config(cfg, name=path.stem, source=f"gguf:{path}")
     layer_of = {t.name: t.layer for t in spec.tensors}
-    spec.tensors = [
-        TensorSpec(t.name, tuple(int(x) for x in reversed(t.shape.tolist())), layer_of.get(t.name, _layer_from_name(t.name)),
-                   t.tensor_type.name, int(t.n_bytes))
-        for t in reader.tensors
-    ]
+    spec.tensors = [TensorSpec(t.name, t.shape, layer_of.get(t.name, _layer_from_name(t.name)), t.type_name, t.n_bytes)
+                    for t in header.tensors]
     spec.gguf_file_bytes = path.stat().st_size
     ftype = field("general.file_type")
     spec.gguf_file_type = _FILE_TYPES.get(ftype, "GGUF") if ftype is not None else "GGUF"

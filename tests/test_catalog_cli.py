@@ -224,3 +224,26 @@ def test_models_and_targets_commands():
     assert r.exit_code == 0 and len(json.loads(r.output)["models"]) == 15
     r = run("targets", "--json")
     assert r.exit_code == 0 and any(t["name"] == "rtx4090" for t in json.loads(r.output)["targets"])
+
+
+def test_fast_header_reader_agrees_with_gguf_reader(tmp_path):
+    import gguf
+
+    from planner.gguf_header import read_header
+
+    w = gguf.GGUFWriter(str(tmp_path / "v.gguf"), "gemma3")
+    w.add_token_list([f"t{i}" for i in range(5000)])  # long enough to be skipped, not decoded
+    w.add_array("gemma3.attention.sliding_window_pattern", [True, False, True])
+    w.add_tensor("a.weight", np.zeros((3, 64), np.float16))
+    w.add_tensor("b.weight", np.zeros((32,), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    h = read_header(tmp_path / "v.gguf")
+    ref = gguf.GGUFReader(str(tmp_path / "v.gguf"))
+    assert len(h.fields["tokenizer.ggml.tokens"]) == 5000
+    assert h.fields["gemma3.attention.sliding_window_pattern"] == [True, False, True]
+    assert [(t.name, t.shape, t.n_bytes) for t in h.tensors] == [
+        (t.name, tuple(int(x) for x in reversed(t.shape.tolist())), int(t.n_bytes)) for t in ref.tensors]
+    assert h.data_offset == ref.data_offset
