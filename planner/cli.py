@@ -422,6 +422,34 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     report.print_manifest(manifest)
 
 
+@main.group()
+def bench():
+    """Score the planner against measurements."""
+
+
+@bench.command("speed")
+@click.option("--rows", "rows_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format")
+@click.option("--json", "as_json", is_flag=True)
+def bench_speed(rows_file, as_json):
+    """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
+    from planner import report
+    from planner.speed import score_rows
+
+    try:
+        data = json.loads(open(rows_file).read())
+    except ValueError as exc:
+        raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
+    rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
+    result = score_rows(rows)
+    if as_json:
+        _emit(result)
+    else:
+        report.print_speed_scores(result)
+
+
 def _add_optional_commands():
     try:
         from planner.commands.detect import detect

@@ -218,3 +218,20 @@ def print_validation(v) -> None:
         t.add_row(escape(c.name), _STATUS.get(c.status, c.status), escape(c.detail))
     console.print(t)
     console.print("[green]recipe is consistent with its plan[/]" if v.ok else "[red]some checks failed[/]")
+
+
+def print_speed_scores(result: dict) -> None:
+    t = Table(title="decode tokens/s: predicted vs measured")
+    for col in ("model", "quant", "hardware", "class", "predicted", "measured", "error %", "pp pred", "pp meas"):
+        t.add_column(col, justify="right" if col in ("predicted", "measured", "error %", "pp pred", "pp meas") else "left")
+    for r in result["rows"]:
+        if "skipped" in r:
+            t.add_row(str(r["model"]), str(r["quant"]), str(r["hardware"]), "-", "-", str(r.get("measured_tg_tps")), f"skipped: {r['skipped']}", "", "")
+            continue
+        t.add_row(str(r["model"]), str(r["quant"]), str(r["hardware"]), r["efficiency_class"], f"{r['predicted_tg_tps']:.1f}",
+                  str(r.get("measured_tg_tps")), f"{r.get('tg_error_pct', 0):+.0f}", str(r.get("predicted_pp_tps", "")),
+                  str(r.get("measured_pp_tps") or ""))
+    console.print(t)
+    for key, label in (("tg", "decode"), ("pp", "prefill")):
+        s = result["summary"][key]
+        console.print(f"{label}: {s['n']} rows, median |error| {s['median_abs_error_pct']}%, 90th percentile {s['p90_abs_error_pct']}%")

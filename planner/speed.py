@@ -26,6 +26,10 @@ PREFILL_CPU_EFFICIENCY = 0.3
 # Engine factors relative to llama.cpp's single-stream decode (vLLM rows: ~0.46 of the ceiling on HBM parts).
 ENGINE_FACTOR = {"llama.cpp": 1.0, "vllm": 1.0, "transformers": 0.5}
 DEFAULT_DEPTH = 4096  # context depth at which decode speed is quoted
+# MoE decode reaches a smaller share of the bandwidth ceiling than dense models (router, scattered expert
+# reads): Gemma 4 26B-A4B measured 0.68x (Strix Halo, Vulkan) and 0.60x (RTX 3090, CUDA) of the dense
+# prediction in bench/data/calibration_rows.json. Two rows: expect +-20%.
+MOE_DECODE_FACTOR = 0.64
 
 
 @lru_cache(maxsize=1)
@@ -130,6 +134,8 @@ def estimate_speed(
     if memory.engine == "vllm" and len(held) > 1 and s.pipeline_parallel == 1:
         time_per_token /= len(held)
     decode = 1.0 / time_per_token if time_per_token > 0 else 0.0
+    if spec.moe:
+        decode *= MOE_DECODE_FACTOR
 
     # prefill: 2 FLOPs per active parameter per token, on the device doing the matmuls
     flops_per_token = 2 * active_params(spec)
@@ -172,3 +178,131 @@ def _devices_for(memory: MemoryBreakdown, hw: Hardware) -> list[Optional[Device]
             out.append(hw.devices[gi % len(hw.devices)] if hw.devices else None)
             gi += 1
     return out
+
+
+# ---------------------------------------------------------------- scoring published measurements
+
+# Bits per weight of whole files, for rows that give a size but no parameter count (Llama-3-8B mixes,
+# llama.cpp QUANT_OPTIONS; 16 for F16/BF16).
+_FILE_BPW = {"F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.7, "Q4_K_M": 4.89, "Q4_K": 4.89,
+             "Q4_0": 4.55, "Q3_K_M": 3.9, "MXFP4": 4.25, "FP8": 8.0, "INT4": 4.5}
+
+
+def _row_format(quant: str) -> Optional[str]:
+    q = (quant or "").upper()
+    for name in ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "Q3_K_M", "BF16", "F16", "MXFP4", "FP8"):
+        if name in q:
+            return name
+    if q.startswith("Q4_K"):
+        return "Q4_K_M"
+    if "INT4" in q or "4BIT" in q or "AWQ" in q:
+        return "INT4"
+    return None
+
+
+def _row_gemma(model: str):
+    """A calibration row's model -> our catalog spec, when it is a Gemma."""
+    from planner.catalog import resolve_entry, _cached_spec
+
+    m = model.lower().replace("(qat)", "").strip()
+    if not m.startswith("gemma"):
+        return None
+    parts = m.split()
+    try:
+        entry, _ = resolve_entry(f"gemma-{parts[1]}-{parts[2]}")
+    except Exception:  # an unlisted Gemma: score it as a dense file of the row's size
+        return None
+    return _cached_spec(entry["name"])
+
+
+def score_row(row: dict) -> dict:
+    """Predicted vs measured decode (and prefill) for one published measurement.
+
+    The row's own bandwidth and device count are used; a row whose hardware_id maps to a target
+    profile takes its device class (and FLOPs for prefill) from there.
+    """
+    from planner.formats import parse_format, weight_bytes
+    from planner.catalog import active_params
+
+    out = {"model": row.get("model"), "quant": row.get("quant"), "hardware": row.get("hardware") or row.get("hardware_id"),
+           "backend": row.get("backend"), "measured_tg_tps": row.get("tg_tps"), "measured_pp_tps": row.get("pp_tps")}
+    hw = None
+    if row.get("hardware_id"):
+        try:
+            from profiles.targets import target_for_hardware_id
+
+            hw = target_for_hardware_id(row["hardware_id"], row.get("n_devices"))
+        except Exception:  # unknown ids just lose the device class
+            hw = None
+    bw = (row.get("bandwidth_gbps") or 0) * 1e9
+    if not bw and hw is not None:
+        bw = (hw.devices[0].bandwidth_bytes_per_s if hw.devices else hw.ram_bandwidth_bytes_per_s) or 0
+    if not bw:
+        return {**out, "skipped": "no bandwidth"}
+    fmt_name = _row_format(row.get("quant", ""))
+    spec = _row_gemma(row.get("model", ""))
+    size = (row.get("size_gb") or 0) * 1e9 or (row.get("size_gib") or 0) * 2**30
+    active_fraction = 1.0
+    params = None
+    if spec is not None:
+        if fmt_name in (None, "INT4", "MXFP4", "FP8"):
+            fmt_name = "Q4_0" if fmt_name in ("INT4", "MXFP4") else (fmt_name or "Q4_K_M")
+        fmt = parse_format(fmt_name if fmt_name != "FP8" else "Q8_0", "llama.cpp")
+        total = weight_bytes(spec, fmt)
+        size = size or total
+        params = active_params(spec)
+        per_token = 0
+        from planner.formats import tensor_sizes
+
+        for t, b in tensor_sizes(spec, fmt):
+            if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+                continue
+            if "_exps." in t.name and spec.moe:
+                b = b * spec.moe.n_expert_used // spec.moe.n_expert
+            per_token += b
+        if spec.tied_embeddings:
+            per_token += next(b for t, b in tensor_sizes(spec, fmt) if t.name == "token_embd.weight")
+        active_fraction = per_token / total
+    elif row.get("moe"):
+        return {**out, "skipped": "MoE model outside the catalog: active parameters unknown"}
+    if not size:
+        return {**out, "skipped": "no model size"}
+    bytes_per_token = size * active_fraction
+    dev = hw.devices[0] if hw is not None and hw.devices else None
+    cls = "multi_gpu" if (row.get("n_devices") or 1) > 1 else efficiency_class(dev, int(size), hw or Hardware("row", [], 0))
+    if dev is None and hw is None:
+        cls = "consumer_gpu" if size >= _table()["small_model_bytes"] else "consumer_gpu_small"
+    eff = efficiency(cls)
+    tg = eff * bw / bytes_per_token * (MOE_DECODE_FACTOR if spec is not None and spec.moe else 1.0)
+    out.update(predicted_tg_tps=round(tg, 2), efficiency_class=cls, bytes_per_token=int(bytes_per_token))
+    if row.get("tg_tps"):
+        out["tg_error_pct"] = round((tg - row["tg_tps"]) / row["tg_tps"] * 100, 1)
+    if params is None and fmt_name in _FILE_BPW:
+        params = size * 8 / _FILE_BPW[fmt_name]
+    flops = dev.fp16_flops if dev is not None else None
+    if row.get("pp_tps") and params and flops:
+        pp = flops * PREFILL_GPU_EFFICIENCY * (row.get("n_devices") or 1) / (2 * params)
+        out["predicted_pp_tps"] = round(pp, 1)
+        out["pp_error_pct"] = round((pp - row["pp_tps"]) / row["pp_tps"] * 100, 1)
+    return out
+
+
+def score_rows(rows: list[dict]) -> dict:
+    scored = [score_row(r) for r in rows]
+    summary = {}
+    for key in ("tg", "pp"):
+        errs = [abs(s[f"{key}_error_pct"]) for s in scored if f"{key}_error_pct" in s]
+        by_class: dict = {}
+        for s in scored:
+            if f"{key}_error_pct" in s:
+                by_class.setdefault(s["efficiency_class"], []).append(abs(s[f"{key}_error_pct"]))
+        summary[key] = {"n": len(errs), "median_abs_error_pct": _pct(errs, 50), "p90_abs_error_pct": _pct(errs, 90),
+                        "by_class": {c: {"n": len(v), "median": _pct(v, 50), "p90": _pct(v, 90)} for c, v in sorted(by_class.items())}}
+    return {"rows": scored, "summary": summary}
+
+
+def _pct(values: list[float], q: int) -> Optional[float]:
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))], 1)

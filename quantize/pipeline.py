@@ -304,15 +304,13 @@ def _inputs(job: QuantizeJob) -> list[Path]:
 
 
 def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str], seconds: float) -> dict:
-    import gguf
+    from planner.formats import gguf_tensor_types, type_histogram
+    from planner.gguf_header import read_header
 
-    from planner.formats import type_histogram
-
-    reader = gguf.GGUFReader(str(job.gguf_path))
+    header = read_header(job.gguf_path)
     hist: dict[str, int] = {}
-    for t in reader.tensors:
-        hist[t.tensor_type.name] = hist.get(t.tensor_type.name, 0) + 1
-    from planner.formats import gguf_tensor_types
+    for t in header.tensors:
+        hist[t.type_name] = hist.get(t.type_name, 0) + 1
 
     predicted_hist = type_histogram(gguf_tensor_types(job.spec, job.plan.weight_format)) if job.source_kind == "hf-dir" else None
     return {
@@ -321,7 +319,7 @@ def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str]
         "source": {"kind": job.source_kind, "path": str(job.source),
                    "files": {p.name: sha256(p) for p in _inputs(job)}},
         "output": {"path": str(job.gguf_path), "sha256": sha256(job.gguf_path), "bytes": job.gguf_path.stat().st_size,
-                   "tensor_bytes": sum(int(t.n_bytes) for t in reader.tensors)},
+                   "tensor_bytes": sum(t.n_bytes for t in header.tensors)},
         "file_type": job.plan.weight_format,
         "imatrix": imatrix,
         "tensor_types": dict(sorted(hist.items())),
