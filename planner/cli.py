@@ -250,10 +250,11 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--model", "-m", help="catalog name, HF directory or .gguf file (default: the best Gemma for the target)")
 @click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...)")
 @click.option("--priority", type=PRIORITY_CHOICE, default="quality", show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="draw memory vs context for the plan (PNG)")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
 @click.option("--force", is_flag=True, help="with --emit: overwrite files that exist")
 @common_options
-def recommend(model, quant, priority, emit_dir, force, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
+def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
               no_flash_attn, swa_full, as_json):
     """Search formats x KV types x context x GPU layers for the best plan that fits."""
     from planner import report
@@ -291,6 +292,14 @@ def recommend(model, quant, priority, emit_dir, force, target, vram, ram, ctx, p
             from planner.recipes import primary
 
             report.print_run_it(primary(recipes), emitted)
+    if plot_path and rec.plan is not None:
+        from planner.catalog import get_model
+        from planner.plot import memory_vs_context
+
+        spec = specs[0] if specs else get_model(rec.plan.model)[0]
+        written = memory_vs_context(rec.plan, spec, hw, plot_path, margin=_margin(margin))
+        if not as_json:
+            click.echo(f"plot: {written}", err=True)
     if rec.plan is None:
         sys.exit(3)
 

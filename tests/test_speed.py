@@ -45,3 +45,13 @@ def test_bad_rows_file_is_one_line(tmp_path):
     bad.write_text('{"x": 1}')
     r = CliRunner().invoke(main, ["bench", "speed", "--rows", str(bad)])
     assert r.exit_code != 0 and "no list of rows" in r.output
+
+
+def test_recommend_plot_writes_png(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plan.png"
+    r = CliRunner().invoke(main, ["recommend", "--model", "gemma-3-4b", "--target", "rtx4090", "--plot", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
