@@ -186,14 +186,13 @@ class KVLayout:
 
 def kv_layout_from_gguf(path: str | Path) -> KVLayout | None:
     """Widths read from the GGUF metadata; None for an architecture we cannot lay out."""
-    import gguf
+    from planner.gguf_header import read_header  # GGUFReader decodes the whole vocabulary: seconds per load
 
-    r = gguf.GGUFReader(path)
-    arch = r.fields["general.architecture"].contents()
+    fields = read_header(path).fields
+    arch = fields["general.architecture"]
 
     def get(key: str, default: Any = None) -> Any:
-        f = r.fields.get(f"{arch}.{key}")
-        return default if f is None else f.contents()
+        return fields.get(f"{arch}.{key}", default)
 
     n = int(get("block_count"))
     n_head = get("attention.head_count")
