@@ -1,0 +1,283 @@
+"""Fidelity: the planner's memory prediction against what llama.cpp really allocates.
+
+    python bench/fidelity.py                  # both parts, writes docs/accuracy.md and bench/results/fidelity.json
+    python bench/fidelity.py --part arch      # tiny models of every architecture, full settings grid
+    python bench/fidelity.py --part widths --models gemma-3-4b,gemma-4-e2b   # real widths, reduced depth
+
+Part "arch": tiny random Gemma 2 / 3 / 4 dense / 4 with PLE + KV sharing / 4 MoE checkpoints are built,
+converted and quantized with the project's own pipeline (quantize.tiny, quantize.convert,
+quantize.llamacpp), then loaded in llama-cpp-python 0.3.36 over a grid of settings.
+Part "widths": GGUFs with the exact widths of catalog models (hidden size, heads, head sizes, FFN, experts,
+262k vocabulary) but only a few layers are written with gguf-py from the planner's own tensor inventory
+(zero weights: sizes do not depend on values), quantized by llama.cpp and loaded the same way.
+
+Every load records llama.cpp's numbers (llama_model_size, CPU_REPACK, KV, compute, output buffers) and the
+planner's predictions for the same settings. Needs the [gguf] extra; a few GB of disk, freed as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from planner.catalog import catalog_entries  # noqa: E402
+from planner.formats import parse_format  # noqa: E402
+from planner.memory import llamacpp_memory  # noqa: E402
+from planner.sources import load_model  # noqa: E402
+from planner.types import RuntimeSettings  # noqa: E402
+from profiles.hardware import CPU, Hardware  # noqa: E402
+
+FTYPES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+ARCH_FAMILIES = {"gemma2": "Gemma 2", "gemma3_text": "Gemma 3", "gemma4_text": "Gemma 4 dense",
+                 "gemma4_e": "Gemma 4 PLE + KV sharing", "gemma4_moe": "Gemma 4 MoE"}
+WIDTH_MODELS = ["gemma-3-1b", "gemma-3-4b", "gemma-3-27b", "gemma-4-e2b", "gemma-4-e4b", "gemma-4-26b-a4b", "gemma-4-31b"]
+KINDS = ("weights", "repack", "kv", "compute", "output")
+
+
+def settings_grid(ctx_values, quick: bool):
+    """(n_ctx, n_parallel, kv type, flash attention, swa_full, n_ubatch), skipping what llama.cpp refuses."""
+    kvs = ["f16", "q8_0", "q4_0"]
+    for ctx, par, kv, fa, swa_full, ub in itertools.product(ctx_values, (1, 4), kvs, (True, False), (False, True), (512, 128)):
+        if kv != "f16" and not fa:
+            continue  # a quantized V cache needs flash attention
+        if quick and (ub == 128 and (par == 4 or swa_full)):
+            continue
+        yield RuntimeSettings(n_ctx=ctx, n_parallel=par, type_k=kv, type_v=kv, flash_attn=fa, swa_full=swa_full, n_ubatch=ub, n_batch=512)
+
+
+def measure_row(path: Path, s: RuntimeSettings, hw: Hardware, label: dict) -> dict:
+    from quantize.llamacpp import load_and_measure
+
+    spec, _ = load_model(str(path))
+    fmt = parse_format(spec.gguf_file_type or "F16", "llama.cpp")
+    pred = llamacpp_memory(spec, fmt, dataclasses.replace(s, n_gpu_layers=0), hw, margin=0)
+    host = pred.device("CPU")
+    m = load_and_measure(path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
+                         flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, swa_full=s.swa_full, n_gpu_layers=0,
+                         n_tokens=1)
+    measured = {
+        "weights": m.model_size,
+        "repack": m.model_buffers.get("CPU_REPACK", 0),
+        "kv": m.kv_bytes,
+        "compute": sum(m.compute_buffers_at_free.values()) or sum(m.compute_buffers.values()),
+        "output": sum(m.output_buffers.values()),
+    }
+    predicted = {"weights": pred.weights_bytes, "repack": host.detail.get("repack_bytes", 0), "kv": pred.kv_bytes,
+                 "compute": host.compute_bytes, "output": host.output_bytes}
+    return {**label, "ftype": fmt.name, "settings": {k: getattr(s, k) for k in ("n_ctx", "n_parallel", "type_k", "type_v",
+            "flash_attn", "swa_full", "n_ubatch")}, "measured": measured, "predicted": predicted}
+
+
+def part_arch(hw: Hardware, work: Path, quick: bool, log) -> list[dict]:
+    from quantize.convert import convert_hf_to_gguf
+    from quantize.llamacpp import quantize_gguf
+    from quantize.tiny import build_tiny_model
+
+    rows = []
+    for family, label in ARCH_FAMILIES.items():
+        d = build_tiny_model(work / family, family)
+        f32 = convert_hf_to_gguf(d, work / f"{family}.f32.gguf", outtype="f32")
+        files = {}
+        for ft in FTYPES:
+            files[ft] = quantize_gguf(f32, work / f"{family}.{ft}.gguf", ft)
+            rows.append(measure_row(files[ft], RuntimeSettings(n_ctx=4096), hw, {"part": "arch", "model": label}))
+        grid = list(settings_grid((512, 4096, 32768), quick))
+        for s in grid:
+            rows.append(measure_row(files["Q4_K_M"], s, hw, {"part": "arch", "model": label}))
+        log(f"{label}: {len(FTYPES) + len(grid)} loads")
+    return rows
+
+
+def _reduced_config(entry: dict, n_layers: int) -> dict:
+    """The catalog entry as an HF text config with the real widths and only a few layers (S..F pattern kept)."""
+    family = entry["family"]
+    cfg = {k: v for k, v in entry.items() if not isinstance(v, (list, dict)) or k in ("moe",)}
+    types = entry["layer_types"]
+    # the first layers plus the first full layer, so both caches exist
+    first_full = types.index("F")
+    keep = sorted(set(range(n_layers - 1)) | {first_full})[:n_layers]
+    lt = "".join(types[i] for i in keep)
+    if "F" not in lt:
+        lt = lt[:-1] + "F"
+    cfg.update(num_hidden_layers=len(lt), layer_types=["full_attention" if c == "F" else "sliding_attention" for c in lt],
+               rms_norm_eps=1e-6, tie_word_embeddings=True, model_type={"gemma2": "gemma2", "gemma3": "gemma3_text",
+                                                                        "gemma4": "gemma4_text"}[family])
+    ff = entry["intermediate_size"]
+    cfg["intermediate_size"] = ff[0] if isinstance(ff, list) else ff
+    if entry.get("num_kv_shared_layers"):
+        # llama.cpp maps a shared layer to the last KV layer of its kind (n_kv_from_start - 1 full, - 2 sliding),
+        # so the KV-storing layers must end "S F", as the real models' do
+        lt = "SF" * (n_layers // 2)
+        cfg["layer_types"] = ["full_attention" if c == "F" else "sliding_attention" for c in lt]
+        cfg["num_hidden_layers"] = len(lt)
+        cfg["num_kv_shared_layers"] = len(lt) - 2
+    if family == "gemma4" and entry.get("moe"):
+        mo = entry["moe"]
+        cfg.update(num_experts=mo["num_experts"], top_k_experts=mo["top_k_experts"],
+                   moe_intermediate_size=mo["moe_intermediate_size"], enable_moe_block=True)
+    cfg.pop("moe", None)
+    return cfg
+
+
+def write_width_gguf(entry: dict, path: Path, n_layers: int) -> Path:
+    """A GGUF with the model's real widths and n_layers layers, tensors from the planner's inventory (zeros)."""
+    import gguf
+    import numpy as np
+
+    from planner.catalog import spec_from_config
+    from quantize.convert import read_hparams, write_hparams
+
+    cfg = _reduced_config(entry, n_layers)
+    spec = spec_from_config(dict(cfg, layer_types="".join("F" if t.startswith("full") else "S" for t in cfg["layer_types"])),
+                            name=entry["name"], source="bench")
+    hp = read_hparams(cfg)
+    w = gguf.GGUFWriter(str(path), hp.arch.name.lower())
+    write_hparams(w, hp)
+    w.add_file_type(1)
+    V = spec.vocab
+    # a SentencePiece-style vocabulary with byte fallback, so any prompt tokenizes
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581"]
+    tokens += [f"t{i}" for i in range(V - len(tokens))]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * V)
+    w.add_token_types([3, 3, 3, 2] + [6] * 256 + [1] * (V - 260))
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    for t in spec.tensors:
+        if len(t.shape) == 1 or t.name.endswith("ffn_gate_inp.weight"):
+            w.add_tensor(t.name, np.ones(t.shape, np.float32))
+        else:
+            w.add_tensor(t.name, np.zeros(t.shape, np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def part_widths(hw: Hardware, work: Path, models: list[str], quick: bool, log) -> list[dict]:
+    from quantize.llamacpp import quantize_gguf
+
+    rows = []
+    entries = {e["name"]: e for e in catalog_entries()}
+    for name in models:
+        n_layers = 2 if entries[name]["family"] != "gemma4" or not entries[name].get("num_kv_shared_layers") else 4
+        f16 = write_width_gguf(entries[name], work / f"{name}.f16.gguf", n_layers)
+        label = {"part": "widths", "model": f"{name} ({n_layers} layers)"}
+        q = quantize_gguf(f16, work / f"{name}.Q4_K_M.gguf", "Q4_K_M")
+        rows.append(measure_row(f16, RuntimeSettings(n_ctx=4096), hw, label))
+        ctxs = (4096, 32768) if quick else (512, 4096, 32768)
+        grid = [s for s in settings_grid(ctxs, True) if s.n_ubatch == 512 and not (quick and s.type_k == "q4_0")]
+        for s in grid:
+            rows.append(measure_row(q, s, hw, label))
+        f16.unlink()
+        q.unlink()
+        log(f"{name}: {1 + len(grid)} loads")
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    out = []
+    for part in ("arch", "widths"):
+        sel = [r for r in rows if r["part"] == part]
+        if not sel:
+            continue
+        for kind in KINDS:
+            errs = [r["predicted"][kind] - r["measured"][kind] for r in sel]
+            pct = [abs(e) / r["measured"][kind] * 100 for e, r in zip(errs, sel) if r["measured"][kind]]
+            exact = sum(1 for e in errs if e == 0)
+            out.append({"part": part, "buffer": kind, "loads": len(sel), "exact": exact,
+                        "max_abs_bytes": max(abs(e) for e in errs), "median_abs_bytes": statistics.median(abs(e) for e in errs),
+                        "max_pct": round(max(pct), 3) if pct else 0.0, "median_pct": round(statistics.median(pct), 3) if pct else 0.0})
+    return out
+
+
+def worst_rows(rows: list[dict], kind: str, n: int = 5) -> list[dict]:
+    return sorted(rows, key=lambda r: -abs(r["predicted"][kind] - r["measured"][kind]))[:n]
+
+
+def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: str, seconds: float) -> None:
+    lines = ["# Accuracy: predicted vs measured memory (llama.cpp)", "",
+             f"Produced by `{command}` on this repository's CI-class machine (2 cores, CPU build of "
+             f"llama-cpp-python 0.3.36) in {seconds / 60:.1f} minutes; raw rows in `bench/results/fidelity.json`.",
+             "Errors are predicted minus measured. KV bytes are exact where the GGUF layout lets the log's MiB be "
+             "reconstructed; compute and output buffers come from the log (0.01 MiB, 4 decimals at free).", "",
+             "| part | buffer | loads | exact | max abs error | median abs error | max % | median % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['part']} | {s['buffer']} | {s['loads']} | {s['exact']} | {_b(s['max_abs_bytes'])} | "
+                     f"{_b(s['median_abs_bytes'])} | {s['max_pct']} | {s['median_pct']} |")
+    lines += ["", "Parts: `arch` = tiny random models of Gemma 2, Gemma 3, Gemma 4 dense, Gemma 4 with per-layer "
+              "embeddings and KV sharing, Gemma 4 MoE, every file type and a settings grid; `widths` = the real widths "
+              "of catalog models with a few layers (see the model column of the JSON).", "",
+              "![predicted vs measured](fidelity_scatter.png)", ""]
+    for kind in ("compute", "kv", "output"):
+        bad = [r for r in worst_rows(rows, kind) if r["predicted"][kind] != r["measured"][kind]]
+        if not bad:
+            continue
+        lines += [f"Largest {kind} errors:", "", "| model | file | settings | predicted | measured |", "|---|---|---|---|---|"]
+        for r in bad:
+            s = r["settings"]
+            desc = (f"ctx {s['n_ctx']}, np {s['n_parallel']}, kv {s['type_k']}, fa {'on' if s['flash_attn'] else 'off'}, "
+                    f"swa_full {'on' if s['swa_full'] else 'off'}, ub {s['n_ubatch']}")
+            lines.append(f"| {r['model']} | {r['ftype']} | {desc} | {_b(r['predicted'][kind])} | {_b(r['measured'][kind])} |")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _b(n) -> str:
+    n = float(n)
+    return f"{n / 2**20:.2f} MiB" if abs(n) >= 2**20 else f"{n:,.0f} B"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=["arch", "widths", "all"], default="all")
+    ap.add_argument("--models", default=",".join(WIDTH_MODELS), help="catalog models for --part widths")
+    ap.add_argument("--quick", action="store_true", help="a smaller settings grid")
+    ap.add_argument("--json", default=str(ROOT / "bench/results/fidelity.json"))
+    ap.add_argument("--markdown", default=str(ROOT / "docs/accuracy.md"))
+    args = ap.parse_args()
+    from profiles.detect import detect_hardware
+
+    flags = detect_hardware().cpu.flags
+    hw = Hardware("bench host", [], 1 << 50, CPU(flags=flags))
+    t0 = time.time()
+    rows: list[dict] = []
+    log = lambda msg: print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.part in ("arch", "all"):
+            rows += part_arch(hw, Path(tmp), args.quick, log)
+        if args.part in ("widths", "all"):
+            rows += part_widths(hw, Path(tmp), [m for m in args.models.split(",") if m], args.quick, log)
+    summary = summarize(rows)
+    for s in summary:
+        print(f"{s['part']:6} {s['buffer']:8} loads {s['loads']:4d} exact {s['exact']:4d} max {_b(s['max_abs_bytes']):>12} "
+              f"({s['max_pct']}%) median {_b(s['median_abs_bytes']):>10} ({s['median_pct']}%)")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    try:
+        from planner.plot import fidelity_scatter
+
+        fidelity_scatter(rows, Path(args.markdown).with_name("fidelity_scatter.png"))
+    except Exception as exc:  # plotting is optional ([plot] extra)
+        print(f"no scatter plot: {exc}")
+    command = "python bench/fidelity.py " + " ".join(sys.argv[1:])
+    write_markdown(Path(args.markdown), summary, rows, command.strip(), time.time() - t0)
+    print(f"wrote {args.json} and {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
