@@ -376,14 +376,22 @@ def quantize_gptq(
         if progress:
             progress(0, total)
 
-            # GPTQModel's looper calls layer_callback(layer_idx=, submodule_finalized=) per layer
-            # (gptqmodel/looper/module_looper.py callbackup).
+            # GPTQModel's looper calls layer_callback(layer_idx=, submodule_finalized=) when a layer is
+            # quantized and subset_callback(stage=, layer_idx=, subset_index=, subset_total=, ...) around
+            # each group of modules (gptqmodel/looper/module_looper.py callbackup, _emit_subset_event).
+            # Not every path emits both (on CUDA no layer event was seen), so either counts a layer once.
             def on_layer(layer_idx: int, submodule_finalized: bool = False, **_: Any) -> None:
-                if layer_idx not in done:
+                if layer_idx is not None and layer_idx not in done:
                     done.add(layer_idx)
                     progress(min(len(done), total), total)
 
+            def on_subset(stage: str = "", layer_idx: Optional[int] = None, subset_index: int = 0,
+                          subset_total: int = 1, **_: Any) -> None:
+                if stage == "forward_end" and subset_index + 1 >= subset_total:
+                    on_layer(layer_idx)
+
             model.layer_callback = on_layer
+            model.subset_callback = on_subset
         model.quantize(calibration.samples, tokenizer=tokenizer, batch_size=1,
                        backend=gptqmodel.BACKEND.AUTO if cuda else gptqmodel.BACKEND.TORCH)
         model.save(str(ckpt))
@@ -528,9 +536,10 @@ def measure_model_bytes(model: Any) -> dict[str, int]:
 def _load_quantized(out_dir: Path, bits: int, dtype: Any, cuda: bool) -> Any:
     from transformers import AutoModelForCausalLM, GPTQConfig
 
-    # On the CPU, GPTQModel's pure-torch kernel (BACKEND.TORCH) keeps the qweight/qzeros/scales/g_idx
-    # layout of the file; the default CPU pick (torch_aten) repacks the weights into another layout.
-    qc = GPTQConfig(bits=bits, backend="auto" if cuda else "torch")
+    # GPTQModel's pure-torch kernel (BACKEND.TORCH) keeps the file's qweight/qzeros/scales/g_idx layout,
+    # as vLLM's gptq kernels do, and needs no build. The automatic pick repacks (torch_aten on the CPU,
+    # Marlin/Machete on GPUs) and can JIT-compile first: Machete on Hopper downloads CUTLASS sources.
+    qc = GPTQConfig(bits=bits, backend="torch")
     return AutoModelForCausalLM.from_pretrained(out_dir, dtype=dtype, device_map="cuda:0" if cuda else "cpu",
                                                 quantization_config=qc).eval()
 
