@@ -159,6 +159,17 @@ def test_refusals_on_a_real_checkpoint(tiny_model, tmp_path):
         quantize_gptq(q, tmp_path / "out2")
 
 
+def test_missing_backend_is_a_clear_error_and_writes_nothing(tiny_model, tmp_path, monkeypatch):
+    from planner.errors import BackendUnavailableError
+    from quantize.gptq import quantize_gptq
+
+    monkeypatch.setitem(sys.modules, "gptqmodel", None)  # import gptqmodel -> ImportError
+    with pytest.raises(BackendUnavailableError) as e:
+        quantize_gptq(tiny_model("gemma3_text", dtype="bfloat16"), tmp_path / "out")
+    assert "gemma-plan[gptq]" in e.value.hint
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_calibration_uses_the_model_tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
