@@ -311,6 +311,8 @@ def _tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, 
 
 def _is_linear(t: TensorSpec) -> bool:
     """Attention and MLP projections (incl. expert stacks): what fp8 and GPTQ quantize."""
+    if t.name.endswith(("ffn_gate_inp.weight", "ffn_gate_inp.scale")):
+        return False  # the MoE router stays in the model dtype
     return len(t.shape) >= 2 and _category(t.name) in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_gate", "ffn_down")
 
 

@@ -165,8 +165,10 @@ def print_recommendation(rec, hw=None) -> None:
 
 
 def print_manifest(manifest: dict) -> None:
-    out = manifest["output"]
-    console.print(f"[green]wrote[/] {out['path']} ({out['bytes'] / GiB:.3f} GiB, {manifest.get('file_type')})")
+    out = manifest.get("output") or {}
+    kind = manifest.get("file_type") or (manifest.get("quantization") or {}).get("method", "")
+    size = f"{out['bytes'] / GiB:.3f} GiB, " if isinstance(out.get("bytes"), int) else ""
+    console.print(f"[green]wrote[/] {out.get('path', '')} ({size}{kind})")
     v = manifest.get("validation") or {}
     if v.get("skipped"):
         console.print("[yellow]not validated[/] (--no-validate)")

@@ -71,3 +71,18 @@ def test_unknown_hub_id_offline_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     r = run("quantize", "--model", "google/gemma-3-270m-it", "--target", "cpu-16gb", "--out", str(tmp_path / "o"))
     assert r.exit_code != 0 and "cache" in r.output and "Traceback" not in r.output
+
+
+def test_quantize_gptq_end_to_end(tiny_model, tmp_path):
+    pytest.importorskip("gptqmodel", reason="GPTQ needs the [gptq] extra")
+    out = tmp_path / "out"
+    r = run("quantize", "--format", "gptq", "--model", str(tiny_model("gemma3_text")), "--target", "l4", "--ctx", "4096",
+            "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    ckpt = next(out.iterdir())
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    weights = manifest["validation"]["comparison"]["weights"]
+    assert abs(weights["error_pct"]) < 1.0  # the bar: predicted vs measured weight bytes within 1%
+    assert manifest["plan"]["weight_format"] == "gptq-int4" and manifest["plan"]["engine"] == "vllm"
+    recipe = json.loads((ckpt / "recipe.json").read_text())
+    assert "--quantization" in json.dumps(recipe) and recipe["gptq"]["vllm"]["argv"][:2] == ["vllm", "serve"]
