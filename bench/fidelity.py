@@ -126,6 +126,7 @@ def _reduced_config(entry: dict, n_layers: int) -> dict:
         cfg.update(num_experts=mo["num_experts"], top_k_experts=mo["top_k_experts"],
                    moe_intermediate_size=mo["moe_intermediate_size"], enable_moe_block=True)
     cfg.pop("moe", None)
+    cfg.setdefault("hidden_size_per_layer_input", 0)  # Gemma4TextConfig would default it to 256
     return cfg
 
 
@@ -187,10 +188,57 @@ def part_widths(hw: Hardware, work: Path, models: list[str], quick: bool, log) -
     return rows
 
 
+SPEED_MODELS = ["gemma-3-1b", "gemma-3-4b"]
+
+
+def _timed_speed(path: Path, n_prompt: int = 256, n_decode: int = 32) -> tuple[float, float]:
+    """Prefill and decode tokens/s of llama.cpp on this machine's CPU (batch of n_prompt, then single tokens)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(path), n_ctx=4096, n_batch=512, n_ubatch=512, flash_attn=True, swa_full=False,
+                          n_gpu_layers=0, verbose=False)
+    tokens = [300 + (i % 1000) for i in range(n_prompt)]
+    t0 = time.perf_counter()
+    llm.eval(tokens)
+    t_pp = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(n_decode):
+        llm.eval([400 + i])
+    t_tg = time.perf_counter() - t0
+    del llm
+    return n_prompt / t_pp, n_decode / t_tg
+
+
+def part_speed(work: Path, models: list[str], log) -> list[dict]:
+    """Measured CPU decode/prefill of real-width models vs the speed model for this machine (measured bandwidth)."""
+    from planner.speed import estimate_speed
+    from profiles.detect import detect_hardware
+    from quantize.llamacpp import quantize_gguf
+
+    hw = detect_hardware(bench=True)
+    rows = []
+    entries = {e["name"]: e for e in catalog_entries()}
+    for name in models:
+        f16 = write_width_gguf(entries[name], work / f"{name}.f16.gguf", 2)
+        q = quantize_gguf(f16, work / f"{name}.Q4_K_M.gguf", "Q4_K_M")
+        f16.unlink()
+        pp, tg = _timed_speed(q)
+        spec, _ = load_model(str(q))
+        s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
+        fmt = parse_format("Q4_K_M", "llama.cpp")
+        est = estimate_speed(spec, fmt, s, hw, llamacpp_memory(spec, fmt, s, hw, margin=0), depth=256, prompt_tokens=256)
+        rows.append({"part": "speed", "model": f"{name} (2 layers)", "ftype": "Q4_K_M", "ram_bandwidth_gb_s": round((hw.ram_bandwidth_bytes_per_s or 0) / 1e9, 1),
+                     "bandwidth_source": hw.ram_bandwidth_source, "measured_tg_tps": round(tg, 2), "predicted_tg_tps": est.decode_tokens_per_s,
+                     "measured_pp_tps": round(pp, 1), "predicted_pp_tps": est.prefill_tokens_per_s})
+        q.unlink()
+        log(f"{name}: decode {tg:.1f} tok/s measured, {est.decode_tokens_per_s:.1f} predicted")
+    return rows
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for part in ("arch", "widths"):
-        sel = [r for r in rows if r["part"] == part]
+        sel = [r for r in rows if r["part"] == part and "measured" in r]
         if not sel:
             continue
         for kind in KINDS:
@@ -222,8 +270,20 @@ def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: s
               "embeddings and KV sharing, Gemma 4 MoE, every file type and a settings grid; `widths` = the real widths "
               "of catalog models with a few layers (see the model column of the JSON).", "",
               "![predicted vs measured](fidelity_scatter.png)", ""]
+    speed = [r for r in rows if r["part"] == "speed"]
+    if speed:
+        lines += ["## Speed on this machine's CPU", "",
+                  "llama.cpp (llama-cpp-python 0.3.36, CPU) on real-width 2-layer Q4_K_M models; prediction from "
+                  "`planner.speed.estimate_speed` with this machine's RAM bandwidth measured by `gemma-plan detect --bench`.", "",
+                  "| model | RAM GB/s | decode measured | decode predicted | prefill measured | prefill predicted |", "|---|---|---|---|---|---|"]
+        for r in speed:
+            lines.append(f"| {r['model']} | {r['ram_bandwidth_gb_s']} ({r['bandwidth_source']}) | {r['measured_tg_tps']} | "
+                         f"{r['predicted_tg_tps']} | {r['measured_pp_tps']} | {r['predicted_pp_tps']} |")
+        lines.append("")
+    lines += _published_speed_section()
+    mem_rows = [r for r in rows if "measured" in r]
     for kind in ("compute", "kv", "output"):
-        bad = [r for r in worst_rows(rows, kind) if r["predicted"][kind] != r["measured"][kind]]
+        bad = [r for r in worst_rows(mem_rows, kind) if r["predicted"][kind] != r["measured"][kind]]
         if not bad:
             continue
         lines += [f"Largest {kind} errors:", "", "| model | file | settings | predicted | measured |", "|---|---|---|---|---|"]
@@ -237,6 +297,26 @@ def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: s
     path.write_text("\n".join(lines) + "\n")
 
 
+def _published_speed_section() -> list[str]:
+    from planner.speed import score_rows
+
+    data = json.loads((ROOT / "bench/data/calibration_rows.json").read_text())
+    res = score_rows(data["rows"])
+    lines = ["## Speed against published measurements", "",
+             "`gemma-plan bench speed --rows bench/data/calibration_rows.json`: absolute error of predicted decode "
+             "tokens/s. In-sample: the per-class efficiencies are the medians of these same rows, so this shows the "
+             "spread around the medians, not out-of-sample accuracy.", "",
+             "| class | rows | median abs error % | 90th percentile % |", "|---|---|---|---|"]
+    for cls, v in res["summary"]["tg"]["by_class"].items():
+        lines.append(f"| {cls} | {v['n']} | {v['median']} | {v['p90']} |")
+    t, p = res["summary"]["tg"], res["summary"]["pp"]
+    lines += [f"| all decode | {t['n']} | {t['median_abs_error_pct']} | {t['p90_abs_error_pct']} |",
+              f"| all prefill | {p['n']} | {p['median_abs_error_pct']} | {p['p90_abs_error_pct']} |", "",
+              "Weak spots: MoE decode (2 Gemma rows set the MoE factor), prefill (a FLOPs rule), rows from other engines "
+              "(LiteRT-LM, MLX, Core AI) scored with llama.cpp efficiencies, and speculative decoding rows.", ""]
+    return lines
+
+
 def _b(n) -> str:
     n = float(n)
     return f"{n / 2**20:.2f} MiB" if abs(n) >= 2**20 else f"{n:,.0f} B"
@@ -244,7 +324,7 @@ def _b(n) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["arch", "widths", "all"], default="all")
+    ap.add_argument("--part", choices=["arch", "widths", "speed", "all"], default="all")
     ap.add_argument("--models", default=",".join(WIDTH_MODELS), help="catalog models for --part widths")
     ap.add_argument("--quick", action="store_true", help="a smaller settings grid")
     ap.add_argument("--json", default=str(ROOT / "bench/results/fidelity.json"))
@@ -255,13 +335,17 @@ def main() -> None:
     flags = detect_hardware().cpu.flags
     hw = Hardware("bench host", [], 1 << 50, CPU(flags=flags))
     t0 = time.time()
-    rows: list[dict] = []
+    previous = json.loads(Path(args.json).read_text())["rows"] if Path(args.json).exists() else []
+    parts = ("arch", "widths", "speed") if args.part == "all" else (args.part,)
+    rows: list[dict] = [r for r in previous if r["part"] not in parts]  # keep the parts not re-run
     log = lambda msg: print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("arch", "all"):
             rows += part_arch(hw, Path(tmp), args.quick, log)
         if args.part in ("widths", "all"):
             rows += part_widths(hw, Path(tmp), [m for m in args.models.split(",") if m], args.quick, log)
+        if args.part in ("speed", "all"):
+            rows += part_speed(Path(tmp), SPEED_MODELS, log)
     summary = summarize(rows)
     for s in summary:
         print(f"{s['part']:6} {s['buffer']:8} loads {s['loads']:4d} exact {s['exact']:4d} max {_b(s['max_abs_bytes']):>12} "
@@ -271,7 +355,7 @@ def main() -> None:
     try:
         from planner.plot import fidelity_scatter
 
-        fidelity_scatter(rows, Path(args.markdown).with_name("fidelity_scatter.png"))
+        fidelity_scatter([r for r in rows if "measured" in r], Path(args.markdown).with_name("fidelity_scatter.png"))
     except Exception as exc:  # plotting is optional ([plot] extra)
         print(f"no scatter plot: {exc}")
     command = "python bench/fidelity.py " + " ".join(sys.argv[1:])
