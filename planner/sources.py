@@ -90,7 +90,7 @@ def load_hf_dir(path: Path) -> ModelSpec:
         header.update(read_safetensors_header(f))
     dtypes = {v["dtype"] for k, v in header.items() if not k.startswith(TOWER_PREFIXES)}
     src = "BF16" if not dtypes or "BF16" in dtypes else ("F16" if "F16" in dtypes else "F32")
-    spec = spec_from_config(cfg, name=path.name, source=f"hf-dir:{path}", src_dtype=src)
+    spec = spec_from_config(_with_defaults(cfg), name=path.name, source=f"hf-dir:{path}", src_dtype=src)
     if header:
         text = sum(_numel(v["shape"]) for k, v in header.items() if not k.startswith(TOWER_PREFIXES) and not k.endswith("lm_head.weight"))
         towers = sum(_numel(v["shape"]) for k, v in header.items() if k.startswith(TOWER_PREFIXES))
@@ -102,6 +102,22 @@ def load_hf_dir(path: Path) -> ModelSpec:
         elif text != spec.n_params_text:
             spec.notes = f"config gives {spec.n_params_text:,} text parameters, the safetensors headers {text:,}"
     return spec
+
+
+# Gemma4TextConfig defaults (transformers 5.24 signature): a config.json written as a diff omits them.
+GEMMA4_TEXT_DEFAULTS = {"vocab_size": 262144, "head_dim": 256, "sliding_window": 512, "intermediate_size": 9216,
+                        "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262144,
+                        "attention_k_eq_v": False, "num_kv_shared_layers": 0, "enable_moe_block": False}
+
+
+def _with_defaults(cfg: dict) -> dict:
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    if text.get("model_type", cfg.get("model_type")) in ("gemma4_text", "gemma4"):
+        filled = {**GEMMA4_TEXT_DEFAULTS, **text}
+        if not filled.get("enable_moe_block"):
+            filled["num_experts"] = None
+        return {**cfg, "text_config": filled} if text is not cfg else filled
+    return cfg
 
 
 def _numel(shape) -> int:
