@@ -84,6 +84,13 @@ def _gptqmodel():
         import gptqmodel
     except ImportError as exc:
         raise BackendUnavailableError(f"GPTQ needs gptqmodel, which does not import here ({exc})", hint=_INSTALL_HINT) from None
+    try:
+        # GPTQModel writes per-run logs to ./logs of whatever directory the user is in; keep them out of it
+        from gptqmodel.looper import loop_processor
+
+        loop_processor._PROJECT_LOG_DIR = Path(tempfile.gettempdir()) / "gemma-plan-gptq-logs"
+    except (ImportError, AttributeError):  # another GPTQModel layout: its default stays
+        pass
     return gptqmodel
 
 
