@@ -341,25 +341,38 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
     so the peak is the largest single phase, not a sum.
 
     Fitted to llama-cpp-python 0.3.36 CPU runs at the real widths of Gemma 3 1B/4B/27B (2 layers,
-    n_ctx 512-32768, n_ubatch 128/512, flash attention on/off): 33 of 36 points within 1.1 MiB, the
-    rest (n_ctx 512 without flash attention) up to 10.5 MiB (2%) low (bench/compute_buffer.py):
+    n_ctx 512-32768, n_ubatch 128/512, flash attention on/off; bench/compute_buffer.py) and checked on every
+    architecture by bench/fidelity.py (docs/accuracy.md):
     - logits phase: F32 logits for every ubatch token plus two hidden-size activations per token;
-    - attention without flash attention: KQ scores per head and the F32 mask over the whole cache,
-      plus about 7 F32 activations of the query width per token.
+    - attention without flash attention: KQ scores per head, the F32 masks over both caches, plus about
+      7 F32 activations of the query width per token;
+    - attention with flash attention: F16 masks over the full and the sliding cache plus about 8 F32
+      hidden-size activations per token (fitted on tiny 2-layer models, n_ctx 512-16384; it only wins
+      over the logits phase for small vocabularies or very long contexts).
     """
     ub = layout.n_ubatch
     logits = 4 * ub * (spec.vocab + 2 * spec.hidden)
     attn = 0
-    if not s.flash_attn:
+    if s.flash_attn:
+        # F16 masks over both caches (built once per graph) plus ~8 F32 hidden-size activations per token
+        n_kv_total = layout.n_ctx_seq + (layout.swa_cells if any(lay.sliding for lay in spec.layers) else 0)
+        attn = 2 * ub * n_kv_total + 32 * ub * spec.hidden
+    else:
+        # F32 masks over both caches stay alive; one layer's KQ scores and query-width activations on top
+        has_swa = any(lay.sliding for lay in spec.layers)
+        masks = 4 * ub * (layout.n_ctx_seq + (layout.swa_cells if has_swa else 0))
         for lay in spec.layers:
             n_kv = layout.swa_cells if lay.sliding else layout.n_ctx_seq
-            attn = max(attn, 4 * ub * n_kv * (lay.n_head + 1) + 28 * ub * lay.n_head * lay.head_dim_k)
+            attn = max(attn, masks + 4 * ub * n_kv * lay.n_head + 28 * ub * lay.n_head * lay.head_dim_k)
     ff = max(lay.n_ff for lay in spec.layers)
     ffn = 4 * ub * (2 * ff + 2 * spec.hidden)
     if spec.moe:
         ffn = max(ffn, 4 * ub * (3 * spec.moe.n_expert_used * spec.moe.expert_ff + 2 * spec.hidden))
-    ple = 4 * ub * spec.ple_dim * spec.n_layers  # per-layer embeddings gathered for the whole ubatch
-    return max(logits, attn, ffn) + ple
+    # per-layer embeddings: the gathered rows, their projection and the sum stay alive for the whole graph
+    ple = 12 * ub * spec.ple_dim * spec.n_layers
+    # MoE: router probabilities and the shared-expert branch output kept beside the residual (fitted)
+    moe = 8 * ub * spec.hidden if spec.moe else 0
+    return max(logits, attn, ffn) + ple + moe
 
 
 def _host_capacity(hw: Hardware, gpu_mems: list[DeviceMemory]) -> int:

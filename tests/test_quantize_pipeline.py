@@ -28,6 +28,7 @@ def test_quantize_end_to_end(tiny_model, llama_cpp_module, tmp_path, family, qua
     cmp = manifest["validation"]["comparison"]
     assert cmp["weights"]["predicted_bytes"] == cmp["weights"]["measured_bytes"]  # llama_model_size, exact
     assert cmp["kv"]["predicted_bytes"] == cmp["kv"]["measured_bytes"]
+    assert abs(cmp["compute"]["error_pct"]) <= 10  # issue 4: compute buffer within 10%
     assert manifest["validation"]["tokens_generated"] > 0
     assert len(manifest["source"]["files"]["config.json"]) == 64  # sha256
     recipe = json.loads((out / "recipe.json").read_text())
