@@ -87,3 +87,36 @@ def test_quantize_gptq_end_to_end(tiny_model, tmp_path):
     assert manifest["plan"]["weight_format"] == "gptq-int4" and manifest["plan"]["engine"] == "vllm"
     recipe = json.loads((ckpt / "recipe.json").read_text())
     assert "--quantization" in json.dumps(recipe) and recipe["gptq"]["vllm"]["argv"][:2] == ["vllm", "serve"]
+
+
+def test_not_enough_disk_is_refused_before_writing(tiny_model, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import quantize.pipeline as pipeline
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 1 << 20))
+    out = tmp_path / "out"
+    r = run("quantize", "--model", str(tiny_model("gemma3_text")), "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "2048",
+            "--out", str(out))
+    assert r.exit_code != 0 and "GiB free" in r.output and "Traceback" not in r.output
+    assert not out.exists() or not any(out.iterdir())
+    assert shutil.disk_usage is not None
+
+
+def test_unwritable_output_directory_is_one_line(tiny_model, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")  # root ignores permissions: a file where the directory should be
+        out = blocker / "out"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out = locked / "out"
+    r = run("quantize", "--model", str(tiny_model("gemma3_text")), "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "2048",
+            "--out", str(out))
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert len([line for line in r.output.splitlines() if line.startswith("Error")]) == 1
