@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from planner.errors import DoesNotFitError, InvalidSettingsError, UnknownModelError
+from planner.errors import DoesNotFitError, InvalidSettingsError, PlanError, UnknownModelError
 from planner.formats import parse_format
 from planner.memory import DEFAULT_MARGIN
 from planner.search import plan as make_plan
@@ -160,8 +160,18 @@ def _source_outtype(spec: ModelSpec) -> str:
     return "bf16" if "BF16" in dtypes else ("f32" if dtypes == {"F32"} else "f16")
 
 
+class OutputDirError(PlanError):
+    hint = "choose another --out directory that you can write to"
+
+
 def check_disk(job: QuantizeJob) -> None:
-    job.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        probe = job.out_dir / f".gemma-plan-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputDirError(f"cannot write to {job.out_dir}: {exc.strerror or exc}") from None
     free = shutil.disk_usage(job.out_dir).free
     if free < job.need_bytes:
         raise InsufficientDiskError(f"{job.out_dir} has {free / GiB:.2f} GiB free, the job needs {job.need_bytes / GiB:.2f} GiB")
