@@ -183,7 +183,7 @@ def print_manifest(manifest: dict) -> None:
         console.print(t)
         if "tokens_generated" in v:
             console.print(f"generated {v['tokens_generated']} tokens: {v.get('generated_text', '')!r}")
-    console.print(f"manifest.json and recipe.json written beside it")
+    console.print("manifest.json and recipe.json written beside it")
 
 
 def print_run_it(recipe, emitted=None) -> None:

@@ -32,6 +32,22 @@ DEFAULT_DEPTH = 4096  # context depth at which decode speed is quoted
 MOE_DECODE_FACTOR = 0.64
 
 
+def weights_read_per_token(spec: ModelSpec, fmt: WeightFormat) -> int:
+    """Every matmul weight once (MoE experts scaled by top-k / experts), not the embedding tables,
+    plus the tied embedding once more as the output matrix."""
+    sizes = tensor_sizes(spec, fmt)
+    total = 0
+    for t, b in sizes:
+        if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+            continue
+        if "_exps." in t.name and spec.moe:
+            b = b * spec.moe.n_expert_used // spec.moe.n_expert
+        total += b
+    if spec.tied_embeddings:
+        total += next(b for t, b in sizes if t.name == "token_embd.weight")
+    return total
+
+
 @lru_cache(maxsize=1)
 def _table() -> dict:
     return json.loads(resources.files("planner").joinpath("data/speed.json").read_text())
@@ -85,16 +101,7 @@ def estimate_speed(
     depth = min(depth or DEFAULT_DEPTH, s.n_ctx)
     sizes = tensor_sizes(spec, fmt)
     model_bytes = sum(b for _, b in sizes)
-    # bytes read per token: every matmul weight once (experts scaled by top-k), not the embedding tables
-    read_total = 0
-    for t, b in sizes:
-        if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
-            continue
-        if "_exps." in t.name and spec.moe:
-            b = b * spec.moe.n_expert_used // spec.moe.n_expert
-        read_total += b
-    if spec.tied_embeddings:
-        read_total += next(b for t, b in sizes if t.name == "token_embd.weight")  # lm_head = tied embedding
+    read_total = weights_read_per_token(spec, fmt)
     kv_read = sum(_kv_read_bytes(spec, s, depth).values())
 
     # split the per-token bytes over devices in proportion to the weights each reads per token
@@ -251,18 +258,7 @@ def score_row(row: dict) -> dict:
         total = weight_bytes(spec, fmt)
         size = size or total
         params = active_params(spec)
-        per_token = 0
-        from planner.formats import tensor_sizes
-
-        for t, b in tensor_sizes(spec, fmt):
-            if t.name in ("token_embd.weight", "per_layer_token_embd.weight"):
-                continue
-            if "_exps." in t.name and spec.moe:
-                b = b * spec.moe.n_expert_used // spec.moe.n_expert
-            per_token += b
-        if spec.tied_embeddings:
-            per_token += next(b for t, b in tensor_sizes(spec, fmt) if t.name == "token_embd.weight")
-        active_fraction = per_token / total
+        active_fraction = weights_read_per_token(spec, fmt) / total
     elif row.get("moe"):
         return {**out, "skipped": "MoE model outside the catalog: active parameters unknown"}
     if not size:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from planner.errors import BackendUnavailableError, PlanError
+from quantize.files import sha256_file, write_json
 
 from .errors import InsufficientDiskError, OutputExistsError, QuantizationError
 
@@ -206,23 +207,9 @@ def build_calibration(tokenizer: Any, calib: str | Path | None, n_samples: int, 
 # ---------------------------------------------------------------- files
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_table(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
             for p in sorted(directory.iterdir()) if p.is_file() and p.name not in skip}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -275,12 +262,12 @@ def _finish_checkpoint(src: Path, ckpt: Path) -> None:
     if block:
         qc["block_name_to_quantize"] = block
     qc.get("meta", {}).pop("offload_to_disk_path", None)  # a temporary directory that no longer exists
-    _write_json(cfg_path, cfg)
+    write_json(cfg_path, cfg)
     qfile = ckpt / "quantize_config.json"
     qfc = _read_json(qfile)
     if qfc is not None:
         qfc.get("meta", {}).pop("offload_to_disk_path", None)
-        _write_json(qfile, qfc)
+        write_json(qfile, qfc)
     # Tokenizer, processor, generation and licence files GPTQModel did not copy (tokenizer.model,
     # preprocessor_config.json for the vision tower, ...), so the directory serves on its own.
     for f in src.iterdir():
@@ -426,7 +413,7 @@ def quantize_gptq(
             "versions": _versions(),
             "validation": None,
         }
-        _write_json(ckpt / "manifest.json", manifest)
+        write_json(ckpt / "manifest.json", manifest)
         _install(ckpt, out_dir, work)
     except BaseException as exc:
         model = None
@@ -650,8 +637,8 @@ def validate_gptq(
     manifest["validation"] = validation
     manifest["versions"] = _versions()
     recipe = build_recipe(out_dir, bits, group)
-    _write_json(out_dir / "recipe.json", recipe)
-    _write_json(out_dir / "manifest.json", manifest)
+    write_json(out_dir / "recipe.json", recipe)
+    write_json(out_dir / "manifest.json", manifest)
     return manifest
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,6 +22,7 @@ from planner.search import require_fit, vllm_tensor_parallel
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import OutputExistsError
+from quantize.files import write_json
 from quantize.pipeline import resolve_source
 
 GiB = 1 << 30
@@ -98,13 +98,7 @@ def run_gptq_job(job: GPTQJob, *, force: bool = False, validate: bool = True,
     manifest["plan"] = job.plan.to_dict()
     recipe = recipe_document(job.plan, job.hardware, str(job.out_dir.resolve()))
     recipe["gptq"] = build_recipe(job.out_dir, job.bits, job.group_size)
-    _write_json(job.out_dir / "recipe.json", recipe)
-    _write_json(job.out_dir / "manifest.json", manifest)
+    write_json(job.out_dir / "recipe.json", recipe)
+    write_json(job.out_dir / "manifest.json", manifest)
     manifest.setdefault("output", {}).setdefault("path", str(job.out_dir))
     return manifest
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -27,6 +25,7 @@ from planner.search import recommend, require_fit, shortfall
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
+from quantize.files import sha256_file, write_json
 
 GiB = 1 << 30
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
@@ -215,20 +214,14 @@ def run_job(
     validation = validate_gguf(job) if validate else {"skipped": True}
     manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started)
     recipe = build_recipe(job)
-    _write_json(job.out_dir / "recipe.json", recipe)
-    _write_json(job.out_dir / "manifest.json", manifest)
+    write_json(job.out_dir / "recipe.json", recipe)
+    write_json(job.out_dir / "manifest.json", manifest)
     return manifest
 
 
 def _frac(args) -> float:
     nums = [a for a in args if isinstance(a, (int, float))]
     return nums[0] / nums[1] if len(nums) >= 2 and nums[1] else 0.0
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- validation
@@ -298,14 +291,6 @@ def _cpu_flags() -> list[str]:
 # ---------------------------------------------------------------- manifest and recipe
 
 
-def sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _inputs(job: QuantizeJob) -> list[Path]:
     if job.source_kind == "gguf":
         return [job.source]
@@ -327,8 +312,8 @@ def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str]
         "schema": MANIFEST_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {"kind": job.source_kind, "path": str(job.source),
-                   "files": {p.name: sha256(p) for p in _inputs(job)}},
-        "output": {"path": str(job.gguf_path), "sha256": sha256(job.gguf_path), "bytes": job.gguf_path.stat().st_size,
+                   "files": {p.name: sha256_file(p) for p in _inputs(job)}},
+        "output": {"path": str(job.gguf_path), "sha256": sha256_file(job.gguf_path), "bytes": job.gguf_path.stat().st_size,
                    "tensor_bytes": sum(t.n_bytes for t in header.tensors)},
         "file_type": job.plan.weight_format,
         "imatrix": imatrix,
