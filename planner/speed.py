@@ -20,9 +20,11 @@ from profiles.hardware import Device, Hardware
 DEFAULT_RAM_BANDWIDTH = 51_200_000_000
 # Prefill runs at this fraction of a GPU's dense FP16 tensor throughput (llama.cpp pp512 rows are 0.2-0.5).
 PREFILL_GPU_EFFICIENCY = 0.35
-# CPU prefill: FLOP/s per physical core (AVX2: 2 FMA x 8 lanes x 2 at ~2.5 GHz) at this efficiency.
-CPU_FLOPS_PER_CORE = 80e9
-PREFILL_CPU_EFFICIENCY = 0.3
+# CPU prefill: effective FLOP/s per physical core on llama.cpp's quantized matmuls (2 x active params x prefill
+# tokens/s). Measured 176-316 GFLOP/s per core on a 2-core AVX2 EPYC for Gemma 3 1B/4B-width Q4_K_M models,
+# depending on load (bench/fidelity.py --part speed, docs/accuracy.md); the low end is kept. Expect +-50% elsewhere.
+CPU_FLOPS_PER_CORE = 180e9
+PREFILL_CPU_EFFICIENCY = 1.0
 # Engine factors relative to llama.cpp's single-stream decode (vLLM rows: ~0.46 of the ceiling on HBM parts).
 ENGINE_FACTOR = {"llama.cpp": 1.0, "vllm": 1.0, "transformers": 0.5}
 DEFAULT_DEPTH = 4096  # context depth at which decode speed is quoted
