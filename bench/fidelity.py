@@ -269,7 +269,9 @@ def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: s
     lines += ["", "Parts: `arch` = tiny random models of Gemma 2, Gemma 3, Gemma 4 dense, Gemma 4 with per-layer "
               "embeddings and KV sharing, Gemma 4 MoE, every file type and a settings grid; `widths` = the real widths "
               "of catalog models with a few layers (see the model column of the JSON).", "",
-              "![predicted vs measured](fidelity_scatter.png)", ""]
+              "![predicted vs measured](fidelity_scatter.png)", "",
+              "Memory against context per KV type (stacked weights, KV, compute; the device's usable memory as a line):", ""]
+    lines += [f"![{m} on {t}](memory_{m}_{t}.png)" for m, t, _ in PLOT_CASES] + [""]
     misses = [r for r in rows if "measured" in r and r["part"] == "widths" and r["measured"]["compute"]
               and abs(r["predicted"]["compute"] - r["measured"]["compute"]) / r["measured"]["compute"] > 0.10]
     if misses:
@@ -343,6 +345,25 @@ def _b(n) -> str:
     return f"{n / 2**20:.2f} MiB" if abs(n) >= 2**20 else f"{n:,.0f} B"
 
 
+PLOT_CASES = [("gemma-4-31b", "rtx4090", "Q4_K_M"), ("gemma-3-27b", "m4-max-128gb", "Q8_0"), ("gemma-4-e4b", "pixel-9", "Q4_K_M")]
+
+
+def memory_plots(docs: Path) -> list[Path]:
+    """Memory vs context per KV type for a few models and targets (what `recommend --plot` draws)."""
+    from planner.catalog import get_model
+    from planner.plot import memory_vs_context
+    from planner.search import plan
+    from profiles.targets import load_target
+
+    out = []
+    for model, target, fmt in PLOT_CASES:
+        spec, _ = get_model(model)
+        hw = load_target(target)
+        p = plan(spec, parse_format(fmt, "llama.cpp"), RuntimeSettings(n_ctx=min(32768, spec.ctx_train)), hw, target=target)
+        out.append(memory_vs_context(p, spec, hw, docs / f"memory_{model}_{target}.png"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=["arch", "widths", "speed", "all"], default="all")
@@ -377,6 +398,7 @@ def main() -> None:
         from planner.plot import fidelity_scatter
 
         fidelity_scatter([r for r in rows if "measured" in r], Path(args.markdown).with_name("fidelity_scatter.png"))
+        memory_plots(Path(args.markdown).parent)
     except Exception as exc:  # plotting is optional ([plot] extra)
         print(f"no scatter plot: {exc}")
     command = "python bench/fidelity.py " + " ".join(sys.argv[1:])
