@@ -268,7 +268,7 @@ def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: s
                      f"{_b(s['median_abs_bytes'])} | {s['max_pct']} | {s['median_pct']} |")
     lines += ["", "Parts: `arch` = tiny random models of Gemma 2, Gemma 3, Gemma 4 dense, Gemma 4 with per-layer "
               "embeddings and KV sharing, Gemma 4 MoE, every file type and a settings grid; `widths` = the real widths "
-              "of catalog models with a few layers (see the model column of the JSON).", "",
+              "of catalog models with a few layers (see the model column of the JSON), n_ubatch 512 only.", "",
               "![predicted vs measured](fidelity_scatter.png)", "",
               "Memory against context per KV type (stacked weights, KV, compute; the device's usable memory as a line):", ""]
     lines += [f"![{m} on {t}](memory_{m}_{t}.png)" for m, t, _ in PLOT_CASES] + [""]
