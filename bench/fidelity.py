@@ -130,17 +130,24 @@ def _reduced_config(entry: dict, n_layers: int) -> dict:
     return cfg
 
 
+def width_spec(entry: dict, n_layers: int):
+    """(HF text config, planner ModelSpec) of a catalog model at its real widths with n_layers layers."""
+    from planner.catalog import spec_from_config
+
+    cfg = _reduced_config(entry, n_layers)
+    spec = spec_from_config(dict(cfg, layer_types="".join("F" if t.startswith("full") else "S" for t in cfg["layer_types"])),
+                            name=entry["name"], source="bench")
+    return cfg, spec
+
+
 def write_width_gguf(entry: dict, path: Path, n_layers: int) -> Path:
     """A GGUF with the model's real widths and n_layers layers, tensors from the planner's inventory (zeros)."""
     import gguf
     import numpy as np
 
-    from planner.catalog import spec_from_config
     from quantize.convert import read_hparams, write_hparams
 
-    cfg = _reduced_config(entry, n_layers)
-    spec = spec_from_config(dict(cfg, layer_types="".join("F" if t.startswith("full") else "S" for t in cfg["layer_types"])),
-                            name=entry["name"], source="bench")
+    cfg, spec = width_spec(entry, n_layers)
     hp = read_hparams(cfg)
     w = gguf.GGUFWriter(str(path), hp.arch.name.lower())
     write_hparams(w, hp)

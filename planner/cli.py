@@ -201,7 +201,6 @@ def models(as_json):
 @click.option("--json", "as_json", is_flag=True)
 def targets(as_json):
     """List the target hardware profiles (packaged and your own)."""
-    from profiles.hardware import Device
     from planner import report
 
     from profiles.targets import list_targets

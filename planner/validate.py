@@ -145,7 +145,7 @@ def _spec_for(doc: dict, plan: Plan, model_path: Optional[Path]) -> tuple[Option
 def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = "", run: bool = False,
              serve: bool = True, timeout: float = 180.0, margin: Optional[int] = None) -> Validation:
     """Every check on one recipe document; ``hw`` is the hardware to check against (None: skip that check)."""
-    from planner.recipes import Recipe, check_recipe, context_for
+    from planner.recipes import Recipe, check_recipe
     from planner.recipes.base import Context, ModelRef
 
     doc, rpath = load_document(path)

@@ -21,7 +21,7 @@ from planner.errors import DoesNotFitError, InvalidSettingsError, PlanError, Unk
 from planner.formats import parse_format
 from planner.memory import DEFAULT_MARGIN
 from planner.search import plan as make_plan
-from planner.search import recommend, require_fit, shortfall
+from planner.search import recommend, require_fit
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
@@ -345,4 +345,4 @@ def build_recipe(job: QuantizeJob) -> dict:
     return recipe_document(job.plan, job.hardware, str(job.gguf_path))
 
 
-__all__ = ["QuantizeJob", "plan_job", "run_job", "validate_gguf", "check_disk", "build_manifest", "resolve_source", "shortfall"]
+__all__ = ["QuantizeJob", "plan_job", "run_job", "validate_gguf", "check_disk", "build_manifest", "resolve_source"]

@@ -26,7 +26,7 @@ def q_bits(fmt: str):
 
 
 def recipe(ctx: Context) -> Recipe:
-    p, s = ctx.plan, ctx.s
+    p = ctx.plan
     bits = q_bits(p.weight_format)
     src = ctx.model.hf_repo or (ctx.spec.hf_repo if ctx.spec else "")
     if not src and ctx.spec and ctx.spec.source.startswith("hf-dir:"):
