@@ -336,43 +336,86 @@ def _host_input_bytes(spec: ModelSpec, layout: KVLayout) -> int:
     return 4 * layout.n_ubatch * (spec.hidden + spec.ple_dim * spec.n_layers)
 
 
-def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
-    """Peak of the worst-case graph reserved by sched_reserve; the ggml allocator reuses freed tensors,
-    so the peak is the largest single phase, not a sum.
+def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+    """Graph inputs, allocated before the first node and alive until their last reader (llm_graph_input_*):
+    token ids, positions and output ids; the token embeddings; per KV cache the row indices for storing
+    K and V (V per element when it is stored transposed, without flash attention), the mask (F16 with flash
+    attention, F32 without) and, for a quantized cache, the Hadamard rotation matrices."""
+    ub = layout.n_ubatch
+    total = 3 * _align32(4 * ub) + _align32(4 * ub * spec.hidden)
+    kv_layers = spec.kv_layers
+    caches = [False] + ([True] if any(lay.sliding for lay in kv_layers) else [])
+    v_width = max((lay.n_head_kv * lay.head_dim_v for lay in kv_layers), default=0)
+    for sliding in caches:
+        layers = [lay for lay in kv_layers if lay.sliding == sliding] or kv_layers
+        cells = layout.swa_cells if sliding else layout.n_ctx_seq
+        total += _align32(8 * ub)  # k_idxs
+        total += _align32(8 * ub * (1 if s.flash_attn else v_width))  # v_idxs
+        total += _align32((2 if s.flash_attn else 4) * cells * ub)  # kq_mask
+        head_k = {lay.head_dim_k for lay in layers}
+        head_v = {lay.head_dim_v for lay in layers}
+        if _is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
+            n = min(head_k)
+            n_rot = n & -n  # the largest power of two dividing the head size (llama_kv_cache::build_input_k_rot)
+            total += 4 * n_rot * n_rot
+        if _is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
+            total += 4 * 64 * 64
+    return total
 
-    Fitted to llama-cpp-python 0.3.36 CPU runs at the real widths of Gemma 3 1B/4B/27B (2 layers,
-    n_ctx 512-32768, n_ubatch 128/512, flash attention on/off; bench/compute_buffer.py) and checked on every
-    architecture by bench/fidelity.py (docs/accuracy.md):
-    - logits phase: F32 logits for every ubatch token plus two hidden-size activations per token;
-    - attention without flash attention: KQ scores per head, the F32 masks over both caches, plus about
-      7 F32 activations of the query width per token;
-    - attention with flash attention: F16 masks over the full and the sliding cache plus about 8 F32
-      hidden-size activations per token (fitted on tiny 2-layer models, n_ctx 512-16384; it only wins
-      over the logits phase for small vocabularies or very long contexts).
+
+def _align32(n: int) -> int:
+    return -(-n // 32) * 32
+
+
+def _is_quantized(t: str) -> bool:
+    return t.lower() not in ("f32", "f16", "bf16")
+
+
+def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+    """Peak of the worst-case graph reserved by sched_reserve (n_ubatch tokens, every one an output, the
+    KV cache full). ggml-alloc reuses freed tensors, so the peak is one phase of the graph on top of the
+    graph inputs, not a sum. The phases and what is alive in each were traced on the real graphs with
+    bench/trace_compute.py (llama_graph_reserve + a replay of ggml-alloc that reproduces llama.cpp's
+    reported size exactly):
+    - FFN: the residual, the freed norm output (a hole the next tensors do not fit), gate, up and their
+      GEGLU product;
+    - attention without flash attention: the residual, Q before and after the norm (the first is a hole
+      by then) and one layer's F32 KQ scores over its cache, per head;
+    - attention with flash attention: the residual, Q and the attention output;
+    - per-layer embeddings (Gemma 4 E2B/E4B): the combined inputs live through every layer; building
+      them holds the scaled rows above the freed raw rows, the projection and its norm;
+    - logits: F32 logits for every token above the final norm's output (Gemma 4 also keeps the
+      pre-selection norm as an output, h_nextn); the graph inputs are freed by then.
+    What the rule cannot see is fragmentation: the logits land above the highest live tensor, and the
+    final norm may sit above holes left by the last layer (up to about 10% more at Gemma 4 31B widths;
+    docs/accuracy.md).
     """
     ub = layout.n_ubatch
-    logits = 4 * ub * (spec.vocab + 2 * spec.hidden)
-    attn = 0
-    if s.flash_attn:
-        # F16 masks over both caches (built once per graph) plus ~8 F32 hidden-size activations per token
-        n_kv_total = layout.n_ctx_seq + (layout.swa_cells if any(lay.sliding for lay in spec.layers) else 0)
-        attn = 2 * ub * n_kv_total + 32 * ub * spec.hidden
-    else:
-        # F32 masks over both caches stay alive; one layer's KQ scores and query-width activations on top
-        has_swa = any(lay.sliding for lay in spec.layers)
-        masks = 4 * ub * (layout.n_ctx_seq + (layout.swa_cells if has_swa else 0))
-        for lay in spec.layers:
+    H = spec.hidden
+    inputs = _graph_input_bytes(spec, s, layout)
+    final_norms = 2 if spec.family == "gemma4" else 1
+    logits = 4 * ub * (spec.vocab + final_norms * H) + 4 * ub * H  # + the token embeddings, kept to the end
+    phases = []
+    for lay in spec.layers:
+        q = 4 * ub * lay.n_head * lay.head_dim_k
+        if s.flash_attn:
+            phases.append(4 * ub * H + 2 * q)
+        else:
             n_kv = layout.swa_cells if lay.sliding else layout.n_ctx_seq
-            attn = max(attn, masks + 4 * ub * n_kv * lay.n_head + 28 * ub * lay.n_head * lay.head_dim_k)
-    ff = max(lay.n_ff for lay in spec.layers)
-    ffn = 4 * ub * (2 * ff + 2 * spec.hidden)
+            phases.append(4 * ub * H + 2 * q + 4 * n_kv * ub * lay.n_head)
+        phases.append(4 * ub * (2 * H + 3 * lay.n_ff))
     if spec.moe:
-        ffn = max(ffn, 4 * ub * (3 * spec.moe.n_expert_used * spec.moe.expert_ff + 2 * spec.hidden))
-    # per-layer embeddings: the gathered rows, their projection and the sum stay alive for the whole graph
-    ple = 12 * ub * spec.ple_dim * spec.n_layers
-    # MoE: router probabilities and the shared-expert branch output kept beside the residual (fitted)
-    moe = 8 * ub * spec.hidden if spec.moe else 0
-    return max(logits, attn, ffn) + ple + moe
+        # routed experts: the residual, a freed hidden-size tensor, the fused gate+up rows of the chosen
+        # experts and their GEGLU product
+        phases.append(4 * ub * (3 * spec.moe.n_expert_used * spec.moe.expert_ff + 2 * H))
+    ple_all = 4 * ub * spec.ple_dim * spec.n_layers
+    peak = max(phases)
+    if ple_all:
+        # per-layer embeddings: the combined per-layer inputs stay alive through every layer; they are
+        # built at the first layer's gate from the scaled rows (sitting above the freed raw rows), the
+        # projection and its norm
+        peak = max(peak + ple_all, 4 * ub * H + 4 * ple_all)
+    return max(logits, inputs + peak)
 
 
 def _host_capacity(hw: Hardware, gpu_mems: list[DeviceMemory]) -> int:
