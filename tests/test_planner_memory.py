@@ -164,3 +164,25 @@ def test_compute_buffer_matches_measured(size, ctx, ub, fa, mib):
     spec = spec_from_config(cfg, name=size, source="test")
     s = RuntimeSettings(n_ctx=ctx, n_ubatch=ub, n_batch=512, flash_attn=fa)
     assert abs(_llamacpp_compute_bytes(spec, s, llamacpp_kv_layout(spec, s)) / MiB - mib) <= max(1.1, 0.005 * mib)
+
+
+# Gemma 4 31B widths (2 layers, zero weights), llama-cpp-python 0.3.36 CPU compute buffer (MiB); the peak
+# tensors of each were traced with `python bench/trace_compute.py gemma-4-31b --n-ctx 32768 ...`:
+# KQ scores over 4 streams (648.01), over one 32768-cell cache (2232.01), and the logits phase (543.50).
+GEMMA4_31B_MEASURED = [(32768, 4, False, 648.01), (32768, 1, False, 2232.01), (32768, 1, True, 543.50)]
+
+
+@pytest.mark.parametrize("ctx,n_par,fa,mib", GEMMA4_31B_MEASURED)
+def test_gemma4_compute_buffer_matches_traced(ctx, n_par, fa, mib):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.fidelity import width_spec
+    from planner.catalog import catalog_entries
+    from planner.memory import _llamacpp_compute_bytes
+
+    entry = next(e for e in catalog_entries() if e["name"] == "gemma-4-31b")
+    _, spec = width_spec(entry, 2)
+    s = RuntimeSettings(n_ctx=ctx, n_parallel=n_par, n_ubatch=512, n_batch=512, flash_attn=fa)
+    assert abs(_llamacpp_compute_bytes(spec, s, llamacpp_kv_layout(spec, s)) / MiB - mib) <= 0.01
