@@ -1,6 +1,5 @@
 """Golden values for the llama.cpp memory model: each case says where its number comes from."""
 
-import dataclasses
 
 import pytest
 
