@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from planner.memory import pad  # noqa: E402
+
 MAX_DIMS, MAX_SRC, MAX_OP_PARAMS, MAX_NAME = 4, 10, 64, 64
 FLAG_INPUT, FLAG_OUTPUT = 1, 2
 ALIGNMENT = 32  # TENSOR_ALIGNMENT of the CPU buffer type
@@ -139,7 +141,7 @@ class Allocator:
         self.max_size = 0
 
     def _align(self, n: int) -> int:
-        return -(-n // self.alignment) * self.alignment
+        return pad(n, self.alignment)
 
     def alloc(self, size: int) -> int:
         size = self._align(size)
@@ -205,12 +207,10 @@ def replay(nodes: list[Tensor], leafs: list[Tensor], seen: dict[int, Tensor]) ->
                 if children.get(sp, 0) == 1 and views.get(sp, 0) == 0:
                     p = own.pop(sp)
                     p.last = step
-                    own[t.ptr] = Placement(t, p.offset, p.size, step, step)
-                    if p.size > t.nbytes:  # ggml_gallocr_free_extra_space
-                        keep = a._align(t.nbytes)
-                        if a._align(p.size) > keep:
-                            a.free(p.offset + keep, a._align(p.size) - keep)
-                        own[t.ptr].size = t.nbytes
+                    own[t.ptr] = Placement(t, p.offset, t.nbytes, step, step)
+                    keep = a._align(t.nbytes)  # ggml_gallocr_free_extra_space: the parent is never smaller
+                    if a._align(p.size) > keep:
+                        a.free(p.offset + keep, a._align(p.size) - keep)
                     done.append(p)
                     return
         own[t.ptr] = Placement(t, a.alloc(t.nbytes), t.nbytes, step, step)

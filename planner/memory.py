@@ -42,6 +42,10 @@ KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_n
 CPU_NAME = "CPU"
 
 
+def kv_type_is_quantized(t: str) -> bool:
+    return t.lower() not in ("f32", "f16", "bf16")
+
+
 def pad(x: int, n: int) -> int:
     return (x + n - 1) // n * n
 
@@ -87,7 +91,7 @@ def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
     for t in (s.type_k, s.type_v):
         if t not in KV_TYPES:
             raise InvalidSettingsError(f"unknown KV cache type '{t}' (known: {', '.join(KV_TYPES)})")
-    if s.type_v not in ("f32", "f16", "bf16") and not s.flash_attn:
+    if kv_type_is_quantized(s.type_v) and not s.flash_attn:
         raise InvalidSettingsError(
             f"quantized V cache ({s.type_v}) requires flash attention",
             hint="drop --no-flash-attn, or use --kv-type f16 (or q8_0/f16: quantized K alone works without it)",
@@ -342,33 +346,25 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) ->
     K and V (V per element when it is stored transposed, without flash attention), the mask (F16 with flash
     attention, F32 without) and, for a quantized cache, the Hadamard rotation matrices."""
     ub = layout.n_ubatch
-    total = 3 * _align32(4 * ub) + _align32(4 * ub * spec.hidden)
+    total = 3 * pad(4 * ub, 32) + pad(4 * ub * spec.hidden, 32)
     kv_layers = spec.kv_layers
     caches = [False] + ([True] if any(lay.sliding for lay in kv_layers) else [])
     v_width = max((lay.n_head_kv * lay.head_dim_v for lay in kv_layers), default=0)
     for sliding in caches:
         layers = [lay for lay in kv_layers if lay.sliding == sliding] or kv_layers
         cells = layout.swa_cells if sliding else layout.n_ctx_seq
-        total += _align32(8 * ub)  # k_idxs
-        total += _align32(8 * ub * (1 if s.flash_attn else v_width))  # v_idxs
-        total += _align32((2 if s.flash_attn else 4) * cells * ub)  # kq_mask
+        total += pad(8 * ub, 32)  # k_idxs
+        total += pad(8 * ub * (1 if s.flash_attn else v_width), 32)  # v_idxs
+        total += pad((2 if s.flash_attn else 4) * cells * ub, 32)  # kq_mask
         head_k = {lay.head_dim_k for lay in layers}
         head_v = {lay.head_dim_v for lay in layers}
-        if _is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
+        if kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
             n = min(head_k)
             n_rot = n & -n  # the largest power of two dividing the head size (llama_kv_cache::build_input_k_rot)
             total += 4 * n_rot * n_rot
-        if _is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
+        if kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
             total += 4 * 64 * 64
     return total
-
-
-def _align32(n: int) -> int:
-    return -(-n // 32) * 32
-
-
-def _is_quantized(t: str) -> bool:
-    return t.lower() not in ("f32", "f16", "bf16")
 
 
 def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
