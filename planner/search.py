@@ -292,8 +292,11 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
             if s1.experts_on_cpu:
                 p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
             out.append(p)
-    if s0.engine == "llama.cpp" and hw.devices and not hw.unified and not any(p.ctx >= want and p.settings.n_gpu_layers < 0 and not p.settings.experts_on_cpu
-                                                           for p in out):
+    # Layer offload when no layout holds the wanted context with every layer on the GPU. MoE models skip it
+    # when their experts alone fit on the CPU (llama.cpp's --cpu-moe): attention, KV and the shared MLP stay
+    # on the GPU, the CPU reads only the top-k experts per token.
+    if s0.engine == "llama.cpp" and hw.devices and not hw.unified and not any(p.ctx >= want and p.settings.n_gpu_layers < 0
+                                                                              for p in out):
         for n_ctx in dict.fromkeys((want, floor)):
             part = _best_partial(spec, fmt, dataclasses.replace(s0, n_ctx=n_ctx), hw, margin)
             if part is not None and part.settings.n_gpu_layers > 0:

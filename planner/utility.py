@@ -38,6 +38,9 @@ POINTS_PER_PPL = 3.0
 # Quality differences below this many MMLU-Pro points count as unnoticeable: MMLU-Pro has 12,032
 # questions, so one run's standard error at 70% is 0.42 points and 1 point is about two of them.
 NOTICEABLE_POINTS = 1.0
+# Among plans of equal quality, one at this share of the fastest one's speed or more counts as equally
+# fast, and the higher quality of them wins (the issue's own test: 80% of the fastest alternative).
+SPEED_TOLERANCE = 0.8
 # --priority speed / context: the quality floor is this share of the best reachable quality score.
 QUALITY_FLOOR_SHARE = 0.85
 # Default wanted context on phones: LiteRT-LM bundles are exported with a 4,096-token KV cache.
@@ -155,6 +158,7 @@ def rank(plans: list[Plan], u: Utility) -> list[Plan]:
         u.quality_floor = floor_q
     ctx_pool = [p for p in pool if p.utility["reaches_wanted_ctx"]] or pool
     band_top = max(p.utility["quality_score"] for p in ctx_pool)
+    band_fast = max(p.utility["decode_tokens_per_s"] for p in ctx_pool if p.utility["quality_score"] >= band_top - NOTICEABLE_POINTS)
 
     def key(p: Plan):
         t = p.utility
@@ -166,7 +170,10 @@ def rank(plans: list[Plan], u: Utility) -> list[Plan]:
         if u.priority == "context":
             return (*_tiers(t, u), above_q, p.ctx, q, spd)
         in_band = q >= band_top - NOTICEABLE_POINTS
-        return (*_tiers(t, u), t["reaches_wanted_ctx"], in_band, spd if in_band else q, q if in_band else spd, p.ctx)
+        fast_enough = in_band and spd >= SPEED_TOLERANCE * band_fast
+        q1 = round(q, 1)  # hundredths of a point (a q8_0 KV cache costs 0.006) do not outrank speed
+        return (*_tiers(t, u), t["reaches_wanted_ctx"], in_band, fast_enough, spd if in_band and not fast_enough else q1,
+                q1 if in_band and not fast_enough else spd, p.ctx)
 
     return sorted(plans, key=key, reverse=True)
 
@@ -191,10 +198,12 @@ def why_lost(best: Plan, p: Plan, u: Utility) -> str:
             return f"slower: {spd:.1f} vs {bspd:.1f} tok/s"
     if q < bq - NOTICEABLE_POINTS:
         return f"lower quality: {q:.1f} vs {bq:.1f} ({p.model} {p.weight_format})"
-    if spd < bspd:
+    if spd < SPEED_TOLERANCE * bspd:
         return f"quality within {NOTICEABLE_POINTS:g} point ({q:.1f} vs {bq:.1f}), slower: {spd:.1f} vs {bspd:.1f} tok/s"
-    if q < bq:
-        return f"lower quality: {q:.1f} vs {bq:.1f}"
+    if round(q, 1) < round(bq, 1):
+        return f"as fast (within {1 - SPEED_TOLERANCE:.0%}), lower quality: {q:.1f} vs {bq:.1f}"
+    if spd < bspd:
+        return f"slower: {spd:.1f} vs {bspd:.1f} tok/s at the same quality"
     return f"ranked lower ({spd:.1f} tok/s, quality {q:.1f}, {_k(p.ctx)} context)"
 
 
