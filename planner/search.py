@@ -146,7 +146,7 @@ def _placements(spec: ModelSpec, hw: Hardware, s: RuntimeSettings) -> list[Runti
     if s.engine != "llama.cpp" or not hw.devices:
         return [dataclasses.replace(s, n_gpu_layers=0 if s.engine == "llama.cpp" else s.n_gpu_layers)]
     out = [dataclasses.replace(s, n_gpu_layers=-1)]
-    if spec.moe:
+    if spec.moe and not hw.unified:  # on unified memory the CPU reads the same RAM: nothing to gain
         out.append(dataclasses.replace(s, n_gpu_layers=-1, experts_on_cpu=True))
     return out
 

@@ -18,6 +18,7 @@ note says so.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -38,7 +39,13 @@ POINTS_PER_PPL = 3.0
 # Quality differences below this many MMLU-Pro points count as unnoticeable: MMLU-Pro has 12,032
 # questions, so one run's standard error at 70% is 0.42 points and 1 point is about two of them.
 NOTICEABLE_POINTS = 1.0
-# Among plans of equal quality, one at this share of the fastest one's speed or more counts as equally
+# Above the floor, speed buys quality points until it is comfortable: each doubling of decode speed is
+# worth SPEED_POINTS_PER_DOUBLING MMLU-Pro points, up to SPEED_CAP_FACTOR x the floor (20 tok/s for
+# "read": faster than anyone reads). Planner constants: a 31B plan at 5 tok/s loses to a MoE plan 2.6
+# points weaker at 30 tok/s; above the cap only quality counts.
+SPEED_POINTS_PER_DOUBLING = 2.0
+SPEED_CAP_FACTOR = 4.0
+# Among plans of equal value, one at this share of the fastest one's speed or more counts as equally
 # fast, and the higher quality of them wins (the issue's own test: 80% of the fastest alternative).
 SPEED_TOLERANCE = 0.8
 # --priority speed / context: the quality floor is this share of the best reachable quality score.
@@ -121,6 +128,10 @@ def terms(p: Plan, u: Utility, ctx_train: int, fallback_strength: float = 0.0) -
     spd = p.speed.decode_tokens_per_s if p.speed else 0.0
     want = u.wanted_for(ctx_train)
     pen = quant_penalty(p)
+    q = round(s - pen, 2)
+    bonus = 0.0
+    if spd >= u.speed_floor > 0:
+        bonus = round(SPEED_POINTS_PER_DOUBLING * math.log2(min(spd, SPEED_CAP_FACTOR * u.speed_floor) / u.speed_floor), 2)
     return {
         "decode_tokens_per_s": spd,
         "speed_floor_tok_s": u.speed_floor,
@@ -133,7 +144,9 @@ def terms(p: Plan, u: Utility, ctx_train: int, fallback_strength: float = 0.0) -
         "model_strength": s,
         "strength_source": src,
         "quant_penalty": pen,
-        "quality_score": round(s - pen, 2),
+        "quality_score": q,
+        "speed_points": bonus,
+        "value": round(q + bonus, 2),
     }
 
 
@@ -157,8 +170,8 @@ def rank(plans: list[Plan], u: Utility) -> list[Plan]:
     if u.priority != "quality" or not u.speed_floor_reached:
         u.quality_floor = floor_q
     ctx_pool = [p for p in pool if p.utility["reaches_wanted_ctx"]] or pool
-    band_top = max(p.utility["quality_score"] for p in ctx_pool)
-    band_fast = max(p.utility["decode_tokens_per_s"] for p in ctx_pool if p.utility["quality_score"] >= band_top - NOTICEABLE_POINTS)
+    band_top = max(p.utility["value"] for p in ctx_pool)
+    band_fast = max(p.utility["decode_tokens_per_s"] for p in ctx_pool if p.utility["value"] >= band_top - NOTICEABLE_POINTS)
 
     def key(p: Plan):
         t = p.utility
@@ -169,9 +182,10 @@ def rank(plans: list[Plan], u: Utility) -> list[Plan]:
             return (*_tiers(t, u), above_q, t["reaches_wanted_ctx"], spd, q)
         if u.priority == "context":
             return (*_tiers(t, u), above_q, p.ctx, q, spd)
-        in_band = q >= band_top - NOTICEABLE_POINTS
+        val = t["value"]
+        in_band = val >= band_top - NOTICEABLE_POINTS
         fast_enough = in_band and spd >= SPEED_TOLERANCE * band_fast
-        q1 = round(q, 1)  # hundredths of a point (a q8_0 KV cache costs 0.006) do not outrank speed
+        q1 = round(val, 1)  # hundredths of a point (a q8_0 KV cache costs 0.006) do not outrank speed
         return (*_tiers(t, u), t["reaches_wanted_ctx"], in_band, fast_enough, spd if in_band and not fast_enough else q1,
                 q1 if in_band and not fast_enough else spd, p.ctx)
 
@@ -196,12 +210,18 @@ def why_lost(best: Plan, p: Plan, u: Utility) -> str:
     if u.priority == "speed" or not u.speed_floor_reached:
         if spd < bspd:
             return f"slower: {spd:.1f} vs {bspd:.1f} tok/s"
-    if q < bq - NOTICEABLE_POINTS:
-        return f"lower quality: {q:.1f} vs {bq:.1f} ({p.model} {p.weight_format})"
+    v, bv = t["value"], b["value"]
+    if u.priority == "quality" and v < bv - NOTICEABLE_POINTS:
+        if q > bq:
+            return (f"quality {q:.1f} vs {bq:.1f} does not pay for {spd:.1f} vs {bspd:.1f} tok/s "
+                    f"(value {v:.1f} vs {bv:.1f}: {SPEED_POINTS_PER_DOUBLING:g} points per doubling of speed)")
+        return f"lower quality: {q:.1f} vs {bq:.1f}" + (f" (value {v:.1f} vs {bv:.1f})" if round(v - q, 1) != round(bv - bq, 1) else "")
+    if u.priority != "quality" and q < bq - NOTICEABLE_POINTS:
+        return f"lower quality: {q:.1f} vs {bq:.1f}"
     if spd < SPEED_TOLERANCE * bspd:
-        return f"quality within {NOTICEABLE_POINTS:g} point ({q:.1f} vs {bq:.1f}), slower: {spd:.1f} vs {bspd:.1f} tok/s"
-    if round(q, 1) < round(bq, 1):
-        return f"as fast (within {1 - SPEED_TOLERANCE:.0%}), lower quality: {q:.1f} vs {bq:.1f}"
+        return f"value within {NOTICEABLE_POINTS:g} point ({v:.1f} vs {bv:.1f}), slower: {spd:.1f} vs {bspd:.1f} tok/s"
+    if round(v, 1) < round(bv, 1):
+        return f"as fast (within {1 - SPEED_TOLERANCE:.0%}), lower value: {v:.1f} vs {bv:.1f} (quality {q:.1f} vs {bq:.1f})"
     if spd < bspd:
         return f"slower: {spd:.1f} vs {bspd:.1f} tok/s at the same quality"
     return f"ranked lower ({spd:.1f} tok/s, quality {q:.1f}, {_k(p.ctx)} context)"
@@ -219,7 +239,8 @@ def met_line(p: Plan, u: Utility) -> str:
         parts.append(f"reaches the {_k(t['wanted_ctx'])} wanted context")
     else:
         parts.append(f"{_k(p.ctx)} context, below the {_k(t['wanted_ctx'])} wanted")
-    parts.append(f"quality {t['quality_score']:.1f} (MMLU-Pro {t['model_strength']:g} - {t['quant_penalty']:g} for {p.weight_format})")
+    parts.append(f"quality {t['quality_score']:.1f} (MMLU-Pro {t['model_strength']:g} - {t['quant_penalty']:g} for {p.weight_format})"
+                 + (f" + {t['speed_points']:g} for speed = value {t['value']:.1f}" if u.priority == "quality" else ""))
     if u.quality_floor is not None:
         parts.append(f"quality floor {u.quality_floor:.1f}")
     return "utility: " + "; ".join(parts)
@@ -229,7 +250,8 @@ def explain_lines(rec) -> list[str]:
     """`recommend --explain`: the utility's terms for the chosen plan and the runner-up."""
     u = rec.utility
     out = [f"utility ({u.priority} priority): speed floor {u.speed_floor:g} tok/s ({u.speed_floor_source}); wanted context "
-           f"{'the trained maximum' if u.ctx_max else _k(u.wanted_ctx)}; quality = MMLU-Pro - {POINTS_PER_PPL:g} x ppl increase, "
+           f"{'the trained maximum' if u.ctx_max else _k(u.wanted_ctx)}; quality = MMLU-Pro - {POINTS_PER_PPL:g} x ppl increase; "
+           f"value = quality + {SPEED_POINTS_PER_DOUBLING:g} per doubling of speed above the floor (up to {SPEED_CAP_FACTOR * u.speed_floor:g} tok/s); "
            f"differences under {NOTICEABLE_POINTS:g} point unnoticeable"
            + (f"; quality floor {u.quality_floor:.1f}" if u.quality_floor is not None else "")
            + (f"; engine: {u.native_engine} first" if u.native_engine else "")]
@@ -245,7 +267,8 @@ def explain_lines(rec) -> list[str]:
         out.append(f"  speed {t['decode_tokens_per_s']:.1f} tok/s (floor {t['speed_floor_tok_s']:g}: {'met' if t['meets_speed_floor'] else 'not met'}); "
                    f"context {_k(p.ctx)} of {_k(t['wanted_ctx'])} wanted ({'met' if t['reaches_wanted_ctx'] else 'not met'}); "
                    f"quality {t['quality_score']:.1f} = strength {t['model_strength']:g} ({t['strength_source']}) - {t['quant_penalty']:g} for {p.weight_format}"
-                   + (f"/KV {p.settings.type_k}" if p.settings.type_k not in ("f16", "auto") else ""))
+                   + (f"/KV {p.settings.type_k}" if p.settings.type_k not in ("f16", "auto") else "")
+                   + f"; value {t['value']:.1f} (+{t['speed_points']:g} for speed)")
         if reason:
             out.append(f"  lost because: {reason}")
     if runner is None:
