@@ -40,11 +40,11 @@ POINTS_PER_PPL = 3.0
 # questions, so one run's standard error at 70% is 0.42 points and 1 point is about two of them.
 NOTICEABLE_POINTS = 1.0
 # Above the floor, speed buys quality points until it is comfortable: each doubling of decode speed is
-# worth SPEED_POINTS_PER_DOUBLING MMLU-Pro points, up to SPEED_CAP_FACTOR x the floor (20 tok/s for
-# "read": faster than anyone reads). Planner constants: a 31B plan at 5 tok/s loses to a MoE plan 2.6
-# points weaker at 30 tok/s; above the cap only quality counts.
+# worth SPEED_POINTS_PER_DOUBLING MMLU-Pro points, up to SPEED_CAP_FACTOR x the floor (40 tok/s for
+# "read": faster than anyone reads or skims). Planner constants: a 31B plan at 5 tok/s loses to a MoE
+# plan 2.6 points weaker at 30 tok/s; above the cap only quality counts.
 SPEED_POINTS_PER_DOUBLING = 2.0
-SPEED_CAP_FACTOR = 4.0
+SPEED_CAP_FACTOR = 8.0
 # Among plans of equal value, one at this share of the fastest one's speed or more counts as equally
 # fast, and the higher quality of them wins (the issue's own test: 80% of the fastest alternative).
 SPEED_TOLERANCE = 0.8
@@ -171,7 +171,12 @@ def rank(plans: list[Plan], u: Utility) -> list[Plan]:
         u.quality_floor = floor_q
     ctx_pool = [p for p in pool if p.utility["reaches_wanted_ctx"]] or pool
     band_top = max(p.utility["value"] for p in ctx_pool)
-    band_fast = max(p.utility["decode_tokens_per_s"] for p in ctx_pool if p.utility["value"] >= band_top - NOTICEABLE_POINTS)
+    cap = SPEED_CAP_FACTOR * u.speed_floor  # speeds above the cap count as equally fast
+
+    def capped(p: Plan) -> float:
+        return min(p.utility["decode_tokens_per_s"], cap)
+
+    band_fast = max(capped(p) for p in ctx_pool if p.utility["value"] >= band_top - NOTICEABLE_POINTS)
 
     def key(p: Plan):
         t = p.utility
@@ -184,7 +189,7 @@ def rank(plans: list[Plan], u: Utility) -> list[Plan]:
             return (*_tiers(t, u), above_q, p.ctx, q, spd)
         val = t["value"]
         in_band = val >= band_top - NOTICEABLE_POINTS
-        fast_enough = in_band and spd >= SPEED_TOLERANCE * band_fast
+        fast_enough = in_band and capped(p) >= SPEED_TOLERANCE * band_fast
         q1 = round(val, 1)  # hundredths of a point (a q8_0 KV cache costs 0.006) do not outrank speed
         return (*_tiers(t, u), t["reaches_wanted_ctx"], in_band, fast_enough, spd if in_band and not fast_enough else q1,
                 q1 if in_band and not fast_enough else spd, p.ctx)
@@ -218,7 +223,8 @@ def why_lost(best: Plan, p: Plan, u: Utility) -> str:
         return f"lower quality: {q:.1f} vs {bq:.1f}" + (f" (value {v:.1f} vs {bv:.1f})" if round(v - q, 1) != round(bv - bq, 1) else "")
     if u.priority != "quality" and q < bq - NOTICEABLE_POINTS:
         return f"lower quality: {q:.1f} vs {bq:.1f}"
-    if spd < SPEED_TOLERANCE * bspd:
+    cap = SPEED_CAP_FACTOR * u.speed_floor
+    if min(spd, cap) < SPEED_TOLERANCE * min(bspd, cap):
         return f"value within {NOTICEABLE_POINTS:g} point ({v:.1f} vs {bv:.1f}), slower: {spd:.1f} vs {bspd:.1f} tok/s"
     if round(v, 1) < round(bv, 1):
         return f"as fast (within {1 - SPEED_TOLERANCE:.0%}), lower value: {v:.1f} vs {bv:.1f} (quality {q:.1f} vs {bq:.1f})"
