@@ -50,6 +50,7 @@ SPEED_CAP_FACTOR = 8.0
 SPEED_TOLERANCE = 0.8
 # --priority speed / context: the quality floor is this share of the best reachable quality score.
 QUALITY_FLOOR_SHARE = 0.85
+ENGINE_NAMES = {"litert-lm": "LiteRT-LM"}
 # Default wanted context on phones: LiteRT-LM bundles are exported with a 4,096-token KV cache.
 PHONE_CTX = 4096
 
@@ -201,7 +202,7 @@ def why_lost(best: Plan, p: Plan, u: Utility) -> str:
     """One line, on the utility's terms, why p lost to best."""
     b, t = best.utility, p.utility
     if b["native_engine"] and not t["native_engine"]:
-        return f"runs through {p.engine}; this phone runs Gemma through {u.native_engine} bundles"
+        return f"runs through {p.engine}; this phone runs Gemma through {ENGINE_NAMES.get(u.native_engine, u.native_engine)} bundles"
     if u.speed_floor_reached and b["meets_speed_floor"] and not t["meets_speed_floor"]:
         return f"{t['decode_tokens_per_s']:.1f} tok/s is below the {u.speed_floor:g} tok/s floor"
     q, bq = t["quality_score"], b["quality_score"]
