@@ -252,10 +252,14 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="draw memory vs context for the plan (PNG)")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
 @click.option("--force", is_flag=True, help="with --emit: overwrite files that exist")
+@click.option("--use", "use", type=click.Choice(["read", "chat", "batch"]), default="read", show_default=True,
+              help="sets the usable-speed floor: read 5 tok/s, chat 10, batch 1")
+@click.option("--min-speed", type=float, help="usable-speed floor in decode tok/s (overrides --use)")
+@click.option("--explain", is_flag=True, help="print the utility's terms for the chosen plan and the runner-up")
 @common_options
-def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
-              no_flash_attn, swa_full, as_json):
-    """Search formats x KV types x context x GPU layers for the best plan that fits."""
+def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, target, vram, ram, ctx, parallel, kv_type,
+              engine, margin, ubatch, no_flash_attn, swa_full, as_json):
+    """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
     from planner.search import recommend as do_recommend
 
@@ -275,9 +279,11 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, 
                                    hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
     kv = _kv_pair(kv_type)
     base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
-    rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine, ctx=n_ctx, ctx_max=is_max,
-                       parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
-                       base=base, target=target or hw.name)
+    # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
+    pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
+    rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine if pinned else None, ctx=n_ctx,
+                       ctx_max=is_max, parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
+                       base=base, target=target or hw.name, use=use, min_speed=min_speed)
     rec.notes[:0] = notes
     recipes, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
@@ -287,6 +293,11 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, 
         _emit(out)
     else:
         report.print_recommendation(rec, hw)
+        if explain:
+            from planner.utility import explain_lines
+
+            for line in explain_lines(rec):
+                click.echo(line)
         if recipes:
             from planner.recipes import primary
 

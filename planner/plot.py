@@ -40,14 +40,14 @@ def memory_vs_context(plan: Plan, spec: ModelSpec, hw: Hardware, path: str | Pat
     plt = _pyplot()
     fmt = parse_format(plan.weight_format, plan.engine)
     device = max(plan.memory.devices, key=lambda d: d.total_bytes).device
-    kv_types = kv_types if plan.engine == "llama.cpp" else (plan.settings.kv_cache_dtype,)
+    kv_types = kv_types if plan.settings.engine == "llama.cpp" else (plan.settings.kv_cache_dtype,)
     fig, axes = plt.subplots(1, len(kv_types), figsize=(4.2 * len(kv_types), 3.6), sharey=True, squeeze=False)
     xs = context_points(spec, spec.ctx_train)
     for ax, kv in zip(axes[0], kv_types):
         rows = []
         for ctx in xs:
             s = dataclasses.replace(plan.settings, n_ctx=ctx, type_k=kv, type_v=kv)
-            if plan.engine == "llama.cpp" and kv not in ("f16", "f32", "bf16") and not s.flash_attn:
+            if plan.settings.engine == "llama.cpp" and kv not in ("f16", "f32", "bf16") and not s.flash_attn:
                 continue
             mem = estimate_memory(spec, fmt, s, hw, margin)
             d = next((x for x in mem.devices if x.device == device), mem.devices[0])

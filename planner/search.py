@@ -17,6 +17,7 @@ from planner.formats import WeightFormat, parse_format, quality_loss, weight_byt
 from planner.memory import DEFAULT_MARGIN, estimate_memory
 from planner.speed import estimate_speed
 from planner.types import Alternative, ModelSpec, Plan, RuntimeSettings
+from planner.utility import DEFAULT_USE, USES, Utility, is_phone, make_utility, met_line, rank, terms, why_lost
 from profiles.hardware import Hardware
 
 GiB = 1 << 30
@@ -30,6 +31,7 @@ KV_LADDER = {"llama.cpp": [("f16", "f16"), ("q8_0", "q8_0")], "vllm": [("auto", 
 # Perplexity cost of a quantized KV cache, in the same unit as quality.json (small next to weight quantization).
 KV_QUALITY = {"f16": 0.0, "auto": 0.0, "q8_0": 0.002, "fp8": 0.005, "q4_0": 0.05}
 PRIORITIES = ("quality", "speed", "context")
+MAX_MIN_SPEED = 10_000.0  # --min-speed above this is a typo, not a wish
 FAMILY_RANK = {"gemma4": 4, "gemma3": 3, "gemma3n": 2, "gemma2": 1}
 
 
@@ -92,6 +94,7 @@ class Recommendation:
     max_context: dict = field(default_factory=dict)  # "k/v" -> largest context that fits with the chosen weights
     notes: list[str] = field(default_factory=list)
     priority: str = "quality"
+    utility: Optional[Utility] = None
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +103,7 @@ class Recommendation:
             "alternatives": [a.to_dict() for a in self.alternatives],
             "priority": self.priority,
             "notes": list(self.notes),
+            "utility": self.utility.to_dict() if self.utility else None,
         }
 
 
@@ -142,7 +146,7 @@ def _placements(spec: ModelSpec, hw: Hardware, s: RuntimeSettings) -> list[Runti
     if s.engine != "llama.cpp" or not hw.devices:
         return [dataclasses.replace(s, n_gpu_layers=0 if s.engine == "llama.cpp" else s.n_gpu_layers)]
     out = [dataclasses.replace(s, n_gpu_layers=-1)]
-    if spec.moe:
+    if spec.moe and not hw.unified:  # on unified memory the CPU reads the same RAM: nothing to gain
         out.append(dataclasses.replace(s, n_gpu_layers=-1, experts_on_cpu=True))
     return out
 
@@ -166,7 +170,7 @@ def recommend(
     *,
     models: Optional[list[ModelSpec]] = None,
     formats: Optional[list[str]] = None,
-    engine: str = "llama.cpp",
+    engine: Optional[str] = "llama.cpp",
     ctx: Optional[int] = None,
     ctx_max: bool = False,
     parallel: int = 1,
@@ -175,23 +179,40 @@ def recommend(
     margin: int = DEFAULT_MARGIN,
     base: Optional[RuntimeSettings] = None,
     target: str = "",
+    use: str = DEFAULT_USE,
+    min_speed: Optional[float] = None,
 ) -> Recommendation:
+    """Search the plans that fit and rank them by the utility (planner/utility.py).
+
+    ``engine=None`` means the engine the target really uses: LiteRT-LM bundles on a phone (when one fits,
+    and no format is pinned), llama.cpp otherwise.
+    """
     if priority not in PRIORITIES:
         raise InvalidSettingsError(f"unknown priority '{priority}'", hint=f"use one of {', '.join(PRIORITIES)}")
+    if use not in USES:
+        raise InvalidSettingsError(f"unknown use '{use}'", hint=f"use one of {', '.join(USES)}")
+    if min_speed is not None and not (0 < min_speed <= MAX_MIN_SPEED):
+        raise InvalidSettingsError(f"--min-speed must be above 0 and at most {MAX_MIN_SPEED:g} tok/s, got {min_speed:g}")
+    native = engine is None and not formats
+    engine = engine or "llama.cpp"
     explicit_model = models is not None
     models = models or sorted(all_models(), key=lambda m: (FAMILY_RANK[m.family], m.n_params_text), reverse=True)
     fmts = formats or (GGUF_LADDER if engine == "llama.cpp" else DENSE_LADDER[engine])
     kvs = kv_types or KV_LADDER[engine]
     base = base or RuntimeSettings(engine=engine)
     base = dataclasses.replace(base, engine=engine, n_parallel=parallel)
-    rec = Recommendation(None, priority=priority)
+    phone = is_phone(hw)
+    u = make_utility(use=use, min_speed=min_speed, ctx=ctx, ctx_max=ctx_max, priority=priority, phone=phone, native=native,
+                     default_ctx=DEFAULT_CTX)
+    rec = Recommendation(None, priority=priority, utility=u)
     candidates: list[Plan] = []
+    specs = {m.name: m for m in models}
     for spec in models:
         sbase = base
         if engine == "vllm" and hw.devices and base.tensor_parallel * base.pipeline_parallel == 1:
             # per model: heads differ; on a cluster TP stays inside one host (pipeline stages span hosts)
             sbase = dataclasses.replace(base, tensor_parallel=vllm_tensor_parallel(spec, gpus_per_host(hw)))
-        want = min(ctx or DEFAULT_CTX, spec.ctx_train) if not ctx_max else spec.ctx_train
+        want = u.wanted_for(spec.ctx_train)
         floor = want if (ctx and not ctx_max) else min(MIN_CTX, want)
         for fname in fmts:
             fmt = parse_format(fname, engine)
@@ -201,73 +222,133 @@ def recommend(
                 s0 = dataclasses.replace(sbase, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else base.kv_cache_dtype, n_ctx=want)
                 if engine == "llama.cpp" and v not in ("f16", "f32", "bf16") and not s0.flash_attn:
                     continue
-                found = None
-                layouts = _placements(spec, hw, s0)
-                for i, s1 in enumerate(layouts):
-                    ok, p = _fits(spec, fmt, s1, hw, margin)
-                    if ok:
-                        found = p
-                        if s1.experts_on_cpu:
-                            found.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
-                        if s1.pipeline_parallel > 1 and hw.is_cluster:
-                            found.notes.append(_multi_node_note(s1, hw))
-                        break
-                    if s1.engine == "vllm" and i + 1 < len(layouts):
-                        continue  # more hosts may reach the full context before a shorter one is accepted
-                    c = max_context(spec, fmt, s1, hw, margin, limit=want)
-                    if c >= floor:
-                        found = plan(spec, fmt, dataclasses.replace(s1, n_ctx=c), hw, margin=margin)
-                        found.notes.append(f"context reduced from {want} to {c} to fit")
-                        if s1.experts_on_cpu:
-                            found.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
-                        break
-                if found is None and engine == "llama.cpp" and hw.devices:
-                    part = _best_partial(spec, fmt, dataclasses.replace(s0, n_ctx=floor if floor < want else want), hw, margin)
-                    if part is not None and part.settings.n_gpu_layers > 0:
-                        found = part
-                        found.notes.append(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU")
-                if found is None:
+                found = [] if _weights_exceed_memory(spec, fmt, hw) else _fitting_plans(spec, fmt, s0, hw, margin, want, floor)
+                if not found:
                     miss = plan(spec, fmt, dataclasses.replace(s0, n_gpu_layers=-1 if hw.devices else 0), hw, margin=margin, with_speed=False)
                     rec.alternatives.append(Alternative(miss, f"does not fit: {shortfall(miss) or 'no placement fits'}"))
                     continue
-                candidates.append(_with_speed(found, spec, hw))
-                full_speed = found.settings.n_ctx >= want and not any("partial" in n for n in found.notes)
-                if priority == "quality" and full_speed:
-                    break  # a higher-quality KV type already fits at full context
-            else:
-                continue
-            if priority == "quality" and not explicit_model and candidates and candidates[-1].model == spec.name and full_speed:
-                break  # lower formats of this model can only lose on quality
+                candidates += [_with_speed(p, spec, hw) for p in found]
+                if any(p.ctx >= want and not _partial(p) for p in found):
+                    break  # this KV type already reaches the wanted context on the fastest placement
+    if native and phone:
+        candidates += _litert_plans(models, hw, u, margin, base, target)
     if not candidates:
         rec.notes.append("nothing fits this target with the margin; see the alternatives for the closest")
         rec.alternatives.sort(key=lambda a: a.plan.memory.total_bytes)
         return rec
 
-    def key(p: Plan):
-        partial = any("partial" in n for n in p.notes)
-        spd = p.speed.decode_tokens_per_s if p.speed else 0
-        rank = (FAMILY_RANK.get(_family(models, p.model), 0), _params(models, p.model))
-        if priority == "speed":
-            return (p.quality_loss <= quality_loss("Q4_0") + 0.06, spd, -p.quality_loss)
-        if priority == "context":
-            return (p.ctx, -p.quality_loss, spd)
-        # quality: the best model at full GPU speed, reaching the wanted context, least quality loss, then context, speed
-        reaches = p.ctx >= min(ctx or DEFAULT_CTX, _ctx_train(models, p.model)) if not ctx_max else True
-        return (not partial, rank if not explicit_model else (0, 0), reaches, -round(p.quality_loss, 3), p.ctx, spd)
-
-    candidates.sort(key=key, reverse=True)
-    rec.plan = candidates[0]
-    for p in candidates[1:]:
-        rec.alternatives.append(Alternative(p, _why_lost(rec.plan, p, priority)))
-    rec.alternatives.sort(key=lambda a: (not a.plan.fits, a.plan.quality_loss))
+    fallback = {m.name: _fallback_strength(m) for m in models}
+    for p in candidates:
+        spec = specs[p.model]
+        p.utility = terms(p, u, spec.ctx_train, fallback[p.model])
+    ranked = rank(candidates, u)
+    rec.plan = ranked[0]
+    misses = rec.alternatives
+    rec.alternatives = [Alternative(p, why_lost(rec.plan, p, u)) for p in ranked[1:]]
+    rec.alternatives += sorted(misses, key=lambda a: a.plan.memory.total_bytes)
     chosen = rec.plan
-    spec = next(m for m in models if m.name == chosen.model)
+    if not u.speed_floor_reached:
+        rec.notes.append(f"nothing that fits {target or hw.name} reaches the {u.speed_floor:g} tok/s floor ({u.speed_floor_source}); "
+                         f"the closest is {chosen.model} {chosen.weight_format} at {chosen.utility['decode_tokens_per_s']:.1f} tok/s")
+    chosen.notes.insert(0, met_line(chosen, u))
+    if chosen.engine == "litert-lm":
+        return rec  # the bundle's KV size is fixed when it is exported
+    spec = specs[chosen.model]
     for k, v in kvs:
         s1 = dataclasses.replace(chosen.settings, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else chosen.settings.kv_cache_dtype)
         if engine == "llama.cpp" and v not in ("f16", "f32", "bf16") and not s1.flash_attn:
             continue
         rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format, engine), s1, hw, margin)
     return rec
+
+
+def _partial(p: Plan) -> bool:
+    return any("partial" in n for n in p.notes)
+
+
+def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: Hardware, margin: int, want: int, floor: int) -> list[Plan]:
+    """Every placement of one format and KV type worth ranking: each layout at the wanted context (or the
+    longest that fits, if at least ``floor``), and on a GPU target the most GPU layers that fit at the
+    wanted context (KV of CPU-resident layers in RAM), or at ``floor`` when even that does not fit."""
+    out: list[Plan] = []
+    layouts = _placements(spec, hw, s0)
+    for i, s1 in enumerate(layouts):
+        ok, p = _fits(spec, fmt, s1, hw, margin)
+        if ok:
+            if s1.experts_on_cpu:
+                p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+            if s1.pipeline_parallel > 1 and hw.is_cluster:
+                p.notes.append(_multi_node_note(s1, hw))
+            out.append(p)
+            if s1.engine == "vllm" or not s1.experts_on_cpu:
+                break  # the first layout that holds the wanted context is the fastest one
+            continue
+        if s1.engine == "vllm" and i + 1 < len(layouts):
+            continue  # more hosts may reach the full context before a shorter one is accepted
+        c = max_context(spec, fmt, s1, hw, margin, limit=want)
+        if c >= floor:
+            p = plan(spec, fmt, dataclasses.replace(s1, n_ctx=c), hw, margin=margin, with_speed=False)
+            p.notes.append(f"context reduced from {want} to {c} to fit")
+            if s1.experts_on_cpu:
+                p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+            out.append(p)
+    # Layer offload when no layout holds the wanted context with every layer on the GPU. MoE models skip it
+    # when their experts alone fit on the CPU (llama.cpp's --cpu-moe): attention, KV and the shared MLP stay
+    # on the GPU, the CPU reads only the top-k experts per token.
+    if s0.engine == "llama.cpp" and hw.devices and not hw.unified and not any(p.ctx >= want and p.settings.n_gpu_layers < 0
+                                                                              for p in out):
+        for n_ctx in dict.fromkeys((want, floor)):
+            part = _best_partial(spec, fmt, dataclasses.replace(s0, n_ctx=n_ctx), hw, margin)
+            if part is not None and part.settings.n_gpu_layers > 0:
+                part.notes.append(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU")
+                out.append(part)
+                break
+    return out
+
+
+def _weights_exceed_memory(spec: ModelSpec, fmt: WeightFormat, hw: Hardware) -> bool:
+    """The weights alone are larger than every device and the host together: no placement can fit."""
+    total = hw.host_budget_bytes() + (0 if hw.unified else sum(d.usable_bytes() for d in hw.devices))
+    return weight_bytes(spec, fmt) > total
+
+
+def _fallback_strength(spec: ModelSpec) -> float:
+    """Models outside strength.json (local directories, GGUF files) keep a neutral strength so that
+    formats and floors still rank them."""
+    return 50.0
+
+
+def _litert_plans(models: list[ModelSpec], hw: Hardware, u, margin: int, base: RuntimeSettings, target: str) -> list[Plan]:
+    """Phones: one plan per published LiteRT-LM bundle that fits. LiteRT-LM's own allocator is not
+    modelled: memory and speed come from the equivalent 4-bit GGUF (Q4_0 with the bundle's KV size), with
+    the bundle's published size in place of the GGUF's weights where it is larger."""
+    from planner.recipes.litert import BUNDLES
+
+    by_model = {b.model: b for b in BUNDLES}
+    out = []
+    for spec in models:
+        b = by_model.get(spec.name)
+        if b is None:
+            continue
+        n_ctx = min(u.wanted_for(spec.ctx_train), b.max_tokens)
+        s = dataclasses.replace(base, engine="llama.cpp", n_ctx=n_ctx, n_parallel=1, type_k="f16", type_v="f16",
+                                n_gpu_layers=-1 if hw.devices else 0, experts_on_cpu=False)
+        p = plan(spec, parse_format("Q4_0", "llama.cpp"), s, hw, margin=margin, target=target)
+        if b.size_bytes:
+            holder = next((d for d in p.memory.devices if d.weights_bytes and d.device != "CPU"), p.memory.devices[-1])
+            extra = b.size_bytes - p.weight_file_bytes
+            if extra > 0:
+                holder.weights_bytes += extra
+            holder.detail["litert_bundle_bytes"] = b.size_bytes
+            p.weight_file_bytes = b.size_bytes
+        if not p.fits:
+            continue
+        p.engine = "litert-lm"
+        p.notes.append(f"LiteRT-LM bundle {b.repo} (4-bit, exported with a {b.max_tokens}-token KV cache; {b.source})")
+        p.notes.append("LiteRT-LM's allocator is not modelled: memory and speed are those of the equivalent Q4_0 GGUF "
+                       "(settings.engine names the model that sized it)")
+        out.append(p)
+    return out
 
 
 def vllm_tensor_parallel(spec: ModelSpec, n_gpus: int) -> int:
@@ -291,34 +372,6 @@ def gpus_per_host(hw: Hardware) -> int:
 def _multi_node_note(s: RuntimeSettings, hw: Hardware) -> str:
     return (f"multi-node: tensor parallel {s.tensor_parallel} inside each host, pipeline parallel {s.pipeline_parallel} "
             f"across {len(hw.hosts)} hosts (vLLM on Ray)")
-
-
-def _ctx_train(models, name):
-    return next((m.ctx_train for m in models if m.name == name), 0)
-
-
-def _family(models, name):
-    return next((m.family for m in models if m.name == name), "")
-
-
-def _params(models, name):
-    return next((m.n_params_text for m in models if m.name == name), 0)
-
-
-def _why_lost(best: Plan, p: Plan, priority: str) -> str:
-    if p.model != best.model:
-        return f"fits, but {best.model} is the stronger model that fits"
-    if any("partial" in n for n in p.notes) and not any("partial" in n for n in best.notes):
-        return "fits only with layers on the CPU (much slower)"
-    if priority == "speed":
-        return f"slower ({p.speed.decode_tokens_per_s:.1f} vs {best.speed.decode_tokens_per_s:.1f} tok/s)"
-    if priority == "context" and p.ctx < best.ctx:
-        return f"shorter context ({p.ctx} vs {best.ctx})"
-    if p.quality_loss > best.quality_loss:
-        return f"lower quality (+{p.quality_loss:.3f} ppl vs +{best.quality_loss:.3f})"
-    if p.ctx < best.ctx:
-        return f"shorter context ({p.ctx} vs {best.ctx})"
-    return f"ranked lower ({p.speed.decode_tokens_per_s:.1f} tok/s)"
 
 
 def require_fit(p: Plan) -> Plan:

@@ -112,10 +112,13 @@ def estimate_speed(
     tied = next((b for t, b in sizes if t.name == "token_embd.weight"), 0) if spec.tied_embeddings else 0
     output_on_cpu = not any(m.detail.get("tied_output_copy_bytes") for d, m in held if d is not None)
 
+    unread = _unread_expert_bytes(spec, fmt, s, hw) if memory.engine == "llama.cpp" else {}
+    gpu_index = {id(m): i for i, (d, m) in enumerate((d, m) for d, m in held if d is not None)}
+
     def readable(d, m) -> int:
         if d is not None:
-            return m.weights_bytes
-        return max(0, m.weights_bytes - input_bytes + (tied if output_on_cpu else 0))
+            return max(0, m.weights_bytes - unread.get(gpu_index[id(m)], 0))
+        return max(0, m.weights_bytes - input_bytes + (tied if output_on_cpu else 0) - unread.get(None, 0))
 
     held_total = sum(readable(d, m) for d, m in held) or 1
     kv_total = sum(m.kv_bytes for _, m in held) or 1
@@ -174,6 +177,24 @@ def estimate_speed(
         basis=f"bandwidth x efficiency, median of published measurements for {basis_cls}; KV read at {depth} tokens",
         expected_error=f"decode efficiency range in the calibration rows: {rng}; prefill is a FLOPs estimate, expect +-50%",
     )
+
+
+def _unread_expert_bytes(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware) -> dict:
+    """MoE: expert bytes a device holds but does not read per token (all but top-k of the experts), by
+    GPU index (None = the host). Without this the per-token split would follow the bytes held, and
+    experts kept on the CPU (-ot exps=CPU) would look as if the CPU read them all."""
+    if not spec.moe:
+        return {}
+    from planner.memory import _layer_devices, _weights, repack_types
+
+    w = _weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
+    dev_of = _layer_devices(spec.n_layers, s.n_gpu_layers, list(hw.devices), s.tensor_split)
+    frac = 1 - spec.moe.n_expert_used / spec.moe.n_expert
+    out: dict = {}
+    for il in range(spec.n_layers):
+        d = None if s.experts_on_cpu else dev_of[il]
+        out[d] = out.get(d, 0) + int(w.layer_expert_bytes[il] * frac)
+    return out
 
 
 def _devices_for(memory: MemoryBreakdown, hw: Hardware) -> list[Optional[Device]]:

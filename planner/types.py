@@ -251,6 +251,7 @@ class Plan:
     weight_file_bytes: int = 0  # size of the artifact on disk (approx. for GGUF: tensors + metadata)
     quality_loss: float = 0.0  # published perplexity increase (%) vs 16-bit, lower is better
     notes: list[str] = field(default_factory=list)
+    utility: Optional[dict] = None  # recommend: the utility's terms for this plan (planner/utility.py)
 
     @property
     def ctx(self) -> int:
@@ -277,6 +278,7 @@ class Plan:
             "memory": self.memory.to_dict(),
             "speed": self.speed.to_dict() if self.speed else None,
             "notes": list(self.notes),
+            "utility": self.utility,
         }
 
 
@@ -299,4 +301,5 @@ class Alternative:
             "decode_tokens_per_s": p.speed.decode_tokens_per_s if p.speed else None,
             "quality_loss": p.quality_loss,
             "reason": self.reason,
+            "utility": p.utility,
         }

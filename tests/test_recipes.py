@@ -273,7 +273,7 @@ def test_phone_gets_a_published_litert_bundle():
 
 def test_placeholder_and_real_model_paths(tmp_path):
     plan, spec, hw, recipes = _case("single-gpu")
-    assert recipes["llama-server"].steps[0].argv[2] == "gemma-3-27b-Q5_K_M.gguf"
+    assert recipes["llama-server"].steps[0].argv[2] == f"gemma-3-27b-{plan.weight_format}.gguf"
     assert "placeholder" in " ".join(recipes["llama-server"].notes)
     f = tmp_path / "my model.gguf"
     f.write_bytes(b"GGUF")

@@ -25,7 +25,8 @@ def test_emit_writes_every_recipe_with_modes(tmp_path):
     out = tmp_path / "recipes"
     r = run("recommend", "--model", "27b", "--target", "rtx4090", "--emit", out)
     assert r.exit_code == 0, r.output
-    assert "writing 9 files" in r.output and "run it" in r.output and "llama-server -m gemma-3-27b-Q5_K_M.gguf" in r.output
+    fmt = json.loads((out / "recipe.json").read_text())["plan"]["weight_format"]
+    assert "writing 9 files" in r.output and "run it" in r.output and f"llama-server -m gemma-3-27b-{fmt}.gguf" in r.output
     names = {p.name for p in out.iterdir()}
     assert names == EXPECTED_LLAMA  # no temporary files left behind
     for p in out.iterdir():

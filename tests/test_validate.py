@@ -34,7 +34,8 @@ def test_emitted_recipe_passes_when_the_model_is_there(tmp_path):
     out = _emit(tmp_path, "--model", "27b", "--target", "rtx4090")
     v = validate(out, hw=load_target("rtx4090"))
     assert _status(v, "model") == FAIL and not v.ok  # the placeholder GGUF is not there yet
-    (out / "gemma-3-27b-Q5_K_M.gguf").write_bytes(b"")
+    fmt = json.loads((out / "recipe.json").read_text())["plan"]["weight_format"]
+    (out / f"gemma-3-27b-{fmt}.gguf").write_bytes(b"")
     v = validate(out, hw=load_target("rtx4090"))
     assert v.ok, [c for c in v.checks if c.status == FAIL]
     for name in ("recipe llama-server", "recipe llama-cli", "recipe llama-cpp-python", "recipe ollama", "recipe lmstudio",

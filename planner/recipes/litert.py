@@ -37,8 +37,8 @@ BUNDLES = (
            "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 2965 MB"),
     Bundle("gemma-3n-e4b", "google/gemma-3n-E4B-it-litert-lm-preview", None, 4235 * MB, 4096,
            "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 4235 MB"),
-    Bundle("gemma-4-e2b", "litert-community/gemma-4-E2B-it-litert-lm", None, None, 4096,
-           "huggingface.co/litert-community (Gemma 4 E2B bundle; size not recorded here)"),
+    Bundle("gemma-4-e2b", "litert-community/gemma-4-E2B-it-litert-lm", "gemma-4-E2B-it.litertlm", 2580 * MB, 4096,
+           "ai.google.dev/edge/litert-lm/models/gemma-4: Model Size 2.58 GB (gemma-4-E2B-it.litertlm)"),
     Bundle("gemma-4-e4b", "litert-community/gemma-4-E4B-it-litert-lm", None, None, 4096,
            "huggingface.co/litert-community (Gemma 4 E4B bundle; size not recorded here)"),
 )
