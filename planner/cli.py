@@ -118,6 +118,21 @@ def _ctx(value: Optional[str]) -> tuple[Optional[int], bool]:
     return n, False
 
 
+def file_quant(spec, model: str, quant: Optional[str], engine: str) -> Optional[str]:
+    """For llama.cpp, a GGUF file's own type stands in for --quant; a --quant naming another type is an error."""
+    own = spec.gguf_file_type
+    if engine != "llama.cpp" or not own or own == "GGUF":  # not a GGUF plan, or a general.file_type we do not know
+        return quant
+    if quant is None:
+        return own
+    from planner.formats import parse_format
+
+    if parse_format(quant, "llama.cpp").name.upper() != own.upper():
+        raise InvalidSettingsError(f"--quant {quant} does not match {model}: the file is {own}",
+                                   hint=f"drop --quant (or pass --quant {own}); to plan another type, quantize the file first")
+    return quant
+
+
 def _positive(name: str, value: Optional[int]) -> None:
     if value is not None and value <= 0:
         raise InvalidSettingsError(f"{name} must be positive, got {value}")
@@ -214,7 +229,7 @@ def targets(as_json):
 
 @main.command()
 @click.option("--model", "-m", required=True, help="catalog name (31b, gemma-3-27b ...), HF directory or .gguf file")
-@click.option("--quant", "-q", required=True, help="weight format: Q4_K_M, Q8_0 ..., bf16, f16, fp8, gptq-int4")
+@click.option("--quant", "-q", help="weight format: Q4_K_M, Q8_0 ..., bf16, f16, fp8, gptq-int4 (a .gguf model: its own type)")
 @click.option("--ngl", type=int, default=-1, show_default=True, help="llama.cpp GPU layers (-1 = all)")
 @click.option("--experts-on-cpu", is_flag=True, help="llama.cpp: keep MoE expert tensors on the CPU")
 @click.option("--tp", type=int, default=1, help="vLLM tensor parallel size")
@@ -228,6 +243,10 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     from planner.search import DEFAULT_CTX, plan
 
     spec, mnote = resolve_model(model)
+    quant = file_quant(spec, model, quant, engine)
+    if quant is None:
+        raise InvalidSettingsError(f"--quant is needed for {model} (only a .gguf file planned for llama.cpp brings its own)",
+                                   hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
     n_ctx, is_max = _ctx(ctx)
@@ -252,8 +271,9 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="draw memory vs context for the plan (PNG)")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
 @click.option("--force", is_flag=True, help="with --emit: overwrite files that exist")
+@click.option("--all", "show_all", is_flag=True, help="list every alternative, not only the top 5")
 @common_options
-def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
+def recommend(model, quant, priority, plot_path, emit_dir, force, show_all, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
               no_flash_attn, swa_full, as_json):
     """Search formats x KV types x context x GPU layers for the best plan that fits."""
     from planner import report
@@ -263,6 +283,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, 
     specs = None
     if model:
         spec, mnote = resolve_model(model)
+        quant = file_quant(spec, model, quant, engine)
         specs = [spec]
         if mnote:
             notes.append(mnote)
@@ -286,7 +307,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, target, vram, 
             out["emitted"] = emitted
         _emit(out)
     else:
-        report.print_recommendation(rec, hw)
+        report.print_recommendation(rec, hw, limit=None if show_all else report.ALTERNATIVES_SHOWN)
         if recipes:
             from planner.recipes import primary
 
