@@ -199,7 +199,7 @@ def main():
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def models(as_json):
     """List the Gemma catalog."""
     from planner import report
@@ -213,7 +213,7 @@ def models(as_json):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def targets(as_json):
     """List the target hardware profiles (packaged and your own)."""
     from planner import report
@@ -266,7 +266,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 
 @main.command()
 @click.option("--model", "-m", help="catalog name, HF directory or .gguf file (default: the best Gemma for the target)")
-@click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...)")
+@click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...; a .gguf model: its own type)")
 @click.option("--priority", type=PRIORITY_CHOICE, default="quality", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="draw memory vs context for the plan (PNG)")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
@@ -459,7 +459,7 @@ def bench():
 @bench.command("speed")
 @click.option("--rows", "rows_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def bench_speed(rows_file, as_json):
     """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
     from planner import report

@@ -258,7 +258,8 @@ def print_recommendation(rec, hw=None, limit: int | None = ALTERNATIVES_SHOWN) -
     if rec.plan is None:
         for n in rec.notes:
             con.print(f"[dim]{escape(n)}[/]")
-        con.print("[red]No configuration fits this target.[/] Closest options:")
+        target = rec.alternatives[0].plan.target if rec.alternatives else "this target"
+        con.print(f"[red]No configuration fits {escape(target)}.[/] Closest options:")
     else:
         print_plan(rec.plan, hw, notes=rec.notes)
         if rec.max_context:
