@@ -7,8 +7,6 @@ full width as minimum), units sit in titles so headers stay short, and what does
 
 from __future__ import annotations
 
-import math
-
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -161,7 +159,7 @@ def print_targets(hws) -> None:
         mem = _same_or_sum([gib(d.memory_bytes) for d in h.devices]) if h.devices else "-"
         bw = h.devices[0].bandwidth_bytes_per_s if h.devices else h.ram_bandwidth_bytes_per_s
         unified = " (unified)" if h.unified else ""
-        t.add_row(h.name, h.kind, devs + unified, mem, f"{bw / 1e9:.0f}" if bw else "-", gib(h.ram_bytes))
+        t.add_row(Text(h.name), Text(h.kind), Text(devs + unified), mem, f"{bw / 1e9:.0f}" if bw else "-", gib(h.ram_bytes))
     _title(con, "Targets for --target NAME (memory and RAM in GiB, bandwidth in GB/s)")
     con.print(_freeze(t))
 
@@ -199,7 +197,7 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
         for d in devices:
             nums = [d.weights_bytes, d.kv_bytes]
             nums += [d.compute_bytes, d.output_bytes, d.overhead_bytes] if full else [d.compute_bytes + d.output_bytes + d.overhead_bytes]
-            row = [d.device] + [gib(n) for n in nums]
+            row = [Text(d.device)] + [gib(n) for n in nums]
             row += [gib(d.total_bytes), gib(d.budget_bytes if (d.budget_bytes or 0) >= 0 else None)]
             t.add_row(*row, *([_bar(d.total_bytes, d.budget_bytes, bar)] if bar else []))
         return _freeze(t)
@@ -293,7 +291,7 @@ def print_alternatives(alternatives, limit: int | None = ALTERNATIVES_SHOWN, con
             t.add_column("why not", no_wrap=True)
         for a in shown:
             p = a.plan
-            row = [p.model, p.weight_format, p.settings.type_k if p.engine != "vllm" else p.settings.kv_cache_dtype,
+            row = [Text(p.model), p.weight_format, p.settings.type_k if p.engine != "vllm" else p.settings.kv_cache_dtype,
                    f"{p.ctx:,}", gib(p.memory.total_bytes), f"{p.speed.decode_tokens_per_s:.1f}" if p.speed else "-"]
             t.add_row(*row, *([escape(a.reason)] if with_reason else []))
         return _freeze(t)
@@ -403,7 +401,7 @@ def print_run_it(recipe, emitted=None) -> None:
     if emitted:
         con.print(f"[dim]- recipes for every engine in {escape(emitted['dir'])} (recipe.json; check with gemma-plan validate)[/]")
     else:
-        con.print("[dim]- --emit DIR writes recipe.json and a runnable file for every engine that applies[/]")
+        con.print("[dim]- --emit DIR writes recipe.json and a runnable file per engine[/]")
     for line in recipe.shell_lines():
         for part in shell_wrap(line, con.width):
             con.print(part, markup=False, highlight=False, soft_wrap=True)
@@ -447,7 +445,7 @@ def print_speed_scores(result: dict) -> None:
         for col in ("pred", "meas", "err %") + (("pp pred", "pp meas") if full else ()):
             t.add_column(col, justify="right", no_wrap=True)
         for r in result["rows"]:
-            head = [str(r["model"]), str(r["quant"]), str(r["hardware"])] + (["-" if "skipped" in r else r["efficiency_class"]] if full else [])
+            head = [Text(str(r[k])) for k in ("model", "quant", "hardware")] + ([Text("-" if "skipped" in r else str(r["efficiency_class"]))] if full else [])
             if "skipped" in r:  # the reason is listed under the table
                 t.add_row(*head, "-", _num(r.get("measured_tg_tps")), "skip", *(["", ""] if full else []))
                 continue

@@ -68,6 +68,7 @@ def _render(report, saved) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     hw = report.hardware
@@ -84,7 +85,7 @@ def _render(report, saved) -> None:
                 t.add_column(col, justify=just, no_wrap=col != "device",
                              min_width=max([len(col)] + [len(w) for w in words]) if col == "device" else None)
             for i, d in enumerate(hw.devices):
-                row = [str(d.index if d.index is not None else i), d.name + (f" [{d.partition}]" if d.partition else ""),
+                row = [str(d.index if d.index is not None else i), Text(d.name + (f" [{d.partition}]" if d.partition else "")),
                        d.backend, _gib(d.memory_bytes), _gib(d.free_bytes), _gbs(d.bandwidth_bytes_per_s),
                        "-" if d.fp16_flops is None else f"{d.fp16_flops / 1e12:.0f}"]
                 t.add_row(*row, *(["yes" if d.unified else "no"] if with_unified else []), d.compute_capability or "-")
