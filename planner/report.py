@@ -157,11 +157,12 @@ def print_targets(hws) -> None:
         if len(h.devices) > 1:
             devs = f"{len(h.devices)}x {devs}"
         mem = _same_or_sum([gib(d.memory_bytes) for d in h.devices]) if h.devices else "-"
+        mem += "*" if h.unified else " "  # the space keeps the digits aligned with the starred rows
         bw = h.devices[0].bandwidth_bytes_per_s if h.devices else h.ram_bandwidth_bytes_per_s
-        unified = " (unified)" if h.unified else ""
-        t.add_row(Text(h.name), Text(h.kind), Text(devs + unified), mem, f"{bw / 1e9:.0f}" if bw else "-", gib(h.ram_bytes))
+        t.add_row(Text(h.name), Text(h.kind), Text(devs), mem, f"{bw / 1e9:.0f}" if bw else "-", gib(h.ram_bytes))
     _title(con, "Targets for --target NAME (memory and RAM in GiB, bandwidth in GB/s)")
     con.print(_freeze(t))
+    con.print("[dim]* unified: the accelerator's memory is part of the RAM (what it may use of it)[/]")
 
 
 def _bar(used: int, budget, width: int = 24) -> str:

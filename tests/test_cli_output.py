@@ -69,6 +69,9 @@ def test_targets_keep_every_name_and_header(width):
     for n in names:  # one row per target, its name starting the row
         assert re.search(rf"^{re.escape(n)}\s", r.output, re.M), n
     assert "GiB" in _lines(r.output)[0] and "GB/s" in _lines(r.output)[0], "units are in the title"
+    for t in json.loads(run("targets", "--json").output)["targets"]:  # unified memory is starred, not spelled out
+        row = next(line for line in _lines(r.output) if line.startswith(t["name"] + " "))
+        assert ("*" in row) == any(d["unified"] for d in t["devices"]), row
 
 
 MEMORY_HEADERS = ("device", "weights", "KV", "total", "usable", "fill")
