@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from planner.catalog import all_models
 from planner.cli import main
-from test_catalog_cli import _write_gguf  # noqa: E402  (tests/ is on sys.path: pytest's rootdir import mode)
+from test_catalog_cli import _write_gguf  # tests/ is on sys.path (pytest rootdir import mode)
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = (80, 120)
