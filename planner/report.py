@@ -174,7 +174,7 @@ def _bar(used: int, budget, width: int = 24) -> str:
     return f"[{color}]{'█' * n}[/]{'·' * (width - n)} {frac * 100:3.0f}%"
 
 
-BAR_MIN, BAR_MAX = 8, 24
+BAR_MIN, BAR_FULL, BAR_MAX = 8, 12, 24  # the bar's width: at least, with every buffer column, at most
 
 
 def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
@@ -205,7 +205,7 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
 
     for full in (True, False):
         room = width - _width(con, build(full, 0)) - 3 - 5  # column gap, " 100%"
-        if room >= (BAR_MAX if full else BAR_MIN):
+        if room >= (BAR_FULL if full else BAR_MIN):
             return build(full, min(BAR_MAX, room)), full
     return build(False, BAR_MIN), False
 
@@ -238,7 +238,7 @@ def print_plan(p: Plan, hw=None, notes=()) -> None:
     con.print(table)
     legend = f"allocator of {p.memory.engine_version}"
     if not full:
-        legend = "other = compute + output + overhead (each at 120 columns); " + legend
+        legend = "other = compute + output + overhead (each on a wider terminal); " + legend
     con.print(f"[dim]{escape(legend)}[/]")
     if p.speed:
         sp = p.speed

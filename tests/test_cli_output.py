@@ -90,8 +90,11 @@ def test_estimate_memory_table(width, target):
             # a long device name may wrap at its spaces, never inside a word
             assert all(w in words for w in d["device"].split()), d["device"]
             assert f"{d['total_bytes'] / 2**30:.2f}" in words
-    if width == 120:
-        assert all(h in r.output for h in ("compute", "output", "overhead")), "a wide terminal shows every buffer"
+    header = next(line for line in _lines(r.output) if line.startswith("device "))
+    if width == 120 and target != "rtx-pro-6000":  # a 42-character device name leaves no room for five buffer columns
+        assert header.split()[1:6] == ["weights", "KV", "compute", "output", "overhead"], "a wide terminal shows every buffer"
+    else:
+        assert header.split()[1:4] == ["weights", "KV", "other"] and "other = compute + output + overhead" in r.output
     bar = [line for line in _lines(r.output) if "█" in line or "·" in line]
     assert bar and all(re.search(r"[█·]{8,}\s+\d+%", line) for line in bar), "the fill bar is kept"
 
