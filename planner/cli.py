@@ -118,6 +118,21 @@ def _ctx(value: Optional[str]) -> tuple[Optional[int], bool]:
     return n, False
 
 
+def file_quant(spec, model: str, quant: Optional[str], engine: str) -> Optional[str]:
+    """For llama.cpp, a GGUF file's own type stands in for --quant; a --quant naming another type is an error."""
+    own = spec.gguf_file_type
+    if engine != "llama.cpp" or not own or own == "GGUF":  # not a GGUF plan, or a general.file_type we do not know
+        return quant
+    if quant is None:
+        return own
+    from planner.formats import parse_format
+
+    if parse_format(quant, "llama.cpp").name.upper() != own.upper():
+        raise InvalidSettingsError(f"--quant {quant} does not match {model}: the file is {own}",
+                                   hint=f"drop --quant (or pass --quant {own}); to plan another type, quantize the file first")
+    return quant
+
+
 def _positive(name: str, value: Optional[int]) -> None:
     if value is not None and value <= 0:
         raise InvalidSettingsError(f"{name} must be positive, got {value}")
@@ -184,7 +199,7 @@ def main():
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def models(as_json):
     """List the Gemma catalog."""
     from planner import report
@@ -198,7 +213,7 @@ def models(as_json):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def targets(as_json):
     """List the target hardware profiles (packaged and your own)."""
     from planner import report
@@ -214,7 +229,7 @@ def targets(as_json):
 
 @main.command()
 @click.option("--model", "-m", required=True, help="catalog name (31b, gemma-3-27b ...), HF directory or .gguf file")
-@click.option("--quant", "-q", required=True, help="weight format: Q4_K_M, Q8_0 ..., bf16, f16, fp8, gptq-int4")
+@click.option("--quant", "-q", help="weight format: Q4_K_M, Q8_0 ..., bf16, f16, fp8, gptq-int4 (a .gguf model: its own type)")
 @click.option("--ngl", type=int, default=-1, show_default=True, help="llama.cpp GPU layers (-1 = all)")
 @click.option("--experts-on-cpu", is_flag=True, help="llama.cpp: keep MoE expert tensors on the CPU")
 @click.option("--tp", type=int, default=1, help="vLLM tensor parallel size")
@@ -228,6 +243,10 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     from planner.search import DEFAULT_CTX, plan
 
     spec, mnote = resolve_model(model)
+    quant = file_quant(spec, model, quant, engine)
+    if quant is None:
+        raise InvalidSettingsError(f"--quant is needed for {model} (only a .gguf file planned for llama.cpp brings its own)",
+                                   hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
     n_ctx, is_max = _ctx(ctx)
@@ -247,7 +266,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 
 @main.command()
 @click.option("--model", "-m", help="catalog name, HF directory or .gguf file (default: the best Gemma for the target)")
-@click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...)")
+@click.option("--quant", "-q", help="pin the weight format (Q4_K_M, bf16, fp8, gptq-int4 ...; a .gguf model: its own type)")
 @click.option("--priority", type=PRIORITY_CHOICE, default="quality", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="draw memory vs context for the plan (PNG)")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
@@ -256,9 +275,10 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
               help="sets the usable-speed floor: read 5 tok/s, chat 10, batch 1")
 @click.option("--min-speed", type=float, help="usable-speed floor in decode tok/s (overrides --use)")
 @click.option("--explain", is_flag=True, help="print the utility's terms for the chosen plan and the runner-up")
+@click.option("--all", "show_all", is_flag=True, help="list every alternative, not only the top 5")
 @common_options
-def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, target, vram, ram, ctx, parallel, kv_type,
-              engine, margin, ubatch, no_flash_attn, swa_full, as_json):
+def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, target, vram, ram, ctx,
+              parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
     from planner.search import recommend as do_recommend
@@ -267,6 +287,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
     specs = None
     if model:
         spec, mnote = resolve_model(model)
+        quant = file_quant(spec, model, quant, engine)
         specs = [spec]
         if mnote:
             notes.append(mnote)
@@ -292,7 +313,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             out["emitted"] = emitted
         _emit(out)
     else:
-        report.print_recommendation(rec, hw)
+        report.print_recommendation(rec, hw, limit=None if show_all else report.ALTERNATIVES_SHOWN)
         if explain:
             from planner.utility import explain_lines
 
@@ -449,7 +470,7 @@ def bench():
 @bench.command("speed")
 @click.option("--rows", "rows_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def bench_speed(rows_file, as_json):
     """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
     from planner import report

@@ -1,16 +1,64 @@
-"""Rendering: rich tables for people, plain dicts for --json. Units appear only here (GiB = 2^30 bytes)."""
+"""Rendering: rich tables for people, plain dicts for --json. Units appear only here (GiB = 2^30 bytes).
+
+Every table is laid out for the terminal it prints to: names are never cut (no-wrap columns with their
+full width as minimum), units sit in titles so headers stay short, and what does not fit 80 columns
+(notes, per-buffer columns, reasons) moves onto its own line; wider terminals get it inline.
+"""
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.segment import Segments
 from rich.table import Table
+from rich.text import Text
 
 from planner.catalog import active_params
 from planner.types import Plan
 
 GiB = 1 << 30
-console = Console()
+ALTERNATIVES_SHOWN = 5  # recommend lists this many alternatives unless --all
+
+
+def _console() -> Console:
+    """A console per call: its width follows COLUMNS or the terminal at the time of printing."""
+    return Console()
+
+
+def _table(**kw) -> Table:
+    """A compact table: a rule under the header, no outer frame (two lines fewer than rich's default)."""
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, **kw)
+
+
+def _name_column(t: Table, header: str, names) -> None:
+    """A name column that is never wrapped or cut: its minimum width is its longest name."""
+    t.add_column(header, no_wrap=True, min_width=max([len(header)] + [len(str(n)) for n in names]))
+
+
+def _freeze(t: Table) -> Table:
+    """Minimum widths from the content: a no-wrap column keeps its full width and a wrapping column its
+    longest word, so a table too wide for the terminal wraps text at spaces instead of cutting names or
+    numbers with an ellipsis."""
+    for col in t.columns:
+        cells = [c if isinstance(c, Text) else Text.from_markup(c) if isinstance(c, str) else Text(str(c)) for c in col.cells]
+        if col.no_wrap:
+            widest = max([c.cell_len for c in cells], default=0)
+        else:
+            widest = max([len(w) for c in cells for w in c.plain.split()], default=0)
+        col.min_width = max(col.min_width or 0, len(str(col.header)) if col.no_wrap else 0, widest)
+    return t
+
+
+def _width(con: Console, renderable) -> int:
+    """The width a renderable takes when nothing limits it (its natural width)."""
+    return Measurement.get(con, con.options.update(max_width=10_000), renderable).maximum
+
+
+def _title(con: Console, text: str) -> None:
+    """Table titles go on their own line: rich would wrap a title to the table's own (narrow) width."""
+    con.print(f"[bold]{text}[/]", highlight=False)
 
 
 def gib(n) -> str:
@@ -37,26 +85,47 @@ def model_row(m) -> dict:
     }
 
 
+def _model_notes(m) -> str:
+    notes = []
+    if m.moe:
+        notes.append(f"MoE {m.moe.n_expert_used}/{m.moe.n_expert} experts")
+    if m.ple_dim:
+        notes.append(f"per-layer embeddings ({m.ple_dim}/layer)")
+    if len(m.kv_layers) < m.n_layers:
+        notes.append(f"KV shared by {m.n_layers - len(m.kv_layers)} layers")
+    if m.vision_params:
+        notes.append(f"+{m.vision_params / 1e6:.0f}M vision")
+    if m.audio_params:
+        notes.append(f"+{m.audio_params / 1e6:.0f}M audio")
+    return ", ".join(notes)
+
+
 def print_models(specs) -> None:
-    t = Table(title="Gemma catalog (text weights; vision/audio towers listed apart)")
-    for col in ("model", "params", "active", "context", "layers (S/F)", "KV layers", "notes"):
-        t.add_column(col, justify="right" if col in ("params", "active", "context", "KV layers") else "left")
-    for m in specs:
-        n_s = sum(1 for lay in m.layers if lay.sliding)
-        notes = []
-        if m.moe:
-            notes.append(f"MoE {m.moe.n_expert_used}/{m.moe.n_expert} experts")
-        if m.ple_dim:
-            notes.append(f"per-layer embeddings ({m.ple_dim}/layer)")
-        if len(m.kv_layers) < m.n_layers:
-            notes.append(f"KV shared by {m.n_layers - len(m.kv_layers)} layers")
-        if m.vision_params:
-            notes.append(f"+{m.vision_params / 1e6:.0f}M vision")
-        if m.audio_params:
-            notes.append(f"+{m.audio_params / 1e6:.0f}M audio")
-        t.add_row(m.name, f"{m.n_params_text / 1e9:.2f}B", f"{active_params(m) / 1e9:.2f}B", f"{m.ctx_train:,}",
-                  f"{m.n_layers} ({n_s}/{m.n_layers - n_s})", str(len(m.kv_layers)), ", ".join(notes))
-    console.print(t)
+    con = _console()
+
+    def build(with_notes: bool) -> Table:
+        t = _table()
+        _name_column(t, "model", [m.name for m in specs])
+        for col in ("params", "active", "context", "layers (S/F)", "KV layers"):
+            t.add_column(col, justify="right", no_wrap=True)
+        if with_notes:
+            t.add_column("notes", min_width=20)
+        for m in specs:
+            n_s = sum(1 for lay in m.layers if lay.sliding)
+            row = [m.name, f"{m.n_params_text / 1e9:.2f}", f"{active_params(m) / 1e9:.2f}", f"{m.ctx_train:,}",
+                   f"{m.n_layers} ({n_s}/{m.n_layers - n_s})", str(len(m.kv_layers))]
+            t.add_row(*row, *([_model_notes(m)] if with_notes else []))
+        return _freeze(t)
+
+    narrow = build(False)
+    wide = con.width >= _width(con, narrow) + 3 + 40  # the notes column gets at least 40 characters
+    _title(con, "Gemma catalog (params in billions; text weights, vision/audio towers apart)")
+    con.print(build(True) if wide else narrow)
+    if not wide:
+        for m in specs:
+            if _model_notes(m):
+                con.print(Text.assemble((m.name, "bold"), ": ", _model_notes(m)))
+    con.print("[dim]S/F: sliding-window/full-attention layers; KV layers: layers with own KV cache[/]")
 
 
 def target_row(h) -> dict:
@@ -70,19 +139,30 @@ def target_row(h) -> dict:
     }
 
 
+def _same_or_sum(values: list[str]) -> str:
+    """'24.00' for identical devices (the count is in the accelerator column), '24.00+12.00' otherwise."""
+    return values[0] if len(set(values)) == 1 else "+".join(values)
+
+
 def print_targets(hws) -> None:
-    t = Table(title="Targets (use with --target NAME)")
-    for col in ("name", "kind", "accelerators", "memory GiB", "bandwidth GB/s", "RAM GiB"):
-        t.add_column(col)
+    con = _console()
+    t = _table()
+    _name_column(t, "name", [h.name for h in hws])
+    t.add_column("kind", no_wrap=True)
+    t.add_column("accelerators", min_width=12)
+    for col in ("memory", "GB/s", "RAM"):
+        t.add_column(col, justify="right", no_wrap=True)
     for h in hws:
         devs = ", ".join(sorted({d.name for d in h.devices})) or "CPU only"
         if len(h.devices) > 1:
             devs = f"{len(h.devices)}x {devs}"
-        mem = "+".join(gib(d.memory_bytes) for d in h.devices) if h.devices else "-"
+        mem = _same_or_sum([gib(d.memory_bytes) for d in h.devices]) if h.devices else "-"
+        mem += "*" if h.unified else " "  # the space keeps the digits aligned with the starred rows
         bw = h.devices[0].bandwidth_bytes_per_s if h.devices else h.ram_bandwidth_bytes_per_s
-        unified = " (unified)" if h.unified else ""
-        t.add_row(h.name, h.kind, devs + unified, mem, f"{bw / 1e9:.0f}" if bw else "-", gib(h.ram_bytes))
-    console.print(t)
+        t.add_row(Text(h.name), Text(h.kind), Text(devs), mem, f"{bw / 1e9:.0f}" if bw else "-", gib(h.ram_bytes))
+    _title(con, "Targets for --target NAME (memory and RAM in GiB, bandwidth in GB/s)")
+    con.print(_freeze(t))
+    con.print("[dim]* unified: the accelerator's memory is part of the RAM (what it may use of it)[/]")
 
 
 def _bar(used: int, budget, width: int = 24) -> str:
@@ -91,25 +171,48 @@ def _bar(used: int, budget, width: int = 24) -> str:
     frac = used / budget
     n = min(width, int(round(frac * width)))
     color = "green" if frac <= 0.9 else ("yellow" if frac <= 1.0 else "red")
-    return f"[{color}]{'█' * n}[/]{'·' * (width - n)} {frac * 100:.0f}%"
+    return f"[{color}]{'█' * n}[/]{'·' * (width - n)} {frac * 100:3.0f}%"
 
 
-def memory_table(p: Plan) -> Table:
-    t = Table(title=f"memory per device (GiB) - {p.memory.engine_version}")
-    for col in ("device", "weights", "KV", "compute", "output", "overhead", "total", "usable", "fill"):
-        t.add_column(col, justify="right" if col not in ("device", "fill") else "left")
-    for d in p.memory.devices:
-        if not d.total_bytes and d.device != "CPU":
-            continue
-        t.add_row(d.device, gib(d.weights_bytes), gib(d.kv_bytes), gib(d.compute_bytes), gib(d.output_bytes),
-                  gib(d.overhead_bytes), gib(d.total_bytes), gib(d.budget_bytes if (d.budget_bytes or 0) >= 0 else None),
-                  _bar(d.total_bytes, d.budget_bytes))
-    return t
+BAR_MIN, BAR_FULL, BAR_MAX = 8, 12, 24  # the bar's width: at least, with every buffer column, at most
+
+
+def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
+    """The per-device memory table for a terminal of ``width`` columns, and whether it shows every buffer.
+
+    Narrow terminals get compute + output + overhead as one 'other' column; the fill bar takes the room left.
+    """
+    con = Console(width=width)
+    devices = [d for d in p.memory.devices if d.total_bytes or d.device == "CPU"]
+
+    def build(full: bool, bar: int) -> Table:
+        t = _table()
+        # a device name wraps at its spaces (never mid-word) when even the narrow layout is too wide
+        words = [w for d in devices for w in d.device.split()]
+        t.add_column("device", min_width=max([6] + [len(w) for w in words]))
+        parts = ("weights", "KV", "compute", "output", "overhead") if full else ("weights", "KV", "other")
+        for col in parts + ("total", "usable"):
+            t.add_column(col, justify="right", no_wrap=True)
+        if bar:
+            t.add_column("fill", no_wrap=True)
+        for d in devices:
+            nums = [d.weights_bytes, d.kv_bytes]
+            nums += [d.compute_bytes, d.output_bytes, d.overhead_bytes] if full else [d.compute_bytes + d.output_bytes + d.overhead_bytes]
+            row = [Text(d.device)] + [gib(n) for n in nums]
+            row += [gib(d.total_bytes), gib(d.budget_bytes if (d.budget_bytes or 0) >= 0 else None)]
+            t.add_row(*row, *([_bar(d.total_bytes, d.budget_bytes, bar)] if bar else []))
+        return _freeze(t)
+
+    for full in (True, False):
+        room = width - _width(con, build(full, 0)) - 3 - 5  # column gap, " 100%"
+        if room >= (BAR_FULL if full else BAR_MIN):
+            return build(full, min(BAR_MAX, room)), full
+    return build(False, BAR_MIN), False
 
 
 def _summary(p: Plan) -> str:
     s = p.settings
-    parts = [f"[bold]{p.model}[/] {p.weight_format} on {p.engine}", f"ctx {p.ctx:,}", f"{s.n_parallel} slot(s)"]
+    parts = [f"{p.engine}", f"ctx {p.ctx:,}", f"{s.n_parallel} slot" + ("s" if s.n_parallel != 1 else "")]
     if p.engine == "llama.cpp":
         parts.append(f"KV {s.type_k}/{s.type_v}")
         parts.append("flash-attn" if s.flash_attn else "no flash-attn")
@@ -123,117 +226,245 @@ def _summary(p: Plan) -> str:
     return ", ".join(parts)
 
 
-def print_plan(p: Plan, hw=None) -> None:
+def print_plan(p: Plan, hw=None, notes=()) -> None:
+    """Does it fit (the verdict, then memory per device), how fast, then the notes."""
+    con = _console()
     verdict = "[green]fits[/]" if p.fits else "[red]does not fit[/]"
-    console.print(f"{_summary(p)} on [bold]{p.target}[/]: {verdict}")
-    console.print(memory_table(p))
+    con.print(f"[bold]{escape(p.model)}[/] {p.weight_format} {verdict} [bold]{escape(p.target)}[/]: {_summary(p)}")
+    for n in notes:
+        con.print(f"[dim]{escape(n)}[/]")
+    table, full = memory_table(p, con.width)
+    _title(con, "memory per device (GiB)")
+    con.print(table)
+    legend = f"allocator of {p.memory.engine_version}"
+    if not full:
+        legend = "other = compute + output + overhead (each on a wider terminal); " + legend
+    con.print(f"[dim]{escape(legend)}[/]")
     if p.speed:
         sp = p.speed
-        console.print(f"speed: ~{sp.decode_tokens_per_s:.1f} tok/s decode, ~{sp.prefill_tokens_per_s:.0f} tok/s prefill, "
-                      f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens")
-        console.print(f"[dim]{sp.basis}; {sp.expected_error}[/]")
-    console.print(f"weights file: {p.weight_file_bytes / GiB:.2f} GiB; quality: +{p.quality_loss:.3f} ppl at Llama-3-8B scale vs 16-bit")
+        con.print(f"speed: ~{sp.decode_tokens_per_s:.1f} tok/s decode, ~{sp.prefill_tokens_per_s:.0f} tok/s prefill, "
+                  f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens")
+        con.print(f"[dim]{escape(sp.basis)}; {escape(sp.expected_error)}[/]")
+    con.print(f"weights file: {p.weight_file_bytes / GiB:.2f} GiB; quality: +{p.quality_loss:.3f} ppl at Llama-3-8B scale vs 16-bit")
     for n in p.notes + p.memory.notes:
-        console.print(f"[dim]- {n}[/]")
+        con.print(f"[dim]- {escape(n)}[/]")
 
 
-def print_recommendation(rec, hw=None) -> None:
-    for n in rec.notes:
-        console.print(f"[dim]{n}[/]")
+def print_recommendation(rec, hw=None, limit: int | None = ALTERNATIVES_SHOWN) -> None:
+    """The plan (does it fit, how fast), its maximum context per KV type, then the top alternatives with
+    their reasons; ``limit=None`` lists every alternative. The command to run follows (print_run_it)."""
+    con = _console()
     if rec.plan is None:
-        console.print("[red]No configuration fits this target.[/] Closest options:")
+        for n in rec.notes:
+            con.print(f"[dim]{escape(n)}[/]")
+        target = rec.alternatives[0].plan.target if rec.alternatives else "this target"
+        con.print(f"[red]No configuration fits {escape(target)}.[/] Closest options:")
     else:
-        print_plan(rec.plan, hw)
+        print_plan(rec.plan, hw, notes=rec.notes)
         if rec.max_context:
-            t = Table(title=f"maximum context with {rec.plan.weight_format} ({rec.plan.settings.n_parallel} slot(s))")
-            t.add_column("KV type")
-            t.add_column("max context", justify="right")
+            t = _table()
+            t.add_column("KV type", no_wrap=True)
+            t.add_column("max context", justify="right", no_wrap=True)
             for k, v in rec.max_context.items():
                 t.add_row(k, f"{v:,}" if v else "does not fit")
-            console.print(t)
-    if rec.alternatives:
-        t = Table(title="alternatives")
-        for col in ("model", "weights", "KV", "ctx", "total GiB", "tok/s", "why not"):
-            t.add_column(col)
-        for a in rec.alternatives[:15]:
+            n = rec.plan.settings.n_parallel
+            _title(con, f"maximum context with {rec.plan.weight_format}, {n} slot" + ("s" if n != 1 else "") + " (tokens)")
+            con.print(_freeze(t))
+    print_alternatives(rec.alternatives, limit, con)
+
+
+def print_alternatives(alternatives, limit: int | None = ALTERNATIVES_SHOWN, con: Console | None = None) -> None:
+    """One row per alternative with its reason: beside it where the terminal is wide enough, else on the
+    line under it."""
+    if not alternatives:
+        return
+    con = con or _console()
+    shown = alternatives if limit is None else alternatives[:limit]
+
+    def build(with_reason: bool) -> Table:
+        t = _table()
+        _name_column(t, "model", [a.plan.model for a in shown])
+        t.add_column("weights", no_wrap=True)
+        t.add_column("KV", no_wrap=True)
+        for col in ("ctx", "GiB", "tok/s"):
+            t.add_column(col, justify="right", no_wrap=True)
+        if with_reason:
+            t.add_column("why not", no_wrap=True)
+        for a in shown:
             p = a.plan
-            t.add_row(p.model, p.weight_format, p.settings.type_k if p.engine != "vllm" else p.settings.kv_cache_dtype,
-                      f"{p.ctx:,}", gib(p.memory.total_bytes), f"{p.speed.decode_tokens_per_s:.1f}" if p.speed else "-", a.reason)
-        console.print(t)
-        if len(rec.alternatives) > 15:
-            console.print(f"[dim]... {len(rec.alternatives) - 15} more with --json[/]")
+            row = [Text(p.model), p.weight_format, p.settings.type_k if p.engine != "vllm" else p.settings.kv_cache_dtype,
+                   f"{p.ctx:,}", gib(p.memory.total_bytes), f"{p.speed.decode_tokens_per_s:.1f}" if p.speed else "-"]
+            t.add_row(*row, *([escape(a.reason)] if with_reason else []))
+        return _freeze(t)
+
+    more = len(alternatives) - len(shown)
+    _title(con, f"alternatives ({len(shown)} of {len(alternatives)}; --all lists every one)" if more else "alternatives")
+    wide = build(True)
+    if _width(con, wide) <= con.width:
+        con.print(wide)
+        return
+    narrow = build(False)
+    lines = con.render_lines(narrow, con.options, pad=False, new_lines=True)
+    if len(lines) != 2 + len(shown):  # a row wrapped (a very narrow terminal): the table, then the reasons
+        con.print(narrow)
+        for i, a in enumerate(shown, 1):
+            con.print(f"[dim]{i}. {escape(a.reason)}[/]")
+        return
+    con.print(Segments(lines[0] + lines[1]))
+    for line, a in zip(lines[2:], shown):
+        con.print(Segments(line))
+        con.print(f"[dim]  {escape(a.reason)}[/]")
 
 
 def print_manifest(manifest: dict) -> None:
+    con = _console()
     out = manifest.get("output") or {}
     kind = manifest.get("file_type") or (manifest.get("quantization") or {}).get("method", "")
     size = f"{out['bytes'] / GiB:.3f} GiB, " if isinstance(out.get("bytes"), int) else ""
-    console.print(f"[green]wrote[/] {out.get('path', '')} ({size}{kind})")
+    con.print(f"[green]wrote[/] {escape(str(out.get('path', '')))} ({size}{escape(str(kind))})")
     v = manifest.get("validation") or {}
     if v.get("skipped"):
-        console.print("[yellow]not validated[/] (--no-validate)")
+        con.print("[yellow]not validated[/] (--no-validate)")
     elif v:
-        t = Table(title=f"predicted vs measured ({v.get('engine', '')}, {v.get('machine', '')})")
-        for col in ("buffer", "predicted MiB", "measured MiB", "error %"):
-            t.add_column(col, justify="left" if col == "buffer" else "right")
+        t = _table()
+        t.add_column("buffer", no_wrap=True)
+        for col in ("predicted", "measured", "error %"):
+            t.add_column(col, justify="right", no_wrap=True)
         for name, row in v.get("comparison", {}).items():
             err = row.get("error_pct")
-            t.add_row(name, f"{row['predicted_bytes'] / 2**20:.2f}", f"{row['measured_bytes'] / 2**20:.2f}",
+            t.add_row(escape(name), f"{row['predicted_bytes'] / 2**20:.2f}", f"{row['measured_bytes'] / 2**20:.2f}",
                       "-" if err is None else f"{err:+.2f}")
-        console.print(t)
+        _title(con, f"predicted vs measured, MiB ({escape(str(v.get('engine', '')))}, {escape(str(v.get('machine', '')))})")
+        con.print(_freeze(t))
         if "tokens_generated" in v:
-            console.print(f"generated {v['tokens_generated']} tokens: {v.get('generated_text', '')!r}")
-    console.print("manifest.json and recipe.json written beside it")
+            con.print(f"generated {v['tokens_generated']} tokens: {v.get('generated_text', '')!r}", markup=False)
+    con.print("manifest.json and recipe.json written beside it")
+
+
+def _shell_words(line: str) -> list[str] | None:
+    """Split shell text at unquoted spaces, keeping each word's quoting as written (shlex either strips
+    quotes or, in non-POSIX mode, splits ``"${A}"'x'`` apart). None if a quote is left open."""
+    words, cur, quote, escaped = [], "", "", False
+    for c in line:
+        if escaped:
+            cur, escaped = cur + c, False
+        elif c == "\\" and quote != "'":
+            cur, escaped = cur + c, True
+        elif quote:
+            cur += c
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            cur, quote = cur + c, c
+        elif c == " ":
+            if cur:
+                words.append(cur)
+            cur = ""
+        else:
+            cur += c
+    if quote or escaped:
+        return None
+    return words + ([cur] if cur else [])
+
+
+def shell_wrap(line: str, width: int, indent: str = "  ") -> list[str]:
+    """A shell command broken at word boundaries into lines of at most ``width`` ending in `` \\``, so it can
+    still be copied whole; an option stays with its value. A word longer than the width is never split."""
+    words = _shell_words(line)
+    if not words or " ".join(words) != line:
+        return [indent + line]
+    groups: list[str] = []
+    for w in words:
+        if groups and groups[-1].startswith("-") and " " not in groups[-1] and not w.startswith("-"):
+            groups[-1] += " " + w
+        else:
+            groups.append(w)
+    out, cur = [], ""
+    for g in groups:
+        room = width - 2 - len(indent) * (2 if out else 1)  # 2: the " \\" that ends a continued line
+        if cur and len(cur) + 1 + len(g) > room:
+            out.append(cur)
+            cur = g
+        else:
+            cur = f"{cur} {g}" if cur else g
+    out.append(cur)
+    return [(indent if i == 0 else indent * 2) + part + (" \\" if i < len(out) - 1 else "") for i, part in enumerate(out)]
 
 
 def print_run_it(recipe, emitted=None) -> None:
-    """The command that starts the plan, and where the other engines' recipes are."""
+    """The command that starts the plan, last so it stays on screen; before it, where the other engines'
+    recipes are."""
     if recipe is None:
         return
-    console.print(f"[bold]run it[/] ({recipe.title}):")
-    for line in recipe.shell_lines():
-        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    con = _console()
+    con.print(f"[bold]run it[/] ({escape(recipe.title)}):")
     for n in recipe.notes[:2]:
-        console.print(f"[dim]- {escape(n)}[/]")
+        con.print(f"[dim]- {escape(n)}[/]")
     if emitted:
-        console.print(f"[dim]recipes for every engine in {escape(emitted['dir'])} (recipe.json; check with gemma-plan validate)[/]")
+        con.print(f"[dim]- recipes for every engine in {escape(emitted['dir'])} (recipe.json; check with gemma-plan validate)[/]")
     else:
-        console.print("[dim]--emit DIR writes recipe.json and a runnable file for every engine (llama.cpp, llama-cpp-python, "
-                      "Ollama, LM Studio, vLLM, transformers, MLX, LiteRT-LM, where they apply)[/]")
+        con.print("[dim]- --emit DIR writes recipe.json and a runnable file per engine[/]")
+    for line in recipe.shell_lines():
+        for part in shell_wrap(line, con.width):
+            con.print(part, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_emit_plan(files) -> None:
-    console.print(f"writing {len(files)} files:")
+    _console().print(f"writing {len(files)} files:")
     for f in files:
-        console.print(f"  {escape(str(f.path))} ({f.nbytes:,} bytes{', executable' if f.executable else ''})", highlight=False)
+        _console().print(f"  {escape(str(f.path))} ({f.nbytes:,} bytes{', executable' if f.executable else ''})", highlight=False)
 
 
 _STATUS = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]", "info": "[cyan]info[/]"}
 
 
 def print_validation(v) -> None:
-    t = Table(title=f"validate {escape(v.recipe)} against {escape(v.target)}")
-    t.add_column("check")
-    t.add_column("result")
-    t.add_column("detail", overflow="fold")
+    con = _console()
+    t = _table()
+    t.add_column("check", no_wrap=True)
+    t.add_column("result", no_wrap=True)
+    t.add_column("detail", overflow="fold")  # words wrap; only a path longer than the column is folded
     for c in v.checks:
         t.add_row(escape(c.name), _STATUS.get(c.status, c.status), escape(c.detail))
-    console.print(t)
-    console.print("[green]recipe is consistent with its plan[/]" if v.ok else "[red]some checks failed[/]")
+    _title(con, f"validate {escape(v.recipe)} against {escape(v.target)}")
+    con.print(_freeze(t))
+    con.print("[green]recipe is consistent with its plan[/]" if v.ok else "[red]some checks failed[/]")
+
+
+def _num(v, fmt: str = ".1f") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))
 
 
 def print_speed_scores(result: dict) -> None:
-    t = Table(title="decode tokens/s: predicted vs measured")
-    for col in ("model", "quant", "hardware", "class", "predicted", "measured", "error %", "pp pred", "pp meas"):
-        t.add_column(col, justify="right" if col in ("predicted", "measured", "error %", "pp pred", "pp meas") else "left")
+    con = _console()
+
+    def build(full: bool) -> Table:
+        t = _table()
+        for col in ("model", "quant", "hardware"):  # free text from the measurements: wraps, folds a very long word
+            t.add_column(col, overflow="fold")
+        if full:
+            t.add_column("class", no_wrap=True)
+        for col in ("pred", "meas", "err %") + (("pp pred", "pp meas") if full else ()):
+            t.add_column(col, justify="right", no_wrap=True)
+        for r in result["rows"]:
+            head = [Text(str(r[k])) for k in ("model", "quant", "hardware")] + ([Text("-" if "skipped" in r else str(r["efficiency_class"]))] if full else [])
+            if "skipped" in r:  # the reason is listed under the table
+                t.add_row(*head, "-", _num(r.get("measured_tg_tps")), "skip", *(["", ""] if full else []))
+                continue
+            t.add_row(*head, _num(r["predicted_tg_tps"]), _num(r.get("measured_tg_tps")), f"{r.get('tg_error_pct', 0):+.0f}",
+                      *([_num(r.get("predicted_pp_tps"), ".0f"), _num(r.get("measured_pp_tps") or None, ".0f")] if full else []))
+        _freeze(t)
+        for col in t.columns[:3]:
+            col.min_width = min(col.min_width, 12)
+        return t
+
+    t = build(True)
+    full = _width(con, t) <= con.width
+    _title(con, "decode tokens/s, predicted (pred) vs measured (meas)" + ("; prefill: pp" if full else ""))
+    con.print(t if full else build(False))
     for r in result["rows"]:
         if "skipped" in r:
-            t.add_row(str(r["model"]), str(r["quant"]), str(r["hardware"]), "-", "-", str(r.get("measured_tg_tps")), f"skipped: {r['skipped']}", "", "")
-            continue
-        t.add_row(str(r["model"]), str(r["quant"]), str(r["hardware"]), r["efficiency_class"], f"{r['predicted_tg_tps']:.1f}",
-                  str(r.get("measured_tg_tps")), f"{r.get('tg_error_pct', 0):+.0f}", str(r.get("predicted_pp_tps", "")),
-                  str(r.get("measured_pp_tps") or ""))
-    console.print(t)
+            con.print(f"[dim]skipped {escape(str(r['model']))} {escape(str(r['quant']))} on {escape(str(r['hardware']))}: "
+                      f"{escape(str(r['skipped']))}[/]")
     for key, label in (("tg", "decode"), ("pp", "prefill")):
         s = result["summary"][key]
-        console.print(f"{label}: {s['n']} rows, median |error| {s['median_abs_error_pct']}%, 90th percentile {s['p90_abs_error_pct']}%")
+        _console().print(f"{label}: {s['n']} rows, median |error| {s['median_abs_error_pct']}%, 90th percentile {s['p90_abs_error_pct']}%")

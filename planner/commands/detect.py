@@ -68,30 +68,43 @@ def _render(report, saved) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     hw = report.hardware
     if hw.devices:
-        t = Table(title="Accelerators (memory in GiB, bandwidth in GB/s, dense FP16 tensor TFLOPS)",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col, just in (("#", "right"), ("device", "left"), ("backend", "left"),
-                          ("total", "right"), ("free", "right"), ("GB/s", "right"), ("TFLOPS", "right"),
-                          ("unified", "left"), ("CC", "left")):
-            t.add_column(col, justify=just, overflow="fold", no_wrap=col != "device")
+        from rich.measure import Measurement
+
+        def table(with_unified: bool) -> Table:
+            t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+            cols = [("#", "right"), ("device", "left"), ("backend", "left"), ("total", "right"), ("free", "right"),
+                    ("GB/s", "right"), ("TFLOPS", "right")] + ([("unified", "left")] if with_unified else []) + [("CC", "left")]
+            words = [w for d in hw.devices for w in (d.name + (f" [{d.partition}]" if d.partition else "")).split()]
+            for col, just in cols:
+                # the device name wraps at its spaces only (never mid-word); every other column keeps its width
+                t.add_column(col, justify=just, no_wrap=col != "device",
+                             min_width=max([len(col)] + [len(w) for w in words]) if col == "device" else None)
+            for i, d in enumerate(hw.devices):
+                row = [str(d.index if d.index is not None else i), Text(d.name + (f" [{d.partition}]" if d.partition else "")),
+                       d.backend, _gib(d.memory_bytes), _gib(d.free_bytes), _gbs(d.bandwidth_bytes_per_s),
+                       "-" if d.fp16_flops is None else f"{d.fp16_flops / 1e12:.0f}"]
+                t.add_row(*row, *(["yes" if d.unified else "no"] if with_unified else []), d.compute_capability or "-")
+            return t
+
+        t = table(True)
+        if Measurement.get(console, console.options.update(max_width=10_000), t).maximum > console.width:
+            t = table(False)  # narrow terminal: unified memory is said in the per-device line below instead
         details = []
         for i, d in enumerate(hw.devices):
             idx = str(d.index if d.index is not None else i)
-            name = d.name + (f" [{d.partition}]" if d.partition else "")
-            unified = "yes" if d.unified else "no"
-            t.add_row(idx, name, d.backend, _gib(d.memory_bytes), _gib(d.free_bytes),
-                      _gbs(d.bandwidth_bytes_per_s), "-" if d.fp16_flops is None else f"{d.fp16_flops / 1e12:.0f}",
-                      unified, d.compute_capability or "-")
             extra = [f"PCIe gen{d.pcie_gen} x{d.pcie_width}"] if d.pcie_gen and d.pcie_width else []
-            if d.unified and d.total_bytes:
-                extra.append(f"shares {_gib(d.total_bytes)} GiB of physical memory with the CPU")
+            if d.unified:
+                extra.append(f"shares {_gib(d.total_bytes)} GiB of physical memory with the CPU" if d.total_bytes else "unified memory")
             extra += [d.notes] if d.notes else []
             if extra:
                 details.append(f"  {idx}: " + "; ".join(extra))
+        # the title on its own line: rich wraps a table's title to the (narrower) table width
+        console.print("[italic]Accelerators (memory in GiB, bandwidth in GB/s, dense FP16 tensor TFLOPS)[/]")
         console.print(t)
         for line in details:
             console.print(line, highlight=False)
