@@ -422,6 +422,8 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     num_blocks = max(0, min(blocks))
     per_request = kv.blocks_per_request(max_len)
     accepted = all(r.startup_ok for r in ranks) and all(r.available_kv > 0 and kv.fits(r.stage, r.available_kv, max_len) for r in ranks)
+    # the plan's slots: n_parallel requests of max_len at once (vLLM itself starts with one)
+    slots_fit = num_blocks - 1 >= max(1, s.n_parallel) * per_request
     vllm_max_len = min(kv.max_model_len(r.stage, max(0, r.available_kv), spec.ctx_train) for r in ranks)
     concurrency = num_blocks / per_request if per_request else 0.0
     mems = []
@@ -433,13 +435,13 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
         m.overhead_bytes = r.non_torch
         m.kv_bytes = num_blocks * bpb
         m.capacity_bytes = r.cuda_total
-        m.budget_bytes = r.requested if accepted else -1
+        m.budget_bytes = r.requested if accepted and slots_fit else -1
         m.detail = {
             "requested_bytes": r.requested,
             "cuda_total_bytes": r.cuda_total,
             "cuda_total_source": r.cuda_total_source,
             "available_kv_bytes": r.available_kv,
-            "kv_needed_bytes": kv.request_bytes(r.stage, max_len) + bpb,
+            "kv_needed_bytes": max(1, s.n_parallel) * kv.request_bytes(r.stage, max_len) + bpb,
             "kv_bytes_per_block": bpb,
             "num_blocks": blocks[i],
             "embedding_bytes": r.weights["embed"],
@@ -454,7 +456,8 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     groups = [{"type": "sliding" if g.sliding else "full", "block_size": g.block_size, "layers": len(g.layers),
                "page_bytes": g.page_bytes, "blocks_per_request": kv.group_blocks(g, max_len)} for g in kv.groups]
     kv_cells = {
-        "needed_bytes_per_gpu": max((kv.request_bytes(r.stage, max_len) for r in ranks), default=0),
+        "needed_bytes_per_gpu": max((kv.request_bytes(r.stage, max_len) for r in ranks), default=0) * max(1, s.n_parallel),
+        "vllm_accepts": accepted,
         "groups": groups,
         "blocks_per_request": per_request,
         "num_blocks": num_blocks,
@@ -470,6 +473,9 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     if slots > padded:
         notes.append(f"hybrid KV groups: {len(kv.groups)} groups of {max(len(g.layers) for g in kv.groups)} layers for "
                      f"{padded} KV layers ({slots - padded} padding slots)")
+    if accepted and not slots_fit:
+        notes.append(f"vLLM starts, but its KV pool holds {concurrency:.2f} requests of {max_len} tokens, fewer than the "
+                     f"{s.n_parallel} slots planned")
     if not all(r.startup_ok for r in ranks):
         notes.append("vLLM refuses to start: requested memory exceeds what is free after the CUDA context")
     return MemoryBreakdown("vllm", VLLM_VERSION, mems, kv_cells=kv_cells, notes=notes)
