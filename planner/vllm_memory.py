@@ -421,10 +421,14 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     blocks = [r.available_kv // kv.bytes_per_block(r.stage) if kv.bytes_per_block(r.stage) else 0 for r in ranks]
     num_blocks = max(0, min(blocks))
     per_request = kv.blocks_per_request(max_len)
-    accepted = all(r.startup_ok for r in ranks) and all(r.available_kv > 0 and kv.fits(r.stage, r.available_kv, max_len) for r in ranks)
+    # a stage whose layers all read another layer's cache (Gemma 4 E2B's last stage at PP 2) gets only
+    # empty groups; get_kv_cache_configs' per-block probe then fails (validate_kv_cache_layout)
+    empty_stage = bool(kv.groups) and any(kv.bytes_per_block(st) == 0 for st in range(pp))
+    accepted = not empty_stage and all(r.startup_ok for r in ranks) and \
+        all(r.available_kv > 0 and kv.fits(r.stage, r.available_kv, max_len) for r in ranks)
     # the plan's slots: n_parallel requests of max_len at once (vLLM itself starts with one)
     slots_fit = num_blocks - 1 >= max(1, s.n_parallel) * per_request
-    vllm_max_len = min(kv.max_model_len(r.stage, max(0, r.available_kv), spec.ctx_train) for r in ranks)
+    vllm_max_len = 0 if empty_stage else min(kv.max_model_len(r.stage, max(0, r.available_kv), spec.ctx_train) for r in ranks)
     concurrency = num_blocks / per_request if per_request else 0.0
     mems = []
     for i, r in enumerate(ranks):
@@ -476,6 +480,9 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     if accepted and not slots_fit:
         notes.append(f"vLLM starts, but its KV pool holds {concurrency:.2f} requests of {max_len} tokens, fewer than the "
                      f"{s.n_parallel} slots planned")
+    if empty_stage:
+        notes.append(f"vLLM 0.33 fails to plan the KV cache: a pipeline stage holds only KV-sharing layers "
+                     f"(use fewer pipeline stages)")
     if not all(r.startup_ok for r in ranks):
         notes.append("vLLM refuses to start: requested memory exceeds what is free after the CUDA context")
     return MemoryBreakdown("vllm", VLLM_VERSION, mems, kv_cells=kv_cells, notes=notes)

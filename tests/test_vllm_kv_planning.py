@@ -111,6 +111,13 @@ def vllm_kv(v, name: str, s: RuntimeSettings, available: list[int]) -> dict:
     """What vLLM computes for these specs and per-worker pools (get_kv_cache_configs and the capacity it logs);
     max_model_len: vLLM's estimate of the longest request the pools hold, searched up to the trained maximum
     (the search vLLM runs for its error message and for --max-model-len auto)."""
+    try:
+        return _vllm_kv(v, name, s, available)
+    except ValueError as exc:  # raised while planning, before the start-up check
+        return {"accepts": False, "error": str(exc), "groups": None, "max_model_len": 0}
+
+
+def _vllm_kv(v, name: str, s: RuntimeSettings, available: list[int]) -> dict:
     cfg = vllm_config(v, s, s.n_ctx)
     cfg_max = vllm_config(v, s, get_model(name)[0].ctx_train)
     per_stage = layer_specs(v, name, s)
@@ -150,8 +157,9 @@ def _compare(v, name, fmt, s, hw):
     available = [max(0, d.detail["available_kv_bytes"]) for d in gpus]
     got = vllm_kv(v, name, s, available)
     kv = p.memory.kv_cells
-    assert [(g["type"], g["block_size"], g["layers"]) for g in kv["groups"]] == \
-        [("sliding" if t == "SlidingWindowSpec" else "full", b, n) for t, b, n in got["groups"]]
+    if got["groups"] is not None:
+        assert [(g["type"], g["block_size"], g["layers"]) for g in kv["groups"]] == \
+            [("sliding" if t == "SlidingWindowSpec" else "full", b, n) for t, b, n in got["groups"]]
     assert kv["max_model_len"] == got["max_model_len"], (name, hw.name, s.n_ctx)
     assert kv["vllm_accepts"] == got["accepts"], (name, hw.name, s.n_ctx, got.get("error"))
     if got["accepts"]:
