@@ -381,8 +381,9 @@ class RankPlan:
 
 def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = 0) -> MemoryBreakdown:
     """Per rank: requested memory, weights, activation peak, CUDA graphs and the KV pool; the pool
-    becomes blocks exactly as vLLM's KV planning does. ``margin`` is unused: vLLM keeps
-    1 - gpu_memory_utilization of each GPU free by itself."""
+    becomes blocks exactly as vLLM's KV planning does (kv_cells: what vLLM would log and decide).
+    ``margin`` covers the estimated terms (activation peak, CUDA graphs, non-torch memory): a plan
+    fits when vLLM's check passes on the pool less the margin and that pool holds the planned slots."""
     gpus = list(hw.devices)
     tp, pp = s.tensor_parallel, s.pipeline_parallel
     n_ranks = tp * pp
@@ -426,8 +427,12 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     empty_stage = bool(kv.groups) and any(kv.bytes_per_block(st) == 0 for st in range(pp))
     accepted = not empty_stage and all(r.startup_ok for r in ranks) and \
         all(r.available_kv > 0 and kv.fits(r.stage, r.available_kv, max_len) for r in ranks)
-    # the plan's slots: n_parallel requests of max_len at once (vLLM itself starts with one)
-    slots_fit = num_blocks - 1 >= max(1, s.n_parallel) * per_request
+    # the plan: vLLM's check on the pool less the margin, and n_parallel requests of max_len at once
+    # (vLLM itself starts with one)
+    margin = max(0, margin)
+    safe_blocks = min(((r.available_kv - margin) // kv.bytes_per_block(r.stage) if kv.bytes_per_block(r.stage) else 0) for r in ranks)
+    slots_fit = all(r.available_kv - margin > 0 and kv.fits(r.stage, r.available_kv - margin, max_len) for r in ranks) and \
+        safe_blocks - 1 >= max(1, s.n_parallel) * per_request
     vllm_max_len = 0 if empty_stage else min(kv.max_model_len(r.stage, max(0, r.available_kv), spec.ctx_train) for r in ranks)
     concurrency = num_blocks / per_request if per_request else 0.0
     mems = []
@@ -472,14 +477,19 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     }
     notes = [f"vLLM requests ceil(CUDA total x {s.gpu_memory_utilization:g}) per GPU; the rest after weights, the profiled "
              f"activation peak, non-torch memory and the CUDA-graph estimate is the KV pool"]
+    if accepted:
+        notes.append(f"vLLM should log: GPU KV cache size: {int(concurrency * max_len):,} tokens; Maximum concurrency for "
+                     f"{max_len:,} tokens per request: {concurrency:.2f}x; the pool holds requests up to {vllm_max_len:,} tokens")
+    else:
+        notes.append(f"vLLM would refuse --max-model-len {max_len}: the pool holds requests up to {vllm_max_len:,} tokens")
     padded = sum(len(g.layers) for g in kv.groups)
     slots = len(kv.groups) * max((len(g.layers) for g in kv.groups), default=0)
     if slots > padded:
         notes.append(f"hybrid KV groups: {len(kv.groups)} groups of {max(len(g.layers) for g in kv.groups)} layers for "
                      f"{padded} KV layers ({slots - padded} padding slots)")
     if accepted and not slots_fit:
-        notes.append(f"vLLM starts, but its KV pool holds {concurrency:.2f} requests of {max_len} tokens, fewer than the "
-                     f"{s.n_parallel} slots planned")
+        notes.append(f"vLLM should start (its pool holds {concurrency:.2f} requests of {max_len} tokens), but not with "
+                     f"{s.n_parallel} slot(s) and the {margin / GiB:.1f} GiB margin kept for the estimated activations")
     if empty_stage:
         notes.append(f"vLLM 0.33 fails to plan the KV cache: a pipeline stage holds only KV-sharing layers "
                      f"(use fewer pipeline stages)")

@@ -23,6 +23,7 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 from planner.catalog import get_model  # noqa: E402
 from planner.formats import parse_format  # noqa: E402
+from planner.memory import DEFAULT_MARGIN  # noqa: E402
 from planner.search import max_context, plan  # noqa: E402
 from planner.types import RuntimeSettings  # noqa: E402
 from profiles.targets import load_target  # noqa: E402
@@ -153,6 +154,7 @@ def _hw(target: str, n: int):
 def _compare(v, name, fmt, s, hw):
     spec = get_model(name)[0]
     p = plan(spec, parse_format(fmt, "vllm"), s, hw, with_speed=False)
+    assert not p.fits or p.memory.kv_cells["vllm_accepts"]
     gpus = p.memory.devices
     available = [max(0, d.detail["available_kv_bytes"]) for d in gpus]
     got = vllm_kv(v, name, s, available)
@@ -167,7 +169,6 @@ def _compare(v, name, fmt, s, hw):
         assert kv["blocks_per_request"] == got["blocks_per_request"]
         assert kv["kv_cache_tokens"] == got["tokens"]
         assert kv["max_concurrency"] == round(got["concurrency"], 4)
-        assert p.fits
     else:
         assert not p.fits
         m = re.search(r"estimated maximum model length is (\d+)", got["error"])
@@ -188,10 +189,12 @@ def test_plan_kv_equals_vllm_kv_planning(v, target, n, tp, pp):
                                 n_ctx=min(32768, spec.ctx_train))
             s = dataclasses.replace(s, type_k="auto", type_v="auto")
             p, got = _compare(v, name, fmt, s, hw)
-            # the longest context the planner offers is one vLLM starts with; one more block-row is refused
-            best = max_context(spec, parse_format(fmt, "vllm"), s, hw, 0)
+            # the longest context the planner offers (with its default margin) is one vLLM starts with;
+            # a plan that fits is never one vLLM refuses
+            best = max_context(spec, parse_format(fmt, "vllm"), s, hw, DEFAULT_MARGIN)
             if best:
-                _compare(v, name, fmt, dataclasses.replace(s, n_ctx=best), hw)
+                pb, gb = _compare(v, name, fmt, dataclasses.replace(s, n_ctx=best), hw)
+                assert pb.fits and gb["accepts"]
             over = p.memory.kv_cells["max_model_len"] + 1
             if over <= spec.ctx_train and p.memory.kv_cells["max_model_len"]:
                 p2, got2 = _compare(v, name, fmt, dataclasses.replace(s, n_ctx=over), hw)
