@@ -17,7 +17,6 @@ from planner.types import (
     LLAMA_CPP_VERSION,
     TRANSFORMERS_VERSION,
     DeviceMemory,
-    LayerSpec,
     MemoryBreakdown,
     ModelSpec,
     RuntimeSettings,

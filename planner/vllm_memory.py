@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 from planner.errors import InvalidSettingsError
 from planner.formats import WeightFormat, _gptq_quantized, tensor_sizes
@@ -450,7 +449,8 @@ def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
             "cuda_total_bytes": r.cuda_total,
             "cuda_total_source": r.cuda_total_source,
             "available_kv_bytes": r.available_kv,
-            "kv_needed_bytes": max(1, s.n_parallel) * kv.request_bytes(r.stage, max_len) + bpb,
+            # the slots' requests, the null block and the margin kept for the estimated terms
+            "kv_needed_bytes": max(1, s.n_parallel) * kv.request_bytes(r.stage, max_len) + bpb + margin,
             "kv_bytes_per_block": bpb,
             "num_blocks": blocks[i],
             "embedding_bytes": r.weights["embed"],
