@@ -2,7 +2,7 @@
 
 Pure arithmetic, no I/O. Each engine's rules are written out with the function they mirror:
 - llama.cpp as vendored in llama-cpp-python 0.3.36 (``LLAMA_CPP_VERSION``);
-- vLLM 0.33 (gpu_worker.determine_available_memory, kv_cache_interface);
+- vLLM 0.33 (planner/vllm_memory.py: request_memory, determine_available_memory, kv_cache_planning);
 - transformers 5.x (get_memory_footprint, DynamicCache / StaticCache layouts).
 """
 
@@ -16,14 +16,13 @@ from planner.formats import WeightFormat, gguf_tensor_types, row_bytes, tensor_s
 from planner.types import (
     LLAMA_CPP_VERSION,
     TRANSFORMERS_VERSION,
-    VLLM_VERSION,
     DeviceMemory,
-    LayerSpec,
     MemoryBreakdown,
     ModelSpec,
     RuntimeSettings,
     TensorSpec,
 )
+from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
 
 MiB = 1 << 20
@@ -32,10 +31,6 @@ GiB = 1 << 30
 # Runtime memory no llama.cpp log line reports (CUDA context, cuBLAS workspaces): the reserve
 # Ollama keeps per GPU (ml/device.go MinimumMemory: 457 MiB CUDA/ROCm, 512 MiB Metal).
 RUNTIME_OVERHEAD = {"CUDA": 457 * MiB, "ROCm": 457 * MiB, "Metal": 512 * MiB, "Vulkan": 457 * MiB, "CPU": 0}
-# vLLM: CUDA graphs captured after the profile run, and non-torch memory (NCCL, CUDA context).
-VLLM_CUDA_GRAPH_BYTES = 1 * GiB
-VLLM_NON_TORCH_BYTES = 512 * MiB
-VLLM_BLOCK_SIZE = 16  # CacheConfig.DEFAULT_BLOCK_SIZE
 # Safety margin kept free on every device unless --margin says otherwise (llama.cpp --fit's default target).
 DEFAULT_MARGIN = 1 * GiB
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
@@ -424,69 +419,7 @@ def _host_capacity(hw: Hardware, gpu_mems: list[DeviceMemory]) -> int:
 
 # ---------------------------------------------------------------- vLLM
 
-
-def vllm_kv_page_bytes(lay: LayerSpec, tp: int, dtype_bytes: int) -> int:
-    """AttentionSpec.page_size_bytes per block, per rank (kv heads replicated when TP > heads)."""
-    kv_heads = max(1, lay.n_head_kv // tp)
-    return VLLM_BLOCK_SIZE * kv_heads * (lay.head_dim_k + lay.head_dim_v) * dtype_bytes
-
-
-def vllm_kv_need_bytes(spec: ModelSpec, s: RuntimeSettings, dtype_bytes: int) -> int:
-    """KV one request of max_model_len needs (max_memory_usage_bytes), per rank, summed over layers."""
-    tp, pp = s.tensor_parallel, s.pipeline_parallel
-    max_len = s.n_ctx
-    in_flight = 2 * s.max_num_batched_tokens  # async scheduling keeps two batches in flight
-    total = 0
-    for lay in spec.kv_layers:
-        page = vllm_kv_page_bytes(lay, tp, dtype_bytes)
-        if lay.sliding:
-            blocks = cdiv(min(spec.sliding_window - 1 + in_flight, max_len), VLLM_BLOCK_SIZE) + 1
-        else:
-            blocks = cdiv(max_len, VLLM_BLOCK_SIZE)
-        total += blocks * page
-    return total // pp
-
-
-def vllm_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = 0) -> MemoryBreakdown:
-    gpus = list(hw.devices)
-    n_ranks = s.tensor_parallel * s.pipeline_parallel
-    if not gpus:
-        raise InvalidSettingsError("vLLM needs a GPU; this target has none", hint="use --engine llama.cpp")
-    if n_ranks > len(gpus):  # devices already lists every GPU of every host
-        raise InvalidSettingsError(f"tensor x pipeline parallel = {n_ranks} GPUs, the target has {len(gpus)}")
-    first = spec.layers[0]
-    if first.n_head % s.tensor_parallel:
-        raise InvalidSettingsError(f"tensor parallel {s.tensor_parallel} does not divide {first.n_head} attention heads")
-    kv_dtype = 1 if s.kv_cache_dtype.startswith("fp8") else 2
-    weights_total = sum(b for _, b in tensor_sizes(spec, fmt))
-    weights = cdiv(weights_total, n_ranks)
-    H = spec.hidden
-    ff = max(lay.n_ff for lay in spec.layers)
-    tokens = s.max_num_batched_tokens
-    # profile_run: one forward of max_num_batched_tokens tokens + sampler logits for max_num_seqs rows
-    activation = tokens * (2 * (4 * H) + 2 * 3 * ff // s.tensor_parallel) + 4 * spec.vocab * s.max_num_seqs
-    graphs = 0 if s.enforce_eager else VLLM_CUDA_GRAPH_BYTES
-    need = vllm_kv_need_bytes(spec, s, kv_dtype) * max(1, s.n_parallel)
-    mems = []
-    for i in range(n_ranks):
-        d = gpus[i % len(gpus)]
-        total = d.total_bytes or d.memory_bytes
-        requested = int(total * s.gpu_memory_utilization)
-        m = DeviceMemory(f"{d.name} #{i}" if n_ranks > 1 else d.name)
-        m.weights_bytes = weights
-        m.compute_bytes = activation + graphs
-        m.overhead_bytes = VLLM_NON_TORCH_BYTES
-        pool = requested - (m.weights_bytes + m.compute_bytes + m.overhead_bytes)
-        m.kv_bytes = max(0, pool)
-        m.detail = {"kv_needed_bytes": need, "requested_bytes": requested, "cuda_graph_bytes": graphs,
-                    "activation_peak_bytes": activation}
-        m.capacity_bytes = d.usable_bytes()
-        # vLLM starts only if requested memory is free and the pool holds the requests
-        m.budget_bytes = m.capacity_bytes if pool >= need else -1
-        mems.append(m)
-    notes = [f"vLLM allocates gpu_memory_utilization={s.gpu_memory_utilization} of each GPU; the rest after weights, "
-             f"activations and CUDA graphs becomes the KV pool"]
-    return MemoryBreakdown("vllm", VLLM_VERSION, mems, kv_cells={"needed_bytes_per_gpu": need}, notes=notes)
+# vLLM's rules live in planner/vllm_memory.py (requested memory, weights per rank, KV groups and blocks).
 
 
 # ---------------------------------------------------------------- transformers

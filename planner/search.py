@@ -65,7 +65,10 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         weight_file_bytes=weight_bytes(spec, fmt),
         quality_loss=round(quality_loss(fmt.name) + KV_QUALITY.get(s.type_k, 0) / 2 + KV_QUALITY.get(s.type_v, 0) / 2, 4),
     )
-    if spec.vision_params:
+    if spec.vision_params and s.engine == "vllm":
+        p.notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
+                       f"is neither loaded nor profiled")
+    elif spec.vision_params:
         p.notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
     return p
 

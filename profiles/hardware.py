@@ -33,6 +33,7 @@ class Device:
     pcie_gen: Optional[int] = None  # current PCIe link generation (detection only)
     pcie_width: Optional[int] = None  # current PCIe link width, lanes
     partition: Optional[str] = None  # a slice of a larger GPU, e.g. "MIG 3g.40gb"
+    cuda_total_bytes: Optional[int] = None  # what CUDA reports as total (NVML total - reserved; detection only)
 
     def usable_bytes(self) -> int:
         """Memory the planner may fill: free now when measured, else the device budget."""

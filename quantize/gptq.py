@@ -649,9 +649,11 @@ def build_recipe(out_dir: str | Path, bits: int, group_size: int) -> dict:
     """How to serve the checkpoint: vLLM as an argv list (and its shlex-quoted line), transformers as a
     Python snippet whose path is a Python literal (repr), so no path can inject a command."""
     path = str(Path(out_dir).resolve())
-    # --quantization gptq selects vLLM's GPTQ kernels, which run activations in float16 only
-    # (GPTQConfig.get_supported_act_dtypes in vllm/model_executor/layers/quantization/gptq.py).
-    argv = ["vllm", "serve", path, "--quantization", "gptq", "--dtype", "float16"]
+    # No --quantization: vLLM 0.33 reads quant_method from the checkpoint and runs it with Marlin
+    # (AutoGPTQConfig.override_quantization_method in vllm/model_executor/layers/quantization/auto_gptq.py),
+    # in bfloat16 (get_supported_act_dtypes: half and bfloat16); float16 is refused for Gemma 2/3
+    # (_FLOAT16_NOT_SUPPORTED_MODELS in vllm/config/model.py).
+    argv = ["vllm", "serve", path, "--dtype", "bfloat16"]
     snippet = "\n".join([
         "import torch",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",

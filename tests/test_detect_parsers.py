@@ -378,3 +378,15 @@ def test_captured_h200_host_cpu_and_os():
     assert c.cores_logical == 16 and {"avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx"} <= set(c.flags)
     info = system.parse_system(fixture("system_h200_host_captured.txt"))
     assert (info.os_version, info.container) == ("Ubuntu 24.04.3 LTS", "docker")
+
+
+def test_nvml_reserved_memory_gives_the_cuda_total():
+    """NVML v2 'reserved' is the memory CUDA does not offer; vLLM sizes its request by the rest."""
+    import json
+
+    total, reserved = 23034 * MiB, 455 * MiB
+    rec = {"name": "NVIDIA L4", "memory_total": total, "memory_free": total - reserved, "memory_reserved": reserved}
+    d = nvidia.parse_nvml(json.dumps({"devices": [rec]}))[0]
+    assert d.memory_bytes == total and d.cuda_total_bytes == total - reserved
+    rec.pop("memory_reserved")
+    assert nvidia.parse_nvml(json.dumps({"devices": [rec]}))[0].cuda_total_bytes is None

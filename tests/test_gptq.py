@@ -102,7 +102,7 @@ def test_recipe_is_argv_and_a_safe_python_literal(tmp_path):
     hostile = tmp_path / "it's a \"dir\"; rm -rf ~ $(x)"
     r = build_recipe(hostile, 4, 128)
     path = str(hostile.resolve())
-    assert r["vllm"]["argv"] == ["vllm", "serve", path, "--quantization", "gptq", "--dtype", "float16"]
+    assert r["vllm"]["argv"] == ["vllm", "serve", path, "--dtype", "bfloat16"]
     import shlex
 
     assert shlex.split(r["vllm"]["command"]) == r["vllm"]["argv"]

@@ -87,7 +87,7 @@ def test_quantize_gptq_end_to_end(tiny_model, tmp_path):
     assert abs(weights["error_pct"]) < 1.0  # the bar: predicted vs measured weight bytes within 1%
     assert manifest["plan"]["weight_format"] == "gptq-int4" and manifest["plan"]["engine"] == "vllm"
     recipe = json.loads((ckpt / "recipe.json").read_text())
-    assert "--quantization" in json.dumps(recipe) and recipe["gptq"]["vllm"]["argv"][:2] == ["vllm", "serve"]
+    assert recipe["gptq"]["vllm"]["argv"][:2] == ["vllm", "serve"] and "float16" not in recipe["gptq"]["vllm"]["argv"]
 
 
 def test_not_enough_disk_is_refused_before_writing(tiny_model, tmp_path, monkeypatch):

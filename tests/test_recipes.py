@@ -189,11 +189,14 @@ def test_vllm_tp2_flags():
 
 
 def test_vllm_quantization_flag_per_format():
+    # fp8: the online shorthand (plain `fp8` no longer quantizes a bf16 checkpoint in vLLM 0.33);
+    # GPTQ: no flag, vLLM reads the checkpoint's quant_method and picks Marlin; never float16 for Gemma
     plan, spec, hw, _ = _case("vllm-tp2")
-    for fmt, q in (("fp8", "fp8"), ("gptq-int4", "gptq")):
+    for fmt, q in (("fp8", "fp8_per_tensor"), ("gptq-int4", None)):
         p = make_plan(spec, parse_format(fmt, "vllm"), plan.settings, hw, target=hw.name)
         argv = render_all(p, hw, spec=spec)["vllm"].steps[0].argv
-        assert argv[argv.index("--quantization") + 1] == q
+        assert (argv[argv.index("--quantization") + 1] if "--quantization" in argv else None) == q
+        assert argv[argv.index("--dtype") + 1] == "bfloat16"
         if fmt.startswith("gptq"):
             assert argv[2].startswith("./") and "gptq-int4" in argv[2]  # a local GPTQ checkpoint, not the bf16 hub repo
 

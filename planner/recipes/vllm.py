@@ -4,8 +4,14 @@ Flags as in vLLM 0.33 ``engine/arg_utils.py``: ``--max-model-len`` (the plan's c
 ``--gpu-memory-utilization`` (the fraction of each GPU vLLM claims; the KV pool is what remains after
 weights, activations and CUDA graphs), ``--kv-cache-dtype``, ``--max-num-seqs`` and
 ``--max-num-batched-tokens`` (they size the profile run's activation peak, so they are passed even at
-their defaults, which differ by GPU), ``-tp``/``-pp``, ``--quantization`` for fp8 (online, from the
-bf16 checkpoint) and GPTQ checkpoints. A plan whose ranks outnumber one host's GPUs runs on a Ray
+their defaults, which differ by GPU), ``-tp``/``-pp``, ``--dtype bfloat16`` (vLLM refuses float16 for
+Gemma 2 and 3: ``_FLOAT16_NOT_SUPPORTED_MODELS`` in config/model.py), ``--quantization
+fp8_per_tensor`` for fp8 (online, from the bf16 checkpoint; plain ``fp8`` no longer quantizes online,
+model_executor/layers/quantization/fp8.py). GPTQ checkpoints get no ``--quantization``: vLLM reads
+``quant_method`` from the checkpoint and runs it with Marlin (auto_gptq.py
+``override_quantization_method``). ``--language-model-only`` for multimodal checkpoints: the plan is
+for text, and without it vLLM loads and profiles the vision/audio towers, which shrinks the KV pool.
+A plan whose ranks outnumber one host's GPUs runs on a Ray
 cluster (``ray start --head`` / ``ray start --address``, ``--distributed-executor-backend ray``):
 tensor parallel inside a host, pipeline parallel across hosts.
 """
@@ -19,8 +25,13 @@ from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, shell_scr
 SERVER_HOST = "127.0.0.1"
 SERVER_PORT = 8000
 RAY_PORT = 6379
-QUANTIZATION = {"fp8": "fp8", "gptq-int4": "gptq", "gptq-int8": "gptq"}
-DTYPE = {"bf16": "bfloat16", "f16": "float16", "gptq-int4": "float16", "gptq-int8": "float16"}
+QUANTIZATION = {"fp8": "fp8_per_tensor"}  # GPTQ: none, vLLM reads it from the checkpoint (Marlin)
+DTYPE = {"bf16": "bfloat16", "f16": "float16", "fp8": "bfloat16", "gptq-int4": "bfloat16", "gptq-int8": "bfloat16"}
+
+
+def language_model_only(ctx: Context) -> bool:
+    """Multimodal checkpoints start text-only (MultiModalConfig.language_model_only)."""
+    return bool(ctx.spec and (ctx.spec.vision_params or ctx.spec.audio_params))
 
 
 def gpus_per_host(ctx: Context) -> int:
@@ -46,6 +57,8 @@ def serve_argv(ctx: Context) -> list[str]:
         argv += ["--dtype", DTYPE[p.weight_format]]
     if p.weight_format in QUANTIZATION:
         argv += ["--quantization", QUANTIZATION[p.weight_format]]
+    if language_model_only(ctx):
+        argv.append("--language-model-only")
     if s.enforce_eager:
         argv.append("--enforce-eager")
     if multi_node(ctx):
@@ -74,18 +87,25 @@ def recipe(ctx: Context) -> Recipe:
     notes = []
     if gpus:
         d = gpus[0]
-        need = d.detail.get("kv_needed_bytes", 0)
-        notes.append(f"each of the {ranks} GPU rank(s): weights {gib(d.weights_bytes)}, activations and CUDA graphs "
-                     f"{gib(d.compute_bytes)}, KV pool {gib(d.kv_bytes)} (one {s.n_ctx}-token request x {s.n_parallel} "
-                     f"needs {gib(need)}), of {gib(d.detail.get('requested_bytes', 0))} claimed "
-                     f"(--gpu-memory-utilization {s.gpu_memory_utilization:g})")
+        kvc = p.memory.kv_cells
+        notes.append(f"each of the {ranks} GPU rank(s): weights {gib(d.weights_bytes)}, activation peak and CUDA graphs "
+                     f"{gib(d.compute_bytes)} (estimated), of {gib(d.detail.get('requested_bytes', 0))} claimed "
+                     f"(--gpu-memory-utilization {s.gpu_memory_utilization:g} of the "
+                     f"{gib(d.detail.get('cuda_total_bytes', 0))} CUDA reports)")
+        notes.append(f"vLLM should log about: Available KV cache memory: {d.detail.get('available_kv_bytes', 0) / (1 << 30):.2f} GiB; "
+                     f"GPU KV cache size: {kvc.get('kv_cache_tokens', 0):,} tokens; Maximum concurrency for "
+                     f"{s.n_ctx:,} tokens per request: {kvc.get('max_concurrency', 0):.2f}x")
+    if language_model_only(ctx):
+        notes.append("--language-model-only: text only; drop it for images/audio, which loads the towers "
+                     "and profiles the encoder (a smaller KV pool than planned)")
     note = _kv_heads_note(ctx)
     if note:
         notes.append(note)
     if p.weight_format == "fp8":
-        notes.append("--quantization fp8 quantizes the bf16 checkpoint to fp8 while loading (needs an fp8-capable GPU: Ada, Hopper or newer)")
+        notes.append("--quantization fp8_per_tensor quantizes the bf16 checkpoint to fp8 while loading (needs an fp8-capable GPU: Ada, Hopper or newer)")
     if p.weight_format.startswith("gptq"):
-        notes.append(f"{ctx.model.value} must be a GPTQ checkpoint (gemma-plan quantize --format {p.weight_format}, or a published one)")
+        notes.append(f"{ctx.model.value} must be a GPTQ checkpoint (gemma-plan quantize --format {p.weight_format}, or a published one); "
+                     f"vLLM reads its quantization_config and runs it with Marlin kernels in bfloat16")
     if ctx.model.kind == "hub":
         notes.append(f"{ctx.model.value} is gated on Hugging Face: accept the Gemma license and `hf auth login` first")
     steps = [serve]
@@ -117,6 +137,7 @@ def recipe(ctx: Context) -> Recipe:
                          "kv_cache_dtype": s.kv_cache_dtype, "max_num_seqs": s.max_num_seqs,
                          "max_num_batched_tokens": s.max_num_batched_tokens, "tensor_parallel": s.tensor_parallel,
                          "pipeline_parallel": s.pipeline_parallel, "quantization": QUANTIZATION.get(p.weight_format),
+                         "dtype": DTYPE.get(p.weight_format), "language_model_only": language_model_only(ctx),
                          "enforce_eager": s.enforce_eager, "ray": multi_node(ctx)},
                model_path=ctx.model.value if ctx.model.is_local else None)
     return r
@@ -134,12 +155,13 @@ def parse_argv(argv: list[str]) -> dict:
     """``vllm serve MODEL ...`` -> settings (vLLM's own names); unknown flags raise ValueError."""
     if len(argv) < 3 or argv[:2] != ["vllm", "serve"]:
         raise ValueError("not a `vllm serve` command")
-    out: dict = {"model": argv[2], "quantization": None, "enforce_eager": False, "ray": False}
+    out: dict = {"model": argv[2], "quantization": None, "dtype": None, "enforce_eager": False,
+                 "language_model_only": False, "ray": False}
     i = 3
     while i < len(argv):
         a = argv[i]
-        if a == "--enforce-eager":
-            out["enforce_eager"] = True
+        if a in ("--enforce-eager", "--language-model-only"):
+            out[a[2:].replace("-", "_")] = True
             i += 1
             continue
         if a not in _VALUE or i + 1 >= len(argv):
@@ -162,6 +184,7 @@ def check(recipe: Recipe, ctx: Context) -> list[str]:
             "kv_cache_dtype": ctx.s.kv_cache_dtype, "max_num_seqs": ctx.s.max_num_seqs,
             "max_num_batched_tokens": ctx.s.max_num_batched_tokens, "tensor_parallel": ctx.s.tensor_parallel,
             "pipeline_parallel": ctx.s.pipeline_parallel, "quantization": QUANTIZATION.get(ctx.plan.weight_format),
+            "dtype": DTYPE.get(ctx.plan.weight_format), "language_model_only": language_model_only(ctx),
             "enforce_eager": ctx.s.enforce_eager, "ray": multi_node(ctx)}
     problems = []
     serves = [s for s in recipe.steps if [str(a) for a in s.argv[:2]] == ["vllm", "serve"]]

@@ -84,6 +84,15 @@ def _memory(pynvml, handle, rec: dict) -> None:
         rec.update(memory_total=int(mem.total), memory_free=int(mem.free), memory_used=int(mem.used))
     except pynvml.NVMLError as e:  # "Not Supported" on GB10, whose GPU shares system RAM
         rec.update(memory_total=None, memory_free=None, memory_used=None, memory_error=str(e))
+        return
+    try:
+        # nvmlMemory_v2_t adds the memory the driver reserves; CUDA's total (cudaMemGetInfo, what vLLM
+        # sizes gpu_memory_utilization by) is the rest
+        v2 = pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+        if 0 <= int(v2.reserved) < int(v2.total):
+            rec["memory_reserved"] = int(v2.reserved)
+    except (pynvml.NVMLError, AttributeError, TypeError):
+        pass
 
 
 def _text(value) -> Optional[str]:
@@ -144,8 +153,10 @@ def _nvml_devices(rec: dict, host_ram: Optional[int], host_free: Optional[int]) 
             unified=True, integrated=True, device_class="apu", index=_opt_int(rec.get("index")),
             uuid=rec.get("uuid"), notes="memory shared with the CPU (NVML reports none of its own)", **base,
         )]
+    reserved = _opt_int(rec.get("memory_reserved"))
     return [Device(
         name=name, memory_bytes=total, free_bytes=_opt_int(rec.get("memory_free")),
+        cuda_total_bytes=total - reserved if reserved is not None and 0 <= reserved < total else None,
         index=_opt_int(rec.get("index")), uuid=rec.get("uuid"),
         notes="ATS: can also address host memory" if unified else "", **base,
     )]
