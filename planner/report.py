@@ -219,6 +219,9 @@ def print_validation(v) -> None:
     for c in v.checks:
         t.add_row(escape(c.name), _STATUS.get(c.status, c.status), escape(c.detail))
     console.print(t)
+    for d in v.diffs:  # unified diffs: regenerated from the plan vs what the folder / recipe.json holds
+        console.print(f"[bold]{escape(d['file'])}[/] differs from the plan:")
+        console.print(d["diff"], markup=False, highlight=False, soft_wrap=True, end="")
     console.print("[green]recipe is consistent with its plan[/]" if v.ok else "[red]some checks failed[/]")
 
 
