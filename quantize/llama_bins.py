@@ -6,7 +6,7 @@
 The recipes name these programs, and the tests run the emitted scripts with them, so they come from the
 same llama.cpp commit the memory model mirrors: the sources inside the pinned llama-cpp-python sdist
 (``pip download --no-deps --no-binary :all: llama-cpp-python==VERSION``). Only those three targets are
-built, statically linked, with ``-DGGML_RPC=ON``. The result lives in a cache directory keyed by the
+built, statically linked, with ``-DGGML_RPC=ON`` and without ``-march=native`` (AVX2/FMA/F16C on x86). The result lives in a cache directory keyed by the
 version (``$GEMMA_PLAN_LLAMA_BINS``, default ``~/.cache/gemma-plan/llama-bins-VERSION``) and is built
 into a temporary directory first and renamed into place, so a half-finished build is never found.
 """
@@ -30,6 +30,9 @@ CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_OPENSSL=OFF", "-DGGML_CUDA=OFF", "-DGGML_METAL=OFF", "-DGGML_VULKAN=OFF",
+    # not -march=native: a native build on a CPU that reports AMX uses AMX tiles, and a virtual machine that
+    # does not enable AMX state (arch_prctl refused) dies with SIGILL in the first Q8_0/Q4_0 matmul
+    "-DGGML_NATIVE=OFF",
 ]
 
 

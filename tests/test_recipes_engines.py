@@ -33,6 +33,7 @@ from profiles.hardware import CPU, Device, Hardware, Host
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
 LOG_ROUNDING = MiB // 100  # llama.cpp prints MiB with two decimals
+BUILD_FLAGS = ["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"]  # what quantize.llama_bins compiles for (not -march=native)
 
 
 @pytest.fixture(scope="session")
@@ -124,18 +125,15 @@ def _chat(port: int) -> dict:
 
 
 def _logged(log: Path, model: Path):
-    """(model bytes, KV bytes exact, compute bytes) per buffer, from llama.cpp's own log lines."""
+    """llama.cpp's own log lines: model bytes per buffer, KV bytes per buffer (as logged, 0.01 MiB), the exact
+    KV total (cells x row bytes from the GGUF's widths), compute bytes per buffer, the parsed log."""
     from quantize.llamacpp import exact_kv_bytes, kv_layout_from_gguf, parse_llama_log
 
     parsed = parse_llama_log(log.read_text(errors="replace"))
     layout = kv_layout_from_gguf(model)
-    kv: dict[str, int] = {}
-    for c in parsed.kv_caches:
-        exact = exact_kv_bytes(c, layout, False)
-        total = sum(c.buffers.values()) or 1
-        for buf, b in c.buffers.items():  # split the exact size over the cache's buffers by their logged share
-            kv[buf] = kv.get(buf, 0) + (round(exact * b / total) if exact is not None else b)
-    return parsed.by_kind("model"), kv, parsed.by_kind("compute"), parsed
+    exact = [exact_kv_bytes(c, layout, False) for c in parsed.kv_caches]
+    assert parsed.kv_caches and None not in exact, "the log has no KV cache lines"
+    return parsed.by_kind("model"), parsed.by_kind("KV"), sum(exact), parsed.by_kind("compute"), parsed
 
 
 def _tiny_plan(model: Path, hw: Hardware, **settings):
@@ -145,7 +143,7 @@ def _tiny_plan(model: Path, hw: Hardware, **settings):
 
 
 def _cpu_host() -> Hardware:
-    return Hardware("this-cpu", [], 8 << 30, CPU(flags=[]))
+    return Hardware("this-cpu", [], 8 << 30, CPU(flags=BUILD_FLAGS))
 
 
 def test_llama_server_recipe_runs_and_allocates_the_plan(llama_bin_dir, tiny_q8, tmp_path):
@@ -163,11 +161,11 @@ def test_llama_server_recipe_runs_and_allocates_the_plan(llama_bin_dir, tiny_q8,
         _stop(proc)
     text = log.read_text(errors="replace")
     assert f"127.0.0.1:{port}" in text and "0.0.0.0" not in text
-    weights, kv, compute, parsed = _logged(log, tiny_q8)
+    weights, _, kv_exact, compute, parsed = _logged(log, tiny_q8)
     cpu = next(d for d in plan.memory.devices if d.device == "CPU")
-    assert sum(kv.values()) == plan.memory.kv_bytes  # exact: cells x row bytes
+    assert kv_exact == plan.memory.kv_bytes  # exact: cells x row bytes
     assert parsed.context.get("n_seq_max") == "2" and parsed.context.get("n_ctx") == str(plan.ctx)
-    assert abs(sum(weights.values()) - cpu.weights_bytes - cpu.output_bytes) <= len(weights) * LOG_ROUNDING
+    assert abs(sum(weights.values()) - cpu.weights_bytes) <= len(weights) * LOG_ROUNDING
     assert abs(sum(compute.values()) - plan.memory.compute_bytes) <= 0.10 * plan.memory.compute_bytes
 
 
@@ -175,14 +173,14 @@ def test_llama_cli_recipe_answers_one_prompt(llama_bin_dir, tiny_q8, tmp_path):
     hw = _cpu_host()
     plan, spec = _tiny_plan(tiny_q8, hw)
     _emit(tmp_path, plan, hw, tiny_q8, spec)
-    r = subprocess.run(["sh", str(tmp_path / "run-llama-cli.sh"), "-p", "Say hello.", "-n", "8", "-st"],
+    r = subprocess.run(["sh", str(tmp_path / "run-llama-cli.sh"), "-p", "Say hello.", "-n", "8", "-st", "-v"],
                        env=_env(llama_bin_dir), cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-2000:]
     log = tmp_path / "cli.log"
     log.write_text(r.stdout + r.stderr)
-    _, kv, _, _ = _logged(log, tiny_q8)
-    assert sum(kv.values()) == plan.memory.kv_bytes
+    _, _, kv_exact, _, _ = _logged(log, tiny_q8)
+    assert kv_exact == plan.memory.kv_bytes
 
 
 def _two_hosts(gpu_bytes: int) -> Hardware:
@@ -190,7 +188,7 @@ def _two_hosts(gpu_bytes: int) -> Hardware:
     with no accelerator: the plan splits the layers between them."""
     gpu = Device(name="worker-accel", vendor="nvidia", backend="CUDA", memory_bytes=gpu_bytes, total_bytes=gpu_bytes)
     hosts = [Host("worker", [gpu], 8 << 30), Host("main", [], 8 << 30)]
-    return Hardware("two-hosts", [gpu], 16 << 30, CPU(flags=[]), kind="cluster", hosts=hosts)
+    return Hardware("two-hosts", [gpu], 16 << 30, CPU(flags=BUILD_FLAGS), kind="cluster", hosts=hosts)
 
 
 def test_two_host_plan_splits_across_rpc_as_planned(llama_bin_dir, tiny_q8, tmp_path):
@@ -218,15 +216,17 @@ def test_two_host_plan_splits_across_rpc_as_planned(llama_bin_dir, tiny_q8, tmp_
         if proc is not None:
             _stop(proc)
         _stop(rpc)
-    weights, kv, _, _ = _logged(log, tiny_q8)
+    weights, kv, kv_exact, _, parsed = _logged(log, tiny_q8)
     remote = f"RPC0[127.0.0.1:{rpc_port}]"
     dev = next(d for d in plan.memory.devices if d.device != "CPU")
     cpu = next(d for d in plan.memory.devices if d.device == "CPU")
     assert dev.layers == spec.n_layers - 2 and cpu.kv_bytes > 0  # a real split: both hosts hold layers
-    assert kv[remote] == dev.kv_bytes and kv["CPU"] == cpu.kv_bytes
-    assert abs(weights[remote] - dev.weights_bytes - dev.output_bytes) <= LOG_ROUNDING
+    assert kv_exact == plan.memory.kv_bytes
+    n = len(parsed.kv_caches)
+    assert abs(kv[remote] - dev.kv_bytes) <= n * LOG_ROUNDING and abs(kv["CPU"] - cpu.kv_bytes) <= n * LOG_ROUNDING
+    assert abs(weights[remote] - dev.weights_bytes) <= LOG_ROUNDING
     local = sum(b for k, b in weights.items() if k != remote)
-    assert abs(local - cpu.weights_bytes - cpu.output_bytes) <= len(weights) * LOG_ROUNDING
+    assert abs(local - cpu.weights_bytes) <= len(weights) * LOG_ROUNDING
 
 
 def test_llama_cpp_python_scripts_run_unchanged(llama_cpp_module, tiny_q8, tmp_path):
