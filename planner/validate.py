@@ -222,14 +222,24 @@ def check_files(v: Validation, doc: dict, rpath: Path, recipes: dict) -> bool:
         same = False
     for name, r in recipes.items():
         problems = []
-        want = json.dumps(r.to_dict(), indent=2, sort_keys=True) + "\n"
         if name not in stored:
             problems.append("missing from recipe.json")
-        else:
-            got = json.dumps(stored[name], indent=2, sort_keys=True) + "\n"
-            if got != want:
-                problems.append("recipe.json's copy differs")
-                v.diffs.append({"file": f"recipe.json: recipes.{name}", "diff": _diff(want, got, f"recipes.{name}", "recipe.json")})
+        elif stored[name] != r.to_dict():
+            problems.append("recipe.json's copy differs")
+            # the scripts it stores as text, diffed as text; every other key as JSON
+            have = stored[name] if isinstance(stored[name], dict) else {}
+            have_files = have.get("files") if isinstance(have.get("files"), dict) else {}
+            for fname in sorted(set(r.files) | set(have_files)):
+                want_t, got_t = r.files.get(fname, ""), have_files.get(fname, "")
+                if want_t != got_t:
+                    got_t = got_t if isinstance(got_t, str) else json.dumps(got_t)
+                    v.diffs.append({"file": f"recipe.json: recipes.{name}.files.{fname}",
+                                    "diff": _diff(want_t, got_t, fname, f"recipe.json: recipes.{name}.files")})
+            want_rest = json.dumps({k: x for k, x in r.to_dict().items() if k != "files"}, indent=2, sort_keys=True) + "\n"
+            got_rest = json.dumps({k: x for k, x in have.items() if k != "files"} if have else stored[name], indent=2,
+                                  sort_keys=True) + "\n"
+            if want_rest != got_rest:
+                v.diffs.append({"file": f"recipe.json: recipes.{name}", "diff": _diff(want_rest, got_rest, name, "recipe.json: recipes")})
         absent = []
         for fname, text in r.files.items():
             disk, problem = _read_recipe_file(rpath.parent / fname)

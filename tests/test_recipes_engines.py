@@ -3,14 +3,14 @@
 llama-server, llama-cli and ggml-rpc-server are the programs `python -m quantize.llama_bins` builds from
 the llama.cpp vendored in the pinned llama-cpp-python (CI builds them first; here the tests skip, with
 that command as the reason, when they are absent). Only the environment differs from what a user runs:
-PATH finds the programs and PORT is a free port; every server binds 127.0.0.1 and is stopped.
+PATH finds the programs, PORT is a free port and LLAMA_ARG_LOG_VERBOSITY=4 makes llama.cpp log its buffer
+sizes; every server binds 127.0.0.1 and is stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -63,9 +63,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _env(bins: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "PORT", "BIND_ADDRESS", "RPC_SERVERS")}
     env["PATH"] = f"{bins}{os.pathsep}{env.get('PATH', '')}"
+    env["LLAMA_ARG_LOG_VERBOSITY"] = "4"  # llama.cpp's own variable for -lv: level 4 shows the buffer sizes it allocates
     env.update(extra)
     return env
 
@@ -136,10 +142,10 @@ def _logged(log: Path, model: Path):
     return parsed.by_kind("model"), parsed.by_kind("KV"), sum(exact), parsed.by_kind("compute"), parsed
 
 
-def _tiny_plan(model: Path, hw: Hardware, **settings):
+def _tiny_plan(model: Path, hw: Hardware, fmt: str = "Q8_0", **settings):
     spec, _ = load_model(str(model))
     s = RuntimeSettings(**{"n_ctx": 1024, "n_batch": 512, "n_ubatch": 512, **settings})
-    return make_plan(spec, parse_format("Q8_0", "llama.cpp"), s, hw, target=hw.name, with_speed=False), spec
+    return make_plan(spec, parse_format(fmt, "llama.cpp"), s, hw, target=hw.name, with_speed=False), spec
 
 
 def _cpu_host() -> Hardware:
@@ -173,7 +179,7 @@ def test_llama_cli_recipe_answers_one_prompt(llama_bin_dir, tiny_q8, tmp_path):
     hw = _cpu_host()
     plan, spec = _tiny_plan(tiny_q8, hw)
     _emit(tmp_path, plan, hw, tiny_q8, spec)
-    r = subprocess.run(["sh", str(tmp_path / "run-llama-cli.sh"), "-p", "Say hello.", "-n", "8", "-st", "-v"],
+    r = subprocess.run(["sh", str(tmp_path / "run-llama-cli.sh"), "-p", "Say hello.", "-n", "8", "-st"],
                        env=_env(llama_bin_dir), cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -205,7 +211,7 @@ def test_two_host_plan_splits_across_rpc_as_planned(llama_bin_dir, tiny_q8, tmp_
     proc = None
     try:
         deadline = time.monotonic() + 60
-        while "listening" not in rpc_log.read_text(errors="replace").lower() and "127.0.0.1" not in rpc_log.read_text(errors="replace"):
+        while not _listening(rpc_port):  # its own output is block-buffered in a file
             assert rpc.poll() is None and time.monotonic() < deadline, rpc_log.read_text(errors="replace")
             time.sleep(0.2)
         proc = _start(["sh", str(tmp_path / "run-llama-server.sh")], log,
@@ -229,21 +235,63 @@ def test_two_host_plan_splits_across_rpc_as_planned(llama_bin_dir, tiny_q8, tmp_
     assert abs(local - cpu.weights_bytes) <= len(weights) * LOG_ROUNDING
 
 
-def test_llama_cpp_python_scripts_run_unchanged(llama_cpp_module, tiny_q8, tmp_path):
+def test_llama_cpp_python_scripts_run_unchanged(tiny_gguf, llama_cpp_module, tmp_path):
+    """F16 weights: a llama-cpp-python built with -march=native on a CPU that reports AMX takes the AMX
+    path for quantized matmuls, which dies with SIGILL where the VM does not enable AMX state."""
     pytest.importorskip("uvicorn", reason="the server script needs llama-cpp-python[server]")
+    model = tiny_gguf("gemma3_text", outtype="f16")
     hw = _cpu_host()
-    plan, spec = _tiny_plan(tiny_q8, hw)
-    _emit(tmp_path, plan, hw, tiny_q8, spec)
+    plan, spec = _tiny_plan(model, hw, fmt="F16")
+    _emit(tmp_path, plan, hw, model, spec)
+    env = _env(Path(sys.executable).parent)
     r = subprocess.run([sys.executable, str(tmp_path / "load_llama_cpp_python.py")], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
+                       text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr[-2000:]
     port = _free_port()
     log = tmp_path / "lcp.log"
-    proc = _start([sys.executable, str(tmp_path / "serve_llama_cpp_python.py"), "--port", str(port)], log, _env(Path(sys.executable).parent),
-                  tmp_path)
+    proc = _start([sys.executable, str(tmp_path / "serve_llama_cpp_python.py"), "--port", str(port)], log, env, tmp_path)
     try:
         _wait_health(proc, port, log, path="/v1/models")
         _chat(port)
     finally:
         _stop(proc)
-    assert shutil.which("sh")
+    assert f"127.0.0.1:{port}" in log.read_text(errors="replace")
+
+
+LLAMA_PLANS = [("27b", "rtx4090", None, {}), ("31b", "rtx4090", ["Q8_0"], {}), ("26b", "rtx4070", ["Q4_K_M"], {}),
+               ("27b", "2x-rtx3090", None, {"ctx": 131072}), ("gemma-3-12b", "rtx4090", None, {"parallel": 4, "kv_types": [("q8_0", "q8_0")]}),
+               ("4b", "m4-pro-48gb", None, {}), ("1b", "pixel-9", None, {})]
+
+
+@pytest.mark.parametrize("model,target,formats,kw", LLAMA_PLANS, ids=[f"{m}-{t}" for m, t, _, _ in LLAMA_PLANS])
+def test_every_rendered_flag_passes_the_programs_own_parser(llama_bin_dir, model, target, formats, kw):
+    """`PROGRAM ARGV... --help` parses every argument first (common_params_parse) and fails on any it does not
+    take; --help then exits 0 without loading anything."""
+    import dataclasses
+
+    from planner.catalog import get_model
+    from planner.search import recommend
+    from profiles.targets import load_target
+
+    spec, _ = get_model(model)
+    hw = load_target(target)
+    plan = recommend(hw, models=[spec], formats=formats, target=target, **kw).plan
+    variants = [plan, dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, use_mmap=False, kv_unified=True,
+                                                                            offload_kqv=False, swa_full=True))]
+    for p in variants:
+        recipes = render_all(p, hw, spec=spec)
+        for name in ("llama-server", "llama-cli"):
+            argv = [str(a) for a in recipes[name].steps[0].argv]
+            r = subprocess.run([str(llama_bin_dir / argv[0]), *argv[1:], "--help"], capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, f"{name}: {r.stderr[-600:]}"
+
+
+def test_the_flags_this_llama_cpp_refuses_are_not_rendered(llama_bin_dir):
+    """What the recipes used to render, refused by the parser itself: the reason for --load-mode and for
+    keeping --kv-unified off llama-cli."""
+    for argv in (["llama-server", "--no-mmap"], ["llama-cli", "--kv-unified"], ["llama-cli", "--host", "127.0.0.1"]):
+        r = subprocess.run([str(llama_bin_dir / argv[0]), *argv[1:], "--help"], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode != 0, argv
+    assert not (llama_bin_dir / "rpc-server").exists()  # the RPC tool is ggml-rpc-server in this llama.cpp
