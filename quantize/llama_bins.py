@@ -30,8 +30,8 @@ CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_OPENSSL=OFF", "-DGGML_CUDA=OFF", "-DGGML_METAL=OFF", "-DGGML_VULKAN=OFF",
-    # not -march=native: a native build on a CPU that reports AMX uses AMX tiles, and a virtual machine that
-    # does not enable AMX state (arch_prctl refused) dies with SIGILL in the first Q8_0/Q4_0 matmul
+    # not -march=native: on an AMX CPU a native build takes ggml's AMX path for quantized matmuls, which died
+    # with SIGILL (`tilezero`) in a Q8_0 generation on the virtual machine this was written on
     "-DGGML_NATIVE=OFF",
 ]
 

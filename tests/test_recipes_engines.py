@@ -236,8 +236,9 @@ def test_two_host_plan_splits_across_rpc_as_planned(llama_bin_dir, tiny_q8, tmp_
 
 
 def test_llama_cpp_python_scripts_run_unchanged(tiny_gguf, llama_cpp_module, tmp_path):
-    """F16 weights: a llama-cpp-python built with -march=native on a CPU that reports AMX takes the AMX
-    path for quantized matmuls, which dies with SIGILL where the VM does not enable AMX state."""
+    """F16 weights: a llama-cpp-python built with -march=native on an AMX CPU takes ggml's AMX path for
+    quantized matmuls, and that died with SIGILL (`tilezero`) in this script's Q8_0 generation on the
+    virtual machine these tests were written on; F16 matmuls never take it."""
     pytest.importorskip("uvicorn", reason="the server script needs llama-cpp-python[server]")
     model = tiny_gguf("gemma3_text", outtype="f16")
     hw = _cpu_host()
