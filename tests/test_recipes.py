@@ -334,3 +334,20 @@ def test_runtime_settings_defaults_are_not_silently_relied_on():
     argv = llamacpp.memory_flags(_ctx(*[_case("single-gpu")[i] for i in (0, 2, 1)]))
     assert "-np" in argv and "-c" in argv and "-b" in argv and "-ub" in argv
     assert RuntimeSettings().n_batch == 2048
+
+
+@pytest.mark.parametrize("cid", ["single-gpu", "two-gpu-split", "parallel-slots", "partial-offload"])
+def test_llama_cpp_python_arguments_are_real_parameters(cid):
+    """Llama.__init__ takes **kwargs and ignores what it does not know (that is how the server's rpc_servers
+    vanishes), so every keyword the scripts pass is checked against the signature and the server's settings."""
+    import inspect
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is the [gguf] extra")
+    settings = pytest.importorskip("llama_cpp.server.settings", reason="llama-cpp-python[server] is not installed")
+    plan, spec, hw, recipes = _case(cid)
+    params = inspect.signature(llama_cpp.Llama.__init__).parameters
+    kwargs = llamacpp_python.llama_kwargs(_ctx(plan, hw, spec))
+    assert set(kwargs) <= {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY or p == "model_path"}
+    served = llamacpp_python.read_serve_script(recipes["llama-cpp-python"].files["serve_llama_cpp_python.py"])
+    assert set(served) - {"swa_full", "model_path"} <= set(settings.ModelSettings.model_fields)
+    assert "rpc_servers" not in params  # why cluster plans get no llama-cpp-python recipe
