@@ -427,6 +427,9 @@ def print_validation(v) -> None:
         t.add_row(escape(c.name), _STATUS.get(c.status, c.status), escape(c.detail))
     _title(con, f"validate {escape(v.recipe)} against {escape(v.target)}")
     con.print(_freeze(t))
+    for d in v.diffs:  # unified diffs: regenerated from the plan vs what the folder / recipe.json holds
+        con.print(f"[bold]{escape(d['file'])}[/] differs from the plan:")
+        con.print(d["diff"], markup=False, highlight=False, soft_wrap=True, end="")
     con.print("[green]recipe is consistent with its plan[/]" if v.ok else "[red]some checks failed[/]")
 
 

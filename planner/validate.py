@@ -1,14 +1,17 @@
 """``gemma-plan validate RECIPE.json``: re-check a recipe against its plan, the model and the hardware.
 
-Static checks (no engine needed): the model file exists and is the planned type, the context is within
-the model's trained maximum, every command that can be read back (llama-server, llama-cli,
+Static checks (no engine needed): every recipe is regenerated from the plan, hardware and model stored
+in recipe.json and compared byte for byte with the files in the folder and with recipe.json's own copies
+(any difference fails, with a unified diff); the model file exists and is the planned type, the context
+is within the model's trained maximum, every command that can be read back (llama-server, llama-cli,
 llama-cpp-python, Ollama, vLLM) sets exactly the plan's values, the engine version the plan modelled is
 the one this gemma-plan models, and the plan still fits this machine (or ``--target``), with what
 changed since the recipe was written.
 
-``--run`` (GGUF recipes): loads the model with llama-cpp-python through
-``quantize.llamacpp.load_and_measure`` with the recipe's settings and compares what llama.cpp
-allocated with the plan; then starts the recipe's llama-cpp-python server on 127.0.0.1, waits for it,
+``--run`` (GGUF recipes) runs only what it regenerated, and nothing at all when the folder or
+recipe.json differs from it: loads the model with llama-cpp-python through
+``quantize.llamacpp.load_and_measure`` with the regenerated settings and compares what llama.cpp
+allocated with the plan; then starts the regenerated llama-cpp-python server on 127.0.0.1, waits for it,
 sends one chat completion through the OpenAI-compatible API, checks the reply and the KV buffer the
 server logged, and stops the server (its whole process group) within a bounded time.
 """
@@ -16,8 +19,10 @@ server logged, and stops the server (its whole process group) within a bounded t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -40,6 +45,7 @@ MiB = 1 << 20
 CURRENT_VERSIONS = {"llama.cpp": LLAMA_CPP_VERSION, "vllm": VLLM_VERSION, "transformers": TRANSFORMERS_VERSION}
 SERVER_DEPS = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 OK, WARN, FAIL, SKIP, INFO = "ok", "warn", "fail", "skip", "info"
+MAX_RECIPE_FILE_BYTES = 1 << 20  # every file a recipe writes is a few KiB; anything larger is not one of them
 
 
 class RecipeFileError(PlanError):
@@ -63,6 +69,7 @@ class Validation:
     checks: list[Check] = field(default_factory=list)
     measured: Optional[dict] = None  # --run: what llama.cpp allocated
     served: Optional[dict] = None  # --run: the server round trip
+    diffs: list[dict] = field(default_factory=list)  # {"file", "diff"}: what differs from the regenerated recipes
 
     @property
     def ok(self) -> bool:
@@ -73,7 +80,7 @@ class Validation:
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "target": self.target, "ok": self.ok, "checks": [c.to_dict() for c in self.checks],
-                "measured": self.measured, "served": self.served}
+                "measured": self.measured, "served": self.served, "diffs": list(self.diffs)}
 
 
 # ---------------------------------------------------------------- reading recipe.json
@@ -139,6 +146,121 @@ def _spec_for(doc: dict, plan: Plan, model_path: Optional[Path]) -> tuple[Option
         return None, f"{plan.model} is not in the catalog and its files are not here"
 
 
+# ---------------------------------------------------------------- regenerating the recipes
+
+
+def _render_spec(doc: dict, plan: Plan) -> Optional[ModelSpec]:
+    """The spec the recipes were rendered with: read from the file recorded as its source, else the catalog's,
+    else none (what ``context_for`` used when neither was known)."""
+    from planner.catalog import get_model
+
+    model = doc.get("model") or {}
+    source = str(model.get("source") or "")
+    for prefix in ("gguf:", "hf-dir:"):
+        if source.startswith(prefix) and Path(source[len(prefix):]).exists():
+            from planner.sources import load_model
+
+            try:
+                return load_model(source[len(prefix):])[0]
+            except PlanError:
+                return None
+    if not source and model.get("ctx_train") is None:
+        return None
+    try:
+        return get_model(plan.model)[0]
+    except PlanError:
+        return None
+
+
+def regenerate(doc: dict):
+    """(recipes, context) rendered again from recipe.json's plan, hardware and model reference."""
+    from planner.recipes import render_context
+    from planner.recipes.base import Context, ModelRef
+
+    plan = plan_from_dict(doc["plan"])
+    hw = Hardware.from_dict((doc.get("target") or {}).get("hardware") or {"name": plan.target, "devices": [], "ram_bytes": 0})
+    ref = ModelRef(**_known(ModelRef, (doc.get("model") or {}).get("ref") or {"kind": "placeholder-gguf", "value": ""}))
+    ctx = Context(plan, hw, ref, _render_spec(doc, plan))
+    return render_context(ctx), ctx
+
+
+def _printable(line: str) -> str:
+    """A diff line with every unprintable character but the line end escaped (a hostile file cannot reach the terminal)."""
+    body, end = (line[:-1], "\n") if line.endswith("\n") else (line, "")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in body) + end
+
+
+def _diff(want: str, got: str, name: str, where: str) -> str:
+    lines = difflib.unified_diff(want.splitlines(keepends=True), got.splitlines(keepends=True),
+                                 fromfile=f"regenerated/{name}", tofile=f"{where}/{name}")
+    return "".join(_printable(ln if ln.endswith("\n") else ln + "\n") for ln in lines)
+
+
+def _read_recipe_file(path: Path) -> tuple[Optional[str], str]:
+    """(text, problem): a regular file of at most MAX_RECIPE_FILE_BYTES, read as UTF-8; symlinks are refused."""
+    if path.is_symlink():
+        return None, f"{path.name} is a symbolic link, not the file the recipe wrote"
+    if not path.exists():
+        return None, ""
+    if not path.is_file():
+        return None, f"{path.name} is not a regular file"
+    if path.stat().st_size > MAX_RECIPE_FILE_BYTES:
+        return None, f"{path.name} is {path.stat().st_size:,} bytes, larger than any recipe file"
+    try:
+        return path.read_bytes().decode("utf-8"), ""
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read {path.name} ({exc.__class__.__name__})"
+
+
+def check_files(v: Validation, doc: dict, rpath: Path, recipes: dict) -> bool:
+    """Compare every regenerated recipe with recipe.json's copy and every regenerated file with the folder's.
+    Returns True when nothing differs."""
+    same = True
+    stored = doc.get("recipes") if isinstance(doc.get("recipes"), dict) else {}
+    for name in sorted(set(stored) - set(recipes)):
+        v.add(f"files: {name}", FAIL, f"recipe.json has a recipe {name!r} that this plan does not produce")
+        same = False
+    for name, r in recipes.items():
+        problems = []
+        if name not in stored:
+            problems.append("missing from recipe.json")
+        elif stored[name] != r.to_dict():
+            problems.append("recipe.json's copy differs")
+            # the scripts it stores as text, diffed as text; every other key as JSON
+            have = stored[name] if isinstance(stored[name], dict) else {}
+            have_files = have.get("files") if isinstance(have.get("files"), dict) else {}
+            for fname in sorted(set(r.files) | set(have_files)):
+                want_t, got_t = r.files.get(fname, ""), have_files.get(fname, "")
+                if want_t != got_t:
+                    got_t = got_t if isinstance(got_t, str) else json.dumps(got_t)
+                    v.diffs.append({"file": f"recipe.json: recipes.{name}.files.{fname}",
+                                    "diff": _diff(want_t, got_t, fname, f"recipe.json: recipes.{name}.files")})
+            want_rest = json.dumps({k: x for k, x in r.to_dict().items() if k != "files"}, indent=2, sort_keys=True) + "\n"
+            got_rest = json.dumps({k: x for k, x in have.items() if k != "files"} if have else stored[name], indent=2,
+                                  sort_keys=True) + "\n"
+            if want_rest != got_rest:
+                v.diffs.append({"file": f"recipe.json: recipes.{name}", "diff": _diff(want_rest, got_rest, name, "recipe.json: recipes")})
+        absent = []
+        for fname, text in r.files.items():
+            disk, problem = _read_recipe_file(rpath.parent / fname)
+            if problem:
+                problems.append(problem)
+            elif disk is None:
+                absent.append(fname)
+            elif disk != text:
+                problems.append(f"{fname} differs")
+                v.diffs.append({"file": fname, "diff": _diff(text, disk, fname, str(rpath.parent))})
+        if problems:
+            same = False
+            v.add(f"files: {name}", FAIL, "; ".join(problems) + ": not what the plan renders (diff below); "
+                  "re-emit with `gemma-plan recommend --emit DIR --force`")
+        elif absent:
+            v.add(f"files: {name}", INFO, f"identical to the plan; not in the folder: {', '.join(absent)}")
+        else:
+            v.add(f"files: {name}", OK, "byte for byte what the plan renders" + (f" ({', '.join(r.files)})" if r.files else ""))
+    return same
+
+
 # ---------------------------------------------------------------- the checks
 
 
@@ -163,7 +285,12 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
         size = model_path.stat().st_size if model_path.is_file() else sum(f.stat().st_size for f in model_path.rglob("*") if f.is_file())
         v.add("model", OK, f"{model_path} ({size / GiB:.2f} GiB)")
     else:
-        v.add("model", FAIL, f"{model_path} does not exist: produce it with `gemma-plan quantize` or point the recipe at your copy")
+        how = "produce it with `gemma-plan quantize` or point the recipe at your copy"
+        if ref.kind == "placeholder-gguf":
+            from planner.recipes.base import quantize_command
+
+            how = f"produce it with `{shlex.join(quantize_command(Context(plan, recorded, ref, spec)))}` and move the .gguf it writes there"
+        v.add("model", FAIL, f"{model_path} does not exist: {how}")
     if spec is not None and spec.gguf_file_type and plan.engine == "llama.cpp":
         if spec.gguf_file_type.upper() == plan.weight_format.upper():
             v.add("model type", OK, f"{spec.gguf_file_type}, as planned")
@@ -177,6 +304,14 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
         v.add("context", status, f"{plan.ctx} tokens, trained maximum {ctx_train} ({spec_note})")
     else:
         v.add("context", SKIP, f"trained maximum unknown ({spec_note})")
+
+    # the recipes, regenerated from the plan, against recipe.json and the folder
+    try:
+        regenerated, _ = regenerate(doc)
+    except Exception as exc:  # a hand-edited plan can be malformed in many ways; report, do not crash
+        regenerated = None
+        v.add("files", FAIL, f"cannot regenerate the recipes from the stored plan: {exc.__class__.__name__}: {exc}")
+    files_same = regenerated is not None and check_files(v, doc, rpath, regenerated)
 
     # flags read back from every recipe
     ctx = Context(plan, recorded, ref, spec)
@@ -213,7 +348,11 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
         _check_hardware(v, plan, spec, recorded, hw, hw_note, margin)
 
     if run:
-        _run(v, doc, plan, ref, model_path, spec, serve=serve, timeout=timeout, rpath=rpath)
+        if not files_same:
+            v.add("run", FAIL, "nothing was started: the folder or recipe.json differs from what the plan renders (diff below); "
+                               "re-emit with `gemma-plan recommend --emit DIR --force`")
+            return v
+        _run(v, regenerated, plan, ref, model_path, spec, serve=serve, timeout=timeout, rpath=rpath)
     return v
 
 
@@ -271,13 +410,13 @@ def _check_hardware(v: Validation, plan: Plan, spec: ModelSpec, recorded: Hardwa
 # ---------------------------------------------------------------- --run
 
 
-def _load_kwargs(plan: Plan, doc: dict) -> dict:
-    """load_and_measure arguments from the recipe's llama-server command (what a user would run)."""
+def _load_kwargs(plan: Plan, recipes: dict) -> dict:
+    """load_and_measure arguments from the regenerated llama-server command (what a user would run)."""
     from planner.recipes.llamacpp import parse_argv
 
-    server = (doc.get("recipes") or {}).get("llama-server")
-    if server and server.get("steps"):
-        got = parse_argv([str(a) for a in server["steps"][0]["argv"]])
+    server = recipes.get("llama-server")
+    if server and server.steps:
+        got = parse_argv([str(a) for a in server.steps[0].argv])
     else:
         s = plan.settings
         got = dataclasses.asdict(s) | {"n_gpu_layers": s.n_gpu_layers}
@@ -299,16 +438,17 @@ def _llamacpp():
     return llamacpp
 
 
-def _run(v: Validation, doc: dict, plan: Plan, ref, model_path: Optional[Path], spec, *, serve: bool, timeout: float,
+def _run(v: Validation, recipes: dict, plan: Plan, ref, model_path: Optional[Path], spec, *, serve: bool, timeout: float,
          rpath: Path) -> None:
-    if plan.engine != "llama.cpp" or ref.kind != "gguf-file":
+    """Load and serve with what ``regenerate`` rendered (the caller has checked the folder holds the same)."""
+    if plan.engine != "llama.cpp" or ref.kind not in ("gguf-file", "placeholder-gguf"):
         raise RecipeFileError("--run loads GGUF recipes only; this recipe is for "
                               f"{plan.engine} ({plan.weight_format})", hint="drop --run, or validate a recipe for a local .gguf file")
     if model_path is None or not model_path.is_file():
         raise RecipeFileError(f"--run needs the model file, and {model_path} is not there",
                               hint="produce it with `gemma-plan quantize` or point the recipe at your copy")
     lc = _llamacpp()
-    kwargs = _load_kwargs(plan, doc)
+    kwargs = _load_kwargs(plan, recipes)
     m = lc.load_and_measure(model_path, **kwargs)
     kv_plan = plan.memory.kv_bytes
     measured = {"library": m.library, "settings": kwargs, "n_ctx": m.n_ctx, "kv_bytes": m.kv_bytes, "kv_bytes_planned": kv_plan,
@@ -338,9 +478,10 @@ def _run(v: Validation, doc: dict, plan: Plan, ref, model_path: Optional[Path], 
     if missing:
         v.add("run: server", SKIP, f"llama-cpp-python's server needs {', '.join(missing)}: pip install 'llama-cpp-python[server]'")
         return
-    script = ((doc.get("recipes") or {}).get("llama-cpp-python") or {}).get("files", {}).get("serve_llama_cpp_python.py")
+    lcp = recipes.get("llama-cpp-python")
+    script = lcp.files.get("serve_llama_cpp_python.py") if lcp else None
     if not script:
-        v.add("run: server", SKIP, "the recipe has no llama-cpp-python server launcher")
+        v.add("run: server", SKIP, "the plan has no llama-cpp-python server launcher")
         return
     v.served = serve_once(script, model_path, timeout=timeout)
     s = v.served

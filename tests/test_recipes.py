@@ -12,7 +12,7 @@ import pytest
 from planner.catalog import get_model
 from planner.formats import parse_format
 from planner.memory import DEFAULT_MARGIN, estimate_memory
-from planner.recipes import primary, render_all
+from planner.recipes import context_for, primary, render_all
 from planner.recipes import llamacpp, llamacpp_python, lmstudio, mlx, ollama, vllm
 from planner.recipes.base import ShellVar
 from planner.search import plan as make_plan
@@ -235,10 +235,38 @@ def test_llamacpp_on_a_cluster_gets_an_rpc_recipe():
     spec, _ = get_model("27b")
     hw = load_target("cluster-2x-dgx-spark")
     rec = recommend(hw, models=[spec], formats=["Q8_0"])
-    r = render_all(rec.plan, hw, spec=spec)["llama-rpc"]
-    assert r.steps[0].argv[0] == "rpc-server" and r.steps[0].where
-    assert '--rpc "${RPC_SERVERS}"' in r.files["run-llama-server-rpc.sh"]
-    assert 'RPC_SERVERS="${RPC_SERVERS:?' in r.files["run-llama-server-rpc.sh"]
+    recipes = render_all(rec.plan, hw, spec=spec)
+    r = recipes["llama-rpc"]
+    assert r.steps[0].argv[:3] == ["ggml-rpc-server", "--host", "127.0.0.1"] and r.steps[0].where == "spark0"
+    # the server itself carries --rpc: a two-host plan never silently lands on one host
+    for name, fname in (("llama-server", "run-llama-server.sh"), ("llama-cli", "run-llama-cli.sh")):
+        text = recipes[name].files[fname]
+        assert '--rpc "${RPC_SERVERS}"' in text and 'RPC_SERVERS="${RPC_SERVERS:?' in text
+        assert "--rpc" in recipes[name].steps[0].argv
+    assert 'BIND_ADDRESS=127.0.0.1; fi' in r.files["run-rpc-server.sh"]
+    assert '--host "${BIND_ADDRESS}"' in r.files["run-rpc-server.sh"]
+    assert "llama-cpp-python" not in recipes  # Llama() has no RPC in 0.3.36
+    assert not any("0.0.0.0" in t for x in recipes.values() for t in list(x.files.values()) + x.shell_lines())
+    ctx = context_for(rec.plan, hw, None, spec)
+    assert llamacpp.check(recipes["llama-server"], ctx) == []
+    no_rpc = dataclasses.replace(recipes["llama-server"], steps=[dataclasses.replace(
+        recipes["llama-server"].steps[0], argv=[a for a in recipes["llama-server"].steps[0].argv if a not in ("--rpc", "${RPC_SERVERS}")])])
+    assert any("no --rpc" in p for p in llamacpp.check(no_rpc, ctx))
+
+
+def test_llamacpp_flags_exist_in_the_programs_that_get_them():
+    plan, spec, hw, _ = _case("single-gpu")
+    s = dataclasses.replace(plan.settings, use_mmap=False, kv_unified=True)
+    p = dataclasses.replace(plan, settings=s)
+    recipes = render_all(p, hw, spec=spec)
+    server, cli = recipes["llama-server"], recipes["llama-cli"]
+    assert "--no-mmap" not in server.steps[0].argv  # not a flag of this llama.cpp: --load-mode none is
+    i = server.steps[0].argv.index("--load-mode")
+    assert server.steps[0].argv[i + 1] == "none" and llamacpp.parse_argv(server.steps[0].argv)["use_mmap"] is False
+    assert "--kv-unified" in server.steps[0].argv and "--kv-unified" not in cli.steps[0].argv
+    assert not cli.matches_plan and any("--kv-unified" in n for n in cli.notes)
+    ctx = context_for(p, hw, None, spec)
+    assert llamacpp.check(server, ctx) == [] and llamacpp.check(cli, ctx) == []
 
 
 def test_apple_gets_mlx_with_matching_bits_and_wired_limit_only_when_needed():
@@ -276,13 +304,19 @@ def test_phone_gets_a_published_litert_bundle():
 
 def test_placeholder_and_real_model_paths(tmp_path):
     plan, spec, hw, recipes = _case("single-gpu")
-    assert recipes["llama-server"].steps[0].argv[2] == f"gemma-3-27b-{plan.weight_format}.gguf"
-    assert "placeholder" in " ".join(recipes["llama-server"].notes)
+    fmt = plan.weight_format
+    assert recipes["llama-server"].steps[0].argv[2] == f"gemma-3-27b-{fmt}.gguf"
+    origin = recipes["llama-server"].notes[0]
+    assert f"gemma-plan quantize -m google/gemma-3-27b-it -t rtx4090 -q {fmt} --ctx" in origin and "--out models" in origin
+    for name, fname in (("llama-server", "run-llama-server.sh"), ("llama-cli", "run-llama-cli.sh"),
+                        ("llama-cpp-python", "load_llama_cpp_python.py")):
+        assert "gemma-plan quantize -m" in recipes[name].files[fname].splitlines()[3], fname
     f = tmp_path / "my model.gguf"
     f.write_bytes(b"GGUF")
     r = render_all(plan, hw, model_ref=str(f), spec=spec)["llama-server"]
     assert r.steps[0].argv[2] == str(f.resolve()) and r.model_path == str(f.resolve())
-    assert f"-m '{f.resolve()}'" in r.files["run-llama-server.sh"]
+    assert f"then MODEL='{f.resolve()}'; fi" in r.files["run-llama-server.sh"]
+    assert '-m "${MODEL}"' in r.files["run-llama-server.sh"]
 
 
 def test_transformers_script_pins_the_planned_device_and_dtype():
@@ -304,3 +338,20 @@ def test_runtime_settings_defaults_are_not_silently_relied_on():
     argv = llamacpp.memory_flags(_ctx(*[_case("single-gpu")[i] for i in (0, 2, 1)]))
     assert "-np" in argv and "-c" in argv and "-b" in argv and "-ub" in argv
     assert RuntimeSettings().n_batch == 2048
+
+
+@pytest.mark.parametrize("cid", ["single-gpu", "two-gpu-split", "parallel-slots", "partial-offload"])
+def test_llama_cpp_python_arguments_are_real_parameters(cid):
+    """Llama.__init__ takes **kwargs and ignores what it does not know (that is how the server's rpc_servers
+    vanishes), so every keyword the scripts pass is checked against the signature and the server's settings."""
+    import inspect
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is the [gguf] extra")
+    settings = pytest.importorskip("llama_cpp.server.settings", reason="llama-cpp-python[server] is not installed")
+    plan, spec, hw, recipes = _case(cid)
+    params = inspect.signature(llama_cpp.Llama.__init__).parameters
+    kwargs = llamacpp_python.llama_kwargs(_ctx(plan, hw, spec))
+    assert set(kwargs) <= {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY or p == "model_path"}
+    served = llamacpp_python.read_serve_script(recipes["llama-cpp-python"].files["serve_llama_cpp_python.py"])
+    assert set(served) - {"swa_full", "model_path"} <= set(settings.ModelSettings.model_fields)
+    assert "rpc_servers" not in params  # why cluster plans get no llama-cpp-python recipe

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -50,11 +51,26 @@ def _has_control(s: str) -> bool:
 
 
 FIXED = {"#!/bin/sh", "set -eu", 'cd "$(dirname "$0")"'}
+DEFAULT = re.compile(r'^if \[ -z "\$\{([A-Z_]+):-\}" \]; then \1=(.*); fi$')
+
+
+def _script_steps(plan, hw, ref, spec) -> list:
+    """The llama.cpp scripts' own command lines: the steps with MODEL, BIND_ADDRESS, PORT as variables."""
+    from planner.recipes import context_for
+    from planner.recipes.base import Step
+    from planner.recipes.llamacpp import RPC_PROGRAM, _argv
+
+    if plan.engine != "llama.cpp":
+        return []
+    ctx = context_for(plan, hw, ref, spec)
+    return [Step(_argv(ctx, p, True)) for p in ("llama-server", "llama-cli")] + [
+        Step([RPC_PROGRAM, "--host", ShellVar("BIND_ADDRESS"), "--port", ShellVar("PORT")])]
 
 
 def _check_script(text: str, steps) -> None:
-    """Every line of a generated script is a comment, a fixed line, an export, or one of the steps' lines."""
-    allowed = {st_.shell() for st_ in steps} | {"exec " + st_.shell() for st_ in steps}
+    """Every line of a generated script is a comment, a fixed line, an export, a default whose value is one
+    shell word, or one of the steps' lines (the last one exec-ed, maybe with the script's arguments)."""
+    allowed = {st_.shell() for st_ in steps}
     for line in text.splitlines():
         if line.startswith("#") or line in FIXED:
             continue
@@ -62,9 +78,15 @@ def _check_script(text: str, steps) -> None:
             name, _, value = line[len("export "):].partition("=")
             assert name.isidentifier() and len(shlex.split(value)) == 1
             continue
+        m = DEFAULT.match(line)
+        if m:
+            assert len(shlex.split(m.group(2))) == 1, line
+            continue
         if line.startswith(("RPC_SERVERS=", "HEAD_ADDRESS=")):
             continue  # fixed preamble written by the package
-        assert line in allowed, line
+        body = line.removeprefix("exec ")
+        body = body[:-len(' "$@"')] if body.endswith(' "$@"') else body
+        assert body in allowed, line
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,7 +108,8 @@ def test_hostile_llama_plan_renders_safely_or_refuses(name, path, target):
                 assert words[len(step.env):] == [str(a) for a in step.argv]  # one word per argument, nothing else
         for fname, text in r.files.items():
             if fname.endswith(".sh"):
-                _check_script(text, r.steps + [type(r.steps[0])(["ollama", "serve"])] if r.steps else [])
+                _check_script(text, (r.steps + [type(r.steps[0])(["ollama", "serve"])] if r.steps else [])
+                              + _script_steps(hostile, hw, ref, spec))
     server = recipes["llama-server"]
     model_arg = server.steps[0].argv[server.steps[0].argv.index("-m") + 1]
     assert model_arg in (ref, "./" + ref) and not model_arg.startswith("-")  # a path never reads as an option
@@ -175,7 +198,8 @@ def test_generated_scripts_run_under_sh_pass_argv_unchanged(tmp_path, nasty):
     out.mkdir()
     recipes = render_all(dataclasses.replace(plan, model=nasty, target=nasty), hw, model_ref=str(gguf), spec=spec)
     bindir = _stub_bin(tmp_path, ["llama-server", "llama-cli", "ollama", "lms"])
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", ARGV_LOG=str(tmp_path / "argv.log"))
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "PORT", "BIND_ADDRESS", "RPC_SERVERS")}
+    env.update(PATH=f"{bindir}:{os.environ['PATH']}", ARGV_LOG=str(tmp_path / "argv.log"))
     for name, script in (("llama-server", "run-llama-server.sh"), ("llama-cli", "run-llama-cli.sh"),
                          ("ollama", "run-ollama.sh"), ("lmstudio", "run-lmstudio.sh")):
         r = recipes[name]
@@ -186,6 +210,35 @@ def test_generated_scripts_run_under_sh_pass_argv_unchanged(tmp_path, nasty):
         want = [[str(a) for a in s.argv[1:]] for s in r.steps if not s.where]
         assert got == want, name
     assert not list(tmp_path.rglob("pwned")) and not (out / "pwned").exists()
+
+
+def test_cluster_llama_scripts_bind_localhost_and_need_rpc_servers(tmp_path):
+    spec, _ = get_model("27b")
+    hw = load_target("cluster-2x-dgx-spark")
+    plan = recommend(hw, models=[spec], formats=["Q8_0"]).plan
+    recipes = render_all(plan, hw, spec=spec)
+    for r in recipes.values():
+        for fname, text in r.files.items():
+            (tmp_path / fname).write_text(text)
+    bindir = _stub_bin(tmp_path, ["llama-server", "ggml-rpc-server"])
+    log = tmp_path / "argv.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "PORT", "BIND_ADDRESS", "RPC_SERVERS")}
+    env.update(PATH=f"{bindir}:{os.environ['PATH']}", ARGV_LOG=str(log))
+    subprocess.run(["sh", str(tmp_path / "run-rpc-server.sh")], env=env, cwd=tmp_path, check=True, timeout=30)
+    assert json.loads(log.read_text()) == ["--host", "127.0.0.1", "--port", "50052"]  # nothing beyond this machine
+    log.unlink()
+    subprocess.run(["sh", str(tmp_path / "run-rpc-server.sh")], env=dict(env, BIND_ADDRESS="10.0.0.2"), cwd=tmp_path,
+                   check=True, timeout=30)
+    assert json.loads(log.read_text()) == ["--host", "10.0.0.2", "--port", "50052"]  # the address the user asked for
+    log.unlink()
+    res = subprocess.run(["sh", str(tmp_path / "run-llama-server.sh")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode != 0 and "RPC_SERVERS" in res.stderr and not log.exists()  # never a one-host run by accident
+    subprocess.run(["sh", str(tmp_path / "run-llama-server.sh")], env=dict(env, RPC_SERVERS="$(touch pwned)"), cwd=tmp_path,
+                   check=True, timeout=30)
+    argv = json.loads(log.read_text())
+    assert argv[argv.index("--rpc") + 1] == "$(touch pwned)" and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("-m") + 1] == "gemma-3-27b-Q8_0.gguf" and not (tmp_path / "pwned").exists()
 
 
 def test_ray_worker_script_keeps_the_head_address_literal(tmp_path):

@@ -84,7 +84,9 @@ def test_a_changed_setting_fails_its_recipe(tmp_path, what, recipe):
     _tamper(out, edit)
     v = validate(out, hw=load_target("rtx4090"))
     assert _status(v, recipe) == FAIL
-    others = [c for c in v.checks if c.status == FAIL and c.name not in (recipe, "model")]
+    files = "files: " + recipe.split(" ", 1)[1]
+    assert _status(v, files) == FAIL and any(d["file"].startswith(f"recipe.json: recipes.{recipe.split(' ', 1)[1]}") for d in v.diffs)
+    others = [c for c in v.checks if c.status == FAIL and c.name not in (recipe, files, "model")]
     assert not others
 
 
@@ -134,14 +136,90 @@ def test_bad_recipe_files_are_one_line_errors(tmp_path):
 
 
 def test_run_without_llama_cpp_says_install_the_extra(tmp_path, monkeypatch):
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"GGUF")
     out = tmp_path / "r"
     assert run("recommend", "--model", "1b", "--target", "cpu-16gb", "--emit", out).exit_code == 0
-    _tamper(out, lambda d: d["model"].update(ref={"kind": "gguf-file", "value": str(gguf), "hf_repo": ""}))
+    doc = json.loads((out / "recipe.json").read_text())
+    (out / doc["model"]["ref"]["value"]).write_bytes(b"GGUF")  # the file the recipe names, made as its note says
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     r = run("validate", out, "--target", "cpu-16gb", "--run")
     assert r.exit_code == 1 and "gemma-plan[gguf]" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- the folder against the plan
+
+
+def test_untouched_folder_is_byte_for_byte_the_plan(tmp_path):
+    out = _emit(tmp_path, "--model", "4b", "--target", "rtx4090")
+    v = validate(out, hw=load_target("rtx4090"))
+    files = [c for c in v.checks if c.name.startswith("files: ")]
+    assert {c.name for c in files} == {"files: llama-server", "files: llama-cli", "files: llama-cpp-python", "files: ollama",
+                                       "files: lmstudio"}
+    assert all(c.status == OK for c in files) and not v.diffs
+
+
+@pytest.mark.parametrize("edit", ["context", "added command"])
+def test_an_edited_script_fails_with_a_diff(tmp_path, edit):
+    out = _emit(tmp_path, "--model", "4b", "--target", "rtx4090")
+    script = out / "run-llama-server.sh"
+    text = script.read_text()
+    if edit == "context":
+        text = text.replace("-c 32768", "-c 131072")
+        assert "-c 131072" in text
+    else:
+        text = text.replace("set -eu\n", "set -eu\ntouch pwned\n")
+    script.write_text(text)
+    r = run("validate", out, "--target", "rtx4090")
+    assert r.exit_code == 4 and "some checks failed" in r.output
+    assert "--- regenerated/run-llama-server.sh" in r.output
+    assert ("+" + next(ln for ln in text.splitlines() if "131072" in ln or "pwned" in ln)) in r.output.replace("\n ", "\n")
+    d = json.loads(run("validate", out, "--target", "rtx4090", "--json").output)
+    failed = {c["name"] for c in d["checks"] if c["status"] == "fail"}
+    assert "files: llama-server" in failed and [x["file"] for x in d["diffs"]] == ["run-llama-server.sh"]
+
+
+def test_an_edited_script_inside_recipe_json_fails_with_a_diff(tmp_path):
+    out = _emit(tmp_path, "--model", "4b", "--target", "rtx4090")
+    marker = tmp_path / "pwned"
+
+    def edit(doc):
+        f = doc["recipes"]["llama-cpp-python"]["files"]
+        f["serve_llama_cpp_python.py"] += f"open({str(marker)!r}, 'w').close()\n"
+
+    _tamper(out, edit)
+    v = validate(out, hw=load_target("rtx4090"))
+    assert _status(v, "files: llama-cpp-python") == FAIL and not v.ok
+    diff = next(d["diff"] for d in v.diffs if d["file"] == "recipe.json: recipes.llama-cpp-python.files.serve_llama_cpp_python.py")
+    assert f"+open({str(marker)!r}, 'w').close()" in diff.splitlines()  # one added line, shown as that line
+
+
+def test_run_starts_nothing_that_differs_from_the_plan(tmp_path):
+    out = tmp_path / "r"
+    assert run("recommend", "--model", "1b", "--target", "cpu-16gb", "--emit", out).exit_code == 0
+    doc = json.loads((out / "recipe.json").read_text())
+    (out / doc["model"]["ref"]["value"]).write_bytes(b"GGUF")
+    marker = tmp_path / "pwned"
+    line = f"open({str(marker)!r}, 'w').close()\n"
+    (out / "serve_llama_cpp_python.py").write_text((out / "serve_llama_cpp_python.py").read_text() + line)
+    _tamper(out, lambda d: d["recipes"]["llama-cpp-python"]["files"].update(
+        {"serve_llama_cpp_python.py": d["recipes"]["llama-cpp-python"]["files"]["serve_llama_cpp_python.py"] + line}))
+    r = run("validate", out, "--target", "cpu-16gb", "--run", "--json")
+    d = json.loads(r.output)
+    assert r.exit_code == 4 and not marker.exists()
+    assert next(c for c in d["checks"] if c["name"] == "run")["detail"].startswith("nothing was started")
+    assert d["measured"] is None and d["served"] is None
+
+
+def test_symlinked_or_hostile_files_are_reported_not_followed(tmp_path):
+    out = _emit(tmp_path, "--model", "4b", "--target", "rtx4090")
+    real = tmp_path / "elsewhere.sh"
+    real.write_text((out / "run-llama-cli.sh").read_text())
+    (out / "run-llama-cli.sh").unlink()
+    (out / "run-llama-cli.sh").symlink_to(real)
+    (out / "run-llama-server.sh").write_text((out / "run-llama-server.sh").read_text() + "echo \x1b[2J\n")
+    v = validate(out, hw=load_target("rtx4090"))
+    assert "symbolic link" in next(c.detail for c in v.checks if c.name == "files: llama-cli")
+    diff = next(d["diff"] for d in v.diffs if d["file"] == "run-llama-server.sh")
+    assert "\x1b" not in diff and "\\x1b" in diff  # escaped, never sent to the terminal
 
 
 # ---------------------------------------------------------------- real engine

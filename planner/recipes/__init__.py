@@ -16,7 +16,7 @@ from planner.types import ModelSpec, Plan
 from profiles.hardware import Hardware
 
 __all__ = ["Context", "ModelRef", "Recipe", "RecipeError", "ShellVar", "Step", "render_all", "document", "recipe_document",
-           "primary", "context_for", "check_recipe", "SCHEMA"]
+           "primary", "context_for", "check_recipe", "render_context", "SCHEMA"]
 
 SCHEMA = "gemma-plan/recipe/1"
 
@@ -46,9 +46,15 @@ def _is_apple(hw: Hardware) -> bool:
 
 def render_all(plan: Plan, hw: Hardware, model_ref: Optional[str] = None, spec: Optional[ModelSpec] = None) -> dict[str, Recipe]:
     """Every engine's recipe for this plan (the engines that can run its weights on this hardware)."""
+    return render_context(context_for(plan, hw, model_ref, spec))
+
+
+def render_context(ctx: Context) -> dict[str, Recipe]:
+    """render_all for a ready Context (``validate`` regenerates recipes from the plan, hardware and model
+    reference stored in recipe.json this way)."""
     from planner.recipes import litert, llamacpp, llamacpp_python, lmstudio, mlx, ollama, transformers, vllm
 
-    ctx = context_for(plan, hw, model_ref, spec)
+    plan, hw = ctx.plan, ctx.hw
     out: dict[str, Recipe] = {}
     phone = _is_phone(hw)
     if plan.engine == "llama.cpp":
@@ -56,8 +62,9 @@ def render_all(plan: Plan, hw: Hardware, model_ref: Optional[str] = None, spec: 
         out["llama-cli"] = llamacpp.cli(ctx)
         if hw.is_cluster:
             out["llama-rpc"] = llamacpp.rpc(ctx)
-        if not phone:
+        if not phone and not hw.is_cluster:  # Llama() has no RPC (0.3.36): it could not reach the other hosts
             out["llama-cpp-python"] = llamacpp_python.recipe(ctx)
+        if not phone:
             out["ollama"] = ollama.recipe(ctx)
             out["lmstudio"] = lmstudio.recipe(ctx)
     elif plan.engine == "vllm":

@@ -267,11 +267,12 @@ def gib(n: int) -> str:
 
 
 def shell_script(ctx: Context, steps: list[Step], env: Optional[dict[str, str]] = None, extra: Optional[list[str]] = None,
-                 preamble: Optional[list[str]] = None, cd_self: bool = True) -> str:
+                 preamble: Optional[list[str]] = None, cd_self: bool = True, pass_args: bool = False) -> str:
     """A POSIX sh script: header comments, ``set -eu``, cd to its own directory, exports, then the steps.
 
-    The last step is ``exec``-ed so signals reach the server directly. ``preamble`` lines are fixed text
-    written by this package (variable checks), never user data.
+    The last step is ``exec``-ed so signals reach the server directly; with ``pass_args`` it also gets the
+    script's own arguments (``"$@"``). ``preamble`` lines are fixed text written by this package
+    (variable checks and defaults, values shell-quoted), never unquoted user data.
     """
     lines = ["#!/bin/sh"]
     lines += ["# " + comment(c) for c in ctx.header() + (extra or [])]
@@ -282,9 +283,34 @@ def shell_script(ctx: Context, steps: list[Step], env: Optional[dict[str, str]] 
             raise ValueError(f"not an environment variable name: {k!r}")
         lines.append(f"export {k}={shlex.quote(str(v))}")
     for i, st in enumerate(steps):
-        prefix = "exec " if i == len(steps) - 1 else ""
-        lines.append(prefix + st.shell())
+        last = i == len(steps) - 1
+        lines.append(("exec " if last else "") + st.shell() + (' "$@"' if last and pass_args else ""))
     return "\n".join(lines) + "\n"
+
+
+def quantize_command(ctx: Context, out_dir: str = "models") -> list[str]:
+    """The ``gemma-plan quantize`` argv that produces this plan's GGUF (target named when it is a profile)."""
+    from profiles.targets import packaged_target_names, user_target_names
+
+    p, s = ctx.plan, ctx.s
+    argv = ["gemma-plan", "quantize", "-m", ctx.model.hf_repo or p.model]
+    if p.target in packaged_target_names() + user_target_names():
+        argv += ["-t", p.target]
+    argv += ["-q", p.weight_format, "--ctx", str(s.n_ctx), "-np", str(s.n_parallel)]
+    if (s.type_k, s.type_v) != ("f16", "f16"):
+        argv += ["--kv-type", s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"]
+    return argv + ["--out", out_dir]
+
+
+def model_origin(ctx: Context) -> str:
+    """One line saying where a GGUF recipe's model file comes from."""
+    m = ctx.model
+    if m.kind == "placeholder-gguf":
+        return (f"model file {m.value} is not made yet: run `{shlex.join(quantize_command(ctx))}` here and move the .gguf it "
+                f"writes to {m.value} next to this recipe (or set MODEL to its path)")
+    if m.kind == "gguf-file":
+        return f"model file {m.value} (set MODEL to load another copy)"
+    return f"model {m.value}"
 
 
 def py_literal(value) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-from planner.recipes.base import Context, Recipe, Step, comment, gib, py_literal
+from planner.recipes.base import Context, Recipe, Step, comment, gib, model_origin, py_literal
 from planner.recipes.llamacpp import gpu_layers
 
 LLAMA_SPLIT_MODE_LAYER = 1  # llama_cpp.LLAMA_SPLIT_MODE_LAYER
@@ -78,18 +78,20 @@ def _kwarg_lines(kwargs: dict, ctx: Context) -> list[str]:
 
 
 def _header(ctx: Context) -> list[str]:
-    return ["#!/usr/bin/env python3"] + ["# " + comment(c) for c in ctx.header()]
+    return ["#!/usr/bin/env python3"] + ["# " + comment(c) for c in ctx.header() + [model_origin(ctx)]]
 
 
 def _model_path_lines(ctx: Context) -> list[str]:
-    return [f"MODEL_PATH = Path({py_literal(ctx.model.value)})",
+    """The planned file, or $MODEL; a relative path is taken from the script's own directory."""
+    return [f"DEFAULT_MODEL = {py_literal(ctx.model.value)}",
+            'MODEL_PATH = Path(os.environ.get("MODEL") or DEFAULT_MODEL)',
             "if not MODEL_PATH.is_absolute():",
             "    MODEL_PATH = Path(__file__).resolve().parent / MODEL_PATH"]
 
 
 def load_script(ctx: Context) -> str:
     kwargs = llama_kwargs(ctx)
-    lines = _header(ctx) + ["from pathlib import Path", "", "from llama_cpp import Llama", ""] + _model_path_lines(ctx) + [
+    lines = _header(ctx) + ["import os", "from pathlib import Path", "", "from llama_cpp import Llama", ""] + _model_path_lines(ctx) + [
         "", "llm = Llama("] + _kwarg_lines(kwargs, ctx) + [")", "",
         'reply = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hello in one sentence."}], max_tokens=64)',
         'print(reply["choices"][0]["message"]["content"])', ""]
@@ -104,6 +106,7 @@ def serve_script(ctx: Context) -> str:
     lines = _header(ctx) + [
         "# llama-cpp-python's server has no swa_full setting; PlannedLlama passes the plan's value.",
         "import argparse",
+        "import os",
         "from pathlib import Path",
         "",
         "import llama_cpp",
@@ -165,8 +168,7 @@ def recipe(ctx: Context) -> Recipe:
                  "flash attention off, full-size sliding-window caches) differ from llama.cpp's CLI")
     notes.append("serve_llama_cpp_python.py is `python -m llama_cpp.server` with the plan's swa_full, which the stock "
                  "server cannot set")
-    if ctx.model.is_placeholder:
-        notes.append(f"{ctx.model.value} is a placeholder: produce it with `gemma-plan quantize` and put it next to the scripts")
+    notes.insert(0, model_origin(ctx))
     total = ctx.plan.memory.total_bytes
     notes.append(f"planned total {gib(total)} (llama-cpp-python also keeps an n_batch x vocab float array of logits on the host)")
     r = Recipe("llama-cpp-python", "llama-cpp-python (Python API and server)", [load, serve], notes=notes,
@@ -209,7 +211,7 @@ def read_load_script(text: str) -> dict:
             out = {}
             for kw in node.keywords:
                 if kw.arg == "model_path":
-                    out["model_path"] = consts.get("MODEL_PATH")
+                    out["model_path"] = consts.get("DEFAULT_MODEL")
                 else:
                     out[kw.arg] = ast.literal_eval(kw.value)
             return out
@@ -220,7 +222,7 @@ def read_serve_script(text: str) -> dict:
     consts = _constants(ast.parse(text))
     out = dict(consts.get("SETTINGS") or {})
     out["swa_full"] = consts.get("SWA_FULL")
-    out["model_path"] = consts.get("MODEL_PATH")
+    out["model_path"] = consts.get("DEFAULT_MODEL")
     return out
 
 
