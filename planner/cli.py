@@ -537,15 +537,17 @@ def bench():
 def bench_speed(rows_file, as_json):
     """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
     from planner import report
-    from planner.speed import score_rows
+    from planner.speed import check_rows, score_rows
 
     try:
-        data = json.loads(open(rows_file).read())
-    except ValueError as exc:
+        with open(rows_file, "rb") as f:
+            data = json.loads(f.read(B.MAX_JSON_BYTES + 1))
+    except (ValueError, RecursionError) as exc:
         raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
     rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
+    check_rows(rows, rows_file)
     result = score_rows(rows)
     if as_json:
         _emit(result)
