@@ -274,7 +274,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     _positive("--tp", tp, B.MAX_DEVICES)
     _positive("--pp", pp, B.MAX_DEVICES)
     if not -1 <= ngl <= B.MAX_LAYERS + 1:
-        raise InvalidSettingsError(f"--ngl must be -1 (all) or 0..{B.MAX_LAYERS + 1}, got {ngl}", hint="pass --ngl -1 to offload every layer")
+        raise InvalidSettingsError(f"--ngl must be -1 (all) or 0..{B.MAX_LAYERS + 1:,}, got {ngl}", hint="pass --ngl -1 to offload every layer")
     spec, mnote = resolve_model(model)
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)

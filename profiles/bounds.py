@@ -70,13 +70,11 @@ def check_int(source: str, field: str, value: Any, lo: int, hi: int, fix: str = 
     """``value`` as an int in [lo, hi]; refuses bools, floats with a fraction, strings and lists."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BoundsError(source, field, value, "is not an integer", fix)
-    if isinstance(value, float):
-        if not math.isfinite(value) or value != int(value):
-            raise BoundsError(source, field, value, "is not an integer", fix)
-        value = int(value)
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise BoundsError(source, field, value, "is not an integer", fix)
     if value < lo or value > hi:
         raise BoundsError(source, field, value, f"is outside {lo:,}..{hi:,}", fix)
-    return value
+    return int(value)
 
 
 def check_number(source: str, field: str, value: Any, lo: float, hi: float, fix: str = "",
