@@ -267,7 +267,11 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
     # flags read back from every recipe
     ctx = Context(plan, recorded, ref, spec)
     for name, rd in (doc.get("recipes") or {}).items():
-        r = Recipe.from_dict(rd)
+        try:
+            r = Recipe.from_dict(rd)
+        except (TypeError, ValueError, AttributeError) as exc:
+            v.add(f"recipe {name}", FAIL, f"malformed: {type(exc).__name__}: {str(exc)[:80]}")
+            continue
         try:
             problems = check_recipe(name, r, ctx)
         except Exception as exc:  # a hand-edited recipe can be malformed in many ways; report, do not crash
