@@ -174,7 +174,7 @@ def common_options(f):
         click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)"),
         click.option("--vram", help="override memory per accelerator, e.g. 24GiB"),
         click.option("--ram", help="override system RAM, e.g. 64GiB"),
-        click.option("--ctx", help="context length in tokens (all slots), or 'max'"),
+        click.option("--ctx", help="context length in tokens (all slots): 32768, 32k (= 32,000) or 'max'"),
         click.option("--parallel", "-np", type=int, default=1, show_default=True, help="parallel sequences / slots"),
         click.option("--kv-type", help="KV cache type: f16, q8_0, q4_0 ... or K/V like q8_0/f16 (vLLM: auto, fp8)"),
         click.option("--engine", type=ENGINE_CHOICE, default="llama.cpp", show_default=True),
