@@ -45,7 +45,7 @@ class OutputBusyError(PlanError):
 
 
 def _os_error(path: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+    return OutputError(f"cannot write to {path}: {exc.strerror or exc}")
 
 
 def _alive(pid: int) -> bool:
@@ -195,9 +195,10 @@ class Staged:
     Use as a context manager; ``commit(names)`` moves the files; leaving without commit removes everything.
     """
 
-    def __init__(self, dest: Path, *, force: bool = False):
+    def __init__(self, dest: Path, *, force: bool = False, flag: str = ""):
         self.dest = Path(dest)
         self.force = force
+        self.flag = flag  # the option that named dest (--out, --emit): errors tell the user to change it
         self.lock: Optional[Path] = None
         self.work: Optional[Path] = None
         self.fresh = False
@@ -209,9 +210,11 @@ class Staged:
         self._stack.enter_context(interruptible())
         try:
             self._open()
-        except BaseException:
+        except BaseException as exc:
             self._cleanup()
             self._stack.close()
+            if isinstance(exc, OutputError) and self.flag:
+                exc.hint = f"choose another {self.flag} directory that you can write to"
             raise
         return self
 

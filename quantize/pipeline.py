@@ -196,7 +196,7 @@ def run_job(
     say = progress or (lambda stage, frac: None)
     started = time.time()
     fmt = job.plan.weight_format
-    with Staged(job.out_dir, force=force) as staged:
+    with Staged(job.out_dir, force=force, flag="--out") as staged:
         check_disk(job, staged.work)
         built = staged.path(job.gguf_path.name)
         intermediate = staged.path(job.intermediate.name.lstrip(".")) if job.intermediate else None

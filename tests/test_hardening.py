@@ -175,8 +175,8 @@ def test_bad_flag_is_one_line(args, code, line, tmp_path):
 def test_emit_into_proc_is_one_line():
     r = run("recommend", *M, "--emit", "/proc/x")
     assert r.exit_code == 1
-    assert first_line(r).startswith("Error: cannot write /proc/x: ") and first_line(r).endswith(
-        "; choose another output path that you can write to")
+    assert first_line(r).startswith("Error: cannot write to /proc/x: ") and first_line(r).endswith(
+        "; choose another --emit directory that you can write to")
 
 
 def test_32k_keeps_its_meaning_and_max_works():

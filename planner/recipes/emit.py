@@ -62,7 +62,7 @@ def write_files(files: list[PlannedFile], force: bool = False) -> list[Path]:
     out_dir = files[0].path.parent
     if any(f.path.parent != out_dir for f in files):
         raise RecipeError("all emitted files go into one directory")
-    with Staged(out_dir, force=force) as st:
+    with Staged(out_dir, force=force, flag="--emit") as st:
         for f in files:
             st.write(f.path.name, f.text.encode("utf-8"), executable=f.executable)
         return st.commit([f.path.name for f in files])
