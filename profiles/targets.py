@@ -140,17 +140,22 @@ def save_target(hw: Hardware, name: str, force: bool = False) -> Path:
     text = hardware_to_toml(out)
     parse_target_text(text, origin=str(path), default_name=name)  # never write what we cannot read back
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".toml.tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".toml.tmp", dir=directory)  # O_EXCL | O_NOFOLLOW
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if force:
+            os.replace(tmp, path)  # replaces a link at path, never writes through it
+        else:
+            try:  # atomic and refuses any existing name: of two concurrent saves one wins
+                os.link(tmp, path, follow_symlinks=False)
+            except FileExistsError:
+                raise TargetExistsError(f"target {name!r} already exists at {path}") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 

@@ -220,3 +220,27 @@ def test_staged_leaves_no_empty_directory_on_failure(tmp_path):
             raise RuntimeError("the engine could not load the result")
     assert not out.exists()
     assert listing(tmp_path / "a") == []
+
+
+def test_saved_target_and_plot_never_write_through_links(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    from profiles.errors import TargetExistsError
+    from profiles.targets import load_target, save_target, user_targets_dir
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    d = user_targets_dir()
+    d.mkdir(parents=True)
+    (d / "box.toml").symlink_to(outside)
+    hw = load_target("rtx4090")
+    with pytest.raises(TargetExistsError):
+        save_target(hw, "box")
+    save_target(hw, "box", force=True)
+    assert outside.read_text() == "keep" and not (d / "box.toml").is_symlink()
+    assert load_target("box").devices[0].memory_bytes == hw.devices[0].memory_bytes
+
+    pytest.importorskip("matplotlib")
+    (tmp_path / "plan.png").symlink_to(outside)
+    r = run("recommend", *M, "--plot", tmp_path / "plan.png")
+    assert r.exit_code == 0, r.output
+    assert outside.read_text() == "keep" and (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"
