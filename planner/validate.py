@@ -142,9 +142,10 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
         raise B.BoundsError(src, "plan.memory.devices", devices, f"is not a list of at most {B.MAX_DEVICES + 1} devices", fix)
     for i, dev in enumerate(devices):
         obj(dev, f"plan.memory.devices[{i}]")
-        for key in ("weights_bytes", "kv_bytes", "compute_bytes", "output_bytes", "overhead_bytes", "budget_bytes", "capacity_bytes"):
-            if dev.get(key) is not None:
-                B.check_int(src, f"plan.memory.devices[{i}].{key}", dev[key], -B.MAX_MEMORY, B.MAX_MEMORY, fix)
+        for key in ("weights_bytes", "kv_bytes", "compute_bytes", "output_bytes", "overhead_bytes"):
+            B.check_int(src, f"plan.memory.devices[{i}].{key}", dev.get(key, 0), 0, B.MAX_MEMORY, fix)
+        for key in ("budget_bytes", "capacity_bytes"):  # None: no limit recorded
+            B.opt_int(src, f"plan.memory.devices[{i}].{key}", dev.get(key), -B.MAX_MEMORY, B.MAX_MEMORY, fix)
         B.opt_int(src, f"plan.memory.devices[{i}].layers", dev.get("layers"), 0, B.MAX_LAYERS + 1, fix)
         if not isinstance(dev.get("device", ""), str) or not isinstance(dev.get("detail", {}), dict):
             raise B.BoundsError(src, f"plan.memory.devices[{i}]", dev, "has a malformed device name or detail", fix)

@@ -29,7 +29,9 @@ TYPED = (PlanError, ProfileError)
 WORK = Path(".")  # set by the warm fixture
 CPU_LIMIT_S = 2.0
 MEMORY_LIMIT = 1 << 30
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink],
+# GEMMA_PLAN_FUZZ_EXAMPLES=2000 runs a longer, random (not derandomized) search locally
+_LONG = os.environ.get("GEMMA_PLAN_FUZZ_EXAMPLES")
+FUZZ = settings(max_examples=int(_LONG or 100), deadline=None, derandomize=not _LONG, database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 
 
@@ -152,8 +154,10 @@ def test_hf_directory_gives_a_plan_or_a_typed_error(tmp_path_factory, model_type
     for name, field, value in header_edits:
         if field is None:
             header[name] = value
-        else:
+        elif isinstance(header[name], dict):
             header[name][field] = value
+        else:
+            header[name] = {field: value}
     d = WORK / "hf"
     fz.write_hf_dir(d, cfg, header if with_header else None, body)
     result = bounded(fz.plan_input, str(d))
