@@ -172,12 +172,28 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise RecipeFileError(f"{origin}: malformed plan or target ({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})",
                               hint=fix) from None
-    for i, dev in enumerate(recorded.devices):
-        B.check_int(src, f"target.hardware.devices[{i}].memory_bytes", dev.memory_bytes, 0, B.MAX_MEMORY, fix)
-    if len(recorded.devices) > B.MAX_DEVICES or len(recorded.hosts) > B.MAX_HOSTS:
-        raise B.BoundsError(src, "target.hardware.devices", len(recorded.devices), f"is above {B.MAX_DEVICES}", fix)
-    B.check_int(src, "target.hardware.ram_bytes", recorded.ram_bytes, 0, B.MAX_MEMORY, fix)
+    _check_recorded_hardware(recorded, src, fix)
     return plan, recorded, ref
+
+
+def _check_recorded_hardware(hw: Hardware, src: str, fix: str) -> None:
+    """The recorded target goes through the target-file rules (written as a target file and read back), and
+    the detection-only numbers a target file does not carry are bounded here."""
+    from profiles.targets import hardware_to_toml, parse_target_text
+
+    if len(hw.devices) > B.MAX_DEVICES or len(hw.hosts) > B.MAX_HOSTS:
+        raise B.BoundsError(src, "target.hardware.devices", len(hw.devices), f"is above {B.MAX_DEVICES}", fix)
+    if not hw.devices and not hw.hosts and hw.ram_bytes == 0:
+        return  # no hardware recorded
+    try:
+        parse_target_text(hardware_to_toml(hw), origin=f"{src}: target.hardware", default_name="recorded")
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise B.BoundsError(src, "target.hardware", type(exc).__name__, f"is malformed ({str(exc)[:60]})", fix) from None
+    for i, d in enumerate(hw.devices):
+        B.opt_int(src, f"target.hardware.devices[{i}].free_bytes", d.free_bytes, 0, B.MAX_MEMORY, fix)
+        if not isinstance(d.name, str):
+            raise B.BoundsError(src, f"target.hardware.devices[{i}].name", d.name, "is not a string", fix)
+    B.opt_int(src, "target.hardware.ram_free_bytes", hw.ram_free_bytes, 0, B.MAX_MEMORY, fix)
 
 
 def _known(cls, d: dict) -> dict:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import struct
+import os
 import resource
+import struct
 import time
 from pathlib import Path
 
