@@ -68,6 +68,8 @@ class BoundsError(ProfileError):
 
 def check_int(source: str, field: str, value: Any, lo: int, hi: int, fix: str = "") -> int:
     """``value`` as an int in [lo, hi]; refuses bools, floats with a fraction, strings and lists."""
+    if value is None:
+        raise BoundsError(source, field, value, "is missing", fix)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BoundsError(source, field, value, "is not an integer", fix)
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
