@@ -17,6 +17,7 @@ from typing import Optional
 
 from planner.errors import UnknownModelError, UnsupportedArchitectureError
 from planner.types import LayerSpec, ModelSpec, MoESpec, TensorSpec
+from profiles import bounds as B
 
 SUPPORTED_MODEL_TYPES = {
     "gemma2": "gemma2",
@@ -122,14 +123,18 @@ REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "int
 
 def spec_from_config(cfg: dict, *, name: str, source: str, src_dtype: str = "BF16", extra: Optional[dict] = None) -> ModelSpec:
     """Build a ModelSpec (layers + GGUF tensor inventory) from an HF-style config dict."""
+    if not isinstance(cfg, dict):
+        raise B.BoundsError(_origin(name, source), "config", type(cfg).__name__, "is not a JSON object",
+                            "config.json must be an object like {\"model_type\": \"gemma3\", ...}")
     text = _text_config(cfg)
     model_type = text.get("model_type") or cfg.get("model_type")
-    family = SUPPORTED_MODEL_TYPES.get(model_type or "")
+    family = SUPPORTED_MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         raise UnsupportedArchitectureError(f"{name}: model_type '{model_type}' is not a Gemma 2/3/3n/4 architecture")
     missing = [k for k in REQUIRED_KEYS if text.get(k) in (None, "")]
     if missing:
         raise UnsupportedArchitectureError(f"{name}: config is missing {', '.join(missing)}", hint="check config.json is a complete Gemma config")
+    check_config(text, _origin(name, source))
 
     H = int(text["hidden_size"])
     L = int(text["num_hidden_layers"])
@@ -149,9 +154,13 @@ def spec_from_config(cfg: dict, *, name: str, source: str, src_dtype: str = "BF1
         # transformers >= 5.2x writes full-layer values into per_layer_config {"layer": {...}}
         full_override = next((v for k, v in (text.get("per_layer_config") or {}).items()
                               if str(k).isdigit() and int(k) < L and types[int(k)] == "F" and isinstance(v, dict)), {})
-        global_hd = int(text.get("global_head_dim") or full_override.get("head_dim") or 512)
+        origin = _origin(name, source)
+        global_hd = B.check_int(origin, "global_head_dim", text.get("global_head_dim") or full_override.get("head_dim") or 512,
+                                1, B.MAX_HEAD_DIM)
         if k_eq_v:  # Gemma4TextConfig uses num_global_key_value_heads only with attention_k_eq_v
-            global_kv = int(text.get("num_global_key_value_heads") or full_override.get("num_key_value_heads") or n_kv)
+            global_kv = B.check_int(origin, "num_global_key_value_heads",
+                                    text.get("num_global_key_value_heads") or full_override.get("num_key_value_heads") or n_kv,
+                                    1, B.MAX_HEADS)
 
     n_shared = int(text.get("num_kv_shared_layers") or 0)
     if family == "gemma3n":
@@ -204,6 +213,62 @@ def spec_from_config(cfg: dict, *, name: str, source: str, src_dtype: str = "BF1
         source=source,
         **extra,
     )
+
+
+def _origin(name: str, source: str) -> str:
+    if source.startswith("hf-dir:"):
+        return f"{source[7:]}/config.json"
+    return f"{name} ({source})" if source else name
+
+
+# key -> (lowest, highest) for the numbers of an HF-style config; None or absent means "use the default"
+CONFIG_BOUNDS = {
+    "hidden_size": (1, B.MAX_HIDDEN), "num_hidden_layers": (1, B.MAX_LAYERS), "num_attention_heads": (1, B.MAX_HEADS),
+    "num_key_value_heads": (1, B.MAX_HEADS), "head_dim": (1, B.MAX_HEAD_DIM), "global_head_dim": (1, B.MAX_HEAD_DIM),
+    "num_global_key_value_heads": (1, B.MAX_HEADS), "vocab_size": (1, B.MAX_VOCAB),
+    "vocab_size_per_layer_input": (1, B.MAX_VOCAB), "sliding_window": (0, B.MAX_CTX),
+    "max_position_embeddings": (1, B.MAX_CTX), "num_kv_shared_layers": (0, B.MAX_LAYERS),
+    "sliding_window_pattern": (1, B.MAX_LAYERS), "num_experts": (0, B.MAX_EXPERTS), "top_k_experts": (1, B.MAX_EXPERTS),
+    "num_experts_per_tok": (1, B.MAX_EXPERTS), "moe_intermediate_size": (1, B.MAX_FF),
+    "hidden_size_per_layer_input": (0, B.MAX_PLE_DIM), "altup_num_inputs": (2, B.MAX_ALTUP), "laurel_rank": (1, B.MAX_HIDDEN),
+}
+
+
+def check_config(text: dict, origin: str) -> None:
+    """Every number of a (text) config against profiles.bounds, before any of it is used."""
+    fix = "correct config.json (it should match the model's published config)"
+    for key, (lo, hi) in CONFIG_BOUNDS.items():
+        B.opt_int(origin, key, text.get(key), lo, hi, fix)
+    L = text["num_hidden_layers"]
+    ff = text["intermediate_size"]
+    if isinstance(ff, list):
+        if len(ff) != L:
+            raise B.BoundsError(origin, "intermediate_size", f"list of {len(ff)}", f"needs one entry per layer ({L})", fix)
+        for i, v in enumerate(ff):
+            B.check_int(origin, f"intermediate_size[{i}]", v, 1, B.MAX_FF, fix)
+    else:
+        B.check_int(origin, "intermediate_size", ff, 1, B.MAX_FF, fix)
+    if text.get("num_kv_shared_layers") and text["num_kv_shared_layers"] >= L:
+        raise B.BoundsError(origin, "num_kv_shared_layers", text["num_kv_shared_layers"], f"must be below num_hidden_layers ({L})", fix)
+    if not text.get("head_dim") and text["hidden_size"] < text["num_attention_heads"]:
+        raise B.BoundsError(origin, "hidden_size", text["hidden_size"], "is smaller than num_attention_heads and no head_dim is given", fix)
+    moe = text.get("moe")
+    if moe is not None:
+        if not isinstance(moe, dict):
+            raise B.BoundsError(origin, "moe", moe, "is not an object", fix)
+        for key in ("num_experts", "top_k_experts", "moe_intermediate_size"):
+            lo, hi = CONFIG_BOUNDS[key]
+            B.opt_int(origin, f"moe.{key}", moe.get(key), lo, hi, fix)
+    plc = text.get("per_layer_config")
+    if plc is not None and not isinstance(plc, dict):
+        raise B.BoundsError(origin, "per_layer_config", plc, "is not an object", fix)
+    experts = text.get("num_experts") or (moe or {}).get("num_experts") or 0
+    used = text.get("top_k_experts") or text.get("num_experts_per_tok") or (moe or {}).get("top_k_experts")
+    if experts and (text.get("enable_moe_block", True) or moe):
+        if not used or used > experts:
+            raise B.BoundsError(origin, "top_k_experts", used, f"must be 1..num_experts ({experts})", fix)
+        if not (text.get("moe_intermediate_size") or (moe or {}).get("moe_intermediate_size")):
+            raise B.BoundsError(origin, "moe_intermediate_size", None, "is missing for a mixture-of-experts model", fix)
 
 
 def _tensors(family, H, vocab, layers, moe, ple, ple_vocab, k_eq_v, cfg, dt) -> list[TensorSpec]:

@@ -15,6 +15,7 @@ from typing import Optional
 import click
 
 from planner.errors import InvalidSettingsError, PlanError
+from profiles import bounds as B
 
 GiB = 1 << 30
 DEBUG_ENV = "GEMMA_PLAN_DEBUG"
@@ -56,7 +57,10 @@ def parse_size(text: str, what: str) -> int:
     m = _SIZE.match(str(text))
     if not m or float(m.group(1)) <= 0:
         raise InvalidSettingsError(f"{what} '{text}' is not a positive size", hint="write it like 24GiB, 24GB or 512MiB")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    if not 1 <= size <= B.MAX_MEMORY:
+        raise InvalidSettingsError(f"{what} '{text}' is outside 1 byte..1 PiB", hint="write it like 24GiB, 24GB or 512MiB")
+    return size
 
 
 # ---------------------------------------------------------------- shared option handling
@@ -97,45 +101,68 @@ def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str])
     return hw, note
 
 
-def _kv_pair(kv: Optional[str]) -> Optional[tuple[str, str]]:
-    if not kv:
+VLLM_KV_TYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dtype choices for these GPUs
+
+
+def _kv_pair(kv: Optional[str], engine: str = "llama.cpp") -> Optional[tuple[str, str]]:
+    if kv is None:
         return None
-    k, _, v = kv.partition("/")
-    return (k, v or k)
+    from planner.memory import KV_TYPES
+
+    k, _, v = kv.strip().lower().partition("/")
+    pair = (k, v or k)
+    if engine == "vllm":
+        if pair[0] != pair[1] or pair[0] not in VLLM_KV_TYPES:
+            raise InvalidSettingsError(f"--kv-type {kv} is not a vLLM KV cache type",
+                                       hint=f"vLLM takes one of {', '.join(VLLM_KV_TYPES)} for K and V together")
+    elif engine == "transformers":
+        if pair[0] != pair[1] or pair[0] not in ("f16", "bf16"):
+            raise InvalidSettingsError(f"--kv-type {kv}: transformers keeps the cache in the model dtype", hint="drop --kv-type or pass f16")
+    elif not all(t in KV_TYPES for t in pair):
+        raise InvalidSettingsError(f"--kv-type {kv} is not a llama.cpp KV cache type",
+                                   hint=f"use one of {', '.join(KV_TYPES)}, or K/V like q8_0/f16")
+    return pair
+
+
+_CTX = re.compile(r"^\s*(\d{1,9})\s*(k?)\s*$", re.I)
 
 
 def _ctx(value: Optional[str]) -> tuple[Optional[int], bool]:
+    """'32768', '32k' (k = 1000: 32000 tokens) or 'max' -> (tokens, is_max)."""
     if value is None:
         return None, False
-    if str(value).lower() == "max":
+    if str(value).strip().lower() == "max":
         return None, True
-    try:
-        n = int(str(value).replace("k", "000").replace("K", "000"))
-    except ValueError:
-        raise InvalidSettingsError(f"--ctx '{value}' is not a number", hint="use --ctx 32768 or --ctx max") from None
-    if n <= 0:
-        raise InvalidSettingsError(f"--ctx must be positive, got {n}", hint="use --ctx 32768 or --ctx max")
+    m = _CTX.match(str(value))
+    if not m:
+        raise InvalidSettingsError(f"--ctx '{value}' is not a number of tokens", hint="use --ctx 32768, --ctx 32k (32,000) or --ctx max")
+    n = int(m.group(1)) * (1000 if m.group(2) else 1)
+    if not 1 <= n <= B.MAX_CTX:
+        raise InvalidSettingsError(f"--ctx {value} must be a positive number of tokens, at most {B.MAX_CTX:,}", hint="use --ctx 32768 or --ctx max")
     return n, False
 
 
-def file_quant(spec, model: str, quant: Optional[str], engine: str) -> Optional[str]:
-    """For llama.cpp, a GGUF file's own type stands in for --quant; a --quant naming another type is an error."""
-    own = spec.gguf_file_type
-    if engine != "llama.cpp" or not own or own == "GGUF":  # not a GGUF plan, or a general.file_type we do not know
-        return quant
-    if quant is None:
-        return own
-    from planner.formats import parse_format
-
-    if parse_format(quant, "llama.cpp").name.upper() != own.upper():
-        raise InvalidSettingsError(f"--quant {quant} does not match {model}: the file is {own}",
-                                   hint=f"drop --quant (or pass --quant {own}); to plan another type, quantize the file first")
-    return quant
+def _positive(name: str, value: Optional[int], hi: int = 1 << 31) -> None:
+    if value is not None and not 1 <= value <= hi:
+        raise InvalidSettingsError(f"{name} must be a positive integer up to {hi:,}, got {value}", hint=f"pass {name} 1 or more")
 
 
-def _positive(name: str, value: Optional[int]) -> None:
-    if value is not None and value <= 0:
-        raise InvalidSettingsError(f"{name} must be positive, got {value}")
+def _slots(n_ctx: int, parallel: int) -> None:
+    """Each of the --parallel slots gets n_ctx / parallel tokens (llama.cpp's n_ctx_seq); refuse slots too small to use."""
+    if n_ctx // max(1, parallel) < B.MIN_CTX_PER_SLOT:
+        raise InvalidSettingsError(
+            f"--ctx {n_ctx} over --parallel {parallel} leaves {n_ctx / parallel:.1f} tokens per slot (at least {B.MIN_CTX_PER_SLOT})",
+            hint=f"raise --ctx to {parallel * B.MIN_CTX_PER_SLOT} or more, or lower --parallel to {max(1, n_ctx // B.MIN_CTX_PER_SLOT)} or less")
+
+
+def _path_option(name: str, value: Optional[str]) -> None:
+    """An output path given on the command line: not empty, no control characters."""
+    if value is None:
+        return
+    if not value.strip():
+        raise InvalidSettingsError(f"{name} is empty", hint=f"give {name} a path, e.g. {name} ./out")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidSettingsError(f"{name} {value!r} has control characters", hint="choose a path without newlines or tabs")
 
 
 ENGINE_CHOICE = click.Choice(["llama.cpp", "vllm", "transformers"])
@@ -147,7 +174,7 @@ def common_options(f):
         click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)"),
         click.option("--vram", help="override memory per accelerator, e.g. 24GiB"),
         click.option("--ram", help="override system RAM, e.g. 64GiB"),
-        click.option("--ctx", help="context length in tokens (all slots), or 'max'"),
+        click.option("--ctx", help="context length in tokens (all slots): 32768, 32k (= 32,000) or 'max'"),
         click.option("--parallel", "-np", type=int, default=1, show_default=True, help="parallel sequences / slots"),
         click.option("--kv-type", help="KV cache type: f16, q8_0, q4_0 ... or K/V like q8_0/f16 (vLLM: auto, fp8)"),
         click.option("--engine", type=ENGINE_CHOICE, default="llama.cpp", show_default=True),
@@ -165,8 +192,8 @@ def common_options(f):
 def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv):
     from planner.types import RuntimeSettings
 
-    _positive("--parallel", parallel)
-    _positive("--ubatch", ubatch)
+    _positive("--parallel", parallel, B.MAX_PARALLEL)
+    _positive("--ubatch", ubatch, B.MAX_UBATCH)
     s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full)
     if kv:
         if engine == "vllm":
@@ -180,7 +207,7 @@ def _margin(margin: Optional[str]) -> int:
 
     if margin is None:
         return DEFAULT_MARGIN
-    if str(margin).strip() in ("0", "0GiB", "0b"):
+    if re.fullmatch(r"\s*0+(\.0*)?\s*([kmgt]i?b?|b)?\s*", str(margin), re.I):
         return 0
     return parse_size(margin, "--margin")
 
@@ -242,18 +269,24 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     from planner.formats import parse_format
     from planner.search import DEFAULT_CTX, plan
 
+    n_ctx, is_max = _ctx(ctx)
+    kv = _kv_pair(kv_type, engine)
+    _positive("--tp", tp, B.MAX_DEVICES)
+    _positive("--pp", pp, B.MAX_DEVICES)
+    if not -1 <= ngl <= B.MAX_LAYERS + 1:
+        raise InvalidSettingsError(f"--ngl must be -1 (all) or 0..{B.MAX_LAYERS + 1:,}, got {ngl}", hint="pass --ngl -1 to offload every layer")
     spec, mnote = resolve_model(model)
-    quant = file_quant(spec, model, quant, engine)
+    quant = _gguf_quant(spec, quant, engine, model)
     if quant is None:
         raise InvalidSettingsError(f"--quant is needed for {model} (only a .gguf file planned for llama.cpp brings its own)",
                                    hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
-    n_ctx, is_max = _ctx(ctx)
-    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, _kv_pair(kv_type))
+    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
                             n_ctx=spec.ctx_train if is_max else (n_ctx or min(DEFAULT_CTX, spec.ctx_train)))
+    _slots(s.n_ctx, parallel)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
     for n in (mnote, tnote):
         if n:
@@ -283,22 +316,31 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
     from planner import report
     from planner.search import recommend as do_recommend
 
+    from planner.search import DEFAULT_CTX
+
+    _path_option("--emit", emit_dir)
+    _path_option("--plot", plot_path)
+    n_ctx, is_max = _ctx(ctx)
+    kv = _kv_pair(kv_type, engine)
+    _positive("--parallel", parallel, B.MAX_PARALLEL)
     notes = []
     specs = None
     if model:
         spec, mnote = resolve_model(model)
-        quant = file_quant(spec, model, quant, engine)
         specs = [spec]
         if mnote:
             notes.append(mnote)
+        quant = _gguf_quant(spec, quant, engine, model)
+    elif quant:
+        _runnable(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
     if tnote:
         notes.append(tnote)
-    n_ctx, is_max = _ctx(ctx)
     if n_ctx and specs and n_ctx > specs[0].ctx_train:
         raise InvalidSettingsError(f"context {n_ctx} is above {specs[0].name}'s trained maximum of {specs[0].ctx_train}",
                                    hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
-    kv = _kv_pair(kv_type)
+    _slots(n_ctx or (specs[0].ctx_train if is_max else min(DEFAULT_CTX, specs[0].ctx_train)) if specs else (n_ctx or DEFAULT_CTX),
+           parallel)
     base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
@@ -335,6 +377,38 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         sys.exit(3)
 
 
+def _runnable(quant: str, engine: str):
+    """--quant must name a format the chosen engine runs; say which ones it does."""
+    from planner.formats import parse_format
+    from planner.search import DENSE_LADDER, GGUF_LADDER
+
+    fmt = parse_format(quant, engine)
+    if engine not in fmt.engines:
+        ours = ", ".join(DENSE_LADDER.get(engine, GGUF_LADDER))
+        kind = "a GGUF type" if fmt.kind == "gguf" else f"a {fmt.kind} format"
+        raise InvalidSettingsError(f"--quant {quant} is {kind}, which {engine} does not run",
+                                   hint=f"use --engine llama.cpp for GGUF files, or one of {ours} with --engine {engine}")
+    return fmt
+
+
+def _gguf_quant(spec, quant: Optional[str], engine: str, model: str) -> Optional[str]:
+    """A .gguf model is one file of one type: plan that type, and refuse a --quant or an engine that would need another file."""
+    if quant:
+        _runnable(quant, engine)
+    if not spec.gguf_file_type:
+        return quant
+    if engine != "llama.cpp":
+        raise InvalidSettingsError(f"{model} is a GGUF file, which {engine} does not run here",
+                                   hint="use --engine llama.cpp, or pass the Hugging Face checkpoint directory for vLLM/transformers")
+    if spec.gguf_file_type == "GGUF":
+        raise InvalidSettingsError(f"{model}: its general.file_type is not one gemma-plan knows",
+                                   hint="re-convert the file, or plan from the Hugging Face checkpoint")
+    if quant and quant.strip().upper().replace("-", "_") != spec.gguf_file_type:
+        raise InvalidSettingsError(f"{model} is {spec.gguf_file_type}; --quant {quant} would need another file",
+                                   hint=f"drop --quant to plan this file, or make one: gemma-plan quantize --model {model} --quant {quant}")
+    return spec.gguf_file_type
+
+
 def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
     """Every engine's recipe for the chosen plan; with --emit, written to the directory (refused before
     anything is written if a file exists and --force is off)."""
@@ -359,7 +433,7 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
         from planner import report
 
         report.print_emit_plan(files)
-    written = write_files(files)
+    written = write_files(files, force=force)
     return recipes, {"dir": str(Path(emit_dir)), "files": [str(p) for p in written]}
 
 
@@ -377,8 +451,8 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
     from planner import report
     from planner.validate import validate as do_validate
 
-    if timeout <= 0:
-        raise InvalidSettingsError(f"--timeout must be positive, got {timeout}")
+    if not 0 < timeout <= 86400:
+        raise InvalidSettingsError(f"--timeout must be 0..86400 seconds, got {timeout}", hint="pass --timeout 180")
     hw, note = resolve_target(target, vram, ram)
     v = do_validate(recipe, hw=hw, hw_note=note, run=run, serve=not no_serve, timeout=timeout)
     if as_json:
@@ -418,9 +492,14 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    _positive("--parallel", parallel)
-    hw, tnote = resolve_target(target, vram, ram)
+    _positive("--parallel", parallel, B.MAX_PARALLEL)
+    _positive("--threads", threads, B.MAX_CORES)
+    _positive("--group-size", group_size, 1 << 16)
+    _path_option("--out", out_dir)
     n_ctx, is_max = _ctx(ctx)
+    _slots(n_ctx or 32768, parallel)
+    kv = _kv_pair(kv_type, "llama.cpp" if fmt == "gguf" else engine)
+    hw, tnote = resolve_target(target, vram, ram)
     console = Console(stderr=True)
     if tnote:
         console.print(f"[dim]{tnote}[/]")
@@ -436,7 +515,7 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
         base = None
         if is_max:
             raise InvalidSettingsError("--ctx max is for recommend", hint="give quantize a number, e.g. --ctx 32768")
-        job = plan_job(model, hw, quant=quant, ctx=n_ctx, parallel=parallel, kv=_kv_pair(kv_type), out_dir=Path(out_dir),
+        job = plan_job(model, hw, quant=quant, ctx=n_ctx, parallel=parallel, kv=kv, out_dir=Path(out_dir),
                        margin=_margin(margin), base=base, target=target or hw.name, force=force)
         run = run_job
     for line in job.describe():
@@ -474,15 +553,17 @@ def bench():
 def bench_speed(rows_file, as_json):
     """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
     from planner import report
-    from planner.speed import score_rows
+    from planner.speed import check_rows, score_rows
 
     try:
-        data = json.loads(open(rows_file).read())
-    except ValueError as exc:
+        with open(rows_file, "rb") as f:
+            data = json.loads(f.read(B.MAX_JSON_BYTES + 1))
+    except (ValueError, RecursionError) as exc:
         raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
     rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
+    check_rows(rows, rows_file)
     result = score_rows(rows)
     if as_json:
         _emit(result)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from planner.errors import PlanError
+from profiles.bounds import MAX_DIMS, MAX_GGUF_ALIGNMENT, MAX_GGUF_ARRAY_DEPTH, MAX_GGUF_KV, MAX_TENSOR_ELEMENTS, MAX_TENSORS
+
 GGUF_MAGIC = b"GGUF"
 _SCALAR = {
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
@@ -23,10 +26,13 @@ _SCALAR = {
 }
 # String arrays longer than this are skipped (vocabularies), their length kept.
 MAX_STRING_ARRAY = 4096
+# Smallest encodings, used to refuse counts the rest of the file cannot hold before looping over them.
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, one byte of value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8  # name length, n_dims, one dim, type, offset
 
 
-class GGUFHeaderError(ValueError):
-    pass
+class GGUFHeaderError(PlanError, ValueError):
+    hint = "the file is damaged or not a GGUF model: download or convert it again"
 
 
 @dataclass
@@ -48,6 +54,8 @@ class GGUFHeader:
 
 
 def read_header(path: str | Path) -> GGUFHeader:
+    """Metadata and tensor infos. Every count is checked against the bytes left and profiles.bounds before a
+    loop runs, so the work is bounded by the file size; mirrors the checks of gguf_init_from_file_impl (gguf.cpp)."""
     path = Path(path)
     size = path.stat().st_size
     if size < 24:
@@ -61,25 +69,50 @@ def read_header(path: str | Path) -> GGUFHeader:
         if version not in (2, 3):
             raise GGUFHeaderError(f"unsupported GGUF version {version}")
         n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
-        if n_tensors > 1_000_000 or n_kv > 1_000_000:
-            raise GGUFHeaderError("implausible tensor or key count")
+        if n_tensors > MAX_TENSORS or n_kv > MAX_GGUF_KV:
+            raise GGUFHeaderError(f"implausible counts: {n_tensors:,} tensors (at most {MAX_TENSORS:,}), "
+                                  f"{n_kv:,} keys (at most {MAX_GGUF_KV:,})")
+        if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > r.left():
+            raise GGUFHeaderError("truncated header: the key and tensor counts need more bytes than the file has")
         fields = {}
         for _ in range(n_kv):
             key = r.string()
-            fields[key] = r.value(GGUFValueType(r.unpack("<I")))
+            if key in fields:
+                raise GGUFHeaderError(f"duplicate key {key!r}")
+            fields[key] = r.value(r.vtype(), 0)
+        align = fields.get("general.alignment", 32)
+        if isinstance(align, bool) or not isinstance(align, int) or not 0 < align <= MAX_GGUF_ALIGNMENT or align & (align - 1):
+            raise GGUFHeaderError(f"general.alignment = {align!r} is not a power of two up to {MAX_GGUF_ALIGNMENT}")
         tensors = []
+        names: set[str] = set()
         for _ in range(n_tensors):
             name = r.string()
+            if name in names:
+                raise GGUFHeaderError(f"duplicate tensor {name!r}")
+            names.add(name)
             n_dims = r.unpack("<I")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise GGUFHeaderError(f"tensor {name!r} has {n_dims} dimensions (1..{MAX_DIMS})")
             dims = [r.unpack("<Q") for _ in range(n_dims)]
-            qtype = GGMLQuantizationType(r.unpack("<I"))
+            raw_type = r.unpack("<I")
+            try:
+                qtype = GGMLQuantizationType(raw_type)
+                block, type_size = GGML_QUANT_SIZES[qtype]
+            except (ValueError, KeyError):
+                raise GGUFHeaderError(f"tensor {name!r} has unknown type id {raw_type}") from None
             offset = r.unpack("<Q")
-            block, type_size = GGML_QUANT_SIZES[qtype]
             n = 1
             for d in dims:
+                if d < 1 or d > MAX_TENSOR_ELEMENTS:
+                    raise GGUFHeaderError(f"tensor {name!r} has a dimension of {d:,}")
                 n *= d
+            if n > MAX_TENSOR_ELEMENTS:
+                raise GGUFHeaderError(f"tensor {name!r} has {n:,} elements (at most {MAX_TENSOR_ELEMENTS:,})")
+            if dims[0] % block:
+                raise GGUFHeaderError(f"tensor {name!r}: row of {dims[0]} is not a multiple of the {qtype.name} block ({block})")
+            if offset % align:
+                raise GGUFHeaderError(f"tensor {name!r}: offset {offset} is not aligned to {align}")
             tensors.append(TensorInfo(name, tuple(reversed(dims)), qtype.name, offset, n // block * type_size))
-        align = int(fields.get("general.alignment", 32))
         data_offset = (r.pos + align - 1) // align * align
     end = max((data_offset + t.offset + t.n_bytes for t in tensors), default=data_offset)
     if end > size:
@@ -92,6 +125,9 @@ class _Reader:
         self.buf = buf
         self.pos = 0
 
+    def left(self) -> int:
+        return len(self.buf) - self.pos
+
     def unpack(self, fmt: str):
         try:
             (v,) = struct.unpack_from(fmt, self.buf, self.pos)
@@ -100,35 +136,44 @@ class _Reader:
         self.pos += struct.calcsize(fmt)
         return v
 
+    def vtype(self) -> GGUFValueType:
+        raw = self.unpack("<I")
+        try:
+            return GGUFValueType(raw)
+        except ValueError:
+            raise GGUFHeaderError(f"unknown metadata value type {raw}") from None
+
     def string(self) -> str:
         n = self.unpack("<Q")
-        if self.pos + n > len(self.buf):
+        if n > self.left():
             raise GGUFHeaderError("truncated header")
         s = bytes(self.buf[self.pos:self.pos + n]).decode("utf-8", errors="replace")
         self.pos += n
         return s
 
-    def value(self, vtype: GGUFValueType):
+    def value(self, vtype: GGUFValueType, depth: int):
         if vtype == GGUFValueType.STRING:
             return self.string()
         if vtype == GGUFValueType.ARRAY:
-            etype = GGUFValueType(self.unpack("<I"))
+            if depth >= MAX_GGUF_ARRAY_DEPTH:
+                raise GGUFHeaderError(f"arrays nested deeper than {MAX_GGUF_ARRAY_DEPTH}")
+            etype = self.vtype()
             count = self.unpack("<Q")
+            width = 8 if etype == GGUFValueType.STRING else 12 if etype == GGUFValueType.ARRAY else struct.calcsize(_SCALAR[etype])
+            if count * width > self.left():  # every element needs at least `width` bytes
+                raise GGUFHeaderError("truncated header: an array is longer than the file")
             if etype == GGUFValueType.STRING:
                 if count > MAX_STRING_ARRAY:
                     for _ in range(count):  # skip: only the length matters for planning
                         n = self.unpack("<Q")
                         self.pos += n
-                    if self.pos > len(self.buf):
-                        raise GGUFHeaderError("truncated header")
+                        if self.pos > len(self.buf):
+                            raise GGUFHeaderError("truncated header")
                     return _Skipped(count)
                 return [self.string() for _ in range(count)]
             if etype == GGUFValueType.ARRAY:
-                return [self.value(GGUFValueType.ARRAY) for _ in range(count)]
+                return [self.value(GGUFValueType.ARRAY, depth + 1) for _ in range(count)]
             fmt = _SCALAR[etype]
-            width = struct.calcsize(fmt)
-            if self.pos + width * count > len(self.buf):
-                raise GGUFHeaderError("truncated header")
             vals = list(struct.unpack_from("<" + fmt[1] * count, self.buf, self.pos))
             self.pos += width * count
             return vals

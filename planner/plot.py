@@ -66,10 +66,15 @@ def memory_vs_context(plan: Plan, spec: ModelSpec, hw: Hardware, path: str | Pat
     axes[0][0].legend(loc="upper left", fontsize=7)
     fig.suptitle(f"{spec.name} {plan.weight_format} on {plan.target} ({plan.engine})", fontsize=10)
     fig.tight_layout()
+    import io
+
+    from planner.outputs import write_file
+
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=path.suffix[1:].lower() or "png")
     plt.close(fig)
-    return path
+    return write_file(path, buf.getvalue(), overwrite=True)  # a unique temp name, renamed: never through a link
 
 
 def fidelity_scatter(rows: list[dict], path: str | Path) -> Path:

@@ -306,6 +306,32 @@ def score_row(row: dict) -> dict:
     return out
 
 
+# bench row fields -> (lowest, highest); checked when a rows file is read (profiles.bounds)
+ROW_NUMBERS = {"tg_tps": (0.0, 1e7), "pp_tps": (0.0, 1e9), "bandwidth_gbps": (0.0, 1e6), "size_gb": (0.0, 1e6),
+               "size_gib": (0.0, 1e6), "n_devices": (1, 1024), "ctx": (0, 1 << 24), "n_ctx": (0, 1 << 24)}
+
+
+def check_rows(rows: list, origin: str) -> None:
+    """Every row of a measurements file: an object whose numbers are in bounds and whose names are strings."""
+    from profiles import bounds as B
+
+    fix = "fix the row (docs/accuracy.md describes the format)"
+    if len(rows) > 1_000_000:
+        raise B.BoundsError(origin, "rows", len(rows), "is above 1,000,000 rows", fix)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise B.BoundsError(origin, f"rows[{i}]", row, "is not an object", fix)
+        for key, (lo, hi) in ROW_NUMBERS.items():
+            if row.get(key) is not None:
+                if key == "n_devices":
+                    B.check_int(origin, f"rows[{i}].{key}", row[key], int(lo), int(hi), fix)
+                else:
+                    B.check_number(origin, f"rows[{i}].{key}", row[key], lo, hi, fix)
+        for key in ("model", "quant", "hardware", "hardware_id", "backend"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise B.BoundsError(origin, f"rows[{i}].{key}", row[key], "is not a string", fix)
+
+
 def score_rows(rows: list[dict]) -> dict:
     scored = [score_row(r) for r in rows]
     summary = {}

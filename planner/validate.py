@@ -38,6 +38,8 @@ from typing import Optional
 from planner.errors import BackendUnavailableError, PlanError
 from planner.types import (LLAMA_CPP_VERSION, TRANSFORMERS_VERSION, VLLM_VERSION, DeviceMemory, MemoryBreakdown, ModelSpec, Plan,
                            RuntimeSettings)
+from profiles import bounds as B
+from profiles.errors import ProfileError
 from profiles.hardware import Hardware
 
 GiB = 1 << 30
@@ -94,12 +96,111 @@ def load_document(path: str | Path) -> tuple[dict, Path]:
     if not p.is_file():
         raise RecipeFileError(f"no recipe file at {p}")
     try:
+        if p.stat().st_size > B.MAX_JSON_BYTES:
+            raise RecipeFileError(f"{p} is {p.stat().st_size:,} bytes, too large for a recipe")
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RecipeFileError(f"{p} is not a readable JSON recipe ({exc.__class__.__name__})") from None
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("gemma-plan/recipe/") or "plan" not in doc:
         raise RecipeFileError(f"{p} is not a gemma-plan recipe (no schema/plan)")
     return doc, p
+
+
+# plan.settings numbers -> bounds (profiles.bounds); a recipe is a file a user may have edited
+_SETTINGS_BOUNDS = {"n_ctx": (1, B.MAX_CTX), "n_parallel": (1, B.MAX_PARALLEL), "n_batch": (1, B.MAX_CTX),
+                    "n_ubatch": (1, B.MAX_UBATCH), "n_gpu_layers": (-1, B.MAX_LAYERS + 1),
+                    "tensor_parallel": (1, B.MAX_DEVICES), "pipeline_parallel": (1, B.MAX_DEVICES),
+                    "max_num_seqs": (1, 1 << 20), "max_num_batched_tokens": (1, B.MAX_CTX)}
+
+
+def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
+    """The plan, the recorded hardware and the model reference of a recipe document, every field checked:
+    a malformed or out-of-bounds value is refused with its name (RecipeFileError / BoundsError)."""
+    src = str(origin)
+    fix = "re-create the recipe with `gemma-plan recommend --emit DIR` or `gemma-plan quantize`"
+
+    def obj(value, name) -> dict:
+        if not isinstance(value, dict):
+            raise B.BoundsError(src, name, value, "is not an object", fix)
+        return value
+
+    d = obj(doc.get("plan"), "plan")
+    settings = obj(d.get("settings", {}), "plan.settings")
+    for key, (lo, hi) in _SETTINGS_BOUNDS.items():
+        if key in settings:
+            B.check_int(src, f"plan.settings.{key}", settings[key], lo, hi, fix)
+    if "gpu_memory_utilization" in settings:
+        B.check_number(src, "plan.settings.gpu_memory_utilization", settings["gpu_memory_utilization"], 0, 1, fix, lo_open=True)
+    for key in ("type_k", "type_v", "engine", "kv_cache_dtype"):
+        if key in settings and not isinstance(settings[key], str):
+            raise B.BoundsError(src, f"plan.settings.{key}", settings[key], "is not a string", fix)
+    if settings.get("tensor_split") is not None:
+        ts = settings["tensor_split"]
+        if not isinstance(ts, list) or len(ts) > B.MAX_DEVICES:
+            raise B.BoundsError(src, "plan.settings.tensor_split", ts, f"is not a list of at most {B.MAX_DEVICES} shares", fix)
+        for i, x in enumerate(ts):
+            B.check_number(src, f"plan.settings.tensor_split[{i}]", x, 0, 1e6, fix)
+    for key in ("model", "weight_format", "engine"):
+        if not isinstance(d.get(key), str):
+            raise B.BoundsError(src, f"plan.{key}", d.get(key), "is missing or not a string", fix)
+    memory = obj(d.get("memory", {}), "plan.memory")
+    devices = memory.get("devices", [])
+    if not isinstance(devices, list) or len(devices) > B.MAX_DEVICES + 1:
+        raise B.BoundsError(src, "plan.memory.devices", devices, f"is not a list of at most {B.MAX_DEVICES + 1} devices", fix)
+    for i, dev in enumerate(devices):
+        obj(dev, f"plan.memory.devices[{i}]")
+        for key in ("weights_bytes", "kv_bytes", "compute_bytes", "output_bytes", "overhead_bytes"):
+            B.check_int(src, f"plan.memory.devices[{i}].{key}", dev.get(key, 0), 0, B.MAX_MEMORY, fix)
+        for key in ("budget_bytes", "capacity_bytes"):  # None: no limit recorded
+            B.opt_int(src, f"plan.memory.devices[{i}].{key}", dev.get(key), -B.MAX_MEMORY, B.MAX_MEMORY, fix)
+        B.opt_int(src, f"plan.memory.devices[{i}].layers", dev.get("layers"), 0, B.MAX_LAYERS + 1, fix)
+        if not isinstance(dev.get("device", ""), str) or not isinstance(dev.get("detail", {}), dict):
+            raise B.BoundsError(src, f"plan.memory.devices[{i}]", dev, "has a malformed device name or detail", fix)
+    B.check_int(src, "plan.weight_file_bytes", d.get("weight_file_bytes", 0), 0, B.MAX_MEMORY, fix)
+    B.check_number(src, "plan.quality_loss", d.get("quality_loss", 0.0), -1e6, 1e6, fix)
+    for key in ("kv_cells",):
+        obj(memory.get(key, {}), f"plan.memory.{key}")
+    for key in ("notes",):
+        if not isinstance(d.get(key, []), list) or not isinstance(memory.get(key, []), list):
+            raise B.BoundsError(src, f"plan.{key}", d.get(key), "is not a list", fix)
+    model = obj(doc.get("model") or {}, "model")
+    ref = obj(model.get("ref") or {"kind": "placeholder-gguf", "value": ""}, "model.ref")
+    if not isinstance(ref.get("kind", ""), str) or not isinstance(ref.get("value", ""), str) or "\0" in ref.get("value", ""):
+        raise B.BoundsError(src, "model.ref", ref, "needs string kind and value", fix)
+    B.opt_int(src, "model.ctx_train", model.get("ctx_train"), 1, B.MAX_CTX, fix)
+    recipes = obj(doc.get("recipes") or {}, "recipes")
+    for name, r in recipes.items():
+        obj(r, f"recipes.{name}")
+    target = obj(doc.get("target") or {}, "target")
+    hw_dict = obj(target.get("hardware") or {"name": d.get("target", ""), "devices": [], "ram_bytes": 0}, "target.hardware")
+    try:
+        plan = plan_from_dict(d)
+        recorded = Hardware.from_dict(hw_dict)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RecipeFileError(f"{origin}: malformed plan or target ({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})",
+                              hint=fix) from None
+    _check_recorded_hardware(recorded, src, fix)
+    return plan, recorded, ref
+
+
+def _check_recorded_hardware(hw: Hardware, src: str, fix: str) -> None:
+    """The recorded target goes through the target-file rules (written as a target file and read back), and
+    the detection-only numbers a target file does not carry are bounded here."""
+    from profiles.targets import hardware_to_toml, parse_target_text
+
+    if len(hw.devices) > B.MAX_DEVICES or len(hw.hosts) > B.MAX_HOSTS:
+        raise B.BoundsError(src, "target.hardware.devices", len(hw.devices), f"is above {B.MAX_DEVICES}", fix)
+    if not hw.devices and not hw.hosts and hw.ram_bytes == 0:
+        return  # no hardware recorded
+    try:
+        parse_target_text(hardware_to_toml(hw), origin=f"{src}: target.hardware", default_name="recorded")
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise B.BoundsError(src, "target.hardware", type(exc).__name__, f"is malformed ({str(exc)[:60]})", fix) from None
+    for i, d in enumerate(hw.devices):
+        B.opt_int(src, f"target.hardware.devices[{i}].free_bytes", d.free_bytes, 0, B.MAX_MEMORY, fix)
+        if not isinstance(d.name, str):
+            raise B.BoundsError(src, f"target.hardware.devices[{i}].name", d.name, "is not a string", fix)
+    B.opt_int(src, "target.hardware.ram_free_bytes", hw.ram_free_bytes, 0, B.MAX_MEMORY, fix)
 
 
 def _known(cls, d: dict) -> dict:
@@ -138,7 +239,7 @@ def _spec_for(doc: dict, plan: Plan, model_path: Optional[Path]) -> tuple[Option
 
         try:
             return load_model(str(model_path))[0], f"read from {model_path.name}"
-        except PlanError as exc:
+        except (PlanError, ProfileError) as exc:
             return None, f"cannot read {model_path}: {exc}"
     try:
         return get_model(plan.model)[0], "from the catalog"
@@ -271,11 +372,13 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
     from planner.recipes.base import Context, ModelRef
 
     doc, rpath = load_document(path)
-    plan = plan_from_dict(doc["plan"])
-    recorded = Hardware.from_dict((doc.get("target") or {}).get("hardware") or {"name": plan.target, "devices": [], "ram_bytes": 0})
+    plan, recorded, ref_dict = read_document(doc, rpath)
     v = Validation(str(rpath), hw.name if hw else plan.target)
     model_path = _model_path(doc, rpath)
-    ref = ModelRef(**_known(ModelRef, (doc.get("model") or {}).get("ref") or {"kind": "placeholder-gguf", "value": ""}))
+    try:
+        ref = ModelRef(**_known(ModelRef, ref_dict))
+    except TypeError:
+        raise RecipeFileError(f"{rpath}: model.ref lacks kind or value") from None
     spec, spec_note = _spec_for(doc, plan, model_path)
 
     # model file
@@ -316,7 +419,11 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
     # flags read back from every recipe
     ctx = Context(plan, recorded, ref, spec)
     for name, rd in (doc.get("recipes") or {}).items():
-        r = Recipe.from_dict(rd)
+        try:
+            r = Recipe.from_dict(rd)
+        except (TypeError, ValueError, AttributeError) as exc:
+            v.add(f"recipe {name}", FAIL, f"malformed: {type(exc).__name__}: {str(exc)[:80]}")
+            continue
         try:
             problems = check_recipe(name, r, ctx)
         except Exception as exc:  # a hand-edited recipe can be malformed in many ways; report, do not crash

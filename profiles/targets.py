@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from profiles import bounds as B
 from profiles.errors import InvalidTargetError, TargetExistsError, UnknownTargetError
 from profiles.hardware import CPU, Device, Hardware, Host
 from profiles.unified import apple_gpu_limit_bytes
@@ -46,7 +47,7 @@ _RATE = {"bytes_per_s": 1, "gb_s": GB}
 _NETWORK = {"bytes_per_s": 1, "gb_s": GB, "gbit_s": GB // 8}
 _FLOPS = {"flops": 1, "tflops": TFLOPS}
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
 
 _TOP_KEYS = {"name", "kind", "source", "hardware_ids", "notes", "cpu", "devices", "hosts",
              "ram_bandwidth_source"}
@@ -59,6 +60,9 @@ _HOST_QUANTITIES = {"ram": _BYTES}
 _CPU_KEYS = {"name", "cores_physical", "cores_logical", "flags", "arch"}
 
 PathLike = Union[str, os.PathLike]
+# Upper bound of each kind of quantity, in the loader's units (bytes, bytes/s, FLOP/s).
+_LIMITS = {id(_BYTES): (B.MAX_MEMORY, "1 PiB"), id(_RATE): (B.MAX_BANDWIDTH, "1 PB/s"),
+           id(_NETWORK): (B.MAX_NETWORK, "10 TB/s"), id(_FLOPS): (B.MAX_FLOPS, "1 EFLOP/s")}
 
 
 # --------------------------------------------------------------------------- locations
@@ -114,7 +118,9 @@ def list_targets() -> list[Hardware]:
 def target_save_path(name: str, force: bool = False) -> Path:
     """Where ``save_target`` would write ``name``; raises now if it would refuse (check before slow work)."""
     if not _NAME_RE.match(name):
-        raise InvalidTargetError(name, "name", "use letters, digits, '.', '_' or '-' (at most 64)")
+        err = InvalidTargetError("--save", "name", f"{name!r} is not a target name")
+        err.hint = "use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit), e.g. --save my-desktop"
+        raise err
     path = user_targets_dir() / f"{name}.toml"
     if not force:
         if path.exists():
@@ -134,17 +140,22 @@ def save_target(hw: Hardware, name: str, force: bool = False) -> Path:
     text = hardware_to_toml(out)
     parse_target_text(text, origin=str(path), default_name=name)  # never write what we cannot read back
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".toml.tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".toml.tmp", dir=directory)  # O_EXCL | O_NOFOLLOW
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if force:
+            os.replace(tmp, path)  # replaces a link at path, never writes through it
+        else:
+            try:  # atomic and refuses any existing name: of two concurrent saves one wins
+                os.link(tmp, path, follow_symlinks=False)
+            except FileExistsError:
+                raise TargetExistsError(f"target {name!r} already exists at {path}") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 
@@ -258,6 +269,8 @@ def _parse_cpu(table: Any, origin: str) -> CPU:
 def _parse_hosts(items: Any, origin: str) -> list[Host]:
     if not isinstance(items, list):
         raise InvalidTargetError(origin, "hosts", "must be an array of tables ([[hosts]])")
+    if len(items) > B.MAX_HOSTS:
+        raise InvalidTargetError(origin, "hosts", f"more than {B.MAX_HOSTS:,} hosts")
     hosts: list[Host] = []
     for i, table in enumerate(items):
         where = f"hosts[{i}]."
@@ -265,9 +278,11 @@ def _parse_hosts(items: Any, origin: str) -> list[Host]:
             raise InvalidTargetError(origin, f"hosts[{i}]", "must be a table")
         _check_keys(table, _HOST_KEYS, _HOST_QUANTITIES, origin, where)
         name = _str(table, "name", origin, where, default=f"node{i}")
-        count = _positive_int(table.get("count", 1), origin, where + "count")
+        count = _positive_int(table.get("count", 1), origin, where + "count", B.MAX_HOSTS)
         ram = _quantity(table, "ram", _BYTES, origin, where, required=True)
         devices = _parse_devices(table.get("devices", []), origin, where + "devices")
+        if len(hosts) + count > B.MAX_HOSTS or (sum(len(h.devices) for h in hosts) + count * len(devices)) > B.MAX_DEVICES:
+            raise InvalidTargetError(origin, where + "count", f"more than {B.MAX_HOSTS:,} hosts or {B.MAX_DEVICES:,} devices in all")
         for k in range(count):
             host_name = f"{name}{k}" if count > 1 else name
             hosts.append(Host(name=host_name, devices=copy.deepcopy(devices), ram_bytes=ram))
@@ -275,7 +290,10 @@ def _parse_hosts(items: Any, origin: str) -> list[Host]:
 
 
 def _parse_devices(items: Any, origin: str, where: str) -> list[Device]:
-    return [d for entry in _device_entries(items, origin, where) for d in entry.expand()]
+    entries = _device_entries(items, origin, where)
+    if sum(e.count for e in entries) > B.MAX_DEVICES:  # checked before copying any device
+        raise InvalidTargetError(origin, where, f"more than {B.MAX_DEVICES:,} devices")
+    return [d for entry in entries for d in entry.expand()]
 
 
 @dataclass
@@ -292,6 +310,8 @@ class _DeviceEntry:
 def _device_entries(items: Any, origin: str, where: str) -> list[_DeviceEntry]:
     if not isinstance(items, list):
         raise InvalidTargetError(origin, where, "must be an array of tables ([[devices]])")
+    if len(items) > B.MAX_DEVICES:
+        raise InvalidTargetError(origin, where, f"more than {B.MAX_DEVICES:,} devices")
     return [_parse_device(t, origin, f"{where}[{i}].") for i, t in enumerate(items)]
 
 
@@ -307,7 +327,7 @@ def _parse_device(table: Any, origin: str, where: str) -> _DeviceEntry:
     total = _quantity(table, "total", _BYTES, origin, where)
     rule = table.get("memory_rule")
     if rule is not None:
-        if rule not in MEMORY_RULES:
+        if not isinstance(rule, str) or rule not in MEMORY_RULES:
             raise InvalidTargetError(origin, where + "memory_rule", f"one of {sorted(MEMORY_RULES)}")
         if any(f"memory_{s}" in table for s in _BYTES):
             raise InvalidTargetError(origin, where + "memory_rule", "give memory_rule or memory_*, not both")
@@ -324,6 +344,8 @@ def _parse_device(table: Any, origin: str, where: str) -> _DeviceEntry:
     if compute is not None and not isinstance(compute, str):
         raise InvalidTargetError(origin, where + "compute_capability", "must be a string, e.g. \"8.9\"")
     fp16 = _quantity(table, "fp16", _FLOPS, origin, where, integer=False)
+    if table.get("partition") is not None and not isinstance(table["partition"], str):
+        raise InvalidTargetError(origin, where + "partition", "must be a string, e.g. \"MIG 3g.40gb\"")
     device = Device(
         name=name,
         vendor=vendor,
@@ -343,9 +365,10 @@ def _parse_device(table: Any, origin: str, where: str) -> _DeviceEntry:
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise InvalidTargetError(origin, where + "aliases", "must be a list of strings")
     options = table.get("ram_options_gb", [])
-    if not isinstance(options, list) or not all(isinstance(o, int) for o in options):
+    if not isinstance(options, list) or not all(isinstance(o, int) and not isinstance(o, bool) and 0 < o <= B.MAX_MEMORY // GiB
+                                                 for o in options):
         raise InvalidTargetError(origin, where + "ram_options_gb", "must be a list of integers")
-    count = _positive_int(table.get("count", 1), origin, where + "count")
+    count = _positive_int(table.get("count", 1), origin, where + "count", B.MAX_DEVICE_COUNT)
     return _DeviceEntry(device, count, tuple(aliases), tuple(options))
 
 
@@ -378,6 +401,9 @@ def _quantity(table: dict, base: str, units: dict, origin: str, where: str,
     if factor == 1 and integer and not isinstance(value, int):
         raise InvalidTargetError(origin, where + key, "bytes must be an integer")
     result = value * factor
+    limit, what = _LIMITS[id(units)]
+    if result > limit:
+        raise InvalidTargetError(origin, where + key, f"{value!r} is above the bound of {what} (profiles/bounds.py)")
     return int(round(result)) if integer else float(result)
 
 
@@ -406,9 +432,9 @@ def _bool(table: dict, key: str, origin: str, where: str) -> bool:
     return value
 
 
-def _positive_int(value: Any, origin: str, field_name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidTargetError(origin, field_name, f"must be a positive integer, got {value!r}")
+def _positive_int(value: Any, origin: str, field_name: str, hi: int = B.MAX_CORES) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+        raise InvalidTargetError(origin, field_name, f"must be an integer 1..{hi:,}, got {value!r}")
     return value
 
 

@@ -814,7 +814,9 @@ def convert_hf_to_gguf(
     for w in plan.warnings:
         log.warning(w)
 
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+    from planner.outputs import place, temp_name
+
+    tmp = temp_name(out_path.parent, out_path.name, ".partial")  # unique, created O_EXCL: never a planted link
     writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[hp.arch])
     try:
         writer.add_name(plan.model_dir.name)
@@ -862,7 +864,7 @@ def convert_hf_to_gguf(
             for fd in fds.values():
                 os.close(fd)
         writer.close()
-        os.replace(tmp, out_path)
+        place(tmp, out_path, overwrite=force)
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)

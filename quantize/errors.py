@@ -2,6 +2,7 @@
 one-line message with a hint like every other domain error."""
 
 from planner.errors import BackendUnavailableError, PlanError, UnsupportedArchitectureError
+from planner.outputs import OutputExistsError  # one class for every writer
 
 __all__ = [
     "BackendUnavailableError",
@@ -20,10 +21,6 @@ class ConversionError(PlanError):
 
 class UnsafeCheckpointError(ConversionError):
     hint = "convert the checkpoint to safetensors first; pickle (.bin) files can run code when loaded"
-
-
-class OutputExistsError(PlanError):
-    hint = "pass --force to overwrite it, or choose another output path"
 
 
 class InsufficientDiskError(PlanError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 
@@ -16,8 +15,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Write to a temporary name beside the target, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def write_json(path: Path, obj: dict, overwrite: bool = True) -> None:
+    """A unique temporary name beside the target (O_EXCL, never a symlink), then renamed over it:
+    readers never see half a file and a planted link is replaced, not written through."""
+    from planner.outputs import write_file
+
+    write_file(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n", overwrite=overwrite)

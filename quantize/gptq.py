@@ -89,7 +89,7 @@ def _gptqmodel():
         # GPTQModel writes per-run logs to ./logs of whatever directory the user is in; keep them out of it
         from gptqmodel.looper import loop_processor
 
-        loop_processor._PROJECT_LOG_DIR = Path(tempfile.gettempdir()) / "gemma-plan-gptq-logs"
+        loop_processor._PROJECT_LOG_DIR = Path(tempfile.mkdtemp(prefix="gemma-plan-gptq-logs-"))  # private (0700), per run
     except (ImportError, AttributeError):  # another GPTQModel layout: its default stays
         pass
     return gptqmodel

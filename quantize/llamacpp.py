@@ -391,7 +391,9 @@ def quantize_gguf(
         keep.append(arr)
         params.imatrix = ctypes.cast(arr, ctypes.POINTER(lc.llama_model_imatrix_data))
 
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+    from planner.outputs import place, temp_name
+
+    tmp = temp_name(out_path.parent, out_path.name, ".partial")  # unique, created O_EXCL: never a planted link
     result: dict[str, Any] = {}
 
     def work() -> None:
@@ -414,7 +416,7 @@ def quantize_gguf(
         if result.get("rc") != 0 or not tmp.is_file():
             raise QuantizationError(f"llama_model_quantize returned {result.get('rc')} for {in_path.name} -> {key}: "
                                     + _tail(chunks))
-        os.replace(tmp, out_path)
+        place(tmp, out_path, overwrite=force)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

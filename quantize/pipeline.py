@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from planner.search import recommend, require_fit
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
-from quantize.files import sha256_file, write_json
+from quantize.files import sha256_file
 
 GiB = 1 << 30
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
@@ -70,6 +70,8 @@ def resolve_source(model: str) -> tuple[Path, str]:
         return p, "gguf"
     if p.exists():
         raise UnknownModelError(f"{model} is neither a Hugging Face directory nor a .gguf file")
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or p.suffix.lower() in (".gguf", ".safetensors") or "\\" in model:
+        raise UnknownModelError(f"{model} does not exist", hint="check the path: pass a Hugging Face checkpoint directory or a .gguf file")
     repo = model
     if "/" not in model:
         from planner.catalog import resolve_entry
@@ -163,15 +165,13 @@ class OutputDirError(PlanError):
     hint = "choose another --out directory that you can write to"
 
 
-def check_disk(job: QuantizeJob) -> None:
+def check_disk(job: QuantizeJob, where: Optional[Path] = None) -> None:
+    """Free space where the job builds its files (its private directory beside the output)."""
+    where = where or next((p for p in (job.out_dir, *job.out_dir.parents) if p.is_dir()), Path.cwd())
     try:
-        job.out_dir.mkdir(parents=True, exist_ok=True)
-        probe = job.out_dir / f".gemma-plan-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        free = shutil.disk_usage(where).free
     except OSError as exc:
-        raise OutputDirError(f"cannot write to {job.out_dir}: {exc.strerror or exc}") from None
-    free = shutil.disk_usage(job.out_dir).free
+        raise OutputDirError(f"cannot use {job.out_dir}: {exc.strerror or exc}") from None
     if free < job.need_bytes:
         raise InsufficientDiskError(f"{job.out_dir} has {free / GiB:.2f} GiB free, the job needs {job.need_bytes / GiB:.2f} GiB")
 
@@ -185,37 +185,40 @@ def run_job(
     nthreads: Optional[int] = None,
     progress: Optional[Callable[[str, float], None]] = None,
 ) -> dict:
-    """Produce the GGUF, validate it, write manifest.json and recipe.json. Returns the manifest."""
+    """Produce the GGUF, validate it, write manifest.json and recipe.json. Returns the manifest.
+
+    Everything is built in a private directory beside the output (planner.outputs.Staged) and the three
+    files are moved into place together at the end: a failure or an interrupt leaves the previous state."""
+    from planner.outputs import Staged
     from quantize.convert import convert_hf_to_gguf
     from quantize.llamacpp import quantize_gguf
 
-    check_disk(job)
     say = progress or (lambda stage, frac: None)
     started = time.time()
     fmt = job.plan.weight_format
-    try:
+    with Staged(job.out_dir, force=force, flag="--out") as staged:
+        check_disk(job, staged.work)
+        built = staged.path(job.gguf_path.name)
+        intermediate = staged.path(job.intermediate.name.lstrip(".")) if job.intermediate else None
         if job.source_kind == "hf-dir":
-            target = job.intermediate or job.gguf_path
             say("convert", 0.0)
-            convert_hf_to_gguf(job.source, target, outtype=job.outtype, force=True,
+            convert_hf_to_gguf(job.source, intermediate or built, outtype=job.outtype, force=True,
                                progress=lambda done, total, name: say("convert", done / max(1, total)))
-            if job.intermediate:
+            if intermediate:
                 say("quantize", 0.0)
-                quantize_gguf(job.intermediate, job.gguf_path, fmt, nthreads=nthreads, imatrix=imatrix, force=force,
+                quantize_gguf(intermediate, built, fmt, nthreads=nthreads, imatrix=imatrix, force=True,
                               progress=lambda *a: say("quantize", _frac(a)))
+                intermediate.unlink()
         else:
             say("quantize", 0.0)
-            quantize_gguf(job.source, job.gguf_path, fmt, nthreads=nthreads, imatrix=imatrix, force=force,
+            quantize_gguf(job.source, built, fmt, nthreads=nthreads, imatrix=imatrix, force=True,
                           progress=lambda *a: say("quantize", _frac(a)))
-    finally:
-        if job.intermediate and job.intermediate.exists():
-            job.intermediate.unlink()
-    say("validate", 0.0)
-    validation = validate_gguf(job) if validate else {"skipped": True}
-    manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started)
-    recipe = build_recipe(job)
-    write_json(job.out_dir / "recipe.json", recipe)
-    write_json(job.out_dir / "manifest.json", manifest)
+        say("validate", 0.0)
+        validation = validate_gguf(job, built) if validate else {"skipped": True}
+        manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
+        staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
+        staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        staged.commit([job.gguf_path.name, "recipe.json", "manifest.json"])
     return manifest
 
 
@@ -232,18 +235,20 @@ def local_settings(job: QuantizeJob) -> RuntimeSettings:
     return dataclasses.replace(job.plan.settings, n_gpu_layers=0, tensor_split=None, experts_on_cpu=False)
 
 
-def validate_gguf(job: QuantizeJob) -> dict:
-    """Load the artifact in llama.cpp with the plan's settings and compare what it allocated with the planner."""
+def validate_gguf(job: QuantizeJob, built: Optional[Path] = None) -> dict:
+    """Load the artifact (``built``: where it is before it moves into place) in llama.cpp with the plan's
+    settings and compare what it allocated with the planner."""
     from planner.sources import load_model
     from profiles.hardware import CPU
     from quantize.llamacpp import load_and_measure
 
     s = local_settings(job)
-    spec, _ = load_model(str(job.gguf_path))
+    gguf_path = built or job.gguf_path
+    spec, _ = load_model(str(gguf_path))
     local = Hardware("validation host", [], 1 << 50, CPU(flags=_cpu_flags()))
     predicted = make_plan(spec, parse_format(job.plan.weight_format, "llama.cpp"), s, local, margin=0).memory
     m = load_and_measure(
-        job.gguf_path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
+        gguf_path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
         flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, swa_full=s.swa_full, n_gpu_layers=0,
         kv_unified=s.kv_unified, use_mmap=s.use_mmap, offload_kqv=s.offload_kqv,
     )
@@ -298,11 +303,14 @@ def _inputs(job: QuantizeJob) -> list[Path]:
     return sorted(p for p in job.source.iterdir() if p.suffix == ".safetensors" or p.name in keep)
 
 
-def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str], seconds: float) -> dict:
+def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str], seconds: float,
+                   built: Optional[Path] = None) -> dict:
+    """The manifest of the artifact; ``built`` is where the file is now (it names its final path)."""
     from planner.formats import gguf_tensor_types, type_histogram
     from planner.gguf_header import read_header
 
-    header = read_header(job.gguf_path)
+    built = built or job.gguf_path
+    header = read_header(built)
     hist: dict[str, int] = {}
     for t in header.tensors:
         hist[t.type_name] = hist.get(t.type_name, 0) + 1
@@ -313,7 +321,7 @@ def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str]
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {"kind": job.source_kind, "path": str(job.source),
                    "files": {p.name: sha256_file(p) for p in _inputs(job)}},
-        "output": {"path": str(job.gguf_path), "sha256": sha256_file(job.gguf_path), "bytes": job.gguf_path.stat().st_size,
+        "output": {"path": str(job.gguf_path), "sha256": sha256_file(built), "bytes": built.stat().st_size,
                    "tensor_bytes": sum(t.n_bytes for t in header.tensors)},
         "file_type": job.plan.weight_format,
         "imatrix": imatrix,

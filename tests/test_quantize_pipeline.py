@@ -121,3 +121,23 @@ def test_unwritable_output_directory_is_one_line(tiny_model, tmp_path):
             "--out", str(out))
     assert r.exit_code != 0 and "Traceback" not in r.output and "cannot write to" in r.output and "--out" in r.output
     assert len([line for line in r.output.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_a_result_llama_cpp_cannot_load_leaves_nothing(tiny_model, llama_cpp_module, tmp_path, monkeypatch):
+    import quantize.llamacpp as llamacpp
+    from quantize.errors import QuantizationError
+
+    def cannot_load(path, **kw):
+        assert ".partial" in str(path.parent)  # validation runs on the private copy, before anything moves
+        raise QuantizationError(f"llama.cpp could not load {path.name}")
+
+    monkeypatch.setattr(llamacpp, "load_and_measure", cannot_load)
+    out = tmp_path / "out"
+    args = ["quantize", "--model", str(tiny_model("gemma3_text")), "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "2048",
+            "--out", str(out)]
+    r = run(*args)
+    assert r.exit_code == 1 and "could not load" in r.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no GGUF at the final name, no empty directory, no temp
+    monkeypatch.undo()
+    assert run(*args, "--no-validate").exit_code == 0  # the re-run is not refused
+    assert sorted(p.name for p in out.iterdir()) == ["gemma3_text-Q8_0.gguf", "manifest.json", "recipe.json"]

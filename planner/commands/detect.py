@@ -28,10 +28,10 @@ def detect(as_json: bool, bench: bool, model_dir: Optional[str], save_name: Opti
     from profiles.targets import save_target, target_save_path
 
     try:
-        if save_name:
+        if save_name is not None:
             target_save_path(save_name, force)  # refuse before spending seconds on --bench
         report = _run_with_progress(run_detect, bench, model_dir)
-        saved = save_target(report.hardware, save_name, force=force) if save_name else None
+        saved = save_target(report.hardware, save_name, force=force) if save_name is not None else None
     except ProfileError as e:
         raise click.ClickException(f"{e}; {e.hint}" if e.hint else str(e)) from None
 

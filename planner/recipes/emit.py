@@ -1,15 +1,13 @@
 """Write a recipe document and every recipe's files into a directory.
 
 ``plan_files`` says what will be written (paths, sizes, modes) and refuses, before anything is
-touched, when a file exists and ``force`` is off; ``write_files`` writes each file to a temporary name
-in the same directory, sets its mode, and renames it into place, so a reader never sees half a file.
+touched, when a file exists and ``force`` is off; ``write_files`` builds the files in a private directory
+and moves the whole set into place at the end (planner.outputs), so a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,23 +51,18 @@ def plan_files(out_dir: Path, doc: dict, recipes: dict[str, Recipe], force: bool
     return files
 
 
-def write_files(files: list[PlannedFile]) -> list[Path]:
-    """Temp name + rename for each file; 0755 for scripts, 0644 for the rest (before the umask)."""
-    written = []
-    for f in files:
-        f.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{f.path.name}.", suffix=".tmp", dir=f.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-                out.write(f.text)
-                out.flush()
-                os.fsync(out.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, (0o755 if f.executable else 0o644) & ~umask)
-            os.replace(tmp, f.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(f.path)
-    return written
+def write_files(files: list[PlannedFile], force: bool = False) -> list[Path]:
+    """All or nothing (planner.outputs.Staged): every file is built in a private directory beside the
+    destination and the set is moved into place at the end; 0755 for scripts, 0644 for the rest (before
+    the umask). A second run into the same directory at the same time is refused."""
+    from planner.outputs import Staged
+
+    if not files:
+        return []
+    out_dir = files[0].path.parent
+    if any(f.path.parent != out_dir for f in files):
+        raise RecipeError("all emitted files go into one directory")
+    with Staged(out_dir, force=force, flag="--emit") as st:
+        for f in files:
+            st.write(f.path.name, f.text.encode("utf-8"), executable=f.executable)
+        return st.commit([f.path.name for f in files])
