@@ -8,7 +8,8 @@ Mirrors mlx-lm 0.32 (``MLX_LM_VERSION``):
 - ``models/cache.py``: ``KVCache`` grows in steps of 256 tokens; ``RotatingKVCache`` (Gemma's
   sliding-window layers) holds ``sliding_window`` tokens once a sequence is longer than that; layers
   that share another layer's KV (Gemma 3n/4) hold none.
-The spec's tensors are the text model's (mlx-lm drops vision and audio towers when it converts).
+The spec's tensors are the text model's (mlx-lm drops vision and audio towers when it converts), less
+the ones only a GGUF has (``rope_freqs``).
 Pure arithmetic: no MLX import.
 """
 
@@ -24,6 +25,8 @@ KV_STEP = 256  # KVCache.step / RotatingKVCache.step
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # Tensors quantized with fixed parameters whatever --q-bits says (Gemma 4 quant_predicate).
 FIXED_QUANT = {"ffn_gate_inp": (8, 64)}  # GGUF name of router.proj
+# Tensors only a GGUF carries: llama.cpp's proportional-RoPE frequencies (Gemma 4), which MLX computes.
+GGUF_ONLY = {"rope_freqs"}
 
 
 def _pad(x: int, n: int) -> int:
@@ -51,6 +54,8 @@ def mlx_weight_bytes(spec: ModelSpec, bits: int | None, group: int = GROUP_SIZE,
     for t in spec.tensors:
         n = t.n_elements
         kind = t.name.split(".")[-2] if t.name.count(".") >= 2 else t.name.split(".")[0]
+        if kind in GGUF_ONLY:
+            continue
         b, g = FIXED_QUANT.get(kind, (bits, group))
         if bits and len(t.shape) >= 2 and t.row % g == 0:
             q += quantized_tensor_bytes(n, b, g, db)

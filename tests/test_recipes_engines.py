@@ -259,7 +259,7 @@ def _http(url: str, body: dict | None = None, timeout: float = 60) -> dict:
 
 
 def _serve_once(script: Path, env: dict, port: int, log: Path, timeout: float = 300) -> dict:
-    """Start the script, wait for /v1/models, send one chat completion, stop the server (always)."""
+    """Start the script, wait for /health, send one chat completion, stop the server (always)."""
     with open(log, "w") as out:
         proc = subprocess.Popen(["sh", str(script)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -268,7 +268,7 @@ def _serve_once(script: Path, env: dict, port: int, log: Path, timeout: float = 
                 if proc.poll() is not None:
                     raise AssertionError(f"run-mlx.sh exited {proc.returncode}:\n{log.read_text()[-3000:]}")
                 try:
-                    _http(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                    assert _http(f"http://127.0.0.1:{port}/health", timeout=5) == {"status": "ok"}
                     break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -280,7 +280,10 @@ def _serve_once(script: Path, env: dict, port: int, log: Path, timeout: float = 
             _stop(proc)
 
 
-MLX_FAMILIES = ["gemma3", "gemma4"]
+# Text-only checkpoints: mlx-lm's multimodal gemma3/gemma4 wrappers assume the real vocabulary (262208 /
+# 262144 tokens) unless config.json says otherwise at the top level, which the tiny ones do not. Gemma 3 is
+# laid out as Gemma 3 1B (one full-attention layer in 6: mlx-lm reads sliding_window_pattern, default 6).
+MLX_FAMILIES = {"gemma3_text": {"num_hidden_layers": 6, "swa_period": 6}, "gemma4_text": {}}
 
 
 @pytest.mark.slow
@@ -295,10 +298,18 @@ def test_mlx_script_serves_a_tiny_gemma_and_memory_matches(tiny_model, tmp_path,
     from planner.mlx_memory import mlx_kv_bytes, mlx_weight_bytes
     from planner.sources import load_model
 
-    src = tiny_model(family, dtype="bfloat16")
+    src = tmp_path / "hf"
+    shutil.copytree(tiny_model(family, dtype="bfloat16", **MLX_FAMILIES[family]), src)
+    # config.json as Google publishes Gemma 4 (global_head_dim, num_global_key_value_heads), which mlx-lm
+    # 0.32 reads: transformers 5.24's save_pretrained writes per_layer_config instead
+    cfg = json.loads((src / "config.json").read_text())
+    for over in cfg.pop("per_layer_config", {}).values():
+        cfg["global_head_dim"] = over.get("head_dim", cfg["head_dim"])
+        cfg["num_global_key_value_heads"] = over.get("num_key_value_heads", cfg["num_key_value_heads"])
+    (src / "config.json").write_text(json.dumps(cfg))
     spec, _ = load_model(str(src))
     hw = load_target("m4-max-128gb")
-    plan = recommend(hw, models=[spec], formats=["Q4_K_M"], ctx=512).plan
+    plan = recommend(hw, models=[spec], formats=["Q4_K_M"], ctx=512, target="m4-max-128gb").plan
     r = render_all(plan, hw, model_ref=str(src), spec=spec)["mlx"]
     (tmp_path / "run-mlx.sh").write_text(r.files["run-mlx.sh"])
     port = _free_port()
