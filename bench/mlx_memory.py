@@ -2,11 +2,12 @@
 
     python bench/mlx_memory.py [--out bench/results/mlx_memory.json]
 
-For each tiny family (quantize/tiny.py), bit width and token count: ``mlx_lm.convert`` the bf16
-checkpoint (as run-mlx.sh does), ``mlx_lm.load`` it, sum ``nbytes`` of every parameter; then run a
-prompt of ``tokens - 8`` tokens and 8 single-token steps through ``make_prompt_cache`` and sum the
-caches' ``nbytes``. mx.get_active_memory is printed beside them (it also holds activations and
-allocator slack). Needs the [engines] extra (mlx[cpu], mlx-lm) and the [gguf] extra (torch, transformers).
+For each tiny family (quantize/tiny.py), bit width and token count: load the bf16 checkpoint with
+mlx-lm and quantize it as ``mlx_lm.convert`` does before saving (``utils.quantize_model``, group 64),
+sum ``nbytes`` of every parameter; then run a prompt of ``tokens - 8`` tokens and 8 single-token steps
+through ``make_prompt_cache`` and sum the caches' ``nbytes``. (tests/test_recipes_engines.py does the
+same through the real ``mlx_lm.convert`` and a saved folder for 4 bits.) Needs the [engines] extra
+(mlx[cpu], mlx-lm) and the [gguf] extra (torch, transformers, to build the checkpoints).
 """
 
 from __future__ import annotations
@@ -20,40 +21,57 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FAMILIES = ["gemma3_text", "gemma3", "gemma4_text", "gemma4", "gemma4_e", "gemma4_moe"]
+# Gemma 3 laid out as Gemma 3 1B (one full layer in 6: mlx-lm reads sliding_window_pattern, default 6).
+FAMILIES = {"gemma3_text": {"num_hidden_layers": 6, "swa_period": 6}, "gemma3": {"num_hidden_layers": 6, "swa_period": 6},
+            "gemma4_text": {}, "gemma4": {}, "gemma4_e": {}, "gemma4_moe": {}}
 BITS = [None, 2, 3, 4, 5, 6, 8]
-TOKENS = [8 + 8, 300, 1000]
+TOKENS = [16, 300, 1000]
 
 
-def measure(root: Path, family: str, bits, tokens_list) -> list[dict]:
+def as_published(src: Path) -> None:
+    """config.json the way Google publishes it, which is what mlx-lm 0.32 reads: transformers 5.24 writes
+    Gemma 4's global attention as per_layer_config (mlx-lm wants global_head_dim, num_global_key_value_heads),
+    and mlx-lm's multimodal wrappers take the vocabulary from the top level (default: the real 262k)."""
+    cfg = json.loads((src / "config.json").read_text())
+    for c in (cfg, cfg.get("text_config") or {}):
+        for over in c.pop("per_layer_config", {}).values():
+            c["global_head_dim"] = over.get("head_dim", c["head_dim"])
+            c["num_global_key_value_heads"] = over.get("num_key_value_heads", c["num_key_value_heads"])
+    if "text_config" in cfg:
+        cfg["vocab_size"] = cfg["text_config"]["vocab_size"]
+    (src / "config.json").write_text(json.dumps(cfg))
+
+
+def measure(root: Path, family: str, bits_list, tokens_list) -> list[dict]:
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm import convert, load
     from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.utils import load_model, quantize_model
 
     from planner.mlx_memory import mlx_kv_bytes, mlx_weight_bytes
-    from planner.sources import load_model
+    from planner.sources import load_model as load_spec
     from quantize.tiny import build_tiny_model
 
     src = root / f"{family}-hf"
-    if not src.exists():
-        build_tiny_model(src, family, dtype="bfloat16")
-    spec, _ = load_model(str(src))
-    dst = root / f"{family}-mlx-{bits or 'bf16'}"
-    kw = {"quantize": True, "q_bits": bits, "q_group_size": 64} if bits else {}
-    convert(str(src), mlx_path=str(dst), dtype="bfloat16", **kw)
-    model, _ = load(str(dst))
-    weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-    pred_w = mlx_weight_bytes(spec, bits, 64).total_bytes
+    build_tiny_model(src, family, dtype="bfloat16", **FAMILIES[family])
+    as_published(src)
+    spec, _ = load_spec(str(src))
     rows = []
-    for tokens in tokens_list:
-        cache = make_prompt_cache(model)
-        mx.eval(model(mx.array([[5 + i % 200 for i in range(tokens - 8)]]), cache=cache))
-        for _ in range(8):
-            mx.eval(model(mx.array([[7]]), cache=cache))
-        kv = sum(c.nbytes for c in cache)
-        rows.append({"family": family, "bits": bits, "tokens": tokens, "weights": weights, "weights_pred": pred_w,
-                     "kv": kv, "kv_pred": mlx_kv_bytes(spec, tokens, 1), "active_memory": mx.get_active_memory()})
+    for bits in bits_list:
+        # what mlx_lm.convert does before it saves: load, cast (the checkpoint is bf16 already), quantize
+        model, config = load_model(src)
+        if bits:
+            model, config = quantize_model(model, config, 64, bits)
+        weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+        pred_w = mlx_weight_bytes(spec, bits, 64).total_bytes
+        for tokens in tokens_list:
+            cache = make_prompt_cache(model)
+            mx.eval(model(mx.array([[5 + i % 200 for i in range(tokens - 8)]]), cache=cache))
+            for _ in range(8):
+                mx.eval(model(mx.array([[7]]), cache=cache))
+            kv = sum(c.nbytes for c in cache)
+            rows.append({"family": family, "bits": bits, "tokens": tokens, "weights": weights, "weights_pred": pred_w,
+                         "kv": kv, "kv_pred": mlx_kv_bytes(spec, tokens, 1)})
     return rows
 
 
@@ -67,8 +85,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in FAMILIES:
-            for bits in BITS:
-                rows += measure(Path(tmp), family, bits, TOKENS)
+            rows += measure(Path(tmp), family, BITS, TOKENS)
     exact_w = sum(r["weights"] == r["weights_pred"] for r in rows)
     exact_kv = sum(r["kv"] == r["kv_pred"] for r in rows)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,8 @@ def _fetch_lines(bundle: Bundle, download: Step) -> list[str]:
     return [download.shell(),
             f"set -- {pattern}",
             'if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then',
-            f'  echo "expected one .litertlm file in {d}, found: $*" >&2',
+            f'  echo "expected one .litertlm file in {d}, found: $*; keep the one for this phone '
+            'and delete the others" >&2',
             "  exit 1",
             "fi",
             'BUNDLE="$1"']
