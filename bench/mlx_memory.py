@@ -84,31 +84,36 @@ def measure(root: Path, family: str, bits_list, tokens_list) -> list[dict]:
 RESULTS = Path(__file__).resolve().parent / "results" / "mlx_memory.json"
 
 
-def markdown_section(path: Path = RESULTS) -> list[str]:
-    """The "MLX" section of docs/accuracy.md (bench/fidelity.py writes it with the rest), from the saved rows."""
-    if not path.exists():
+def markdown_section(paths=None) -> list[str]:
+    """The "MLX" section of docs/accuracy.md (bench/fidelity.py writes it with the rest), from the saved runs
+    (bench/results/mlx_memory*.json)."""
+    paths = sorted(RESULTS.parent.glob("mlx_memory*.json")) if paths is None else paths
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    if not runs:
         return []
-    data = json.loads(path.read_text())
-    rows = data["rows"]
-    ew = sum(r["weights"] == r["weights_pred"] for r in rows)
-    ran = [r for r in rows if r["kv"] is not None]
-    ek = sum(r["kv"] == r["kv_pred"] for r in ran)
-    fams = sorted({r["family"] for r in rows})
-    bits = sorted({r["bits"] or 16 for r in rows})
-    toks = sorted({r["tokens"] for r in rows})
     lines = ["## MLX", "",
-             f"`planner/mlx_memory.py` against mlx-lm {data['mlx_lm']} (`mx` CPU wheels), produced by "
-             f"`{data.get('command', 'python bench/mlx_memory.py')}` in {data['seconds'] / 60:.1f} minutes; raw rows in "
-             "`bench/results/mlx_memory.json`. Weights: the `nbytes` of every parameter after mlx-lm's own load and "
-             "quantization (group 64; 16 = unquantized bf16); KV: the `nbytes` of `make_prompt_cache` after a prompt "
-             "and 8 decoded tokens.", "",
-             f"- {len(rows)} rows ({', '.join(fams)}; bits {', '.join(map(str, bits))}; {', '.join(map(str, toks))} tokens): "
-             f"weights exact in {ew}, KV exact in {ek} of the {len(ran)} that ran"
-             + ("" if len(ran) == len(rows) else "; not run on MLX's CPU backend: " + "; ".join(
-                 sorted({f"{r['family']} {r['bits'] or 16}-bit ({r['error']})" for r in rows if r["kv"] is None}))) + ".",
-             "- `tests/test_recipes_engines.py` checks the same equality after the real `mlx_lm.convert` of "
-             "`run-mlx.sh` (4 bits) for a tiny Gemma 3 and Gemma 4, then serves them.", ""]
-    bad = [r for r in rows if r["weights"] != r["weights_pred"] or (r["kv"] is not None and r["kv"] != r["kv_pred"])]
+             f"`planner/mlx_memory.py` against mlx-lm {runs[0]['mlx_lm']} (the Linux CPU wheels of MLX). Weights: the "
+             "`nbytes` of every parameter after mlx-lm's own load and quantization (group 64; 16 = unquantized bf16); "
+             "KV: the `nbytes` of `make_prompt_cache` after a prompt and 8 decoded tokens. "
+             "`tests/test_recipes_engines.py` checks the same equality after the real `mlx_lm.convert` of `run-mlx.sh` "
+             "(4 bits, 512 tokens) for a tiny Gemma 3 and Gemma 4, then serves them.", ""]
+    bad = []
+    for data, path in zip(runs, paths):
+        rows = data["rows"]
+        ran = [r for r in rows if r["kv"] is not None]
+        ew = sum(r["weights"] == r["weights_pred"] for r in rows)
+        ek = sum(r["kv"] == r["kv_pred"] for r in ran)
+        fams = sorted({r["family"] for r in rows})
+        bits = sorted({r["bits"] or 16 for r in rows})
+        toks = sorted({r["tokens"] for r in rows})
+        skipped = sorted({f"{r['family']} {r['bits'] or 16}-bit ({r['error']})" for r in rows if r["kv"] is None})
+        lines.append(f"- `{data.get('command', 'python bench/mlx_memory.py')}` ({data['seconds'] / 60:.1f} min, "
+                     f"`{Path(path).relative_to(RESULTS.parents[2]) if Path(path).is_absolute() else path}`): {len(rows)} rows "
+                     f"({', '.join(fams)}; bits {', '.join(map(str, bits))}; {', '.join(map(str, toks))} tokens), weights exact "
+                     f"in {ew}, KV exact in {ek} of the {len(ran)} that ran"
+                     + (f"; not run on MLX's CPU backend: {'; '.join(skipped)}" if skipped else "") + ".")
+        bad += [r for r in rows if r["weights"] != r["weights_pred"] or (r["kv"] is not None and r["kv"] != r["kv_pred"])]
+    lines.append("")
     if bad:
         lines += ["| family | bits | tokens | weights (mlx) | predicted | KV (mlx) | predicted |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['family']} | {r['bits'] or 16} | {r['tokens']} | {r['weights']:,} | {r['weights_pred']:,} | "
