@@ -291,6 +291,9 @@ def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: s
                          f"{r['predicted_tg_tps']} | {r['measured_pp_tps']} | {r['predicted_pp_tps']} |")
         lines.append("")
     lines += _published_speed_section()
+    from bench.mlx_memory import markdown_section  # MLX's rows, measured by bench/mlx_memory.py
+
+    lines += markdown_section()
     mem_rows = [r for r in rows if "measured" in r]
     for kind in ("compute", "kv", "output"):
         bad = [r for r in worst_rows(mem_rows, kind) if r["predicted"][kind] != r["measured"][kind]]

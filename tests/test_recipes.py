@@ -150,7 +150,7 @@ def test_ollama_modelfile_carries_context_per_slot_and_server_env():
     per_slot = plan.settings.n_ctx // plan.settings.n_parallel
     assert params["num_ctx"] == str(per_slot) and params["num_gpu"] == str(spec.n_layers + 1)
     assert params["stop"] == "<end_of_turn>" and "<start_of_turn>model" in params["template"]
-    assert r.steps[0].env == {"OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_NUM_PARALLEL": "4",
+    assert r.steps[0].env == {"OLLAMA_HOST": "127.0.0.1:11434", "OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_NUM_PARALLEL": "4",
                               "OLLAMA_CONTEXT_LENGTH": str(per_slot)}
     assert "export OLLAMA_KV_CACHE_TYPE=q8_0" in r.files["run-ollama-serve.sh"]
     assert ollama.check(r, _ctx(plan, hw, spec)) == []
@@ -168,7 +168,9 @@ def test_ollama_gemma4_template_and_split_kv_types():
 def test_lmstudio_gpu_share():
     for cid, want in (("single-gpu", "max"), ("partial-offload", None)):
         plan, spec, hw, recipes = _case(cid)
-        got = lmstudio.parse_load(recipes["lmstudio"].steps[-1].argv)
+        load = next(s for s in recipes["lmstudio"].steps if s.argv[:2] == ["lms", "load"])
+        got = lmstudio.parse_load(load.argv)
+        assert got["parallel"] == str(plan.settings.n_parallel) and got["exact"] and got["yes"]
         total = spec.n_layers + 1
         assert got["context_length"] == str(plan.ctx)
         assert got["gpu"] == (want or f"{plan.settings.n_gpu_layers / total:.2f}")
@@ -274,7 +276,10 @@ def test_apple_gets_mlx_with_matching_bits_and_wired_limit_only_when_needed():
     r = recipes["mlx"]
     conv = r.steps[0].argv
     assert conv[:2] == ["mlx_lm.convert", "--hf-path"] and conv[conv.index("--q-bits") + 1] == str(mlx.BITS[plan.weight_format])
-    assert r.steps[-1].argv[r.steps[-1].argv.index("--max-kv-size") + 1] == str(plan.ctx)
+    serve = [str(a) for a in r.steps[-1].argv]
+    assert "--max-kv-size" not in serve  # mlx_lm.server has no such flag (mlx_lm.generate does)
+    assert serve[serve.index("--host") + 1] == "127.0.0.1"
+    assert int(serve[serve.index("--prompt-cache-bytes") + 1]) == r.settings["memory"]["kv_bytes"] > 0
     assert not any(s.argv[0] == "sudo" for s in r.steps) and not r.matches_plan
     # a plan made with the GPU limit raised to 44 GiB needs the sysctl
     big = load_target("m4-pro-48gb")
@@ -293,13 +298,16 @@ def test_phone_gets_a_published_litert_bundle():
     assert "ollama" not in recipes and r.settings["bundle"] == "litert-community/Gemma3-1B-IT"
     shell_steps = [s for s in r.steps if s.argv[:2] == ["adb", "shell"]]
     assert all(len(s.argv) == 3 for s in shell_steps)  # the phone's shell gets one quoted command line
-    assert "--max_num_tokens=4096" in shlex.split(shell_steps[-1].argv[2])
+    remote = shlex.split(shell_steps[-1].argv[2])
+    assert "--model_path=/data/local/tmp/gemma/model.litertlm" in remote and not any("max_num_tokens" in a for a in remote)
+    assert r.settings["max_num_tokens"] == 4096 and "--max-num-tokens" in r.files["run-litert-desktop.sh"]
     assert any("not automated" in n for n in r.notes)
     # no bundle of the planned model: the largest published one that fits
     spec270, _ = get_model("270m")
     p = recommend(hw, models=[spec270]).plan
     r = render_all(p, hw, spec=spec270)["litert"]
-    assert r.settings["bundle"].startswith("google/gemma-3n-E4B") and "no published bundle" in r.notes[0]
+    assert r.settings["bundle"].startswith("google/gemma-3n-E4B") and "no published bundle" in r.notes[1]
+    assert r.notes[0].startswith("model: google/gemma-3n-E4B")  # says where the bundle comes from
 
 
 def test_placeholder_and_real_model_paths(tmp_path):
@@ -307,7 +315,7 @@ def test_placeholder_and_real_model_paths(tmp_path):
     fmt = plan.weight_format
     assert recipes["llama-server"].steps[0].argv[2] == f"gemma-3-27b-{fmt}.gguf"
     origin = recipes["llama-server"].notes[0]
-    assert f"gemma-plan quantize -m google/gemma-3-27b-it -t rtx4090 -q {fmt} --ctx" in origin and "--out models" in origin
+    assert f"gemma-plan quantize -m google/gemma-3-27b-it -t rtx4090 -q {fmt} --ctx" in origin and "--out quantized" in origin
     for name, fname in (("llama-server", "run-llama-server.sh"), ("llama-cli", "run-llama-cli.sh"),
                         ("llama-cpp-python", "load_llama_cpp_python.py")):
         assert "gemma-plan quantize -m" in recipes[name].files[fname].splitlines()[3], fname

@@ -50,7 +50,7 @@ def _has_control(s: str) -> bool:
     return comment(s) != s
 
 
-FIXED = {"#!/bin/sh", "set -eu", 'cd "$(dirname "$0")"'}
+FIXED = {"#!/bin/sh", "set -eu", 'cd "$(dirname "$0")"', "fi"}
 DEFAULT = re.compile(r'^if \[ -z "\$\{([A-Z_]+):-\}" \]; then \1=(.*); fi$')
 
 
@@ -71,6 +71,7 @@ def _check_script(text: str, steps) -> None:
     """Every line of a generated script is a comment, a fixed line, an export, a default whose value is one
     shell word, or one of the steps' lines (the last one exec-ed, maybe with the script's arguments)."""
     allowed = {st_.shell() for st_ in steps}
+    allowed |= {f"if {st_.shell()}; then" for st_ in steps} | {"  " + st_.shell() for st_ in steps}
     for line in text.splitlines():
         if line.startswith("#") or line in FIXED:
             continue
@@ -84,6 +85,8 @@ def _check_script(text: str, steps) -> None:
             continue
         if line.startswith(("RPC_SERVERS=", "HEAD_ADDRESS=")):
             continue  # fixed preamble written by the package
+        if line in allowed:
+            continue
         body = line.removeprefix("exec ")
         body = body[:-len(' "$@"')] if body.endswith(' "$@"') else body
         assert body in allowed, line
@@ -113,7 +116,8 @@ def test_hostile_llama_plan_renders_safely_or_refuses(name, path, target):
     server = recipes["llama-server"]
     model_arg = server.steps[0].argv[server.steps[0].argv.index("-m") + 1]
     assert model_arg in (ref, "./" + ref) and not model_arg.startswith("-")  # a path never reads as an option
-    assert recipes["lmstudio"].steps[0].argv[2] == model_arg
+    # lms links to the path as given: a relative one is made absolute from the script's folder
+    assert str(recipes["lmstudio"].steps[0].argv[2]) in (model_arg, "${PWD}/" + model_arg.removeprefix("./"))
     # the Modelfile has exactly the commands it was meant to have, FROM is the path unchanged
     cmds = parse_modelfile(recipes["ollama"].files["Modelfile"])
     assert [c for c, _ in cmds] == ["model", "template", "stop", "num_ctx", "num_batch", "num_predict"]

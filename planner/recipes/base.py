@@ -288,7 +288,12 @@ def shell_script(ctx: Context, steps: list[Step], env: Optional[dict[str, str]] 
     return "\n".join(lines) + "\n"
 
 
-def quantize_command(ctx: Context, out_dir: str = "models") -> list[str]:
+# ``gemma-plan quantize`` writes ``OUT/<model>-<type>.gguf`` (quantize.pipeline) and refuses an OUT that already
+# holds a recipe.json, so the command a recipe names writes into ./quantized and moves the GGUF to the name it loads.
+QUANTIZE_OUT = "quantized"
+
+
+def quantize_command(ctx: Context, out_dir: str = QUANTIZE_OUT) -> list[str]:
     """The ``gemma-plan quantize`` argv that produces this plan's GGUF (target named when it is a profile)."""
     from profiles.targets import packaged_target_names, user_target_names
 
@@ -303,14 +308,22 @@ def quantize_command(ctx: Context, out_dir: str = "models") -> list[str]:
 
 
 def model_origin(ctx: Context) -> str:
-    """One line saying where a GGUF recipe's model file comes from."""
+    """One printable line, the same in every recipe: the model file and where it comes from (for a GGUF that
+    does not exist yet, the command that makes it)."""
     m = ctx.model
     if m.kind == "placeholder-gguf":
-        return (f"model file {m.value} is not made yet: run `{shlex.join(quantize_command(ctx))}` here and move the .gguf it "
-                f"writes to {m.value} next to this recipe (or set MODEL to its path)")
-    if m.kind == "gguf-file":
-        return f"model file {m.value} (set MODEL to load another copy)"
-    return f"model {m.value}"
+        made = f"{QUANTIZE_OUT}/{safe_name(ctx.spec.name if ctx.spec else ctx.plan.model)}-{ctx.plan.weight_format}.gguf"
+        line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(quantize_command(ctx))} "
+                f"&& mv {shlex.quote(made)} {shlex.quote(m.value)} (or point MODEL at a copy you have)")
+    elif m.kind == "gguf-file":
+        line = f"model: {m.value} (the GGUF this plan was made for" + (f", from {m.hf_repo})" if m.hf_repo else ")")
+    elif m.kind == "hf-dir":
+        line = f"model: the Hugging Face checkpoint in {m.value}"
+    elif m.kind == "hub":
+        line = f"model: {m.value} from the Hugging Face hub (downloaded on first use)"
+    else:
+        line = f"model: {m.value} does not exist yet (a local directory you provide)"
+    return comment(line)
 
 
 def py_literal(value) -> str:

@@ -1,10 +1,16 @@
-"""LiteRT-LM on Android phones: which published Gemma bundle fits, how to push it, how to run it.
+"""LiteRT-LM on Android phones: which published Gemma bundle fits, how to fetch it, try it, push it and run it.
 
 LiteRT-LM runs its own ``.litertlm`` bundles (int4/int8 weights with a fixed KV size), not GGUF, so
 the plan's numbers do not carry over; the recipe picks the bundle for the planned model (or the
-largest published one that fits the phone's app budget), pushes it with ``adb`` and runs Google's
-``litert_lm_main`` demo binary with ``--max_num_tokens``. Building that binary (Bazel, Android NDK)
-and shipping the model inside an app are not automated: the notes say so.
+largest published one that fits the phone's app budget) and downloads it with ``hf download`` into its
+own folder, so the script knows the file it pushes: the published name when it is recorded here, else
+the one ``.litertlm`` file the repository holds (the script stops if there is not exactly one). Two
+scripts: ``run-litert-desktop.sh`` tries the bundle on this computer with the ``litert-lm`` CLI from
+PyPI (``litert-lm run FILE --backend cpu --max-num-tokens N --prompt ...``, litert-lm 0.18.1), and
+``run-litert-android.sh`` pushes it and Google's ``litert_lm_main`` demo binary with ``adb`` and runs it
+(``--backend --model_path --input_prompt``: the flags ``runtime/engine/litert_lm_main.cc`` defines, see
+bench/data/engine_flags/litert.json; it takes the KV size from the bundle). Building that binary
+(Bazel, Android NDK) and shipping the model inside an app are not automated: the notes say so.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import shlex
 from dataclasses import dataclass
 from typing import Optional
 
-from planner.recipes.base import Context, Recipe, Step, gib, shell_script
+from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, safe_name, shell_script
 
 DEVICE_DIR = "/data/local/tmp/gemma"
+REMOTE_MODEL = f"{DEVICE_DIR}/model.litertlm"
+LITERT_LM_VERSION = "0.18.1"  # the PyPI CLI whose parser tests/test_recipes_engines.py runs
+PROMPT = "Say hello in one sentence."
 MB = 1_000_000
 
 
@@ -58,6 +67,24 @@ def choose_bundle(model: str, budget_bytes: int) -> tuple[Optional[Bundle], str]
     return best, f"{why}; {best.model} is the largest published one that fits ({gib(best.size_bytes)})"
 
 
+def bundle_dir(bundle: Bundle) -> str:
+    return f"./litert-{safe_name(bundle.model)}"
+
+
+def _fetch_lines(bundle: Bundle, download: Step) -> list[str]:
+    """Download into the bundle's folder, then BUNDLE= the one .litertlm file there (fixed text + quoted names)."""
+    d = bundle_dir(bundle)
+    pattern = shlex.quote(f"{d}/{bundle.file}") if bundle.file else shlex.quote(d) + "/*.litertlm"
+    return [download.shell(),
+            f"set -- {pattern}",
+            'if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then',
+            f'  echo "expected one .litertlm file in {d}, found: $*; keep the one for this phone '
+            'and delete the others" >&2',
+            "  exit 1",
+            "fi",
+            'BUNDLE="$1"']
+
+
 def recipe(ctx: Context) -> Recipe:
     dev = ctx.hw.devices[0] if ctx.hw.devices else None
     budget = (dev.memory_bytes if dev else ctx.hw.ram_bytes) - (1 << 30)
@@ -70,33 +97,42 @@ def recipe(ctx: Context) -> Recipe:
     if bundle is None:
         return Recipe("litert", "LiteRT-LM (Android)", [], notes=notes, matches_plan=False,
                       requirements=["adb", "a LiteRT-LM build for android_arm64"])
-    notes.append(f"bundle: {bundle.repo}" + (f"/{bundle.file}" if bundle.file else " (the .litertlm file in that repository)")
-                 + f" [{bundle.source}]")
-    local = bundle.file or "model.litertlm"
+    d = bundle_dir(bundle)
+    origin = (f"model: {bundle.repo}" + (f"/{bundle.file}" if bundle.file else " (its one .litertlm file)")
+              + f" from Hugging Face, downloaded into {d} [{bundle.source}]")
+    notes.insert(0, origin)
     max_tokens = min(ctx.plan.ctx, bundle.max_tokens)
     if ctx.plan.ctx > bundle.max_tokens:
-        notes.append(f"the bundle was exported with a {bundle.max_tokens}-token KV cache: --max_num_tokens is capped there")
-    download = ["hf", "download", bundle.repo] + ([bundle.file] if bundle.file else ["--include", "*.litertlm"]) + ["--local-dir", "."]
-    remote_model = f"{DEVICE_DIR}/model.litertlm"
+        notes.append(f"the bundle was exported with a {bundle.max_tokens}-token KV cache: the context is capped there")
+    download = Step(["hf", "download", bundle.repo] + ([bundle.file] if bundle.file else ["--include", "*.litertlm"])
+                    + ["--local-dir", d], why="download the bundle (gated: accept the license and `hf auth login` first)")
     run_remote = ["env", f"LD_LIBRARY_PATH={DEVICE_DIR}/android_arm64", f"{DEVICE_DIR}/litert_lm_main", "--backend=gpu",
-                  f"--model_path={remote_model}", f"--max_num_tokens={max_tokens}"]
-    steps = [
-        Step(download, why="download the bundle (gated: accept the license and `hf auth login` first)"),
+                  f"--model_path={REMOTE_MODEL}", f"--input_prompt={PROMPT}"]
+    android = [
         Step(["adb", "shell", shlex.join(["mkdir", "-p", DEVICE_DIR])], why="a folder adb may write"),
-        Step(["adb", "push", local, remote_model], why="copy the model to the phone"),
+        Step(["adb", "push", ShellVar("BUNDLE"), REMOTE_MODEL], why="copy the bundle to the phone"),
         Step(["adb", "push", "bazel-bin/runtime/engine/litert_lm_main", f"{DEVICE_DIR}/"], why="the demo binary you built"),
         Step(["adb", "push", "prebuilt/android_arm64", f"{DEVICE_DIR}/"], why="GPU delegate libraries from the LiteRT-LM checkout"),
         # adb shell hands its arguments to the phone's shell as one command line: pass one quoted string
         Step(["adb", "shell", shlex.join(run_remote)], why="run on the phone's GPU (use --backend=cpu if it fails)"),
     ]
-    if not bundle.file:
-        notes.append("the download keeps the repository's file name: rename it to model.litertlm before `adb push`")
-    r = Recipe("litert", "LiteRT-LM (Android, adb)", steps, notes=notes, matches_plan=False,
+    desktop = Step(["litert-lm", "run", ShellVar("BUNDLE"), "--backend", "cpu", "--max-num-tokens", str(max_tokens),
+                    "--prompt", PROMPT], why="try the bundle on this computer's CPU first (pip install litert-lm)")
+    r = Recipe("litert", "LiteRT-LM (Android, adb)", [download, desktop] + android, notes=notes, matches_plan=False,
                requirements=["adb (Android platform tools), USB debugging on the phone",
                              "a LiteRT-LM checkout with litert_lm_main built for android_arm64 (run the script from there)",
-                             "huggingface_hub's `hf` CLI"],
-               settings={"bundle": bundle.repo, "file": bundle.file, "max_num_tokens": max_tokens})
-    r.files["run-litert-android.sh"] = shell_script(ctx, steps, extra=["run from a LiteRT-LM checkout with litert_lm_main built"],
-                                                     cd_self=False)
-    r.executable.append("run-litert-android.sh")
+                             "huggingface_hub's `hf` CLI",
+                             f"pip install 'litert-lm>={LITERT_LM_VERSION}' for run-litert-desktop.sh"],
+               settings={"bundle": bundle.repo, "file": bundle.file, "local_dir": d, "remote_model": REMOTE_MODEL,
+                         "max_num_tokens": max_tokens})
+    r.files["run-litert-android.sh"] = _script(ctx, bundle, download, android, cd_self=False,
+                                               extra=[origin, "run from a LiteRT-LM checkout with litert_lm_main built"])
+    r.files["run-litert-desktop.sh"] = _script(ctx, bundle, download, [desktop], cd_self=True, extra=[origin])
+    r.executable += ["run-litert-android.sh", "run-litert-desktop.sh"]
     return r
+
+
+def _script(ctx: Context, bundle: Bundle, download: Step, steps: list[Step], cd_self: bool, extra: list[str]) -> str:
+    lines = _fetch_lines(bundle, download)
+    lines += [("exec " if i == len(steps) - 1 else "") + st.shell() for i, st in enumerate(steps)]
+    return shell_script(ctx, [], extra=extra, cd_self=cd_self) + "\n".join(lines) + "\n"

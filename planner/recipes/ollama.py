@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from planner.recipes.base import Context, Recipe, RecipeError, Step, comment, safe_name, shell_script
+from planner.recipes.base import Context, Recipe, RecipeError, Step, comment, model_origin, safe_name, shell_script
 from planner.recipes.llamacpp import gpu_layers
 
 # Gemma 2/3/3n turn format (ai.google.dev/gemma/docs/formatting): a system message is sent as a user turn.
@@ -49,6 +49,8 @@ GEMMA4_TEMPLATE = """{{- range $i, $_ := .Messages }}
 {{- end }}"""
 GEMMA4_STOP = "<turn|>"
 OLLAMA_KV_TYPES = ("f16", "q8_0", "q4_0")
+OLLAMA_VERSION = "v0.33.0-rc2"  # flags, env and PARAMETER names checked against bench/data/engine_flags/ollama.json
+OLLAMA_HOST = "127.0.0.1:11434"  # envconfig.Host()'s default, written out so an inherited OLLAMA_HOST cannot widen it
 _KV_BITS = {"f32": 32, "f16": 16, "bf16": 16, "q8_0": 8.5, "q5_1": 6, "q5_0": 5.5, "q4_1": 5, "q4_0": 4.5, "iq4_nl": 4.5}
 
 
@@ -180,7 +182,7 @@ def model_name(ctx: Context) -> str:
 def modelfile(ctx: Context) -> str:
     ngl, _ = gpu_layers(ctx)
     template, stop = (GEMMA4_TEMPLATE, GEMMA4_STOP) if ctx.family == "gemma4" else (GEMMA_TEMPLATE, GEMMA_STOP)
-    lines = ["# " + comment(c) for c in ctx.header()]
+    lines = ["# " + comment(c) for c in ctx.header() + [model_origin(ctx)]]
     lines.append(f"FROM {modelfile_quote(ctx.model.value)}")
     lines.append(f"TEMPLATE {modelfile_quote(template)}")
     lines.append(f"PARAMETER stop {modelfile_quote(stop)}")
@@ -196,7 +198,7 @@ def modelfile(ctx: Context) -> str:
 
 def server_env(ctx: Context) -> dict[str, str]:
     kv, _ = _kv_type(ctx)
-    return {"OLLAMA_FLASH_ATTENTION": "1" if ctx.s.flash_attn else "0", "OLLAMA_KV_CACHE_TYPE": kv,
+    return {"OLLAMA_HOST": OLLAMA_HOST, "OLLAMA_FLASH_ATTENTION": "1" if ctx.s.flash_attn else "0", "OLLAMA_KV_CACHE_TYPE": kv,
             "OLLAMA_NUM_PARALLEL": str(ctx.s.n_parallel), "OLLAMA_CONTEXT_LENGTH": str(ctx.ctx_per_slot)}
 
 
@@ -232,17 +234,18 @@ def recipe(ctx: Context) -> Recipe:
         notes.append(f"num_ctx is per slot: {ctx.ctx_per_slot} x {s.n_parallel} slots")
     notes.append("if Ollama runs as a service, put the environment in the service (systemctl edit ollama: "
                  "Environment=\"NAME=value\" lines) and restart it")
-    if ctx.model.is_placeholder:
-        notes.append(f"{ctx.model.value} is a placeholder: put the GGUF next to the Modelfile (or edit FROM)")
+    notes.insert(0, model_origin(ctx))
     r = Recipe("ollama", "Ollama", [serve, create, run], env={}, notes=notes,
-               requirements=["Ollama from 2026 (llama-server based, passes -ngl from num_gpu)"],
+               requirements=[f"Ollama {OLLAMA_VERSION} or later (llama-server based, passes -ngl from num_gpu)"],
                settings={"num_ctx": ctx.ctx_per_slot, "num_gpu": None if s.experts_on_cpu else ngl, "num_batch": s.n_ubatch,
                          "env": env, "name": name},
                matches_plan=matches, model_path=ctx.model.value if ctx.model.is_local else None)
     r.files["Modelfile"] = modelfile(ctx)
     r.files["run-ollama-serve.sh"] = shell_script(ctx, [Step(["ollama", "serve"])], env=env,
-                                                  extra=["starts the Ollama server with the plan's environment"])
-    r.files["run-ollama.sh"] = shell_script(ctx, [create, run], extra=["needs a server started with run-ollama-serve.sh"])
+                                                  extra=["starts the Ollama server with the plan's environment, on "
+                                                         + OLLAMA_HOST + " only"])
+    r.files["run-ollama.sh"] = shell_script(ctx, [create, run], env={"OLLAMA_HOST": OLLAMA_HOST},
+                                            extra=["needs a server started with run-ollama-serve.sh", model_origin(ctx)])
     r.executable += ["run-ollama-serve.sh", "run-ollama.sh"]
     return r
 

@@ -9,7 +9,7 @@ layers; the prompt plus the new tokens must stay within the plan's context.
 
 from __future__ import annotations
 
-from planner.recipes.base import Context, Recipe, Step, comment, gib, py_literal
+from planner.recipes.base import Context, Recipe, Step, comment, gib, model_origin, py_literal
 
 DTYPE = {"bf16": "torch.bfloat16", "f16": "torch.float16", "gptq-int4": "torch.float16", "gptq-int8": "torch.float16"}
 
@@ -19,7 +19,7 @@ def script(ctx: Context) -> str:
     dtype = DTYPE.get(p.weight_format, "torch.bfloat16")
     # on a GPU, load straight onto it (device_map needs accelerate); on a CPU the default placement is right
     place = [f"    device_map={py_literal({'': 0})},  # the plan places every weight on one GPU"] if ctx.hw.devices else []
-    lines = ["#!/usr/bin/env python3"] + ["# " + comment(c) for c in ctx.header()] + [
+    lines = ["#!/usr/bin/env python3"] + ["# " + comment(c) for c in ctx.header() + [model_origin(ctx)]] + [
         "import torch",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
@@ -50,7 +50,7 @@ def script(ctx: Context) -> str:
 
 def recipe(ctx: Context) -> Recipe:
     p = ctx.plan
-    notes = [f"planned: weights {gib(p.memory.weights_bytes)}, KV {gib(p.memory.kv_bytes)}, prefill activations "
+    notes = [model_origin(ctx), f"planned: weights {gib(p.memory.weights_bytes)}, KV {gib(p.memory.kv_bytes)}, prefill activations "
              f"{gib(p.memory.compute_bytes)} for a {p.ctx}-token prompt"]
     reqs = ["pip install 'transformers>=5' torch (a CUDA build of torch for GPUs)"]
     if ctx.hw.devices:
