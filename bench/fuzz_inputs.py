@@ -205,9 +205,11 @@ def mutate_gguf_bytes(rng: random.Random, data: bytes) -> bytes:
             v = _interesting(rng) & ((1 << (8 * width)) - 1)
             b[pos:pos + width] = v.to_bytes(width, "little")
         elif op == 1:
-            b[pos] = rng.randrange(256) if b else 0
+            if b:
+                b[pos] = rng.randrange(256)
         elif op == 2:
-            del b[rng.randrange(len(b)):]
+            if b:
+                del b[rng.randrange(len(b)):]
         elif op == 3:
             b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
         else:

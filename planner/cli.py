@@ -359,8 +359,14 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         if explain:
             from planner.utility import explain_lines
 
+            import shutil
+            import textwrap
+
+            width = shutil.get_terminal_size().columns
             for line in explain_lines(rec):
-                click.echo(line)
+                lead = " " * (len(line) - len(line.lstrip()))
+                click.echo("\n".join(textwrap.wrap(line, width, subsequent_indent=lead + "  ", break_long_words=False,
+                                                    break_on_hyphens=False)) or line)
         if recipes:
             from planner.recipes import primary
 

@@ -20,6 +20,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import signal
 import tempfile
 import threading
@@ -313,6 +314,10 @@ class Staged:
             if taken:
                 raise OutputExistsError(f"{self.dest} already has {', '.join(taken[:4])}" + (" ..." if len(taken) > 4 else ""))
         with _signals_held():
+            for n in names:  # files built under private temp names (mkstemp: 0600) get the usual umask mode
+                st = os.lstat(self.work / n)
+                if stat.S_ISREG(st.st_mode):
+                    os.chmod(self.work / n, _mode(bool(st.st_mode & 0o100)))
             if self.fresh:
                 keep = set(names)
                 for extra in os.listdir(self.work):

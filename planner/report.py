@@ -7,6 +7,9 @@ full width as minimum), units sit in titles so headers stay short, and what does
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -403,7 +406,18 @@ def print_run_it(recipe, emitted=None) -> None:
         con.print(f"[dim]- recipes for every engine in {escape(emitted['dir'])} (recipe.json; check with gemma-plan validate)[/]")
     else:
         con.print("[dim]- --emit DIR writes recipe.json and a runnable file per engine[/]")
-    for line in recipe.shell_lines():
+    lines = recipe.shell_lines()
+    from planner.recipes.base import ShellVar
+
+    script = next((n for n in recipe.files if n.endswith(".sh")), None)
+    if script and any(isinstance(a, ShellVar) for st in recipe.steps for a in st.argv):
+        # the steps use a variable that the recipe's script sets (the downloaded bundle's name): pasted alone
+        # they would not run, so the script is what to run
+        where = emitted["dir"] if emitted else "DIR"
+        if not emitted:
+            con.print(f"[dim]- its commands need the script's own variables: write it with --emit DIR, then[/]")
+        lines = [f"sh {shlex.quote(str(Path(where) / script)) if emitted else 'DIR/' + script}"]
+    for line in lines:
         for part in shell_wrap(line, con.width):
             con.print(part, markup=False, highlight=False, soft_wrap=True)
 

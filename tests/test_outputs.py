@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -244,3 +245,25 @@ def test_saved_target_and_plot_never_write_through_links(tmp_path, monkeypatch):
     r = run("recommend", *M, "--plot", tmp_path / "plan.png")
     assert r.exit_code == 0, r.output
     assert outside.read_text() == "keep" and (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_files_built_under_private_temp_names_get_the_umask_mode(tmp_path, fresh):
+    """quantize writes its GGUF through mkstemp (0600); once in place it is as readable as the files beside it."""
+    from planner.outputs import temp_name
+
+    dest = tmp_path / "out"
+    if not fresh:
+        dest.mkdir()
+    old = os.umask(0o022)
+    try:
+        with Staged(dest, force=True) as st:
+            built = temp_name(st.work, "model.gguf")
+            built.write_bytes(b"GGUF")
+            os.rename(built, st.path("model.gguf"))
+            st.write("run.sh", "#!/bin/sh\n", executable=True)
+            st.commit(["model.gguf", "run.sh"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((dest / "model.gguf").stat().st_mode) == 0o644
+    assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755

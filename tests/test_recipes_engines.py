@@ -193,9 +193,10 @@ def test_litert_android_script_stops_when_the_download_is_ambiguous(tmp_path):
     assert not any(json.loads(x)[0] == "adb" for x in (tmp_path / "log").read_text().splitlines())
 
 
-def _parse_only(argv: list[str], env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
+def _parse_only(argv: list[str], env: dict, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run a real CLI in a scratch directory: whatever it creates (hf's --local-dir lock) stays there."""
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **env),
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def test_litert_lm_and_hf_parse_the_recorded_argv(tmp_path):
@@ -207,12 +208,12 @@ def test_litert_lm_and_hf_parse_the_recorded_argv(tmp_path):
     bundle = tmp_path / "emit" / desk[-1][2]
     bundle.write_bytes(b"not a model")
     argv = [exe] + desk[-1][1:2] + [str(bundle)] + desk[-1][3:]
-    res = _parse_only(argv, {"HOME": str(tmp_path)})
+    res = _parse_only(argv, {"HOME": str(tmp_path)}, tmp_path)
     out = res.stdout + res.stderr
     assert res.returncode != 2 and "No such option" not in out and "Usage:" not in out, out  # click: 2 = usage error
     assert f"Failed to create LiteRT-LM engine for {bundle}" in out  # parsed, and got as far as loading the fake bundle
     hf = shutil.which("hf", path=str(BIN)) or shutil.which("hf")
-    res = _parse_only([hf] + desk[0][1:], {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    res = _parse_only([hf] + desk[0][1:], {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, tmp_path)
     out = res.stdout + res.stderr
     assert res.returncode != 2 and "No such option" not in out and "offline mode is enabled" in out, out  # fails offline
 
