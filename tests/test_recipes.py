@@ -363,3 +363,29 @@ def test_llama_cpp_python_arguments_are_real_parameters(cid):
     served = llamacpp_python.read_serve_script(recipes["llama-cpp-python"].files["serve_llama_cpp_python.py"])
     assert set(served) - {"swa_full", "model_path"} <= set(settings.ModelSettings.model_fields)
     assert "rpc_servers" not in params  # why cluster plans get no llama-cpp-python recipe
+
+
+def test_gptq_recipes_name_the_quantize_command_that_makes_their_checkpoint():
+    """#11: a GPTQ plan loads ./<model>-gptq-int4; its recipes say which command produces exactly that directory,
+    and that command is one gemma-plan's own parser accepts."""
+    import shlex
+
+    from planner.catalog import get_model
+    from planner.cli import main
+    from planner.formats import parse_format
+    from planner.search import plan as make_plan
+    from planner.types import RuntimeSettings
+
+    spec, _ = get_model("gemma-3-12b")
+    hw = load_target("l4")
+    p = make_plan(spec, parse_format("gptq-int4", "vllm"), RuntimeSettings(engine="vllm", n_ctx=32768), hw, target="l4")
+    recipes = render_all(p, hw, spec=spec)
+    origin = recipes["vllm"].notes[0]
+    cmd = shlex.split(origin.split("make it here with: ", 1)[1])
+    assert cmd[:4] == ["gemma-plan", "quantize", "--format", "gptq"]
+    assert cmd[cmd.index("--out") + 1] == "./gemma-3-12b-gptq-int4" == recipes["vllm"].steps[-1].argv[2]
+    assert cmd[cmd.index("--bits") + 1] == "4" and cmd[cmd.index("-t") + 1] == "l4"
+    parsed = main.commands["quantize"].make_context("quantize", cmd[2:])
+    assert parsed.params["fmt"] == "gptq" and parsed.params["bits"] == "4" and parsed.params["ctx"] == "32768"
+    assert origin in recipes["vllm"].files["run-vllm.sh"]
+    assert origin in recipes["transformers"].files["load_transformers.py"]

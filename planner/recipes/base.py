@@ -321,9 +321,24 @@ def model_origin(ctx: Context) -> str:
         line = f"model: the Hugging Face checkpoint in {m.value}"
     elif m.kind == "hub":
         line = f"model: {m.value} from the Hugging Face hub (downloaded on first use)"
+    elif m.kind == "placeholder-dir" and ctx.plan.weight_format.startswith("gptq"):
+        line = f"model: {m.value} does not exist yet; make it here with: {shlex.join(gptq_command(ctx, m.value))}"
     else:
         line = f"model: {m.value} does not exist yet (a local directory you provide)"
     return comment(line)
+
+
+def gptq_command(ctx: Context, out_dir: str) -> list[str]:
+    """The ``gemma-plan quantize --format gptq`` argv whose output directory is the checkpoint this plan loads."""
+    from profiles.targets import packaged_target_names, user_target_names
+
+    p, s = ctx.plan, ctx.s
+    argv = ["gemma-plan", "quantize", "--format", "gptq", "-m", ctx.model.hf_repo or p.model]
+    if p.target in packaged_target_names() + user_target_names():
+        argv += ["-t", p.target]
+    bits = "8" if p.weight_format.startswith("gptq-int8") else "4"
+    engine = p.engine if p.engine in ("vllm", "transformers") else "vllm"
+    return argv + ["--bits", bits, "--engine", engine, "--ctx", str(s.n_ctx), "-np", str(s.n_parallel), "--out", out_dir]
 
 
 def py_literal(value) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, shell_script
+from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, model_origin, shell_script
 
 SERVER_HOST = "127.0.0.1"
 SERVER_PORT = 8000
@@ -124,12 +124,14 @@ def recipe(ctx: Context) -> Recipe:
         files["run-ray-head.sh"] = shell_script(ctx, [head], extra=["run on the head host"])
         pre = ['HEAD_ADDRESS="${HEAD_ADDRESS:?set HEAD_ADDRESS to the head host address}"']
         files["run-ray-worker.sh"] = shell_script(ctx, [worker], extra=["run on every other host"], preamble=pre)
-        files["run-vllm.sh"] = shell_script(ctx, [serve], extra=["run on the head host once `ray status` lists every GPU"])
+        files["run-vllm.sh"] = shell_script(ctx, [serve], extra=[model_origin(ctx), "run on the head host once `ray status` lists every GPU"])
     else:
-        files["run-vllm.sh"] = shell_script(ctx, [serve])
+        files["run-vllm.sh"] = shell_script(ctx, [serve], extra=[model_origin(ctx)])
         if len(ctx.hw.hosts) > 1:
             notes.insert(0, f"fits one host ({ranks} of its {gpus_per_host(ctx)} GPUs): run it on any one of the "
                             f"{len(ctx.hw.hosts)} hosts; no Ray cluster needed")
+    # where the model comes from: first when it has to be made (a GPTQ checkpoint), else after the memory notes
+    notes.insert(0 if ctx.model.kind == "placeholder-dir" else len(notes), model_origin(ctx))
     r = Recipe("vllm", "vLLM" + (" on a Ray cluster" if multi_node(ctx) else ""), steps, files=files,
                executable=sorted(files), notes=notes,
                requirements=[f"pip install vllm (the plan models {p.memory.engine_version})"] + (["pip install 'ray[default]'"] if multi_node(ctx) else []),
