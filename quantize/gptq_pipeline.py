@@ -23,7 +23,7 @@ from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import OutputExistsError
 from quantize.files import write_json
-from quantize.pipeline import resolve_source
+from quantize.pipeline import resolve_source, source_name
 
 GiB = 1 << 30
 
@@ -71,6 +71,7 @@ def plan_gptq_job(
     if kind != "hf-dir":
         raise InvalidSettingsError(f"GPTQ quantizes Hugging Face checkpoints, not {source.name}", hint="pass the model's HF directory")
     spec, _ = load_model(str(source))
+    spec = dataclasses.replace(spec, name=source_name(model, source))
     fmt = parse_format(f"gptq-int{bits}-g{group_size}" if group_size > 0 else f"gptq-int{bits}")
     s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ctx=min(ctx or 32768, spec.ctx_train))
     if engine == "vllm" and hw.devices:

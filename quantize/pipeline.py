@@ -80,6 +80,21 @@ def resolve_source(model: str) -> tuple[Path, str]:
     return _snapshot(repo), "hf-dir"
 
 
+def source_name(model: str, source: Path) -> str:
+    """The name outputs are called by: a hub id or catalog name keeps the catalog's name (``gemma-3-27b``) or the
+    repository's, never the cache snapshot's hash; a local path keeps its own name."""
+    p = Path(model).expanduser()
+    if p.exists():
+        return source.name if source.is_dir() else source.stem
+    from planner.catalog import resolve_entry
+    from planner.errors import UnknownModelError as _Unknown
+
+    try:
+        return resolve_entry(model)[0]["name"]
+    except _Unknown:
+        return model.rsplit("/", 1)[-1].lower()
+
+
 def _snapshot(repo: str) -> Path:
     """Config, tokenizer and safetensors of a hub repo, from the local cache or the hub (never pickles or code)."""
     from huggingface_hub import snapshot_download
@@ -115,6 +130,7 @@ def plan_job(
 
     source, kind = resolve_source(model)
     spec, _ = load_model(str(source))
+    spec = dataclasses.replace(spec, name=source_name(model, source))
     base = dataclasses.replace(base or RuntimeSettings(), engine="llama.cpp", n_parallel=parallel)
     if kv:
         base = dataclasses.replace(base, type_k=kv[0], type_v=kv[1])
@@ -353,4 +369,4 @@ def build_recipe(job: QuantizeJob) -> dict:
     return recipe_document(job.plan, job.hardware, str(job.gguf_path))
 
 
-__all__ = ["QuantizeJob", "plan_job", "run_job", "validate_gguf", "check_disk", "build_manifest", "resolve_source"]
+__all__ = ["QuantizeJob", "plan_job", "run_job", "validate_gguf", "check_disk", "build_manifest", "resolve_source", "source_name"]

@@ -383,9 +383,26 @@ def test_gptq_recipes_name_the_quantize_command_that_makes_their_checkpoint():
     origin = recipes["vllm"].notes[0]
     cmd = shlex.split(origin.split("make it here with: ", 1)[1])
     assert cmd[:4] == ["gemma-plan", "quantize", "--format", "gptq"]
-    assert cmd[cmd.index("--out") + 1] == "./gemma-3-12b-gptq-int4" == recipes["vllm"].steps[-1].argv[2]
+    assert cmd[cmd.index("--out") + 1] == "quantized" and cmd[-3:] == ["mv", "quantized/gemma-3-12b-gptq-int4-g128",
+                                                                        "./gemma-3-12b-gptq-int4"]
+    assert recipes["vllm"].steps[-1].argv[2] == "./gemma-3-12b-gptq-int4"
+    cmd = cmd[:cmd.index("&&")]
     assert cmd[cmd.index("--bits") + 1] == "4" and cmd[cmd.index("-t") + 1] == "l4"
     parsed = main.commands["quantize"].make_context("quantize", cmd[2:])
     assert parsed.params["fmt"] == "gptq" and parsed.params["bits"] == "4" and parsed.params["ctx"] == "32768"
     assert origin in recipes["vllm"].files["run-vllm.sh"]
     assert origin in recipes["transformers"].files["load_transformers.py"]
+
+
+def test_quantize_names_hub_sources_after_the_catalog_not_the_cache_snapshot(tmp_path):
+    """The recipes' `mv quantized/<model>-<type>.gguf` works only if quantize names a hub or catalog source by its
+    catalog name (the HF cache's snapshot directory is a commit hash)."""
+    from quantize.pipeline import source_name
+
+    snap = tmp_path / "snapshots" / "0123abcd"
+    assert source_name("google/gemma-3-27b-it", snap) == "gemma-3-27b"
+    assert source_name("27b", snap) == "gemma-3-27b"
+    assert source_name("someone/my-gemma-finetune", snap) == "my-gemma-finetune"
+    local = tmp_path / "my-dir"
+    local.mkdir()
+    assert source_name(str(local), local) == "my-dir"

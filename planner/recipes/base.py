@@ -322,14 +322,17 @@ def model_origin(ctx: Context) -> str:
     elif m.kind == "hub":
         line = f"model: {m.value} from the Hugging Face hub (downloaded on first use)"
     elif m.kind == "placeholder-dir" and ctx.plan.weight_format.startswith("gptq"):
-        line = f"model: {m.value} does not exist yet; make it here with: {shlex.join(gptq_command(ctx, m.value))}"
+        made = f"{QUANTIZE_OUT}/{safe_name(ctx.spec.name if ctx.spec else ctx.plan.model)}-{ctx.plan.weight_format}-g128"
+        line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(gptq_command(ctx, QUANTIZE_OUT))} "
+                f"&& mv {shlex.quote(made)} {shlex.quote(m.value)}")
     else:
         line = f"model: {m.value} does not exist yet (a local directory you provide)"
     return comment(line)
 
 
 def gptq_command(ctx: Context, out_dir: str) -> list[str]:
-    """The ``gemma-plan quantize --format gptq`` argv whose output directory is the checkpoint this plan loads."""
+    """The ``gemma-plan quantize --format gptq`` argv that makes this plan's checkpoint (it writes
+    ``OUT/<model>-gptq-int<bits>-g<group>``; group 128, the default)."""
     from profiles.targets import packaged_target_names, user_target_names
 
     p, s = ctx.plan, ctx.s
