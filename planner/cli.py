@@ -147,12 +147,17 @@ def _positive(name: str, value: Optional[int], hi: int = 1 << 31) -> None:
         raise InvalidSettingsError(f"{name} must be a positive integer up to {hi:,}, got {value}", hint=f"pass {name} 1 or more")
 
 
-def _slots(n_ctx: int, parallel: int) -> None:
-    """Each of the --parallel slots gets n_ctx / parallel tokens (llama.cpp's n_ctx_seq); refuse slots too small to use."""
+def _slots(n_ctx: int, parallel: int, *, label: str = "", ceiling: int = 0) -> None:
+    """Each of the --parallel slots gets n_ctx / parallel tokens (llama.cpp's n_ctx_seq); refuse slots too small to use.
+    ``label`` names the context as the user gave it (``max``, or the default); ``ceiling`` is the model's trained
+    maximum, above which raising --ctx is no fix."""
     if n_ctx // max(1, parallel) < B.MIN_CTX_PER_SLOT:
+        what = f"--ctx {label or n_ctx}" + (f" ({n_ctx:,} tokens)" if label else "")
+        need = parallel * B.MIN_CTX_PER_SLOT
+        lower = f"lower --parallel to {max(1, n_ctx // B.MIN_CTX_PER_SLOT)} or less"
         raise InvalidSettingsError(
-            f"--ctx {n_ctx} over --parallel {parallel} leaves {n_ctx / parallel:.1f} tokens per slot (at least {B.MIN_CTX_PER_SLOT})",
-            hint=f"raise --ctx to {parallel * B.MIN_CTX_PER_SLOT} or more, or lower --parallel to {max(1, n_ctx // B.MIN_CTX_PER_SLOT)} or less")
+            f"{what} over --parallel {parallel} leaves {n_ctx / parallel:.1f} tokens per slot (at least {B.MIN_CTX_PER_SLOT})",
+            hint=lower if ceiling and need > ceiling else f"raise --ctx to {need} or more, or {lower}")
 
 
 def _path_option(name: str, value: Optional[str]) -> None:
@@ -286,7 +291,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
                             n_ctx=spec.ctx_train if is_max else (n_ctx or min(DEFAULT_CTX, spec.ctx_train)))
-    _slots(s.n_ctx, parallel)
+    _slots(s.n_ctx, parallel, label="" if n_ctx else ("max" if is_max else "default"), ceiling=spec.ctx_train)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
     for n in (mnote, tnote):
         if n:
@@ -340,7 +345,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         raise InvalidSettingsError(f"context {n_ctx} is above {specs[0].name}'s trained maximum of {specs[0].ctx_train}",
                                    hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
     _slots(n_ctx or (specs[0].ctx_train if is_max else min(DEFAULT_CTX, specs[0].ctx_train)) if specs else (n_ctx or DEFAULT_CTX),
-           parallel)
+           parallel, label="" if n_ctx else ("max" if is_max else "default"), ceiling=specs[0].ctx_train if specs else 0)
     base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT

@@ -316,6 +316,9 @@ def check_rows(rows: list, origin: str) -> None:
     from profiles import bounds as B
 
     fix = "fix the row (docs/accuracy.md describes the format)"
+    if not rows:
+        raise B.BoundsError(origin, "rows", 0, "holds no measurements to score", "give a file with at least one row "
+                            "(bench/data/calibration_rows.json shows the format)")
     if len(rows) > 1_000_000:
         raise B.BoundsError(origin, "rows", len(rows), "is above 1,000,000 rows", fix)
     for i, row in enumerate(rows):

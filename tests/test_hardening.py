@@ -111,11 +111,17 @@ FLAGS = [
     pytest.param([*E, "--pp", "-1"], 1, "Error: --pp must be a positive integer up to 1,024, got -1; pass --pp 1 or more", id="pp-negative"),
     pytest.param([*E, "--pp", "0"], 1, "Error: --pp must be a positive integer up to 1,024, got 0; pass --pp 1 or more", id="pp-zero"),
     pytest.param(["recommend", *M, "--ctx", "1024", "--parallel", "4096"], 1,
-                 "Error: --ctx 1024 over --parallel 4096 leaves 0.2 tokens per slot (at least 256); raise --ctx to 1048576 "
-                 "or more, or lower --parallel to 4 or less", id="quarter-token-slots"),
+                 "Error: --ctx 1024 over --parallel 4096 leaves 0.2 tokens per slot (at least 256); lower --parallel to 4 "
+                 "or less", id="quarter-token-slots"),  # 1,048,576 tokens would be above the trained maximum: no fix
     pytest.param(["recommend", *M, "--parallel", "4096"], 1,
-                 "Error: --ctx 32768 over --parallel 4096 leaves 8.0 tokens per slot (at least 256); raise --ctx to 1048576 "
-                 "or more, or lower --parallel to 128 or less", id="default-ctx-tiny-slots"),
+                 "Error: --ctx default (32,768 tokens) over --parallel 4096 leaves 8.0 tokens per slot (at least 256); "
+                 "lower --parallel to 128 or less", id="default-ctx-tiny-slots"),
+    pytest.param(["recommend", *M, "--ctx", "max", "--parallel", "4096"], 1,
+                 "Error: --ctx max (131,072 tokens) over --parallel 4096 leaves 32.0 tokens per slot (at least 256); "
+                 "lower --parallel to 512 or less", id="max-ctx-tiny-slots"),
+    pytest.param(["recommend", *M, "--ctx", "8192", "--parallel", "64"], 1,
+                 "Error: --ctx 8192 over --parallel 64 leaves 128.0 tokens per slot (at least 256); raise --ctx to 16384 "
+                 "or more, or lower --parallel to 32 or less", id="raise-ctx-when-it-can"),
     pytest.param(["recommend", *M, "--ctx", "1k1"], 1,
                  "Error: --ctx '1k1' is not a number of tokens; use --ctx 32768, --ctx 32k (32,000) or --ctx max", id="ctx-1k1"),
     pytest.param(["recommend", *M, "--ctx", "99999999999"], 1,
@@ -325,6 +331,11 @@ def test_bench_rows_are_bounded(tmp_path):
     r = run("bench", "speed", "--rows", p)
     assert r.exit_code == 1 and first_line(r) == (
         f"Error: {p}: rows[0].tg_tps = -3 is outside [0, 1e+07]; fix the row (docs/accuracy.md describes the format)")
+    p.write_text("[]")  # nothing to score is an error, not "median |error| None%"
+    r = run("bench", "speed", "--rows", p)
+    assert r.exit_code == 1 and first_line(r) == (
+        f"Error: {p}: rows = 0 holds no measurements to score; give a file with at least one row "
+        "(bench/data/calibration_rows.json shows the format)")
 
 
 # ---------------------------------------------------------------- the local inventory (issue: .weight appended twice)
