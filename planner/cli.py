@@ -147,12 +147,12 @@ def _positive(name: str, value: Optional[int], hi: int = 1 << 31) -> None:
         raise InvalidSettingsError(f"{name} must be a positive integer up to {hi:,}, got {value}", hint=f"pass {name} 1 or more")
 
 
-def _slots(n_ctx: int, parallel: int, *, label: str = "", ceiling: int = 0) -> None:
+def _slots(n_ctx: int, parallel: int, *, given: Optional[int], is_max: bool = False, ceiling: int = 0) -> None:
     """Each of the --parallel slots gets n_ctx / parallel tokens (llama.cpp's n_ctx_seq); refuse slots too small to use.
-    ``label`` names the context as the user gave it (``max``, or the default); ``ceiling`` is the model's trained
-    maximum, above which raising --ctx is no fix."""
+    ``given``/``is_max`` say how the user asked for n_ctx (a number, 'max', or nothing: the default); ``ceiling``
+    is the model's trained maximum, above which raising --ctx is no fix."""
     if n_ctx // max(1, parallel) < B.MIN_CTX_PER_SLOT:
-        what = f"--ctx {label or n_ctx}" + (f" ({n_ctx:,} tokens)" if label else "")
+        what = f"--ctx {given}" if given else f"--ctx {'max' if is_max else 'default'} ({n_ctx:,} tokens)"
         need = parallel * B.MIN_CTX_PER_SLOT
         lower = f"lower --parallel to {max(1, n_ctx // B.MIN_CTX_PER_SLOT)} or less"
         raise InvalidSettingsError(
@@ -272,7 +272,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     """Memory per device, speed and fit of one configuration."""
     from planner import report
     from planner.formats import parse_format
-    from planner.search import DEFAULT_CTX, plan
+    from planner.search import plan, planned_ctx
 
     n_ctx, is_max = _ctx(ctx)
     kv = _kv_pair(kv_type, engine)
@@ -290,8 +290,8 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
     s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
-                            n_ctx=spec.ctx_train if is_max else (n_ctx or min(DEFAULT_CTX, spec.ctx_train)))
-    _slots(s.n_ctx, parallel, label="" if n_ctx else ("max" if is_max else "default"), ceiling=spec.ctx_train)
+                            n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
+    _slots(s.n_ctx, parallel, given=n_ctx, is_max=is_max, ceiling=spec.ctx_train)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
     for n in (mnote, tnote):
         if n:
@@ -319,9 +319,8 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
               parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
+    from planner.search import DEFAULT_CTX, planned_ctx
     from planner.search import recommend as do_recommend
-
-    from planner.search import DEFAULT_CTX
 
     _path_option("--emit", emit_dir)
     _path_option("--plot", plot_path)
@@ -344,8 +343,8 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
     if n_ctx and specs and n_ctx > specs[0].ctx_train:
         raise InvalidSettingsError(f"context {n_ctx} is above {specs[0].name}'s trained maximum of {specs[0].ctx_train}",
                                    hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
-    _slots(n_ctx or (specs[0].ctx_train if is_max else min(DEFAULT_CTX, specs[0].ctx_train)) if specs else (n_ctx or DEFAULT_CTX),
-           parallel, label="" if n_ctx else ("max" if is_max else "default"), ceiling=specs[0].ctx_train if specs else 0)
+    _slots(planned_ctx(n_ctx, is_max, specs[0].ctx_train) if specs else (n_ctx or DEFAULT_CTX), parallel, given=n_ctx,
+           is_max=is_max, ceiling=specs[0].ctx_train if specs else 0)
     base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
@@ -364,14 +363,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         if explain:
             from planner.utility import explain_lines
 
-            import shutil
-            import textwrap
-
-            width = shutil.get_terminal_size().columns
-            for line in explain_lines(rec):
-                lead = " " * (len(line) - len(line.lstrip()))
-                click.echo("\n".join(textwrap.wrap(line, width, subsequent_indent=lead + "  ", break_long_words=False,
-                                                    break_on_hyphens=False)) or line)
+            report.print_lines(explain_lines(rec))
         if recipes:
             from planner.recipes import primary
 
@@ -508,7 +500,7 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     _positive("--group-size", group_size, 1 << 16)
     _path_option("--out", out_dir)
     n_ctx, is_max = _ctx(ctx)
-    _slots(n_ctx or 32768, parallel)
+    _slots(n_ctx or 32768, parallel, given=n_ctx or 32768)
     kv = _kv_pair(kv_type, "llama.cpp" if fmt == "gguf" else engine)
     hw, tnote = resolve_target(target, vram, ram)
     console = Console(stderr=True)

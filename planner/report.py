@@ -393,6 +393,17 @@ def shell_wrap(line: str, width: int, indent: str = "  ") -> list[str]:
     return [(indent if i == 0 else indent * 2) + part + (" \\" if i < len(out) - 1 else "") for i, part in enumerate(out)]
 
 
+def print_lines(lines) -> None:
+    """Plain text lines wrapped to the terminal; a continuation keeps the line's indent plus two spaces."""
+    import textwrap
+
+    width = _console().width
+    for line in lines:
+        lead = " " * (len(line) - len(line.lstrip()))
+        wrapped = textwrap.wrap(line, width, subsequent_indent=lead + "  ", break_long_words=False, break_on_hyphens=False)
+        print("\n".join(wrapped) or line)
+
+
 def print_run_it(recipe, emitted=None) -> None:
     """The command that starts the plan, last so it stays on screen; before it, where the other engines'
     recipes are."""

@@ -22,6 +22,12 @@ from profiles.hardware import Hardware
 
 GiB = 1 << 30
 DEFAULT_CTX = 32768  # recommend aims for this context (or the trained maximum if smaller)
+
+
+def planned_ctx(n_ctx, is_max: bool, ctx_train: int) -> int:
+    """The context a plan is made for: --ctx as given, the trained maximum for 'max', else the default
+    (or the trained maximum if smaller)."""
+    return ctx_train if is_max else (n_ctx or min(DEFAULT_CTX, ctx_train))
 MIN_CTX = 4096  # below this recommend prefers a smaller format (llama.cpp --fit's minimum context)
 # Formats recommend tries per engine, best quality first.
 GGUF_LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q4_0", "Q3_K_M", "Q3_K_S", "Q2_K"]
@@ -240,10 +246,8 @@ def recommend(
         rec.alternatives.sort(key=lambda a: a.plan.memory.total_bytes)
         return rec
 
-    fallback = {m.name: _fallback_strength(m) for m in models}
     for p in candidates:
-        spec = specs[p.model]
-        p.utility = terms(p, u, spec.ctx_train, fallback[p.model])
+        p.utility = terms(p, u, specs[p.model].ctx_train)
     ranked = rank(candidates, u)
     rec.plan = ranked[0]
     misses = rec.alternatives
@@ -313,12 +317,6 @@ def _weights_exceed_memory(spec: ModelSpec, fmt: WeightFormat, hw: Hardware) -> 
     """The weights alone are larger than every device and the host together: no placement can fit."""
     total = hw.host_budget_bytes() + (0 if hw.unified else sum(d.usable_bytes() for d in hw.devices))
     return weight_bytes(spec, fmt) > total
-
-
-def _fallback_strength(spec: ModelSpec) -> float:
-    """Models outside strength.json (local directories, GGUF files) keep a neutral strength so that
-    formats and floors still rank them."""
-    return 50.0
 
 
 def _litert_plans(models: list[ModelSpec], hw: Hardware, u, margin: int, base: RuntimeSettings, target: str) -> list[Plan]:

@@ -121,11 +121,16 @@ def make_utility(*, use: str = DEFAULT_USE, min_speed: Optional[float] = None, c
 # ---------------------------------------------------------------- per-plan terms
 
 
-def terms(p: Plan, u: Utility, ctx_train: int, fallback_strength: float = 0.0) -> dict:
+# Models outside strength.json (local directories, GGUF files) keep a neutral strength, so that formats and
+# floors still rank them.
+FALLBACK_STRENGTH = 50.0
+
+
+def terms(p: Plan, u: Utility, ctx_train: int) -> dict:
     """The utility's terms for one plan (what plan.utility and alternatives[].utility hold)."""
     s, src = strength(p.model)
     if s is None:
-        s, src = fallback_strength, "not in planner/data/strength.json (ranked by format only)"
+        s, src = FALLBACK_STRENGTH, "not in planner/data/strength.json (ranked by format only)"
     spd = p.speed.decode_tokens_per_s if p.speed else 0.0
     want = u.wanted_for(ctx_train)
     pen = quant_penalty(p)

@@ -273,16 +273,13 @@ def _render_spec(doc: dict, plan: Plan) -> Optional[ModelSpec]:
         return None
 
 
-def regenerate(doc: dict):
-    """(recipes, context) rendered again from recipe.json's plan, hardware and model reference."""
+def regenerate(doc: dict, plan: Plan, hw: Hardware, ref) -> dict:
+    """The recipes rendered again from recipe.json's plan, recorded hardware and model reference (as
+    ``read_document`` parsed them)."""
     from planner.recipes import render_context
-    from planner.recipes.base import Context, ModelRef
+    from planner.recipes.base import Context
 
-    plan = plan_from_dict(doc["plan"])
-    hw = Hardware.from_dict((doc.get("target") or {}).get("hardware") or {"name": plan.target, "devices": [], "ram_bytes": 0})
-    ref = ModelRef(**_known(ModelRef, (doc.get("model") or {}).get("ref") or {"kind": "placeholder-gguf", "value": ""}))
-    ctx = Context(plan, hw, ref, _render_spec(doc, plan))
-    return render_context(ctx), ctx
+    return render_context(Context(plan, hw, ref, _render_spec(doc, plan)))
 
 
 def _printable(line: str) -> str:
@@ -410,7 +407,7 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
 
     # the recipes, regenerated from the plan, against recipe.json and the folder
     try:
-        regenerated, _ = regenerate(doc)
+        regenerated = regenerate(doc, plan, recorded, ref)
     except Exception as exc:  # a hand-edited plan can be malformed in many ways; report, do not crash
         regenerated = None
         v.add("files", FAIL, f"cannot regenerate the recipes from the stored plan: {exc.__class__.__name__}: {exc}")

@@ -293,28 +293,48 @@ def shell_script(ctx: Context, steps: list[Step], env: Optional[dict[str, str]] 
 QUANTIZE_OUT = "quantized"
 
 
-def quantize_command(ctx: Context, out_dir: str = QUANTIZE_OUT) -> list[str]:
-    """The ``gemma-plan quantize`` argv that produces this plan's GGUF (target named when it is a profile)."""
+def _quantize_argv(ctx: Context, *fmt_args: str) -> list[str]:
+    """``gemma-plan quantize [fmt_args] -m REPO [-t TARGET]``: the target is named when it is a profile."""
     from profiles.targets import packaged_target_names, user_target_names
 
-    p, s = ctx.plan, ctx.s
-    argv = ["gemma-plan", "quantize", "-m", ctx.model.hf_repo or p.model]
+    p = ctx.plan
+    argv = ["gemma-plan", "quantize", *fmt_args, "-m", ctx.model.hf_repo or p.model]
     if p.target in packaged_target_names() + user_target_names():
         argv += ["-t", p.target]
-    argv += ["-q", p.weight_format, "--ctx", str(s.n_ctx), "-np", str(s.n_parallel)]
+    return argv
+
+
+def _made(ctx: Context, suffix: str) -> str:
+    """What ``gemma-plan quantize`` writes into QUANTIZE_OUT for this plan (named after the catalog model)."""
+    return f"{QUANTIZE_OUT}/{safe_name(ctx.spec.name if ctx.spec else ctx.plan.model)}-{ctx.plan.weight_format}{suffix}"
+
+
+def quantize_command(ctx: Context, out_dir: str = QUANTIZE_OUT) -> list[str]:
+    """The ``gemma-plan quantize`` argv that produces this plan's GGUF."""
+    s = ctx.s
+    argv = _quantize_argv(ctx) + ["-q", ctx.plan.weight_format, "--ctx", str(s.n_ctx), "-np", str(s.n_parallel)]
     if (s.type_k, s.type_v) != ("f16", "f16"):
         argv += ["--kv-type", s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"]
     return argv + ["--out", out_dir]
 
 
+def gptq_command(ctx: Context, out_dir: str) -> list[str]:
+    """The ``gemma-plan quantize --format gptq`` argv that makes this plan's checkpoint (it writes
+    ``OUT/<model>-gptq-int<bits>-g<group>``; group 128, the default)."""
+    p, s = ctx.plan, ctx.s
+    bits = "8" if p.weight_format.startswith("gptq-int8") else "4"
+    engine = p.engine if p.engine in ("vllm", "transformers") else "vllm"
+    return _quantize_argv(ctx, "--format", "gptq") + ["--bits", bits, "--engine", engine, "--ctx", str(s.n_ctx),
+                                                      "-np", str(s.n_parallel), "--out", out_dir]
+
+
 def model_origin(ctx: Context) -> str:
-    """One printable line, the same in every recipe: the model file and where it comes from (for a GGUF that
+    """One printable line, the same in every recipe: the model file and where it comes from (for a model that
     does not exist yet, the command that makes it)."""
     m = ctx.model
     if m.kind == "placeholder-gguf":
-        made = f"{QUANTIZE_OUT}/{safe_name(ctx.spec.name if ctx.spec else ctx.plan.model)}-{ctx.plan.weight_format}.gguf"
         line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(quantize_command(ctx))} "
-                f"&& mv {shlex.quote(made)} {shlex.quote(m.value)} (or point MODEL at a copy you have)")
+                f"&& mv {shlex.quote(_made(ctx, '.gguf'))} {shlex.quote(m.value)} (or point MODEL at a copy you have)")
     elif m.kind == "gguf-file":
         line = f"model: {m.value} (the GGUF this plan was made for" + (f", from {m.hf_repo})" if m.hf_repo else ")")
     elif m.kind == "hf-dir":
@@ -322,26 +342,11 @@ def model_origin(ctx: Context) -> str:
     elif m.kind == "hub":
         line = f"model: {m.value} from the Hugging Face hub (downloaded on first use)"
     elif m.kind == "placeholder-dir" and ctx.plan.weight_format.startswith("gptq"):
-        made = f"{QUANTIZE_OUT}/{safe_name(ctx.spec.name if ctx.spec else ctx.plan.model)}-{ctx.plan.weight_format}-g128"
         line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(gptq_command(ctx, QUANTIZE_OUT))} "
-                f"&& mv {shlex.quote(made)} {shlex.quote(m.value)}")
+                f"&& mv {shlex.quote(_made(ctx, '-g128'))} {shlex.quote(m.value)}")
     else:
         line = f"model: {m.value} does not exist yet (a local directory you provide)"
     return comment(line)
-
-
-def gptq_command(ctx: Context, out_dir: str) -> list[str]:
-    """The ``gemma-plan quantize --format gptq`` argv that makes this plan's checkpoint (it writes
-    ``OUT/<model>-gptq-int<bits>-g<group>``; group 128, the default)."""
-    from profiles.targets import packaged_target_names, user_target_names
-
-    p, s = ctx.plan, ctx.s
-    argv = ["gemma-plan", "quantize", "--format", "gptq", "-m", ctx.model.hf_repo or p.model]
-    if p.target in packaged_target_names() + user_target_names():
-        argv += ["-t", p.target]
-    bits = "8" if p.weight_format.startswith("gptq-int8") else "4"
-    engine = p.engine if p.engine in ("vllm", "transformers") else "vllm"
-    return argv + ["--bits", bits, "--engine", engine, "--ctx", str(s.n_ctx), "-np", str(s.n_parallel), "--out", out_dir]
 
 
 def py_literal(value) -> str:
