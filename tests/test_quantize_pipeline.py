@@ -1,6 +1,7 @@
 """`gemma-plan quantize` end to end on tiny models: plan, convert, quantize, load, measure, manifest."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -68,11 +69,18 @@ def test_quantize_refuses_pickle_checkpoints(tmp_path):
     assert r.exit_code != 0 and "safetensors" in r.output and "Traceback" not in r.output
 
 
-def test_unknown_hub_id_offline_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_unknown_hub_id_offline_is_one_line(tmp_path):
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: the root conftest.py sets it (and an empty HF_HOME)
+    # before anything imports the hub, so this run looks in an empty cache and never opens a socket
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE and not any(Path(constants.HF_HUB_CACHE).glob("models--*"))
     r = run("quantize", "--model", "google/gemma-3-270m-it", "--target", "cpu-16gb", "--out", str(tmp_path / "o"))
-    assert r.exit_code != 0 and "cache" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and r.exception is not None and type(r.exception).__name__ == "SystemExit", r.output
+    assert r.output.splitlines()[0] == ("Error: google/gemma-3-270m-it is not in the local Hugging Face cache and the "
+                                        "hub cannot be reached; download it where you have network "
+                                        "(huggingface-cli download google/gemma-3-270m-it) or pass a local directory")
+    assert not (tmp_path / "o").exists()
 
 
 def test_quantize_gptq_end_to_end(tiny_model, tmp_path):
