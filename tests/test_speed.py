@@ -55,3 +55,62 @@ def test_recommend_plot_writes_png(tmp_path):
     r = CliRunner().invoke(main, ["recommend", "--model", "gemma-3-4b", "--target", "rtx4090", "--plot", str(out), "--json"])
     assert r.exit_code == 0, r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- the decode estimate plans carry (planner.search.plan)
+# decode = bandwidth x efficiency / bytes read per token, by hand from the rule in planner/speed.py's docstring:
+# every weight once (tied output matrix included, token embedding rows not), plus the KV cache read at the quoted
+# depth (4096 tokens), where a sliding layer reads at most its window.
+
+H100_BW = 3350e9  # profiles/targets/h100.toml: HBM3 3.35 TB/s
+DATACENTER_EFF = 0.47  # planner/data/speed.json classes.datacenter_gpu.median (published H100/A100 rows)
+MOE_FACTOR = 0.64  # MoE decode share of the dense prediction: 0.68 and 0.60 in two Gemma 4 26B-A4B rows
+
+
+def _plan(model, quant, **settings):
+    from planner.catalog import get_model
+    from planner.formats import parse_format
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model(model)
+    return spec, plan(spec, parse_format(quant), RuntimeSettings(**settings), load_target("h100"))
+
+
+def test_dense_decode_is_bandwidth_times_efficiency_over_bytes():
+    from planner.formats import parse_format, weight_bytes
+
+    spec, p = _plan("gemma-3-27b", "Q4_K_M", n_ctx=32768)
+    # Gemma 3 27B: tied embeddings, no per-layer table, so the bytes read are the whole file once;
+    # KV at depth 4096: 10 full layers x 4096 cells + 52 sliding layers x their 1024-token window,
+    # 16 KV heads x 128 x (K + V) x 2 bytes = 8 KiB per cell
+    kv = (10 * 4096 + 52 * 1024) * 8192
+    assert kv == 771_751_936
+    read = weight_bytes(spec, parse_format("Q4_K_M")) + kv
+    assert p.speed.bytes_per_token == read
+    assert p.speed.efficiency == DATACENTER_EFF
+    assert p.speed.decode_tokens_per_s == round(H100_BW * DATACENTER_EFF / read, 2)
+    assert p.memory.devices[0].weights_bytes > 0 and p.memory.devices[1].weights_bytes < p.memory.devices[0].weights_bytes
+
+
+def test_decode_kv_read_grows_with_depth_only_on_full_layers():
+    spec, near = _plan("gemma-3-27b", "Q4_K_M", n_ctx=2048)  # depth = n_ctx when shorter than 4096
+    _, far = _plan("gemma-3-27b", "Q4_K_M", n_ctx=32768)
+    # 2048 tokens: full layers read 2048 cells, sliding ones their 1024-token window in both cases
+    assert far.speed.bytes_per_token - near.speed.bytes_per_token == 10 * (4096 - 2048) * 8192
+
+
+def test_moe_decode_reads_top_k_experts_and_takes_the_moe_factor():
+    from planner.formats import parse_format, tensor_sizes
+
+    spec, p = _plan("gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    sizes = tensor_sizes(spec, parse_format("Q4_K_M"))
+    emb = next(b for t, b in sizes if t.name == "token_embd.weight")
+    experts = sum(b for t, b in sizes if "_exps." in t.name)
+    dense = sum(b for t, b in sizes if t.name != "token_embd.weight" and "_exps." not in t.name)
+    read_weights = dense + experts * 8 // 128 + emb  # 8 of 128 experts per token; the tied output matrix once
+    # KV at 4096: 5 full layers (2 KV heads x 512) x 4096 cells, 25 sliding (8 x 256) x 1024 cells, f16 K and V
+    kv = 5 * 4096 * 2 * 512 * 2 * 2 + 25 * 1024 * 8 * 256 * 2 * 2
+    assert p.speed.bytes_per_token == read_weights + kv
+    assert p.speed.decode_tokens_per_s == round(H100_BW * DATACENTER_EFF / (read_weights + kv) * MOE_FACTOR, 2)
