@@ -72,7 +72,7 @@ DESELECT = ["-m", "not slow",
             "--deselect", "tests/test_speed.py::test_recommend_plot_writes_png",
             "--deselect", "tests/test_detect_machine.py::test_detect_is_fast_and_imports_nothing_heavy",
             "--deselect", "tests/test_detect_machine.py::test_bench_stores_measured_bandwidth"]
-COPY = ["planner", "profiles", "quantize", "tests", "conftest.py", "docs", "bench/data", "README.md"]
+COPY = ["planner", "profiles", "quantize", "tests", "conftest.py", "docs", "bench", "README.md"]
 STATUS_OK = {"killed", "timeout", "caught by type check"}
 
 
@@ -94,13 +94,14 @@ def prepare(workdir: Path, modules: list[str], tests: list[str]) -> None:
         elif src.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+    (workdir / "mutation_memos.py").write_text(PLUGIN)
     pyproject = (ROOT / "pyproject.toml").read_text()
     pyproject += "\n[tool.mutmut]\n" + "\n".join([
         'source_paths = ["planner", "profiles"]',
         f"only_mutate = {json.dumps(modules)}",
         f"do_not_mutate_patterns = {json.dumps(SKIP_LINES)}",
-        f"also_copy = {json.dumps(['quantize', 'conftest.py', 'docs', 'bench', 'README.md'])}",
-        f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *DESELECT])}",
+        f"also_copy = {json.dumps(['quantize', 'conftest.py', 'docs', 'bench', 'README.md', 'mutation_memos.py'])}",
+        f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-p', 'mutation_memos', '-q', *DESELECT])}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         "use_git_change_detection = false",
     ]) + "\n"
@@ -108,6 +109,30 @@ def prepare(workdir: Path, modules: list[str], tests: list[str]) -> None:
     (workdir / "pyproject.toml").write_text(pyproject)
 
 
+# mutmut forks every mutant's run from a process that has already run the tests once, so a memo filled then
+# (formats._SIZES_CACHE, memory._WEIGHTS_CACHE, lru_cache'd tables) would hand a mutant the unmutated answer.
+# This plugin empties the memos of the mutated module before every test.
+PLUGIN = '''"""Loaded with -p by bench/mutation.py: no memo outlives a test."""
+import os
+import sys
+
+import pytest
+
+MUTATED = os.environ.get("GEMMA_PLAN_MUTATED_MODULE", "")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memos():
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith(("planner", "profiles")) or mod is None:
+            continue
+        for attr, value in list(vars(mod).items()):
+            if attr.endswith("_CACHE") and isinstance(value, dict):
+                value.clear()
+            elif name == MUTATED and hasattr(value, "cache_clear") and getattr(value, "__module__", "") == name:
+                value.cache_clear()
+    yield
+'''
 _RESULT = re.compile(r"^\s*(\S+): (.+)$")
 
 
@@ -185,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.workdir / module.replace("/", "_")[:-3]
         if not args.reuse or module in args.rerun:
             prepare(work, [module], tests)
-            env = {**os.environ, "PYTHONPATH": ""}
+            env = {**os.environ, "PYTHONPATH": "", "GEMMA_PLAN_MUTATED_MODULE": module[:-3].replace("/", ".")}
             print(f"== {module}: {' '.join(tests)}", flush=True)
             r = subprocess.run(cmd + ["run", "--max-children", str(args.max_children), *mutant_globs([module])],
                                cwd=work, env=env, stdout=subprocess.DEVNULL if args.quiet else None)
