@@ -175,3 +175,90 @@ def test_apple_wired_limit_sysctl_wins_but_never_above_ram():
     assert apple_gpu_limit_bytes(128 * GiB, 114688, 26) == 112 * GiB  # iogpu.wired_limit_mb=114688 (ds4 #893)
     assert apple_gpu_limit_bytes(16 * GiB, 65536) == 16 * GiB
     assert apple_gpu_limit_bytes(16 * GiB, 0) == int(16 * GiB * 2 / 3)  # 0: the default
+
+
+# ---------------------------------------------------------------- transformers: the whole breakdown
+
+
+def test_transformers_memory_on_a_gpu_by_hand():
+    from planner.formats import weight_bytes
+
+    spec, _ = get_model("gemma-3-4b")  # hidden 2560, FFN 10240, vocab 262208, 5 full + 29 sliding layers (4 x 256)
+    fmt = parse_format("bf16", "transformers")
+    s = RuntimeSettings(n_ctx=8192, n_parallel=2, engine="transformers")
+    m = transformers_memory(spec, fmt, s, gpu_box(24), margin=GiB)
+    gpu, host = m.devices
+    assert (m.engine, gpu.device, host.device) == ("transformers", "GPU", "CPU")
+    assert gpu.weights_bytes == weight_bytes(spec, fmt)
+    # K and V of 4 heads x 256, bf16, 2 sequences: full layers hold 8192 tokens, sliding ones their 1024 window
+    assert gpu.kv_bytes == 2 * 4 * (256 + 256) * 2 * (5 * 8192 + 29 * 1024)
+    # prefill of the whole prompt: gate, up, GEGLU (3 x FFN) and 4 hidden-size bf16 tensors per token and
+    # sequence, plus one F32 logits row per sequence
+    assert gpu.compute_bytes == 8192 * (3 * 10240 + 4 * 2560) * 2 * 2 + 4 * 262208 * 2
+    assert gpu.overhead_bytes == 457 * MiB  # CUDA context reserve (Ollama's MinimumMemory)
+    assert (gpu.capacity_bytes, gpu.budget_bytes) == (24 * GiB, 23 * GiB)
+    assert (host.total_bytes, host.capacity_bytes, host.budget_bytes) == (0, 64 * GiB, 63 * GiB)
+
+
+def test_transformers_memory_on_the_cpu_by_hand():
+    spec, _ = get_model("gemma-3-1b")
+    fmt = parse_format("bf16", "transformers")
+    s = RuntimeSettings(n_ctx=4096, engine="transformers")
+    hw = Hardware("cpu", [], 32 * GiB, CPU(flags=["avx2"], cores_physical=8))
+    hw.memory_limit_bytes = 8 * GiB  # a cgroup limit below RAM
+    m = transformers_memory(spec, fmt, s, hw, margin=GiB)
+    (host,) = m.devices
+    assert host.device == "CPU" and host.overhead_bytes == 0
+    assert host.kv_bytes == transformers_kv_bytes(spec, s)
+    ff = max(lay.n_ff for lay in spec.layers)
+    assert host.compute_bytes == 4096 * (3 * ff + 4 * spec.hidden) * 2 + 4 * spec.vocab
+    assert (host.capacity_bytes, host.budget_bytes) == (8 * GiB, 7 * GiB)
+
+
+def test_estimate_memory_dispatches_by_engine_and_refuses_mismatches():
+    from planner.errors import InvalidSettingsError
+    from planner.memory import estimate_memory
+
+    spec, _ = get_model("gemma-3-1b")
+    hw = gpu_box(24)
+    got = {e: estimate_memory(spec, parse_format(q, e), RuntimeSettings(n_ctx=4096, engine=e), hw).engine
+           for e, q in (("llama.cpp", "Q4_K_M"), ("vllm", "bf16"), ("transformers", "bf16"))}
+    assert got == {"llama.cpp": "llama.cpp", "vllm": "vllm", "transformers": "transformers"}
+    bad = [("llama.cpp", "bf16", "llama.cpp runs GGUF files; 'bf16' is a"),
+           ("vllm", "Q4_K_M", "vllm does not run GGUF type Q4_K_M"),
+           ("transformers", "Q8_0", "transformers does not run GGUF type Q8_0"),
+           ("transformers", "fp8", "fp8 weights are planned for vLLM only"),
+           ("tgi", "bf16", "unknown engine 'tgi'")]
+    for engine, quant, msg in bad:
+        fmt = parse_format(quant, "vllm" if quant in ("bf16", "fp8") else None)
+        with pytest.raises(InvalidSettingsError) as e:
+            estimate_memory(spec, fmt, RuntimeSettings(n_ctx=4096, engine=engine), hw)
+        assert str(e.value).startswith(msg), (engine, quant, str(e.value))
+
+
+# ---------------------------------------------------------------- llama.cpp layer placement
+
+
+def test_layer_placement_partial_offload_and_tensor_split():
+    # llama_model_base::load_tensors: -ngl k puts the output layer and the last k-1 repeating layers on the GPUs;
+    # the layers offloaded are split by cumulative fractions of tensor_split (by free memory when not given)
+    from planner.memory import _layer_devices
+
+    gpu = Device("GPU", "nvidia", "CUDA", 24 * GiB, 10**12)
+    assert _layer_devices(10, 4, [gpu], None) == [None] * 7 + [0] * 4
+    assert _layer_devices(10, 0, [gpu], None) == [None] * 11
+    assert _layer_devices(10, -1, [gpu], None) == [0] * 11
+    assert _layer_devices(10, 99, [gpu], None) == [0] * 11
+    assert _layer_devices(10, 5, [], None) == [None] * 11
+    two = [gpu, Device("GPU2", "nvidia", "CUDA", 8 * GiB, 10**12)]
+    # 11 layers over 24:8 GiB -> fractions 0.75 / 1.0: layers with (il / 11) < 0.75 on the first
+    assert _layer_devices(10, -1, two, None) == [0] * 9 + [1] * 2
+    assert _layer_devices(10, -1, two, [1.0, 1.0]) == [0] * 6 + [1] * 5
+    assert _layer_devices(10, 6, two, [1.0, 3.0]) == [None] * 5 + [0] * 2 + [1] * 4
+
+
+def test_pad_and_cdiv():
+    from planner.memory import cdiv, pad
+
+    assert [pad(x, 256) for x in (0, 1, 256, 257)] == [0, 256, 256, 512]
+    assert [cdiv(a, 16) for a in (0, 1, 16, 17, 33)] == [0, 1, 1, 2, 3]
