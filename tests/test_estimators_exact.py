@@ -262,3 +262,22 @@ def test_pad_and_cdiv():
 
     assert [pad(x, 256) for x in (0, 1, 256, 257)] == [0, 256, 256, 512]
     assert [cdiv(a, 16) for a in (0, 1, 16, 17, 33)] == [0, 1, 1, 2, 3]
+
+
+@pytest.mark.parametrize("flags, types", [
+    # ggml_repack_get_optimal_repack_type (ggml-cpu/repack.cpp): x86 repacks Q4_0/Q4_K/IQ4_NL/MXFP4 with AVX2,
+    # Q2_K only with AVX-512; Arm needs the dot-product extension, Q8_0 needs i8mm; nothing without SIMD
+    (["avx2"], {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}),
+    (["AVX2", "avx512f"], {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4", "Q2_K"}),
+    (["avx512f"], set()),
+    (["neon"], set()),
+    (["asimd", "asimddp"], {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4"}),
+    (["neon", "dotprod"], {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4"}),
+    (["neon", "i8mm"], {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0"}),
+    (["i8mm"], set()),
+    ([], set()),
+])
+def test_cpu_repack_types(flags, types):
+    from planner.memory import repack_types
+
+    assert repack_types(flags) == types
