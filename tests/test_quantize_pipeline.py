@@ -58,7 +58,7 @@ def test_quantize_does_not_fit_is_one_line(tiny_model, tmp_path):
             "--quant", "Q8_0", "--out", str(tmp_path))
     errors = [line for line in r.output.splitlines() if line.startswith("Error")]
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and len(errors) == 1, r.output
-    assert errors[0] == ("Error: m Q8_0 at 8192 tokens does not fit cpu-16gb: needs 0.5 GiB, 0.0 GiB usable on GPU (--vram); "
+    assert errors[0] == ("Error: gemma3_text Q8_0 at 8192 tokens does not fit cpu-16gb: needs 0.5 GiB, 0.0 GiB usable on GPU (--vram); "
                          "try a smaller model, a lower-bit --quant, a shorter --ctx, or a quantized --kv-type")
     assert not any(tmp_path.iterdir())  # nothing half-written
 
