@@ -1,6 +1,8 @@
 """The speed model against published measurements (bench/data/calibration_rows.json) and its CLI."""
 
 import json
+
+import pytest
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -115,3 +117,86 @@ def test_moe_decode_reads_top_k_experts_and_takes_the_moe_factor():
     kv = 5 * 4096 * 2 * 512 * 2 * 2 + 25 * 1024 * 8 * 256 * 2 * 2
     assert p.speed.bytes_per_token == read_weights + kv
     assert p.speed.decode_tokens_per_s == round(H100_BW * DATACENTER_EFF / (read_weights + kv) * MOE_FACTOR, 2)
+
+
+def _plan_on(target, model, quant, **settings):
+    from planner.catalog import get_model
+    from planner.formats import parse_format
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model(model)
+    return spec, plan(spec, parse_format(quant), RuntimeSettings(**settings), load_target(target))
+
+
+# Gemma 3 1B at depth 4096: 4 full layers x 4096 cells + 22 sliding x their 512 window, 1 KV head x 256,
+# K and V in f16 = 1 KiB per cell
+KV_1B = (4 * 4096 + 22 * 512) * 1024
+
+
+@pytest.mark.parametrize("target, bandwidth, cls, eff", [
+    # efficiencies: planner/data/speed.json classes.<class>.median; small models (< 10 GB) have their own rows
+    ("cpu-16gb", 89.6e9, "cpu", 0.64),  # no GPU: host RAM bandwidth (DDR5-5600 dual channel)
+    ("raspberry-pi-5-8gb", 17.1e9, "sbc", 0.57),
+    ("pixel-8", 60e9, "edge", 0.71),
+    ("macbook-air-16gb", 120e9, "apple_small", 0.58),
+    ("rtx3060-12gb", 360e9, "consumer_gpu_small", 0.72),
+    ("h100", 3350e9, "datacenter_gpu", 0.47),
+])
+def test_decode_by_device_class(target, bandwidth, cls, eff):
+    from planner.formats import parse_format, weight_bytes
+
+    spec, p = _plan_on(target, "gemma-3-1b", "Q4_0", n_ctx=8192)
+    read = weight_bytes(spec, parse_format("Q4_0")) + KV_1B  # tied, no per-layer table: the file once
+    assert p.speed.bytes_per_token == read
+    assert p.speed.efficiency == eff and cls in p.speed.basis
+    assert p.speed.decode_tokens_per_s == round(bandwidth * eff / read, 2)
+
+
+def test_prefill_on_the_cpu_is_cores_times_the_per_core_rate():
+    # 6 physical cores x 180 GFLOP/s (speed.CPU_FLOPS_PER_CORE) over 2 FLOPs per active parameter
+    spec, p = _plan_on("cpu-16gb", "gemma-3-1b", "Q4_0", n_ctx=8192)
+    pp = 6 * 180e9 / (2 * 999_885_952)
+    assert p.speed.prefill_tokens_per_s == round(pp, 1) == 540.1
+    assert p.speed.time_to_first_token_s == round(1024 / pp, 3) and p.speed.prompt_tokens == 1024
+
+
+def test_prefill_on_a_gpu_is_a_share_of_its_fp16_rate():
+    # 51 TFLOP/s FP16 x 0.35 (speed.PREFILL_GPU_EFFICIENCY) / (2 x active parameters)
+    spec, p = _plan_on("rtx3060-12gb", "gemma-3-1b", "Q4_0", n_ctx=8192)
+    pp = 51e12 * 0.35 / (2 * 999_885_952)
+    assert p.speed.prefill_tokens_per_s == round(pp, 1) == 8926.0
+    assert p.speed.time_to_first_token_s == round(1024 / pp, 3)
+
+
+def test_prefill_is_capped_at_512_times_decode():
+    # a made-up GPU with 1 PFLOP/s and 1 GB/s: prefill by FLOPs (175k tok/s) would beat 512 x decode; the
+    # published rows never show batches beyond that
+    from planner.catalog import get_model
+    from planner.formats import parse_format
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.hardware import CPU, Device, Hardware
+
+    spec, _ = get_model("gemma-3-1b")
+    hw = Hardware("odd", [Device("GPU", "nvidia", "CUDA", 24 << 30, 10**9, 1e15)], 64 << 30, CPU(cores_physical=8))
+    p = plan(spec, parse_format("Q4_0"), RuntimeSettings(n_ctx=8192), hw)
+    decode = 1e9 * 0.72 / p.speed.bytes_per_token  # consumer_gpu_small
+    assert p.speed.decode_tokens_per_s == round(decode, 2)
+    assert 1e15 * 0.35 / (2 * 999_885_952) > decode * 512
+    assert p.speed.prefill_tokens_per_s == round(decode * 512, 1)
+
+
+def test_llamacpp_layer_split_over_two_gpus_reads_each_share_at_its_bandwidth():
+    # layers split over two equal GPUs: each reads its share at 1008 GB/s, one after the other, so the time per
+    # token is that of one GPU reading everything (llama.cpp's default split adds capacity, not speed)
+    from planner.formats import parse_format, weight_bytes
+
+    spec, p = _plan_on("2x-rtx4090", "gemma-3-27b", "Q4_K_M", n_ctx=32768)
+    gpus = p.memory.devices[:2]
+    assert gpus[0].layers + gpus[1].layers == 62 and min(gpus[0].layers, gpus[1].layers) >= 30
+    read = weight_bytes(spec, parse_format("Q4_K_M")) + (10 * 4096 + 52 * 1024) * 8192
+    assert p.speed.bytes_per_token == read
+    assert p.speed.decode_tokens_per_s == pytest.approx(1008e9 * 0.81 / read, abs=0.01)
+    assert p.speed.prefill_tokens_per_s == round(330e12 * 0.35 / (2 * 27_009_346_304), 1)
