@@ -281,3 +281,40 @@ def test_cpu_repack_types(flags, types):
     from planner.memory import repack_types
 
     assert repack_types(flags) == types
+
+
+@pytest.mark.parametrize("model", ["gemma-3n-e2b", "gemma-4-e2b"])
+def test_partial_offload_places_global_tensors_by_their_llama_cpp_layer(model):
+    # -ngl n_layer: the output layer and layers 1.. on the GPU, layer 0 on the CPU. Where llama.cpp files the
+    # tensors that belong to no block (LLM_TENSOR_INFOS, llama-arch.cpp; llama_model_base::load_tensors):
+    # token and per-layer embedding tables: input layer (CPU); output_norm and Gemma 3n's altup_* projections:
+    # output layer; per_layer_model_proj / per_layer_proj_norm: with layer 0; rope_freqs: with the first full
+    # attention layer (layer 4 in both). A tied output matrix is a second copy of token_embd on the output device.
+    from planner.formats import tensor_sizes
+
+    spec, _ = get_model(model)
+    fmt = parse_format("Q4_K_M")
+    m = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=spec.n_layers), gpu_box(24))
+    gpu = cpu = 0
+    for t, b in tensor_sizes(spec, fmt):
+        if t.name in ("token_embd.weight", "per_layer_token_embd.weight") or t.layer == 0:
+            cpu += b
+        elif t.name.startswith("per_layer_"):
+            cpu += b
+        else:  # output_norm, altup_*, rope_freqs (layer 4) and blocks 1..n-1
+            gpu += b
+    tied = next(b for t, b in tensor_sizes(spec, fmt) if t.name == "token_embd.weight")
+    assert (m.devices[0].weights_bytes, m.devices[-1].weights_bytes) == (gpu + tied, cpu)
+    assert (m.devices[0].layers, m.devices[-1].layers) == (spec.n_layers - 1, 1)
+    assert m.devices[0].detail["tied_output_copy_bytes"] == tied
+
+
+def test_weights_memo_keeps_formats_apart():
+    # the per-(model, format) memo must not hand one format's sizes to another
+    spec, _ = get_model("gemma-3-1b")
+    a = llamacpp_memory(spec, parse_format("Q4_0"), RuntimeSettings(n_ctx=4096), gpu_box())
+    b = llamacpp_memory(spec, parse_format("Q8_0"), RuntimeSettings(n_ctx=4096), gpu_box())
+    from planner.formats import weight_bytes
+
+    assert a.weights_bytes == weight_bytes(spec, parse_format("Q4_0")) + a.devices[0].detail["tied_output_copy_bytes"]
+    assert b.weights_bytes == weight_bytes(spec, parse_format("Q8_0")) + b.devices[0].detail["tied_output_copy_bytes"]
