@@ -22,6 +22,7 @@ from planner.types import (
     RuntimeSettings,
     TensorSpec,
 )
+from planner.llama_versions import DEFAULT_BUILD, UNVERIFIED_MARGIN_FRACTION, UNVERIFIED_MARGIN_MIN, LlamaBuild, parse_build, version_label
 from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
 
@@ -295,6 +296,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         m.detail[key] = m.detail.get(key, 0) + nbytes
 
     # Compute buffers: worst-case ubatch graph reserved at context creation (sched_reserve).
+    build, build_verified = _build_of(s)
     main = _llamacpp_compute_bytes(spec, s, layout)
     on_gpu = [i for i in range(len(gpus)) if any(d == i for d in dev_of)]
     if on_gpu:
@@ -306,7 +308,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
             mems[out_dev if out_dev is not None else on_gpu[-1]].compute_bytes += cpu_matmul_max
             host.compute_bytes = main
         else:
-            host.compute_bytes = _host_input_bytes(spec, layout)
+            host.compute_bytes = gpu_host_compute_bytes(spec, s, layout, build)
     else:
         host.compute_bytes = main
     host.output_bytes = 4 * spec.vocab * max(1, s.n_parallel)  # output_reserve: n_vocab * n_seq_max floats
@@ -318,21 +320,18 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     host.capacity_bytes = _host_capacity(hw, mems)
     host.budget_bytes = max(0, host.capacity_bytes - margin)
     notes = []
+    if on_gpu:
+        notes += _gpu_backend_notes(gpus, mems, build, build_verified, margin)
     if host.detail.get("repack_bytes"):
         notes.append("CPU-resident tensors of repackable types are copied into a CPU_REPACK buffer (anonymous memory)")
     devices = mems + [host]
     return MemoryBreakdown(
         "llama.cpp",
-        LLAMA_CPP_VERSION,
+        LLAMA_CPP_VERSION if build.name == DEFAULT_BUILD else version_label(build),
         devices,
         kv_cells={"full": layout.n_ctx_seq, "swa": layout.swa_cells, "streams": layout.n_stream, "n_ctx": layout.n_ctx},
         notes=notes,
     )
-
-
-def _host_input_bytes(spec: ModelSpec, layout: KVLayout) -> int:
-    """Host compute buffer when all layers are offloaded: the token (and per-layer) embeddings rows."""
-    return 4 * layout.n_ubatch * (spec.hidden + spec.ple_dim * spec.n_layers)
 
 
 def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
@@ -385,7 +384,9 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
     H = spec.hidden
     inputs = _graph_input_bytes(spec, s, layout)
     final_norms = 2 if spec.family == "gemma4" else 1
-    logits = 4 * ub * (spec.vocab + final_norms * H) + 4 * ub * H  # + the token embeddings, kept to the end
+    n_out = reserved_outputs(s, layout)
+    # F32 logits for the reserved outputs (the last layer selects their rows first, inp_out_ids)
+    logits = 4 * n_out * (spec.vocab + final_norms * H) + 4 * ub * H  # + the token embeddings, kept to the end
     phases = []
     for lay in spec.layers:
         q = 4 * ub * lay.n_head * lay.head_dim_k
@@ -407,6 +408,61 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
         # projection and its norm
         peak = max(peak + ple_all, 4 * ub * H + 4 * ple_all)
     return max(logits, inputs + peak)
+
+
+# ---------------------------------------------------------------- llama.cpp: GPU backends (b11312)
+
+
+def _build_of(s: RuntimeSettings) -> tuple[LlamaBuild, bool]:
+    try:
+        return parse_build(s.engine_version)
+    except ValueError as e:
+        raise InvalidSettingsError(str(e), hint="use a release tag such as b11312 (the vendored build)") from None
+
+
+def reserved_outputs(s: RuntimeSettings, layout: KVLayout) -> int:
+    """Output rows of the worst-case graph: llama_context::sched_reserve reserves
+    min(n_tokens, n_outputs_max) outputs, and n_outputs_max = 0 means n_batch (llama-context.cpp).
+    llama-server passes n_parallel (tools/server/server-context.cpp server_output_limits ->
+    common_speculative_get_output_limits); llama-cpp-python leaves 0."""
+    cap = s.n_outputs_max if s.n_outputs_max > 0 else layout.n_batch
+    return max(1, min(layout.n_ubatch, cap))
+
+
+def gpu_host_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout, build: LlamaBuild) -> int:
+    """Host-side compute buffer (CUDA_Host, ROCm_Host, Vulkan_Host; "CPU" on Metal) when every layer is
+    offloaded. ggml_backend_sched assigns every graph input to the last backend, the CPU
+    (ggml_backend_sched_backend_id_from_cur: GGML_TENSOR_FLAG_INPUT -> n_backends - 1), whose buffer
+    type llama_context swaps for the first GPU's host buffer type; the token-embedding rows are
+    computed there too, because token_embd always stays on the CPU (llama_model_base::load_tensors).
+    So the buffer holds all graph inputs: token ids, positions, output ids, KV row indices, the KQ
+    masks of both caches (n_kv x n_ubatch each, F16 with flash attention), the token-embedding rows,
+    and since PR #18550 (build_inp_embd, llama-graph.cpp) the F32 inp_embd input beside them;
+    Gemma 3n/4 E-models add the per-layer embedding rows."""
+    ub = layout.n_ubatch
+    total = _graph_input_bytes(spec, s, layout)
+    if build.embd_input_tensor:
+        total += pad(4 * ub * spec.hidden, 32)
+    total += 4 * ub * spec.ple_dim * spec.n_layers
+    return total
+
+
+def _gpu_backend_notes(gpus: list[Device], mems: list[DeviceMemory], build: LlamaBuild, verified: bool, margin: int) -> list[str]:
+    """What the plan says about the GPU runtime no log line reports, per backend."""
+    notes = []
+    backends = sorted({d.backend for d in gpus})
+    if not verified:
+        for m in mems:
+            extra = max(UNVERIFIED_MARGIN_MIN, int(UNVERIFIED_MARGIN_FRACTION * m.compute_bytes)) if m.compute_bytes else 0
+            if extra and m.budget_bytes is not None:
+                m.budget_bytes = max(0, m.budget_bytes - extra)
+                m.detail["unverified_build_margin_bytes"] = extra
+        notes.append(f"llama.cpp {build.name}: compute-buffer rules not verified for this build (planned with {DEFAULT_BUILD}'s); "
+                     f"each GPU keeps max({UNVERIFIED_MARGIN_MIN >> 20} MiB, {int(UNVERIFIED_MARGIN_FRACTION * 100)}% of its compute buffer) more free")
+    if "Metal" in backends:
+        notes.append("Metal: usable memory is the GPU working set (recommendedMaxWorkingSetSize / iogpu.wired_limit_mb), not the RAM size; "
+                     "ggml-metal warns past it and macOS pages")
+    return notes
 
 
 def _host_capacity(hw: Hardware, gpu_mems: list[DeviceMemory]) -> int:
