@@ -11,7 +11,7 @@ from typing import Optional
 ENGINES = ("llama.cpp", "vllm", "transformers")
 
 # The llama.cpp this memory model mirrors: the copy vendored in llama-cpp-python 0.3.36.
-LLAMA_CPP_VERSION = "llama.cpp 0c1e57098 (as vendored in llama-cpp-python 0.3.36)"
+LLAMA_CPP_VERSION = "llama.cpp b11312 (0c1e57098, as vendored in llama-cpp-python 0.3.36)"
 VLLM_VERSION = "vLLM 0.33"
 TRANSFORMERS_VERSION = "transformers 5.x"
 
