@@ -398,8 +398,11 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
         phases.append(4 * ub * (2 * H + 3 * lay.n_ff))
     if spec.moe:
         # routed experts: the residual, a freed hidden-size tensor, the fused gate+up rows of the chosen
-        # experts and their GEGLU product
-        phases.append(4 * ub * (3 * spec.moe.n_expert_used * spec.moe.expert_ff + 2 * H))
+        # experts (freed: a hole below), their GEGLU product and the down projection's per-expert outputs,
+        # [n_embd, n_expert_used, n_tokens] before the weighted sum (build_moe_ffn, llama-graph.cpp); the
+        # last term is what real widths add (4.7 MiB per 512 tokens per used expert at 26B-A4B's 2816)
+        n_used = spec.moe.n_expert_used
+        phases.append(4 * ub * (3 * n_used * spec.moe.expert_ff + 2 * H + n_used * H))
     ple_all = 4 * ub * spec.ple_dim * spec.n_layers
     peak = max(phases)
     if ple_all:
