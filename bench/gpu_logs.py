@@ -13,6 +13,7 @@ fixed before any rule was compared with them; the held-back part is reported sep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import re
@@ -26,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from planner.catalog import get_model  # noqa: E402
 from planner.formats import parse_format  # noqa: E402
-from planner.memory import llamacpp_memory  # noqa: E402
+from planner.llama_versions import BUILDS, DEFAULT_BUILD, OLDER_RULES  # noqa: E402
+from planner.memory import gpu_host_compute_bytes, llamacpp_kv_layout, llamacpp_memory  # noqa: E402
 from planner.types import RuntimeSettings  # noqa: E402
 from profiles.hardware import CPU, Device, Hardware  # noqa: E402
 from quantize.llamacpp import mib_to_bytes, parse_llama_log  # noqa: E402
@@ -117,10 +119,16 @@ def predicted_buffers(load: dict) -> dict[str, int]:
     spec, _ = get_model(load["model"])
     fmt = parse_format(load.get("quant") or "Q4_K_M", "llama.cpp")
     hw = Hardware("corpus", [Device("gpu", "x", load["backend"], 1 << 40)], 1 << 40, CPU(flags=[]))
-    mem = llamacpp_memory(spec, fmt, settings_of(load), hw)
+    s = settings_of(load)
+    mem = llamacpp_memory(spec, fmt, s, hw)
     gpu, host = mem.devices[0], mem.devices[-1]
-    return {"weights (device)": gpu.weights_bytes, "kv (device)": gpu.kv_bytes, "compute (device)": gpu.compute_bytes,
-            "compute (host)": host.compute_bytes, "output (host)": host.output_bytes}
+    out = {"weights (device)": gpu.weights_bytes, "kv (device)": gpu.kv_bytes, "compute (device)": gpu.compute_bytes,
+           "compute (host)": host.compute_bytes, "output (host)": host.output_bytes}
+    if load.get("rules"):
+        # a build older than any --engine-version: its graph inputs follow the rules that ended with it
+        old = dataclasses.replace(BUILDS[DEFAULT_BUILD], **OLDER_RULES[load["rules"]])
+        out["compute (host)"] = gpu_host_compute_bytes(spec, s, llamacpp_kv_layout(spec, s), old)
+    return out
 
 
 def score(corpus: Path) -> list[Row]:

@@ -334,7 +334,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     )
 
 
-def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout, build: Optional[LlamaBuild] = None) -> int:
     """Graph inputs, allocated before the first node and alive until their last reader (llm_graph_input_*):
     token ids, positions and output ids; the token embeddings; per KV cache the row indices for storing
     K and V (V per element when it is stored transposed, without flash attention), the mask (F16 with flash
@@ -347,9 +347,11 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) ->
     for sliding in caches:
         layers = [lay for lay in kv_layers if lay.sliding == sliding] or kv_layers
         cells = layout.swa_cells if sliding else layout.n_ctx_seq
-        total += pad(8 * ub, 32)  # k_idxs
-        total += pad(8 * ub * (1 if s.flash_attn else v_width), 32)  # v_idxs
-        total += pad((2 if s.flash_attn else 4) * cells * ub, 32)  # kq_mask
+        if build is None or build.kv_idx_inputs:
+            total += pad(8 * ub, 32)  # k_idxs
+            total += pad(8 * ub * (1 if s.flash_attn else v_width), 32)  # v_idxs
+        f16_mask = s.flash_attn and (build is None or build.kq_mask_f16)
+        total += pad((2 if f16_mask else 4) * cells * ub, 32)  # kq_mask
         head_k = {lay.head_dim_k for lay in layers}
         head_v = {lay.head_dim_v for lay in layers}
         if kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
@@ -439,11 +441,12 @@ def gpu_host_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout
     type llama_context swaps for the first GPU's host buffer type; the token-embedding rows are
     computed there too, because token_embd always stays on the CPU (llama_model_base::load_tensors).
     So the buffer holds all graph inputs: token ids, positions, output ids, KV row indices, the KQ
-    masks of both caches (n_kv x n_ubatch each, F16 with flash attention), the token-embedding rows,
-    and since PR #18550 (build_inp_embd, llama-graph.cpp) the F32 inp_embd input beside them;
-    Gemma 3n/4 E-models add the per-layer embedding rows."""
+    masks of both caches (n_kv x n_ubatch each; F16 with flash attention since PR #23764, F32 and
+    cast on the device before it), the token-embedding rows, and since PR #18550 (build_inp_embd,
+    llama-graph.cpp) the F32 inp_embd input beside them; Gemma 3n/4 E-models add the per-layer
+    embedding rows."""
     ub = layout.n_ubatch
-    total = _graph_input_bytes(spec, s, layout)
+    total = _graph_input_bytes(spec, s, layout, build)
     if build.embd_input_tensor:
         total += pad(4 * ub * spec.hidden, 32)
     total += 4 * ub * spec.ple_dim * spec.n_layers

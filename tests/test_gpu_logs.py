@@ -72,6 +72,12 @@ def test_host_compute_buffer_matches_the_log_on_claimed_builds(rows):
     assert all(abs(r.error) <= 0.011 * MIB for r in host), [(r.load, r.error / MIB) for r in host]
 
 
+def test_host_compute_buffer_of_older_builds_follows_their_input_rules(rows):
+    # F32 masks before PR #23764; no KV row indices or inp_embd input before ggml_set_rows / PR #18550
+    host = [r for r in rows if r.buffer == "compute (host)" and not r.claimed]
+    assert host and all(abs(r.error) <= 0.011 * MIB for r in host), [(r.load, r.error / MIB) for r in host]
+
+
 def test_device_compute_buffer_within_ten_percent_median_on_claimed_builds(rows):
     dev = [r for r in rows if r.buffer == "compute (device)" and r.claimed]
     for backend in {r.backend for r in dev}:
