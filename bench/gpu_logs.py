@@ -40,16 +40,18 @@ DEVICE_PREFIX = {"CUDA": "CUDA", "ROCm": "ROCm", "Vulkan": "Vulkan", "Metal": "M
 HELD_BACK_FRACTION = 0.25
 
 
-def source_key(source: str) -> str:
-    """One key per public source (a URL, or the search-index id of a file): loads from one source
-    are held back together."""
-    m = re.search(r"index id (\d+)", source)
-    return m.group(1) if m else source.split()[0]
+def source_key(load: dict) -> str:
+    """One key per public source (a repository or thread, else the search-index id of a file): all loads
+    of one source are held back together, so repeats of a configuration never straddle the split."""
+    if load.get("source_group"):
+        return load["source_group"]
+    m = re.search(r"index id (\d+)", load["source"])
+    return m.group(1) if m else load["source"].split()[0]
 
 
-def held_back(source: str) -> bool:
+def held_back(load: dict) -> bool:
     """A quarter of the sources, chosen by the SHA-256 of their key: never used to choose or tune a rule."""
-    return int(hashlib.sha256(source_key(source).encode()).hexdigest()[:8], 16) / 16**8 < HELD_BACK_FRACTION
+    return int(hashlib.sha256(source_key(load).encode()).hexdigest()[:8], 16) / 16**8 < HELD_BACK_FRACTION
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Row:
     held_back: bool
     build: str
     claimed: bool  # a build whose graph inputs match the rules the planner claims (b11312)
+    config: str = ""  # model, settings and backend: repeats of one configuration share it
 
     @property
     def error(self) -> int:
@@ -131,29 +134,49 @@ def predicted_buffers(load: dict) -> dict[str, int]:
     return out
 
 
+_SOURCE_OF: dict[str, str] = {}
+
+
+def source_key_of(r: Row) -> str:
+    return _SOURCE_OF.get(r.load, "?")
+
+
 def score(corpus: Path) -> list[Row]:
     rows = []
     for load in json.loads(corpus.read_text())["loads"]:
+        _SOURCE_OF[load["id"]] = source_key(load)
         meas = measured_buffers(load)
         pred = predicted_buffers(load)
+        config = json.dumps([load["model"], load.get("file"), load["backend"], load["settings"], load.get("rules")], sort_keys=True)
         for buf, m in meas.items():
             if buf == "weights (device)" and not load.get("quant"):
                 continue  # the file type is not stated: its weights cannot be planned
+            if buf == "kv (device)" and load.get("kv_partial"):
+                continue  # the excerpt holds one of the two caches
             if buf in pred:
-                rows.append(Row(load["id"], load["backend"], buf, pred[buf], m, held_back(load["source"]),
-                                load.get("build") or "?", load.get("claimed", True)))
+                rows.append(Row(load["id"], load["backend"], buf, pred[buf], m, held_back(load),
+                                load.get("build") or "?", load.get("claimed", True), config))
     return rows
 
 
+def distinct(rows: list[Row]) -> list[Row]:
+    """One row per configuration and buffer (repeated loads of one configuration log the same sizes)."""
+    seen: dict = {}
+    for r in rows:
+        seen.setdefault((r.config, r.buffer, r.measured), r)
+    return list(seen.values())
+
+
 def table(rows: list[Row]) -> list[str]:
-    out = ["| part | backend | buffer | loads | median abs % | worst % | worst abs |", "|---|---|---|---|---|---|---|"]
+    out = ["| part | backend | buffer | loads | configs | median abs % | worst % | worst abs |", "|---|---|---|---|---|---|---|---|"]
     keys = sorted({(not r.claimed, r.held_back, r.backend, r.buffer) for r in rows})
     for unclaimed, hb, backend, buf in keys:
-        sel = [r for r in rows if (not r.claimed, r.held_back, r.backend, r.buffer) == (unclaimed, hb, backend, buf)]
+        every = [r for r in rows if (not r.claimed, r.held_back, r.backend, r.buffer) == (unclaimed, hb, backend, buf)]
+        sel = distinct(every)  # medians over configurations, so repeats do not outvote the rest
         worst = max(sel, key=lambda r: abs(r.pct))
         med = statistics.median(abs(r.pct) for r in sel)
         part = "older build" if unclaimed else ("held back" if hb else "scored")
-        out.append(f"| {part} | {backend} | {buf} | {len(sel)} | {med:.1f} | {worst.pct:+.1f} | "
+        out.append(f"| {part} | {backend} | {buf} | {len(every)} | {len(sel)} | {med:.1f} | {worst.pct:+.1f} | "
                    f"{worst.error / MIB:+.2f} MiB |")
     return out
 
@@ -166,7 +189,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     rows = score(a.corpus)
     loads = {r.load for r in rows}
-    print(f"{len(loads)} loads, {len(rows)} buffers ({sum(r.held_back for r in rows)} held back)")
+    configs = {r.config for r in rows}
+    held = {r.load for r in rows if r.held_back}
+    print(f"{len(loads)} loads ({len(configs)} distinct configurations), {len(rows)} buffers; "
+          f"held back: {len(held)} loads from {len({source_key_of(r) for r in rows if r.held_back})} source(s)")
     print("\n".join(table(rows)))
     if a.rows:
         for r in rows:
