@@ -313,8 +313,13 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         host.compute_bytes = main
     host.output_bytes = 4 * spec.vocab * max(1, s.n_parallel)  # output_reserve: n_vocab * n_seq_max floats
 
-    for m, d in zip(mems, gpus):
+    for i, (m, d) in enumerate(zip(mems, gpus)):
         m.overhead_bytes = RUNTIME_OVERHEAD.get(d.backend, 0) if (m.weights_bytes or m.kv_bytes) else 0
+        held = {il for il, dv in enumerate(dev_of[:L]) if dv == i} | ({None} if out_dev == i else set())
+        pool = gpu_pool_bytes(spec, fmt, d, layout.n_ubatch, held) if held else 0
+        if pool:
+            m.overhead_bytes += pool
+            m.detail["pool_bytes"] = pool
         m.capacity_bytes = d.usable_bytes()
         m.budget_bytes = max(0, m.capacity_bytes - margin)
     host.capacity_bytes = _host_capacity(hw, mems)
@@ -451,6 +456,80 @@ def gpu_host_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout
         total += pad(4 * ub * spec.hidden, 32)
     total += 4 * ub * spec.ple_dim * spec.n_layers
     return total
+
+
+# The CUDA/ROCm memory pool (ggml_cuda_pool_vmm / _leg in ggml-cuda.cu) holds the temporaries of the
+# running op and grows to the largest one; no log line reports it. Its size follows the matmul path
+# ggml_cuda_should_use_mmq picks (ggml-cuda/mmq.cu, b11312):
+# - MMQ (quantized weights on NVIDIA Turing+, Pascal, CDNA3; small batches elsewhere): src1 quantized
+#   to q8_1, 36 bytes per 32 values, rows padded to MATRIX_ROW_PADDING (512);
+# - cuBLAS/hipBLAS otherwise (Volta with a batch >= MMQ_DP4A_MAX_BATCH_SIZE, RDNA/CDNA1-2 for large
+#   batches of K-quants): the weight dequantized to F16 (N x K x 2), src1 and the result in F16.
+MMQ_ROW_PADDING = 512
+MMQ_DP4A_MAX_BATCH = 64
+Q8_1_BYTES_PER_32 = 36
+_MMQ_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ1_S", "IQ2_XXS",
+                        "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS", "IQ4_NL", "MXFP4"})
+
+
+def _uses_mmq(device: Device, typ: str, ub: int, n_experts: int = 0) -> bool:
+    """ggml_cuda_should_use_mmq (ggml-cuda/mmq.cu, b11312) for one weight type at batch ub. NVIDIA reads
+    the compute capability ("8.6"); AMD the gfx target ("gfx1100"). Unknown devices take MMQ."""
+    t = typ.upper()
+    if t not in _MMQ_TYPES:
+        return False
+    cc = (device.compute_capability or "").lower()
+    if device.backend == "CUDA":
+        try:
+            v = float(cc)
+        except ValueError:
+            return True
+        if v >= 7.5 or v < 7.0:  # Turing MMA, or no FP16 tensor cores (Pascal and older)
+            return True
+        return ub < MMQ_DP4A_MAX_BATCH  # Volta: cuBLAS for larger batches
+    if cc.startswith(("gfx94", "gfx95", "gfx12")):  # CDNA3+, RDNA4: always MMQ
+        return True
+    if cc.startswith("gfx11"):  # RDNA3: hipBLAS wins for some types at larger batches
+        if n_experts >= 64:
+            return True
+        limit = {"Q2_K": 128, "Q6_K": 256 if cc.startswith("gfx115") else 128}
+        if t in ("IQ2_XS", "IQ2_S") and not cc.startswith("gfx115"):
+            limit[t] = 128
+        return ub <= limit.get(t, 1 << 30)
+    if cc.startswith(("gfx908", "gfx90a")):  # CDNA1/2
+        if n_experts > 64 or ub <= 128 or t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+            return True
+        return ub <= 256 and t in ("Q4_K", "Q5_K")
+    return True
+
+
+def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, on_gpu: set) -> int:
+    """Bound on the CUDA/ROCm pool during a prefill ubatch: the largest single op's temporaries over the
+    matmul weights held by this device (layers in on_gpu; None = the output layer)."""
+    if device.backend not in ("CUDA", "ROCm"):
+        return 0
+    worst = 0
+    for t, typ, _ in _gguf_types(spec, fmt):
+        if len(t.shape) < 2:
+            continue
+        role, layer = _tensor_layer_role(t, spec)
+        where = None if role == "output" else layer
+        if role == "input" and t.name == "token_embd.weight" and spec.tied_embeddings:
+            where = None  # the tied output matrix: its duplicate on the output device runs the logits matmul
+        elif role == "input":
+            continue
+        if where not in on_gpu:
+            continue
+        n, k = t.shape[-2], t.shape[-1]
+        rows = ub * (spec.moe.n_expert_used if (spec.moe and len(t.shape) == 3) else 1)
+        if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and len(t.shape) == 3) else 0):
+            need = rows * pad(k, MMQ_ROW_PADDING) * Q8_1_BYTES_PER_32 // 32
+        elif typ.upper() in ("F16", "BF16", "F32"):
+            need = 2 * rows * (k + n)
+        else:
+            need = 2 * n * k + 2 * rows * (k + n)
+        worst = max(worst, need)
+    return worst
 
 
 def _gpu_backend_notes(gpus: list[Device], mems: list[DeviceMemory], build: LlamaBuild, verified: bool, margin: int) -> list[str]:

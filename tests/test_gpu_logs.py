@@ -140,3 +140,28 @@ def test_cli_engine_version():
     r = CliRunner().invoke(main, ["recommend", "-m", "gemma-3-4b", "--target", "rtx4090", "--engine-version", "b11459", "--json"])
     assert r.exit_code == 0, r.output
     assert "b11459" in json.loads(r.output)["plan"]["memory"]["engine_version"]
+
+
+@pytest.mark.parametrize("backend,cc,ub,dequant,reason", [
+    ("CUDA", "8.9", 512, False, "Turing+ MMA: MMQ for every quantized type, only a q8_1 copy of the activations"),
+    ("CUDA", "7.0", 512, True, "Volta at a batch >= 64: cuBLAS with the weight dequantized to F16"),
+    ("CUDA", "7.0", 32, False, "Volta below MMQ_DP4A_MAX_BATCH_SIZE: MMQ"),
+    ("ROCm", "gfx1100", 512, True, "RDNA3: the Q6_K output matrix goes to hipBLAS above 128 tokens"),
+    ("ROCm", "gfx1100", 128, False, "RDNA3 at 128 tokens: MMQ"),
+    ("ROCm", "gfx942", 512, False, "CDNA3: always MMQ"),
+])
+def test_cuda_pool_follows_the_matmul_path(backend, cc, ub, dequant, reason):
+    from planner.memory import gpu_pool_bytes
+
+    spec, _ = get_model("gemma-3-27b")
+    fmt = parse_format("Q4_K_M", "llama.cpp")
+    dev = Device("g", "x", backend, 24 << 30, compute_capability=cc)
+    pool = gpu_pool_bytes(spec, fmt, dev, ub, set(range(spec.n_layers)) | {None})
+    out_f16 = 2 * spec.vocab * spec.hidden  # the tied output matrix (Q6_K) dequantized
+    widest = max(lay.n_ff for lay in spec.layers)
+    if dequant:
+        assert pool >= out_f16, reason
+    else:
+        # q8_1 rows of the widest matmul input: ub x pad(K, 512) x 36/32
+        assert pool == ub * ((widest + 511) // 512 * 512) * 36 // 32, reason
+    assert gpu_pool_bytes(spec, fmt, Device("g", "x", "Vulkan", 24 << 30), ub, {None}) == 0
