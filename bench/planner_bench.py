@@ -17,7 +17,7 @@ from planner.search import plan, recommend
 from planner.types import RuntimeSettings
 from profiles.targets import load_target
 
-GiB = 1 << 30
+from profiles.units import GiB
 
 
 def main() -> None:

@@ -41,10 +41,6 @@ def catalog_entries() -> tuple[dict, ...]:
     return tuple(json.loads(text)["models"])
 
 
-def catalog_names() -> list[str]:
-    return [e["name"] for e in catalog_entries()]
-
-
 def _norm(s: str) -> str:
     s = s.strip().lower()
     s = s.removeprefix("hf.co/").removeprefix("huggingface.co/")

@@ -17,7 +17,7 @@ import click
 from planner.errors import InvalidSettingsError, PlanError
 from profiles import bounds as B
 
-GiB = 1 << 30
+from profiles.units import GiB
 DEBUG_ENV = "GEMMA_PLAN_DEBUG"
 
 

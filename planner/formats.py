@@ -1,7 +1,7 @@
 """Weight formats and exact bytes per tensor.
 
 GGUF file types mirror llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp, as vendored in
-llama-cpp-python 0.3.36); block sizes come from ``gguf.GGML_QUANT_SIZES``. Dense (bf16/f16/fp8) and
+llama-cpp-python 0.3.36); block sizes come from planner/ggml.py (checked against ``gguf.GGML_QUANT_SIZES``). Dense (bf16/f16/fp8) and
 GPTQ formats follow what transformers and vLLM allocate.
 """
 
@@ -13,19 +13,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from planner.errors import UnknownFormatError
+from planner.ggml import quant_size
 from planner.types import ModelSpec, TensorSpec
-
-
-def ggml_type(name: str) -> GGMLQuantizationType:
-    return GGMLQuantizationType[name.upper()]
 
 
 def row_bytes(type_name: str, n: int) -> int:
     """ggml_row_size: bytes of a row of n elements (n must be a multiple of the block size)."""
-    block, size = GGML_QUANT_SIZES[ggml_type(type_name)]
+    block, size = quant_size(type_name)
     return n // block * size
 
 
@@ -37,7 +32,7 @@ def tensor_bytes(type_name: str, shape: tuple[int, ...]) -> int:
 
 
 def block_size(type_name: str) -> int:
-    return GGML_QUANT_SIZES[ggml_type(type_name)][0]
+    return quant_size(type_name)[0]
 
 
 # File type -> default tensor type (llama_ftype_get_default_type).
@@ -91,7 +86,7 @@ def parse_format(name: str, engine: str | None = None) -> WeightFormat:
     low = raw.lower()
     dense_name = low in DENSE_FORMATS and (engine in ("vllm", "transformers") or (engine is None and raw == low))
     if up in GGUF_FTYPES and not dense_name:
-        block, size = GGML_QUANT_SIZES[ggml_type(GGUF_FTYPES[up])]
+        block, size = quant_size(GGUF_FTYPES[up])
         return WeightFormat(up, "gguf", 8 * size / block)
     if low in ("gptq", "gptq-4bit", "int4", "gptq-int4"):
         return WeightFormat("gptq-int4", "gptq", 4, GPTQ_GROUP_SIZE)
@@ -102,10 +97,6 @@ def parse_format(name: str, engine: str | None = None) -> WeightFormat:
         return WeightFormat(low, "dense", 8 * DENSE_FORMATS[low])
     known = ", ".join(list(GGUF_FTYPES) + list(DENSE_FORMATS) + list(GPTQ_FORMATS))
     raise UnknownFormatError(f"unknown weight format '{name}' (known: {known})")
-
-
-def gguf_formats() -> list[str]:
-    return list(GGUF_FTYPES)
 
 
 @lru_cache(maxsize=1)

@@ -24,9 +24,7 @@ from planner.types import (
 )
 from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
-
-MiB = 1 << 20
-GiB = 1 << 30
+from profiles.units import GiB, MiB
 
 # Runtime memory no llama.cpp log line reports (CUDA context, cuBLAS workspaces): the reserve
 # Ollama keeps per GPU (ml/device.go MinimumMemory: 457 MiB CUDA/ROCm, 512 MiB Metal).

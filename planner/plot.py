@@ -12,7 +12,7 @@ from planner.memory import estimate_memory
 from planner.types import ModelSpec, Plan
 from profiles.hardware import Hardware
 
-GiB = 1 << 30
+from profiles.units import GiB
 
 
 def _pyplot():

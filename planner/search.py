@@ -20,7 +20,7 @@ from planner.types import Alternative, ModelSpec, Plan, RuntimeSettings
 from planner.utility import DEFAULT_USE, USES, Utility, is_phone, make_utility, met_line, rank, terms, why_lost
 from profiles.hardware import Hardware
 
-GiB = 1 << 30
+from profiles.units import GiB, fmt_gib
 DEFAULT_CTX = 32768  # recommend aims for this context (or the trained maximum if smaller)
 
 
@@ -41,8 +41,7 @@ MAX_MIN_SPEED = 10_000.0  # --min-speed above this is a typo, not a wish
 FAMILY_RANK = {"gemma4": 4, "gemma3": 3, "gemma3n": 2, "gemma2": 1}
 
 
-def gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+gib = fmt_gib
 
 
 def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hardware, *, margin: int = DEFAULT_MARGIN, target: str = "",

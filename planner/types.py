@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-ENGINES = ("llama.cpp", "vllm", "transformers")
-
 # The llama.cpp this memory model mirrors: the copy vendored in llama-cpp-python 0.3.36.
 LLAMA_CPP_VERSION = "llama.cpp 0c1e57098 (as vendored in llama-cpp-python 0.3.36)"
 VLLM_VERSION = "vLLM 0.33"

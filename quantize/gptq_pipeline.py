@@ -25,7 +25,7 @@ from quantize.errors import OutputExistsError
 from quantize.files import write_json
 from quantize.pipeline import resolve_source, source_name
 
-GiB = 1 << 30
+from profiles.units import GiB
 
 
 @dataclass

@@ -487,16 +487,6 @@ def captured_llama_log() -> Iterator[list[str]]:
             yield chunks
         finally:
             lc.llama_log_set(prev_cb, prev_ud)
-            _last_logs.clear()
-            _last_logs.append("".join(chunks))
-
-
-_last_logs: list[str] = []
-
-
-def last_llama_log() -> str:
-    """The llama.cpp log captured by the most recent quantize_gguf or load_and_measure call."""
-    return _last_logs[0] if _last_logs else ""
 
 
 def _flash_attn_type(lc: Any, flash_attn: bool | str) -> int:

@@ -27,7 +27,7 @@ from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
 from quantize.files import sha256_file
 
-GiB = 1 << 30
+from profiles.units import GiB
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
 DISK_SLACK = 256 << 20
 MANIFEST_SCHEMA = "gemma-plan.manifest/1"
