@@ -105,8 +105,14 @@ def _quality() -> dict:
 
 
 def quality_loss(fmt: str) -> float:
+    """Published perplexity increase of a weight format (planner/data/quality.json). A format without an
+    entry is an error, not a guess: every format parse_format returns has one (tests/test_policy.py)."""
     q = _quality()
-    return q.get(fmt, q.get(fmt.upper(), {"loss": 1.0}))["loss"]
+    row = q.get(fmt, q.get(fmt.upper()))
+    if row is None:
+        raise UnknownFormatError(f"no published quality figure for weight format '{fmt}' in planner/data/quality.json",
+                                 hint="add the format's measured perplexity increase to quality.json with its source")
+    return row["loss"]
 
 
 # ---------------------------------------------------------------- GGUF quant mix

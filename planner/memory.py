@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from planner.errors import InvalidSettingsError
+from planner import policy
 from planner.formats import WeightFormat, gguf_tensor_types, row_bytes, tensor_sizes
 from planner.types import (
     LLAMA_CPP_VERSION,
@@ -31,12 +32,7 @@ from profiles.units import GiB, MiB
 RUNTIME_OVERHEAD = {"CUDA": 457 * MiB, "ROCm": 457 * MiB, "Metal": 512 * MiB, "Vulkan": 457 * MiB, "CPU": 0}
 # Safety margin kept free on every device unless --margin says otherwise (llama.cpp --fit's default target).
 DEFAULT_MARGIN = 1 * GiB
-KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 CPU_NAME = "CPU"
-
-
-def kv_type_is_quantized(t: str) -> bool:
-    return t.lower() not in ("f32", "f16", "bf16")
 
 
 def pad(x: int, n: int) -> int:
@@ -81,14 +77,7 @@ def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
 
 
 def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
-    for t in (s.type_k, s.type_v):
-        if t not in KV_TYPES:
-            raise InvalidSettingsError(f"unknown KV cache type '{t}' (known: {', '.join(KV_TYPES)})")
-    if kv_type_is_quantized(s.type_v) and not s.flash_attn:
-        raise InvalidSettingsError(
-            f"quantized V cache ({s.type_v}) requires flash attention",
-            hint="drop --no-flash-attn, or use --kv-type f16 (or q8_0/f16: quantized K alone works without it)",
-        )
+    policy.check_kv_types(s.type_k, s.type_v, s.flash_attn)
 
 
 def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVLayout] = None) -> dict[int, int]:
@@ -351,11 +340,11 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) ->
         total += pad((2 if s.flash_attn else 4) * cells * ub, 32)  # kq_mask
         head_k = {lay.head_dim_k for lay in layers}
         head_v = {lay.head_dim_v for lay in layers}
-        if kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
+        if policy.kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
             n = min(head_k)
             n_rot = n & -n  # the largest power of two dividing the head size (llama_kv_cache::build_input_k_rot)
             total += 4 * n_rot * n_rot
-        if kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
+        if policy.kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
             total += 4 * 64 * 64
     return total
 
