@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -18,6 +19,7 @@ from planner.ggml import quant_size
 from planner.types import ModelSpec, TensorSpec
 
 
+@lru_cache(maxsize=4096)
 def row_bytes(type_name: str, n: int) -> int:
     """ggml_row_size: bytes of a row of n elements (n must be a multiple of the block size)."""
     block, size = quant_size(type_name)
@@ -31,6 +33,7 @@ def tensor_bytes(type_name: str, shape: tuple[int, ...]) -> int:
     return rows * row_bytes(type_name, shape[-1])
 
 
+@lru_cache(maxsize=256)
 def block_size(type_name: str) -> int:
     return quant_size(type_name)[0]
 
@@ -56,6 +59,8 @@ GPTQ_FORMATS = {"gptq-int4": 4, "gptq-int8": 8}
 GPTQ_GROUP_SIZE = 128
 
 _QUANTIZED = {n for n in GGUF_FTYPES if n not in ("F32", "F16", "BF16")}
+# derived tables per spec (frozen, so the object is the key; entries go with the spec), then per format
+_SIZES_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ def _allows_quantization(t: TensorSpec) -> bool:
     return True
 
 
+@lru_cache(maxsize=8192)
 def _category(name: str) -> str:
     """tensor_get_category: order matters (substring tests)."""
     if name == "output.weight":
@@ -162,8 +168,17 @@ def _fallback(t: TensorSpec, typ: str) -> str:
 def gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> list[tuple[TensorSpec, str]]:
     """The type llama-quantize gives each tensor for file type ``ftype`` (llama_tensor_get_type).
 
-    Tensors that are not quantized keep the type they have in the source file.
+    Tensors that are not quantized keep the type they have in the source file. Cached per (spec, ftype).
     """
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    key = ("types", ftype.upper(), imatrix)
+    out = per_spec.get(key)
+    if out is None:
+        out = per_spec[key] = _gguf_tensor_types(spec, ftype, imatrix=imatrix)
+    return list(out)
+
+
+def _gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> list[tuple[TensorSpec, str]]:
     ftype = ftype.upper()
     if ftype not in GGUF_FTYPES:
         raise UnknownFormatError(f"unknown GGUF file type '{ftype}'")
@@ -273,19 +288,12 @@ def type_histogram(assigned: list[tuple[TensorSpec, str]]) -> dict[str, int]:
 # ---------------------------------------------------------------- bytes per tensor, any format
 
 
-_SIZES_CACHE: dict = {}
-
-
 def tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, int]]:
     """Bytes of every text-model tensor in ``fmt``. A GGUF source keeps its own tensor sizes."""
-    key = (id(spec), fmt)
-    hit = _SIZES_CACHE.get(key)
-    if hit is not None and hit[0] is spec and hit[1] == len(spec.tensors):
-        return hit[2]
-    if len(_SIZES_CACHE) > 1024:
-        _SIZES_CACHE.clear()
-    out = _tensor_sizes(spec, fmt)
-    _SIZES_CACHE[key] = (spec, len(spec.tensors), out)
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    out = per_spec.get(fmt)
+    if out is None:
+        out = per_spec[fmt] = _tensor_sizes(spec, fmt)
     return out
 
 
@@ -356,4 +364,9 @@ def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
 
 
 def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
-    return sum(b for _, b in tensor_sizes(spec, fmt))
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    key = (fmt, "total")
+    total = per_spec.get(key)
+    if total is None:
+        total = per_spec[key] = sum(b for _, b in tensor_sizes(spec, fmt))
+    return total

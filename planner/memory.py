@@ -8,7 +8,9 @@ Pure arithmetic, no I/O. Each engine's rules are written out with the function t
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 from planner.errors import InvalidSettingsError
@@ -46,8 +48,11 @@ def cdiv(a: int, b: int) -> int:
 # ---------------------------------------------------------------- llama.cpp: KV cache
 
 
-@dataclass
-class KVLayout:
+@dataclass(frozen=True)
+class KVCells:
+    """Cell counts of llama.cpp's KV caches for one setting (not to be confused with quantize.llamacpp.KVCells,
+    the per-layer widths read back from a GGUF)."""
+
     n_ctx: int  # padded total cells over all streams (cparams.n_ctx)
     n_ctx_seq: int  # cells per stream of the full-attention cache
     n_stream: int
@@ -56,7 +61,7 @@ class KVLayout:
     n_batch: int
 
 
-def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
+def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVCells:
     """Context padding and stream split (llama_context constructor, llama-context.cpp)."""
     n_seq = max(1, s.n_parallel)
     n_ctx = pad(s.n_ctx if s.n_ctx > 0 else spec.ctx_train, 256)
@@ -73,14 +78,14 @@ def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
         swa = n_ctx_seq
     else:
         swa = pad(min(n_ctx_seq, spec.sliding_window * (n_seq if s.kv_unified else 1) + n_ubatch), 256)
-    return KVLayout(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
+    return KVCells(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
 
 
 def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
     policy.check_kv_types(s.type_k, s.type_v, s.flash_attn)
 
 
-def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVLayout] = None) -> dict[int, int]:
+def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVCells] = None) -> dict[int, int]:
     """Bytes of K+V per KV-storing layer (llama_kv_cache constructor, llama-kv-cache.cpp)."""
     layout = layout or llamacpp_kv_layout(spec, s)
     v_max = max(lay.n_head_kv * lay.head_dim_v for lay in spec.layers)
@@ -101,7 +106,7 @@ def llamacpp_kv_bytes(spec: ModelSpec, s: RuntimeSettings) -> int:
 # ---------------------------------------------------------------- llama.cpp: placement
 
 
-def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
+def layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
     """Device index per layer 0..n_layer (n_layer = output layer); None = CPU.
 
     Mirrors llama_model_base::load_tensors (LC-new): -ngl k offloads the output layer and the
@@ -109,11 +114,17 @@ def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[l
     """
     if not gpus:
         return [None] * (n_layer + 1)
+    weights = tuple(split or [float(d.usable_bytes()) for d in gpus])
+    return list(_layer_devices(n_layer, ngl, weights))
+
+
+@lru_cache(maxsize=1024)
+def _layer_devices(n_layer: int, ngl: int, weights: tuple[float, ...]) -> tuple[Optional[int], ...]:
+    n_gpus = len(weights)
     if ngl < 0:
         ngl = n_layer + 1
     act = min(ngl, n_layer + 1)
     start = max(n_layer + 1 - ngl, 0)
-    weights = split or [float(d.usable_bytes()) for d in gpus]
     total = sum(weights) or 1.0
     cum, acc = [], 0.0
     for w in weights:
@@ -125,9 +136,9 @@ def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[l
             out.append(None)
             continue
         frac = (il - start) / act
-        idx = next((i for i, c in enumerate(cum) if frac < c), len(gpus) - 1)
+        idx = next((i for i, c in enumerate(cum) if frac < c), n_gpus - 1)
         out.append(idx)
-    return out
+    return tuple(out)
 
 
 def _tensor_layer_role(t: TensorSpec, spec: ModelSpec) -> tuple[str, Optional[int]]:
@@ -163,7 +174,7 @@ def repack_types(cpu_flags: list[str]) -> set[str]:
 
 
 @dataclass
-class _Weights:
+class WeightsByPlacement:
     """Per-tensor GGUF sizes grouped by where llama.cpp places them (computed once per model and format)."""
 
     input_bytes: int
@@ -179,23 +190,24 @@ class _Weights:
     repack_types: frozenset
 
 
-_WEIGHTS_CACHE: dict = {}
+# derived per (spec, format, repack types); specs are frozen, so the spec object itself is the key
+_WEIGHTS_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
 def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, str, int]]:
     sizes = [b for _, b in tensor_sizes(spec, fmt)]
     if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name:
         return [(t, t.dtype, b) for t, b in zip(spec.tensors, sizes)]
-    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by _weights
+    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by weights_by_placement
 
 
-def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weights:
-    key = (id(spec), spec.name, fmt.name, repackable)
-    hit = _WEIGHTS_CACHE.get(key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
+def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> WeightsByPlacement:
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get((fmt, repackable))
+    if hit is not None:
+        return hit
     L = spec.n_layers
-    w = _Weights(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
+    w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
     for t, typ, nbytes in _gguf_types(spec, fmt):
         role, layer = _tensor_layer_role(t, spec)
         matmul = len(t.shape) >= 2
@@ -218,9 +230,7 @@ def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weig
             w.layer_repack[layer] += rep
             if matmul:
                 w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
-    if len(_WEIGHTS_CACHE) > 512:
-        _WEIGHTS_CACHE.clear()
-    _WEIGHTS_CACHE[key] = (spec, w)
+    per_spec[(fmt, repackable)] = w
     return w
 
 
@@ -229,11 +239,11 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     layout = llamacpp_kv_layout(spec, s)
     gpus = list(hw.devices)
     L = spec.n_layers
-    dev_of = _layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
+    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
     names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
     mems = [DeviceMemory(n) for n in names]
     host = DeviceMemory(CPU_NAME)
-    w = _weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
     out_dev = dev_of[L]
 
     def mem(idx: Optional[int]) -> DeviceMemory:
@@ -283,7 +293,8 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
 
     # Compute buffers: worst-case ubatch graph reserved at context creation (sched_reserve).
     main = _llamacpp_compute_bytes(spec, s, layout)
-    on_gpu = [i for i in range(len(gpus)) if any(d == i for d in dev_of)]
+    used = set(dev_of)
+    on_gpu = [i for i in range(len(gpus)) if i in used]
     if on_gpu:
         for i in on_gpu:
             mems[i].compute_bytes = main
@@ -317,12 +328,12 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     )
 
 
-def _host_input_bytes(spec: ModelSpec, layout: KVLayout) -> int:
+def _host_input_bytes(spec: ModelSpec, layout: KVCells) -> int:
     """Host compute buffer when all layers are offloaded: the token (and per-layer) embeddings rows."""
     return 4 * layout.n_ubatch * (spec.hidden + spec.ple_dim * spec.n_layers)
 
 
-def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells) -> int:
     """Graph inputs, allocated before the first node and alive until their last reader (llm_graph_input_*):
     token ids, positions and output ids; the token embeddings; per KV cache the row indices for storing
     K and V (V per element when it is stored transposed, without flash attention), the mask (F16 with flash
@@ -349,7 +360,7 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) ->
     return total
 
 
-def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells) -> int:
     """Peak of the worst-case graph reserved by sched_reserve (n_ubatch tokens, every one an output, the
     KV cache full). ggml-alloc reuses freed tensors, so the peak is one phase of the graph on top of the
     graph inputs, not a sum. The phases and what is alive in each were traced on the real graphs with
