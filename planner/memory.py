@@ -8,10 +8,13 @@ Pure arithmetic, no I/O. Each engine's rules are written out with the function t
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 from planner.errors import InvalidSettingsError
+from planner import policy
 from planner.formats import WeightFormat, gguf_tensor_types, row_bytes, tensor_sizes
 from planner.types import (
     LLAMA_CPP_VERSION,
@@ -25,21 +28,14 @@ from planner.types import (
 from planner.llama_versions import DEFAULT_BUILD, UNVERIFIED_MARGIN_FRACTION, UNVERIFIED_MARGIN_MIN, LlamaBuild, parse_build, version_label
 from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
-
-MiB = 1 << 20
-GiB = 1 << 30
+from profiles.units import GiB, MiB
 
 # Runtime memory no llama.cpp log line reports (CUDA context, cuBLAS workspaces): the reserve
 # Ollama keeps per GPU (ml/device.go MinimumMemory: 457 MiB CUDA/ROCm, 512 MiB Metal).
 RUNTIME_OVERHEAD = {"CUDA": 457 * MiB, "ROCm": 457 * MiB, "Metal": 512 * MiB, "Vulkan": 457 * MiB, "CPU": 0}
 # Safety margin kept free on every device unless --margin says otherwise (llama.cpp --fit's default target).
 DEFAULT_MARGIN = 1 * GiB
-KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 CPU_NAME = "CPU"
-
-
-def kv_type_is_quantized(t: str) -> bool:
-    return t.lower() not in ("f32", "f16", "bf16")
 
 
 def pad(x: int, n: int) -> int:
@@ -53,8 +49,11 @@ def cdiv(a: int, b: int) -> int:
 # ---------------------------------------------------------------- llama.cpp: KV cache
 
 
-@dataclass
-class KVLayout:
+@dataclass(frozen=True)
+class KVCells:
+    """Cell counts of llama.cpp's KV caches for one setting (not to be confused with quantize.llamacpp.KVCells,
+    the per-layer widths read back from a GGUF)."""
+
     n_ctx: int  # padded total cells over all streams (cparams.n_ctx)
     n_ctx_seq: int  # cells per stream of the full-attention cache
     n_stream: int
@@ -63,7 +62,7 @@ class KVLayout:
     n_batch: int
 
 
-def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
+def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVCells:
     """Context padding and stream split (llama_context constructor, llama-context.cpp)."""
     n_seq = max(1, s.n_parallel)
     n_ctx = pad(s.n_ctx if s.n_ctx > 0 else spec.ctx_train, 256)
@@ -80,21 +79,14 @@ def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
         swa = n_ctx_seq
     else:
         swa = pad(min(n_ctx_seq, spec.sliding_window * (n_seq if s.kv_unified else 1) + n_ubatch), 256)
-    return KVLayout(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
+    return KVCells(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
 
 
 def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
-    for t in (s.type_k, s.type_v):
-        if t not in KV_TYPES:
-            raise InvalidSettingsError(f"unknown KV cache type '{t}' (known: {', '.join(KV_TYPES)})")
-    if kv_type_is_quantized(s.type_v) and not s.flash_attn:
-        raise InvalidSettingsError(
-            f"quantized V cache ({s.type_v}) requires flash attention",
-            hint="drop --no-flash-attn, or use --kv-type f16 (or q8_0/f16: quantized K alone works without it)",
-        )
+    policy.check_kv_types(s.type_k, s.type_v, s.flash_attn)
 
 
-def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVLayout] = None) -> dict[int, int]:
+def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVCells] = None) -> dict[int, int]:
     """Bytes of K+V per KV-storing layer (llama_kv_cache constructor, llama-kv-cache.cpp)."""
     layout = layout or llamacpp_kv_layout(spec, s)
     v_max = max(lay.n_head_kv * lay.head_dim_v for lay in spec.layers)
@@ -115,7 +107,7 @@ def llamacpp_kv_bytes(spec: ModelSpec, s: RuntimeSettings) -> int:
 # ---------------------------------------------------------------- llama.cpp: placement
 
 
-def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
+def layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
     """Device index per layer 0..n_layer (n_layer = output layer); None = CPU.
 
     Mirrors llama_model_base::load_tensors (LC-new): -ngl k offloads the output layer and the
@@ -123,11 +115,17 @@ def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[l
     """
     if not gpus:
         return [None] * (n_layer + 1)
+    weights = tuple(split or [float(d.usable_bytes()) for d in gpus])
+    return list(_layer_devices(n_layer, ngl, weights))
+
+
+@lru_cache(maxsize=1024)
+def _layer_devices(n_layer: int, ngl: int, weights: tuple[float, ...]) -> tuple[Optional[int], ...]:
+    n_gpus = len(weights)
     if ngl < 0:
         ngl = n_layer + 1
     act = min(ngl, n_layer + 1)
     start = max(n_layer + 1 - ngl, 0)
-    weights = split or [float(d.usable_bytes()) for d in gpus]
     total = sum(weights) or 1.0
     cum, acc = [], 0.0
     for w in weights:
@@ -139,9 +137,9 @@ def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[l
             out.append(None)
             continue
         frac = (il - start) / act
-        idx = next((i for i, c in enumerate(cum) if frac < c), len(gpus) - 1)
+        idx = next((i for i, c in enumerate(cum) if frac < c), n_gpus - 1)
         out.append(idx)
-    return out
+    return tuple(out)
 
 
 def _tensor_layer_role(t: TensorSpec, spec: ModelSpec) -> tuple[str, Optional[int]]:
@@ -177,7 +175,7 @@ def repack_types(cpu_flags: list[str]) -> set[str]:
 
 
 @dataclass
-class _Weights:
+class WeightsByPlacement:
     """Per-tensor GGUF sizes grouped by where llama.cpp places them (computed once per model and format)."""
 
     input_bytes: int
@@ -193,23 +191,24 @@ class _Weights:
     repack_types: frozenset
 
 
-_WEIGHTS_CACHE: dict = {}
+# derived per (spec, format, repack types); specs are frozen, so the spec object itself is the key
+_WEIGHTS_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
 def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, str, int]]:
     sizes = [b for _, b in tensor_sizes(spec, fmt)]
     if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name:
         return [(t, t.dtype, b) for t, b in zip(spec.tensors, sizes)]
-    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by _weights
+    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by weights_by_placement
 
 
-def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weights:
-    key = (id(spec), spec.name, fmt.name, repackable)
-    hit = _WEIGHTS_CACHE.get(key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
+def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> WeightsByPlacement:
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get((fmt, repackable))
+    if hit is not None:
+        return hit
     L = spec.n_layers
-    w = _Weights(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
+    w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
     for t, typ, nbytes in _gguf_types(spec, fmt):
         role, layer = _tensor_layer_role(t, spec)
         matmul = len(t.shape) >= 2
@@ -232,9 +231,7 @@ def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weig
             w.layer_repack[layer] += rep
             if matmul:
                 w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
-    if len(_WEIGHTS_CACHE) > 512:
-        _WEIGHTS_CACHE.clear()
-    _WEIGHTS_CACHE[key] = (spec, w)
+    per_spec[(fmt, repackable)] = w
     return w
 
 
@@ -243,11 +240,11 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     layout = llamacpp_kv_layout(spec, s)
     gpus = list(hw.devices)
     L = spec.n_layers
-    dev_of = _layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
+    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
     names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
     mems = [DeviceMemory(n) for n in names]
     host = DeviceMemory(CPU_NAME)
-    w = _weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
     out_dev = dev_of[L]
 
     def mem(idx: Optional[int]) -> DeviceMemory:
@@ -298,7 +295,8 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     # Compute buffers: worst-case ubatch graph reserved at context creation (sched_reserve).
     build, build_verified = _build_of(s)
     main = _llamacpp_compute_bytes(spec, s, layout)
-    on_gpu = [i for i in range(len(gpus)) if any(d == i for d in dev_of)]
+    used = set(dev_of)
+    on_gpu = [i for i in range(len(gpus)) if i in used]
     if on_gpu:
         for i in on_gpu:
             mems[i].compute_bytes = main
@@ -316,7 +314,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     for i, (m, d) in enumerate(zip(mems, gpus)):
         m.overhead_bytes = RUNTIME_OVERHEAD.get(d.backend, 0) if (m.weights_bytes or m.kv_bytes) else 0
         held = {il for il, dv in enumerate(dev_of[:L]) if dv == i} | ({None} if out_dev == i else set())
-        pool = gpu_pool_bytes(spec, fmt, d, layout.n_ubatch, held) if held else 0
+        pool = gpu_pool_bytes(spec, fmt, d, layout.n_ubatch, held, s.experts_on_cpu) if held else 0
         if pool:
             m.overhead_bytes += pool
             m.detail["pool_bytes"] = pool
@@ -339,7 +337,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     )
 
 
-def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout, build: Optional[LlamaBuild] = None) -> int:
+def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, build: Optional[LlamaBuild] = None) -> int:
     """Graph inputs, allocated before the first node and alive until their last reader (llm_graph_input_*):
     token ids, positions and output ids; the token embeddings; per KV cache the row indices for storing
     K and V (V per element when it is stored transposed, without flash attention), the mask (F16 with flash
@@ -359,16 +357,16 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout, bu
         total += pad((2 if f16_mask else 4) * cells * ub, 32)  # kq_mask
         head_k = {lay.head_dim_k for lay in layers}
         head_v = {lay.head_dim_v for lay in layers}
-        if kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
+        if policy.kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
             n = min(head_k)
             n_rot = n & -n  # the largest power of two dividing the head size (llama_kv_cache::build_input_k_rot)
             total += 4 * n_rot * n_rot
-        if kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
+        if policy.kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
             total += 4 * 64 * 64
     return total
 
 
-def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells) -> int:
     """Peak of the worst-case graph reserved by sched_reserve (n_ubatch tokens, every one an output, the
     KV cache full). ggml-alloc reuses freed tensors, so the peak is one phase of the graph on top of the
     graph inputs, not a sum. The phases and what is alive in each were traced on the real graphs with
@@ -430,7 +428,7 @@ def _build_of(s: RuntimeSettings) -> tuple[LlamaBuild, bool]:
         raise InvalidSettingsError(str(e), hint="use a release tag such as b11312 (the vendored build)") from None
 
 
-def reserved_outputs(s: RuntimeSettings, layout: KVLayout) -> int:
+def reserved_outputs(s: RuntimeSettings, layout: KVCells) -> int:
     """Output rows of the worst-case graph: llama_context::sched_reserve reserves
     min(n_tokens, n_outputs_max) outputs, and n_outputs_max = 0 means n_batch (llama-context.cpp).
     llama-server passes n_parallel (tools/server/server-context.cpp server_output_limits ->
@@ -439,7 +437,7 @@ def reserved_outputs(s: RuntimeSettings, layout: KVLayout) -> int:
     return max(1, min(layout.n_ubatch, cap))
 
 
-def gpu_host_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout, build: LlamaBuild) -> int:
+def gpu_host_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, build: LlamaBuild) -> int:
     """Host-side compute buffer (CUDA_Host, ROCm_Host, Vulkan_Host; "CPU" on Metal) when every layer is
     offloaded. ggml_backend_sched assigns every graph input to the last backend, the CPU
     (ggml_backend_sched_backend_id_from_cur: GGML_TENSOR_FLAG_INPUT -> n_backends - 1), whose buffer
@@ -503,26 +501,38 @@ def _uses_mmq(device: Device, typ: str, ub: int, n_experts: int = 0) -> bool:
     return True
 
 
-def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, on_gpu: set) -> int:
+def _matmul_weights(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[Optional[int], str, int, int, bool]]:
+    """(layer or None for the output layer, GGUF type, rows N, row length K, expert stack) per matmul weight,
+    once per (spec, format)."""
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get(("matmuls", fmt))
+    if hit is not None:
+        return hit
+    out = []
+    for t, typ, _ in _gguf_types(spec, fmt):
+        if len(t.shape) < 2:
+            continue
+        role, layer = _tensor_layer_role(t, spec)
+        if role == "input" and not (t.name == "token_embd.weight" and spec.tied_embeddings):
+            continue
+        # the tied token_embd's duplicate on the output device runs the logits matmul
+        where = layer if role not in ("output", "input") else None
+        out.append((where, typ, t.shape[-2], t.shape[-1], len(t.shape) == 3))
+    per_spec[("matmuls", fmt)] = out
+    return out
+
+
+def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, on_gpu: set, experts_on_cpu: bool = False) -> int:
     """Bound on the CUDA/ROCm pool during a prefill ubatch: the largest single op's temporaries over the
     matmul weights held by this device (layers in on_gpu; None = the output layer)."""
     if device.backend not in ("CUDA", "ROCm"):
         return 0
     worst = 0
-    for t, typ, _ in _gguf_types(spec, fmt):
-        if len(t.shape) < 2:
+    for where, typ, n, k, experts in _matmul_weights(spec, fmt):
+        if where not in on_gpu or (experts and experts_on_cpu):
             continue
-        role, layer = _tensor_layer_role(t, spec)
-        where = None if role == "output" else layer
-        if role == "input" and t.name == "token_embd.weight" and spec.tied_embeddings:
-            where = None  # the tied output matrix: its duplicate on the output device runs the logits matmul
-        elif role == "input":
-            continue
-        if where not in on_gpu:
-            continue
-        n, k = t.shape[-2], t.shape[-1]
-        rows = ub * (spec.moe.n_expert_used if (spec.moe and len(t.shape) == 3) else 1)
-        if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and len(t.shape) == 3) else 0):
+        rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
+        if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and experts) else 0):
             need = rows * pad(k, MMQ_ROW_PADDING) * Q8_1_BYTES_PER_32 // 32
         elif typ.upper() in ("F16", "BF16", "F32"):
             need = 2 * rows * (k + n)
