@@ -105,7 +105,7 @@ def test_vllm_tp2_bf16_on_two_a6000():
      "list them, or pass a path to a target .toml file"),
     (("estimate", "-m", "4b", "-q", "Q9_K", "--target", "rtx4090"), "Error: unknown weight format 'Q9_K' (known: "),
     (("estimate", "-m", "4b", "-q", "Q4_K_M", "--target", "rtx4090", "--ctx", "999999"),
-     "Error: context 999999 is above gemma-3-4b's trained maximum of 131072; use --ctx 131072 or less"),
+     "Error: context 999999 is above gemma-3-4b's trained maximum of 131072; use --ctx 131072 or less, or --ctx max"),
     (("estimate", "-m", "4b", "-q", "Q4_K_M", "--target", "rtx4090", "--ctx", "0"),
      "Error: --ctx 0 must be a positive number of tokens, at most 16,777,216; use --ctx 32768 or --ctx max"),
     (("estimate", "-m", "4b", "-q", "Q4_K_M", "--target", "rtx4090", "--parallel", "-1"),
@@ -212,8 +212,8 @@ def test_hf_dir_reads_config_and_safetensors_headers(tmp_path):
 def test_missing_config_field_is_one_line(tmp_path, one_line_error):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3_text", "hidden_size": 64}))
     r = run("estimate", "-m", str(tmp_path), "-q", "Q8_0", "--target", "rtx4090")
-    assert one_line_error(r, 1) == (f"Error: {tmp_path.name}: config is missing num_hidden_layers, num_attention_heads, "
-                                    "intermediate_size, vocab_size; check config.json is a complete Gemma config")
+    assert one_line_error(r, 1) == (f"Error: {tmp_path.name}: config is missing num_hidden_layers; check config.json is a "
+                                    "complete Gemma config")
 
 
 def test_unknown_architecture_lists_supported(tmp_path):
