@@ -44,7 +44,7 @@ EQUIVALENT = ROOT / "bench" / "data" / "mutation_equivalent.json"
 SCOPE: dict[str, tuple[list[str], list[str]]] = {
     "planner/memory.py": (["tests/test_planner_memory.py", "tests/test_estimators_exact.py"], ["*"]),
     "planner/formats.py": (["tests/test_formats.py", "tests/test_planner_memory.py", "tests/test_gptq_bytes.py"],
-                           ["row_bytes", "tensor_bytes", "block_size", "quality_loss", "_allows_quantization",
+                           ["row_bytes", "tensor_bytes", "block_size", "quality_loss", "_allows_quantization", "_gguf_tensor_types",
                             "_category", "_use_more_bits", "_fallback", "gguf_tensor_types", "_source_type",
                             "tensor_sizes", "_tensor_sizes", "_is_linear", "_gptq_quantized", "gptq_tensor_bytes",
                             "weight_bytes"]),
@@ -52,7 +52,7 @@ SCOPE: dict[str, tuple[list[str], list[str]]] = {
                          ["weights_read_per_token", "efficiency_class", "efficiency", "_kv_row", "_kv_read_bytes",
                           "estimate_speed", "_unread_expert_bytes", "_devices_for"]),
     "planner/search.py": (["tests/test_estimators_exact.py", "tests/test_recommend_utility.py", "tests/test_speed.py"],
-                          ["planned_ctx", "plan", "_fits", "max_context", "vllm_tensor_parallel", "gpus_per_host"]),
+                          ["plan", "_fits", "max_context", "vllm_tensor_parallel", "gpus_per_host"]),
     "planner/utility.py": (["tests/test_estimators_exact.py", "tests/test_recommend_utility.py"],
                            ["quant_penalty", "make_utility", "terms", "_tiers", "rank"]),
     "profiles/unified.py": (["tests/test_estimators_exact.py", "tests/test_profiles_targets.py"], ["*"]),
