@@ -14,6 +14,7 @@ place before anything imports huggingface_hub (which reads HF_HUB_OFFLINE and HF
   their location is taken from the real environment before it is redirected and passed on as
   ``GEMMA_PLAN_LLAMA_BINS``.
 - Outbound sockets are refused except loopback and Unix sockets (tests run local servers and a local hub).
+- hypothesis keeps its example database in the session dir (``HYPOTHESIS_STORAGE_DIRECTORY`` to keep one).
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
 os.environ.update(_ENV)
 for _var in _HOME_VARS:
     Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
+
+
+# hypothesis keeps its examples and constants in the session dir too (default: .hypothesis/ in the working
+# directory); its pytest plugin is loaded before this file, so the directory is also set directly
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(_SESSION / "hypothesis"))
+try:
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(os.environ["HYPOTHESIS_STORAGE_DIRECTORY"])
+except ImportError:
+    pass
 
 
 def pytest_unconfigure(config):

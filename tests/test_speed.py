@@ -200,3 +200,65 @@ def test_llamacpp_layer_split_over_two_gpus_reads_each_share_at_its_bandwidth():
     assert p.speed.bytes_per_token == read
     assert p.speed.decode_tokens_per_s == pytest.approx(1008e9 * 0.81 / read, abs=0.01)
     assert p.speed.prefill_tokens_per_s == round(330e12 * 0.35 / (2 * 27_009_346_304), 1)
+
+
+def test_partial_offload_decode_sums_each_devices_share_at_its_bandwidth():
+    # 20 of 63 layers on an RTX 3060, the rest on the CPU: per token each device reads its share of the weights
+    # (by the weights it holds and reads: the host's token-embedding table is not read, the tied output matrix
+    # is read where it sits) and its layers' KV, at its own bandwidth and efficiency
+    from planner.formats import parse_format, tensor_sizes, weight_bytes
+
+    spec, p = _plan_on("rtx3060-12gb", "gemma-3-27b", "Q4_K_M", n_ctx=8192, n_gpu_layers=20)
+    gpu, host = p.memory.devices
+    fmt = parse_format("Q4_K_M")
+    emb = next(b for t, b in tensor_sizes(spec, fmt) if t.name == "token_embd.weight")
+    g_read, c_read = gpu.weights_bytes, host.weights_bytes - emb  # output (and its tied copy) is on the GPU
+    read = weight_bytes(spec, fmt)
+    kv = (10 * 4096 + 52 * 1024) * 8192
+    assert p.speed.bytes_per_token == read + kv
+    kv_g = kv * gpu.kv_bytes / (gpu.kv_bytes + host.kv_bytes)
+    t = (read * g_read / (g_read + c_read) + kv_g) / (360e9 * 0.81) \
+        + (read * c_read / (g_read + c_read) + kv - kv_g) / (51.2e9 * 0.64)
+    assert p.speed.decode_tokens_per_s == pytest.approx(1 / t, abs=0.011)
+
+
+def test_moe_experts_on_the_cpu_are_read_top_k_only():
+    # -ot exps=CPU: the host holds every expert but reads 8 of 128 per token; the GPU reads the rest
+    from planner.formats import parse_format, tensor_sizes
+
+    spec, p = _plan_on("rtx3060-12gb", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=8192, experts_on_cpu=True)
+    gpu, host = p.memory.devices
+    sizes = tensor_sizes(spec, parse_format("Q4_K_M"))
+    emb = next(b for t, b in sizes if t.name == "token_embd.weight")
+    experts = sum(b for t, b in sizes if "_exps." in t.name)
+    assert host.weights_bytes == emb + experts  # the table and every expert stay on the host
+    c_read = experts - sum(int(b * (1 - 8 / 128)) for b in _per_layer_experts(spec, sizes))
+    g_read = gpu.weights_bytes
+    read = p.speed.bytes_per_token - (5 * 4096 * 2 * 512 * 2 * 2 + 25 * 1024 * 8 * 256 * 2 * 2)
+    t = read * g_read / (g_read + c_read) / (360e9 * 0.81) + read * c_read / (g_read + c_read) / (51.2e9 * 0.64)
+    kv_t = (p.speed.bytes_per_token - read) / (360e9 * 0.81)  # KV stays with the layers, on the GPU
+    assert p.speed.decode_tokens_per_s == pytest.approx(0.64 / (t + kv_t), abs=0.011)
+
+
+def _per_layer_experts(spec, sizes):
+    per = [0] * spec.n_layers
+    for t, b in sizes:
+        if "_exps." in t.name:
+            per[t.layer] += b
+    return per
+
+
+def test_vllm_kv_read_uses_the_model_dtype_or_one_byte_for_fp8():
+    # vLLM's cache: 'auto' stores K and V in the model dtype (2 bytes), fp8 in 1 byte
+    from planner.catalog import get_model
+    from planner.formats import parse_format
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model("gemma-3-1b")
+    got = {}
+    for kv in ("auto", "fp8"):
+        s = RuntimeSettings(n_ctx=8192, engine="vllm", kv_cache_dtype=kv)
+        got[kv] = plan(spec, parse_format("bf16", "vllm"), s, load_target("h100")).speed.bytes_per_token
+    assert got["auto"] - got["fp8"] == KV_1B // 2  # the f16 KV read at depth 4096, halved
