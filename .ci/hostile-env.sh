@@ -12,7 +12,7 @@
 # their real location is resolved first and passed on as GEMMA_PLAN_LLAMA_BINS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
+SRC=$PWD
 PY=${PYTHON:-python}
 ARGS=("$@")
 [ ${#ARGS[@]} -gt 0 ] || ARGS=(-m "not slow")
@@ -20,11 +20,16 @@ ARGS=("$@")
 BINS=$("$PY" -c 'from quantize.llama_bins import cache_root; print(cache_root())')
 REAL_HOME=$(cd ~ && pwd -P)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gemma-plan-hostile.XXXXXX")
+# the tests run from a copy of the working tree (tracked and new files), so the check below sees their writes
+# only, not edits made to the checkout meanwhile
+REPO=$WORK/repo
+mkdir -p "$REPO"
+git ls-files -z --cached --others --exclude-standard | tar -C "$SRC" --null -T - -cf - | tar -C "$REPO" -xf -
 FAKE_HOME=$WORK/home
 mkdir -p "$FAKE_HOME/.config/gemma-plan/targets" "$FAKE_HOME/.cache" "$WORK/tmp"
 # a user target with a packaged name: a test that read the user's config would plan for 4 GiB, not 24
 sed -e 's/^memory_gib = 24$/memory_gib = 4/' -e 's/^name = "GeForce RTX 4090"$/name = "Toy GPU"/' \
-    profiles/targets/rtx4090.toml > "$FAKE_HOME/.config/gemma-plan/targets/rtx4090.toml"
+    "$REPO/profiles/targets/rtx4090.toml" > "$FAKE_HOME/.config/gemma-plan/targets/rtx4090.toml"
 grep -q '^memory_gib = 4$' "$FAKE_HOME/.config/gemma-plan/targets/rtx4090.toml"
 
 snapshot() {  # every file under the given dirs with its size and mtime (ignoring bytecode caches)
@@ -34,7 +39,7 @@ snapshot "$FAKE_HOME" > "$WORK/home.before"
 snapshot "$REPO" > "$WORK/repo.before"
 [ -d "$REAL_HOME/.config/gemma-plan" ] && snapshot "$REAL_HOME/.config/gemma-plan" > "$WORK/userconf.before" || : > "$WORK/userconf.before"
 
-echo "hostile env: HOME=$FAKE_HOME (read-only, user target rtx4090 = 4 GiB), $REAL_HOME and $REPO read-only, no network"
+echo "hostile env: HOME=$FAKE_HOME (read-only, user target rtx4090 = 4 GiB), $REAL_HOME and a copy of the tree read-only, no network"
 set +e
 env -u XDG_CONFIG_HOME -u XDG_CACHE_HOME -u XDG_DATA_HOME -u HF_HOME -u HF_HUB_CACHE -u HF_HUB_OFFLINE \
     -u MPLCONFIGDIR -u TORCH_EXTENSIONS_DIR -u GPTQMODEL_TORCH_EXTENSIONS_DIR \
@@ -46,9 +51,10 @@ env -u XDG_CONFIG_HOME -u XDG_CACHE_HOME -u XDG_DATA_HOME -u HF_HOME -u HF_HUB_C
         if touch "$0/.probe" 2>/dev/null || touch "$1/.probe" 2>/dev/null; then echo "could not make HOME read-only" >&2; exit 90; fi
         if python -c "import socket; socket.create_connection((\"1.1.1.1\", 443), timeout=3)" 2>/dev/null; then
             echo "the network is reachable" >&2; exit 91; fi
+        cd "$2"
         shift 2
         exec "$@"
-    ' "$FAKE_HOME" "$REAL_HOME" "$REPO" "$PY" -m pytest -q -p no:cacheprovider "${ARGS[@]}"
+    ' "$FAKE_HOME" "$REAL_HOME" "$REPO" "$PY" -m pytest -q -p no:cacheprovider --rootdir "$REPO" "${ARGS[@]}"
 rc=$?
 set -e
 
