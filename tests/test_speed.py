@@ -262,3 +262,39 @@ def test_vllm_kv_read_uses_the_model_dtype_or_one_byte_for_fp8():
         s = RuntimeSettings(n_ctx=8192, engine="vllm", kv_cache_dtype=kv)
         got[kv] = plan(spec, parse_format("bf16", "vllm"), s, load_target("h100")).speed.bytes_per_token
     assert got["auto"] - got["fp8"] == KV_1B // 2  # the f16 KV read at depth 4096, halved
+
+
+@pytest.mark.parametrize("tp, pp, speedup", [(2, 1, 2), (1, 2, 1)])
+def test_vllm_tensor_parallel_reads_in_parallel_and_pipeline_stages_in_turn(tp, pp, speedup):
+    # vLLM over two RTX A6000s (768 GB/s, consumer_gpu 0.81): tensor parallel ranks each read half of every
+    # layer at the same time (twice the single-GPU rate); pipeline stages read their halves one after the other
+    from planner.catalog import get_model
+    from planner.formats import parse_format, weight_bytes
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model("gemma-3-27b")
+    s = RuntimeSettings(n_ctx=8192, engine="vllm", tensor_parallel=tp, pipeline_parallel=pp)
+    p = plan(spec, parse_format("bf16", "vllm"), s, load_target("2x-a6000"))
+    read = weight_bytes(spec, parse_format("bf16", "vllm")) + (10 * 4096 + 52 * 1024) * 8192  # 'auto' KV: bf16
+    assert p.speed.bytes_per_token == read
+    assert p.speed.decode_tokens_per_s == round(speedup * 768e9 * 0.81 / read, 2)
+    # prefill: both GPUs' FP16 rate (154.8 TFLOP/s each) x 0.35 over 2 FLOPs per parameter
+    assert p.speed.prefill_tokens_per_s == round(2 * 154.8e12 * 0.35 / (2 * 27_009_346_304), 1)
+
+
+def test_transformers_decode_runs_at_half_the_llama_cpp_efficiency():
+    # speed.ENGINE_FACTOR: transformers' eager decode reaches about half of llama.cpp's share of the bandwidth
+    from planner.catalog import get_model
+    from planner.formats import parse_format, weight_bytes
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model("gemma-3-1b")
+    s = RuntimeSettings(n_ctx=8192, engine="transformers")
+    p = plan(spec, parse_format("bf16", "transformers"), s, load_target("h100"))
+    read = weight_bytes(spec, parse_format("bf16", "transformers")) + KV_1B
+    assert p.speed.bytes_per_token == read
+    assert p.speed.decode_tokens_per_s == round(3350e9 * 0.47 * 0.5 / read, 2)
