@@ -298,3 +298,82 @@ def test_transformers_decode_runs_at_half_the_llama_cpp_efficiency():
     read = weight_bytes(spec, parse_format("bf16", "transformers")) + KV_1B
     assert p.speed.bytes_per_token == read
     assert p.speed.decode_tokens_per_s == round(3350e9 * 0.47 * 0.5 / read, 2)
+
+
+def test_efficiency_class_rules():
+    # planner/data/speed.json: small_model_bytes = 10 GB splits the GPU and Apple rows; a device class without a
+    # row reads as a consumer GPU; without an accelerator the machine kind decides (phone -> edge, sbc, else cpu)
+    from planner.speed import efficiency_class
+    from profiles.hardware import CPU, Device, Hardware
+
+    def dev(cls):
+        return Device("D", "x", "CUDA", 8 << 30, 10**11, device_class=cls)
+
+    box = Hardware("box", [], 8 << 30, CPU())
+    assert efficiency_class(dev("consumer_gpu"), 10**10 - 1, box) == "consumer_gpu_small"
+    assert efficiency_class(dev("consumer_gpu"), 10**10, box) == "consumer_gpu"
+    assert efficiency_class(dev("apple"), 10**10 - 1, box) == "apple_small"
+    assert efficiency_class(dev("apple"), 10**10, box) == "apple"
+    assert efficiency_class(dev("phone"), 1, box) == "edge"
+    assert efficiency_class(dev("datacenter_gpu"), 1, box) == "datacenter_gpu"
+    assert efficiency_class(dev("npu-of-the-future"), 1, box) == "consumer_gpu"
+    kinds = {"phone": "edge", "sbc": "sbc", "laptop": "cpu", "server": "cpu"}
+    for kind, cls in kinds.items():
+        assert efficiency_class(None, 1, Hardware("h", [], 8 << 30, CPU(), kind=kind)) == cls
+
+
+def test_vllm_on_one_gpu_reads_everything_there():
+    from planner.catalog import get_model
+    from planner.formats import parse_format, weight_bytes
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model("gemma-3-1b")
+    p = plan(spec, parse_format("bf16", "vllm"), RuntimeSettings(n_ctx=8192, engine="vllm"), load_target("h100"))
+    read = weight_bytes(spec, parse_format("bf16", "vllm")) + KV_1B
+    assert p.speed.decode_tokens_per_s == round(3350e9 * 0.47 / read, 2)
+
+
+def test_layer_split_over_unequal_gpus_reads_each_share_at_its_own_bandwidth():
+    # a fast 24 GiB GPU and a slow 8 GiB one (layers split 3:1 by memory): each reads the weights it holds
+    from planner.catalog import get_model
+    from planner.formats import parse_format, weight_bytes
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.hardware import CPU, Device, Hardware
+
+    spec, _ = get_model("gemma-3-12b")
+    hw = Hardware("mixed", [Device("Fast", "nvidia", "CUDA", 24 << 30, 10**12, 1e14),
+                            Device("Slow", "nvidia", "CUDA", 8 << 30, 2 * 10**11, 1e14)], 64 << 30, CPU(cores_physical=8))
+    p = plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=8192), hw)
+    fast, slow, host = p.memory.devices
+    read = weight_bytes(spec, parse_format("Q4_K_M"))
+    kv = p.speed.bytes_per_token - read
+    g = fast.weights_bytes + slow.weights_bytes  # the host only holds the token table, which is not read
+    eff = 0.72 if read < 10**10 else 0.81
+    t = (read * fast.weights_bytes / g + kv * fast.kv_bytes / (fast.kv_bytes + slow.kv_bytes)) / (1e12 * eff) \
+        + (read * slow.weights_bytes / g + kv * slow.kv_bytes / (fast.kv_bytes + slow.kv_bytes)) / (2e11 * eff)
+    assert fast.layers > slow.layers > 0
+    assert p.speed.decode_tokens_per_s == pytest.approx(1 / t, abs=0.011)
+
+
+def test_moe_partial_offload_reads_top_k_experts_on_each_side():
+    # 15 of 31 llama.cpp layers offloaded (layers 16-29 and the output): each side holds its layers' experts and
+    # reads 8 of 128 of them per token
+    from planner.formats import parse_format, tensor_sizes
+
+    spec, p = _plan_on("rtx3060-12gb", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=8192, n_gpu_layers=15)
+    gpu, host = p.memory.devices
+    sizes = tensor_sizes(spec, parse_format("Q4_K_M"))
+    emb = next(b for t, b in sizes if t.name == "token_embd.weight")
+    per = _per_layer_experts(spec, sizes)
+    unread_cpu = sum(int(b * (1 - 8 / 128)) for b in per[:16])
+    unread_gpu = sum(int(b * (1 - 8 / 128)) for b in per[16:])
+    g_read, c_read = gpu.weights_bytes - unread_gpu, host.weights_bytes - emb - unread_cpu
+    read = p.speed.bytes_per_token - (5 * 4096 * 2 * 512 * 2 * 2 + 25 * 1024 * 8 * 256 * 2 * 2)
+    kv = p.speed.bytes_per_token - read
+    kv_g = kv * gpu.kv_bytes / (gpu.kv_bytes + host.kv_bytes)
+    t = (read * g_read / (g_read + c_read) + kv_g) / (360e9 * 0.81) \
+        + (read * c_read / (g_read + c_read) + kv - kv_g) / (51.2e9 * 0.64)
+    assert p.speed.decode_tokens_per_s == pytest.approx(0.64 / t, abs=0.011)
