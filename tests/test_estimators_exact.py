@@ -320,3 +320,53 @@ def test_weights_memo_keeps_formats_apart():
 
     assert a.weights_bytes == weight_bytes(spec, parse_format("Q4_0")) + a.devices[0].detail["tied_output_copy_bytes"]
     assert b.weights_bytes == weight_bytes(spec, parse_format("Q8_0")) + b.devices[0].detail["tied_output_copy_bytes"]
+
+
+# ---------------------------------------------------------------- OS, WSL and container markers, one rule per case
+
+
+def _sys_text(**sections):
+    from profiles.sources import dump_sections
+
+    return dump_sections([(k, v) for k, v in sections.items()])
+
+
+@pytest.mark.parametrize("sections, expect", [
+    # /proc/version names the WSL kernel: "microsoft-standard" is WSL2, a bare "Microsoft" WSL1
+    ({"proc_version": "Linux version 5.15.153.1-microsoft-standard-WSL2 (root@x) #1 SMP"},
+     {"wsl": True, "wsl_version": 2, "kernel": "5.15.153.1-microsoft-standard-WSL2"}),
+    ({"proc_version": "Linux version 4.4.0-19041-Microsoft (Microsoft@Microsoft.com)"},
+     {"wsl": True, "wsl_version": 1, "kernel": "4.4.0-19041-Microsoft"}),
+    ({"markers": "env.WSL_DISTRO_NAME = Ubuntu"}, {"wsl": True, "wsl_version": 1, "kernel": ""}),
+    ({"proc_version": "Linux version 6.8.0-45-generic (buildd@lcy02)"}, {"wsl": False, "wsl_version": None,
+                                                                         "kernel": "6.8.0-45-generic"}),
+    ({"os_release": 'NAME="X"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian'},
+     {"os_version": "Debian GNU/Linux 12 (bookworm)"}),
+    ({"os_release": 'PRETTY_NAME="Odd=Name 1"'}, {"os_version": "Odd=Name 1"}),  # split at the first "="
+    ({"markers": "/.dockerenv = yes"}, {"container": "docker"}),
+    ({"markers": "/run/.containerenv = yes"}, {"container": "podman"}),
+    ({"markers": "env.container = podman"}, {"container": "podman"}),
+    ({"markers": "env.KUBERNETES_SERVICE_HOST = 10.0.0.1"}, {"container": "kubernetes"}),
+    ({"pid1_cgroup": "0::/kubepods/besteffort/pod1"}, {"container": "kubernetes"}),
+    ({"pid1_cgroup": "12:memory:/docker/0123abcd"}, {"container": "docker"}),
+    ({"pid1_cgroup": "0::/system.slice/containerd.service"}, {"container": "containerd"}),
+    ({"pid1_cgroup": "0::/lxc/box1"}, {"container": "lxc"}),
+    ({"markers": "env.container = lxc"}, {"container": "lxc"}),
+    ({"markers": "env.container = systemd-nspawn"}, {"container": "systemd-nspawn"}),
+    ({"markers": "env.container = a=b"}, {"container": "a=b"}),  # a marker value may hold "="
+    ({"board": "NVIDIA Jetson Orin Nano Developer Kit\n"}, {"board": "NVIDIA Jetson Orin Nano Developer Kit"}),
+    ({}, {"os": "Linux", "kernel": "", "arch": "", "os_version": "", "container": None, "board": None, "wsl": False}),
+])
+def test_parse_system_rules(sections, expect):
+    from profiles.sources import system
+
+    info = system.parse_system(_sys_text(**sections), "Linux", "", "")
+    got = info.to_dict()
+    assert {k: got[k] for k in expect} == expect
+
+
+def test_parse_system_keeps_the_callers_kernel_and_arch():
+    from profiles.sources import system
+
+    info = system.parse_system(_sys_text(proc_version="Linux version 6.1.0 (x)"), "Linux", "6.6.6", "aarch64")
+    assert (info.os, info.kernel, info.arch) == ("Linux", "6.6.6", "aarch64")
