@@ -370,3 +370,38 @@ def test_parse_system_keeps_the_callers_kernel_and_arch():
 
     info = system.parse_system(_sys_text(proc_version="Linux version 6.1.0 (x)"), "Linux", "6.6.6", "aarch64")
     assert (info.os, info.kernel, info.arch) == ("Linux", "6.6.6", "aarch64")
+
+
+def test_cgroup_edges():
+    from profiles.sources import system
+    from profiles.sources.system import CGROUP_UNLIMITED_AT
+
+    def limit(*files):
+        return system.parse_cgroup(_sys_text(**{f"/sys/fs/cgroup/{name}/memory.max": v for name, v in files}))
+
+    # at the threshold is "unlimited" (v1 writes PAGE_COUNTER_MAX rounded to pages), and a huge value is skipped,
+    # not the end of the walk
+    assert limit(("a", str(CGROUP_UNLIMITED_AT)), ("b", str(8 * GiB))).limit_bytes == 8 * GiB
+    assert limit(("a", str(CGROUP_UNLIMITED_AT - 1))).limit_bytes == CGROUP_UNLIMITED_AT - 1
+    # equal limits: the first file listed (the innermost cgroup) is named
+    assert limit(("leaf", str(8 * GiB)), ("parent", str(8 * GiB))).file == "/sys/fs/cgroup/leaf/memory.max"
+    none = system.parse_cgroup(_sys_text(**{"/proc/self/cgroup": "0::/"}))
+    assert (none.limit_bytes, none.file, none.version) == (None, None, None)
+
+
+def test_cgroup_ancestors_stop_at_the_namespace_root():
+    from profiles.sources.system import _ancestors
+
+    assert _ancestors("/sys/fs/cgroup", "/a/b") == ["/sys/fs/cgroup/a/b", "/sys/fs/cgroup/a", "/sys/fs/cgroup"]
+    assert _ancestors("/sys/fs/cgroup", "/../../outside") == ["/sys/fs/cgroup"]
+    assert _ancestors("/sys/fs/cgroup", "/") == ["/sys/fs/cgroup"]
+    assert _ancestors("/sys/fs/cgroup", "/user.slice/boX/") == ["/sys/fs/cgroup/user.slice/boX",
+                                                                "/sys/fs/cgroup/user.slice", "/sys/fs/cgroup"]
+
+
+def test_jetson_names_ignore_case_and_spacing():
+    from profiles.sources.system import jetson_gpu_name
+
+    assert jetson_gpu_name("nvidia jetson orin  nano engineering reference developer kit") == "Jetson orin nano"
+    assert jetson_gpu_name("NVIDIA Jetson AGX Orin Developer Kit") == "Jetson AGX Orin"
+    assert jetson_gpu_name(None) is None and jetson_gpu_name("Raspberry Pi 5 Model B Rev 1.0") is None
