@@ -15,7 +15,8 @@ def run(*args):
 
 
 @pytest.mark.parametrize("family,quant", [("gemma2", "Q4_K_M"), ("gemma3_text", "Q4_K_M"), ("gemma4_text", "Q5_K_M"),
-                                           ("gemma4_e", "Q8_0"), ("gemma4_moe", "auto")])
+                                           ("gemma4_e", "Q8_0"), ("gemma4_moe", "auto"), ("gemma3n_text", "Q8_0"),
+                                           ("gemma4_unified", "Q4_K_M"), ("gemma3", "Q8_0")])
 def test_quantize_end_to_end(tiny_model, llama_cpp_module, tmp_path, family, quant):
     out = tmp_path / "out"
     r = run("quantize", "--model", str(tiny_model(family)), "--target", "cpu-16gb", "--quant", quant, "--ctx", "4096",
