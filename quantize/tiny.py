@@ -267,6 +267,12 @@ def _randomise(model, family: str, seed: int) -> None:
     gemma4 = family.startswith("gemma4") or family.startswith("gemma3n")  # x*w norms, no 1/sqrt(d) on q.k
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if "mm_input_projection" in name or "mm_soft_emb_norm" in name:
+                # Gemma 3's projector starts at zero (weight) and at the x*(1+0) norm: randomised, a projector
+                # file whose matrix is transposed or whose norm lacks the +1 gives other soft tokens
+                p.copy_(0.05 * torch.randn(p.shape, generator=g) if "projection" in name
+                        else 0.2 * torch.randn(p.shape, generator=g))
+                continue
             if "vision" in name or "multi_modal" in name or "embed_vision" in name or "embed_audio" in name:
                 continue
             if ".altup." in name:
