@@ -187,6 +187,9 @@ def common_options(f):
         click.option("--ubatch", type=int, default=512, show_default=True, help="llama.cpp n_ubatch"),
         click.option("--no-flash-attn", is_flag=True, help="llama.cpp: flash attention off"),
         click.option("--swa-full", is_flag=True, help="llama.cpp: full-size KV for sliding-window layers"),
+        click.option("--vision/--no-vision", "vision", default=None,
+                     help="plan the vision projector (mmproj weights + encoder compute); default: on for Ollama and "
+                          "LM Studio, which load it, off for llama.cpp / llama-cpp-python"),
         click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/json.md)"),
     ]
     for o in reversed(opts):
@@ -194,12 +197,13 @@ def common_options(f):
     return f
 
 
-def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv):
+def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, vision=None):
     from planner.types import RuntimeSettings
 
     _positive("--parallel", parallel, B.MAX_PARALLEL)
     _positive("--ubatch", ubatch, B.MAX_UBATCH)
-    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full)
+    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full,
+                        vision=vision)
     if kv:
         if engine == "vllm":
             s = dataclasses.replace(s, kv_cache_dtype=kv[0])
@@ -268,7 +272,7 @@ def targets(as_json):
 @click.option("--pp", type=int, default=1, help="vLLM pipeline parallel size")
 @common_options
 def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
-             no_flash_attn, swa_full, as_json):
+             no_flash_attn, swa_full, vision, as_json):
     """Memory per device, speed and fit of one configuration."""
     from planner import report
     from planner.formats import parse_format
@@ -287,7 +291,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
                                    hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
-    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, vision)
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
                             n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
@@ -316,7 +320,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--all", "show_all", is_flag=True, help="list every alternative, not only the top 5")
 @common_options
 def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, target, vram, ram, ctx,
-              parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
+              parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, vision, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
     from planner.search import DEFAULT_CTX, planned_ctx
@@ -345,7 +349,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
                                    hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
     _slots(planned_ctx(n_ctx, is_max, specs[0].ctx_train) if specs else (n_ctx or DEFAULT_CTX), parallel, given=n_ctx,
            is_max=is_max, ceiling=specs[0].ctx_train if specs else 0)
-    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, vision)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
     rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine if pinned else None, ctx=n_ctx,

@@ -74,9 +74,44 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
     if spec.vision_params and s.engine == "vllm":
         p.notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
                        f"is neither loaded nor profiled")
+    elif spec.vision_params and vision_enabled(spec, s):
+        add_projector(p, spec, s)
     elif spec.vision_params:
         p.notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
     return p
+
+
+def vision_enabled(spec: ModelSpec, s: RuntimeSettings) -> bool:
+    """--vision / --no-vision, else the engine's default: Ollama and LM Studio load a model's projector
+    whenever it ships one; llama.cpp and llama-cpp-python only when given one (--mmproj, a chat handler)."""
+    from planner.projector import LOADED_BY_DEFAULT
+
+    if not spec.vision_params:
+        return False
+    return bool(s.vision) if s.vision is not None else s.engine in LOADED_BY_DEFAULT
+
+
+def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings) -> None:
+    """Put the projector's weights and encoder compute buffer on the device mtmd loads it on (the first GPU
+    holding layers, else system RAM) and say what an image costs in context."""
+    from planner.projector import ENGINES_WITH_MMPROJ, projector_memory
+
+    pm = projector_memory(spec.family, bool(spec.vision_params), spec.hidden)
+    if s.engine not in ENGINES_WITH_MMPROJ:
+        p.notes.append(f"vision: not modelled for {s.engine}")
+        return
+    if pm is None:
+        p.notes.append(f"vision: the {spec.family} projector's memory is not modelled yet; the plan holds the text "
+                       f"weights only (+~{spec.vision_params / 1e6:.0f}M vision params)")
+        return
+    gpus = [d for d in p.memory.devices if d.device != "CPU" and (d.weights_bytes or d.layers)]
+    dev = gpus[0] if gpus else next((d for d in p.memory.devices if d.device == "CPU"), p.memory.devices[0])
+    dev.projector_bytes += pm.weights_bytes + pm.compute_bytes
+    dev.detail["projector"] = pm.to_dict()
+    compute = (f"encoder compute {pm.compute_bytes / 2**20:,.0f} MiB" if pm.compute_bytes
+               else "encoder compute not measured")
+    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {pm.weights_bytes / 2**20:,.0f} MiB + {compute} on {dev.device}; "
+                   f"each {pm.image_size} px image takes {pm.tokens_per_image} tokens of the {p.ctx:,}-token context")
 
 
 def shortfall(p: Plan) -> str:

@@ -1,0 +1,130 @@
+"""Memory of the vision projector (mmproj) that llama.cpp-based engines load beside a Gemma GGUF.
+
+Pure arithmetic, no engine imported. Three parts, per image-capable model:
+
+* **projector weights**: the mmproj file's tensors, with the types llama.cpp's converter (and
+  ``quantize.mmproj``) gives them: 1-D tensors, norms, the patch and position embeddings F32, the input
+  projection F16, every other matrix in the file's type (F16 by default). Computed from the tower's
+  shapes, so it is exact for a file written that way (tests compare it with clip.cpp's own
+  ``model size`` log line and with ``quantize.mmproj``'s plan).
+* **encoder compute buffer**: what ``clip.cpp`` reserves for one image at the tower's input size
+  (``reserve_compute_meta: CPU compute buffer size``), measured with the engine on towers of the real
+  widths and image size (see ``ENCODER_COMPUTE``). ggml's graph allocator reuses each layer's buffers,
+  so from two encoder layers on the reservation no longer grows with depth (measured: 1 layer 103.81 MiB,
+  2 and 4 layers 121.25 MiB), and a shallow tower of the real width stands for the 27-layer one.
+* **soft tokens**: each image occupies ``tokens_per_image`` positions of the context (Gemma 3: 256, plus
+  its begin/end markers), so they count against ``n_ctx`` rather than adding memory; the text model's
+  micro-batch must hold a whole image (llama.cpp decodes an image's tokens non-causally, in one ubatch).
+
+Engines: llama.cpp (llama-server ``--mmproj``), llama-cpp-python (its mtmd chat handlers), Ollama and
+LM Studio all run the projector through the same ``tools/mtmd`` code; Ollama and LM Studio load it
+whenever the model ships one, llama.cpp and llama-cpp-python only when asked. The projector goes to the
+first GPU when one is used (mtmd's ``use_gpu`` default), else to system RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+F32, F16 = 4, 2
+Q8_0_BYTES_PER_32 = 34
+ENGINES_WITH_MMPROJ = ("llama.cpp", "llama-cpp-python", "ollama", "lmstudio")
+LOADED_BY_DEFAULT = ("ollama", "lmstudio")
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    kind: str  # clip.projector_type
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    image_size: int
+    patch_size: int
+    tokens_per_image: int
+    source: str
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+# Gemma 3 4B/12B/27B share one SigLIP-so400m tower (google/gemma-3-*-it config.json vision_config;
+# /work/shared reference gemma_architectures.md section 1.2).
+GEMMA3_SIGLIP = VisionTower("gemma3", n_embd=1152, n_ff=4304, n_layer=27, n_head=16, image_size=896, patch_size=14,
+                            tokens_per_image=256, source="google/gemma-3-4b-it config.json vision_config")
+
+# clip.cpp's compute buffer for one image on the CPU backend with flash attention on (mtmd's default
+# "auto" turns it on there), in bytes, for a tower of two or more layers. Measured with llama-cpp-python
+# 0.3.36 + libmtmd (quantize.llama_bins --mtmd) on Gemma 3 checkpoints with the real SigLIP widths
+# (1152/4304/16 heads, 896 px, 14 px patches, 256 soft tokens) and 1 / 2 / 4 encoder layers:
+#   PYTHONPATH=. python -m quantize.mmproj_measure --layers 1 2 4
+# -> 103.81, 121.25, 121.25 MiB (the reserve_compute_meta log line, 0.01 MiB resolution).
+# Without flash attention the 16 x 4096 x 4096 F32 attention scores (1 GiB) would come on top.
+ENCODER_COMPUTE: dict[str, int] = {"gemma3": 127_139_840}
+
+
+def tower_for(family: str, has_vision: bool) -> Optional[VisionTower]:
+    """The vision tower llama.cpp's mtmd runs for this model, or None (text-only, or not modelled)."""
+    if not has_vision:
+        return None
+    if family == "gemma3":
+        return GEMMA3_SIGLIP
+    return None
+
+
+def _q(rows: int, cols: int, t: str) -> int:
+    if t == "q8_0" and cols % 32 == 0:
+        return rows * cols // 32 * Q8_0_BYTES_PER_32
+    if t == "f32":
+        return rows * cols * F32
+    return rows * cols * F16  # f16, bf16, and q8_0's F16 fallback
+
+
+def mmproj_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str = "f16") -> int:
+    """Bytes of the mmproj tensors (no GGUF header), as quantize.mmproj writes them."""
+    if outtype not in ("f16", "bf16", "q8_0", "f32"):
+        raise ValueError(f"mmproj type {outtype!r}")
+    if tower.kind != "gemma3":
+        raise ValueError(f"projector {tower.kind!r} is not modelled")
+    E, FF = tower.n_embd, tower.n_ff
+    total = 3 * tower.patch_size ** 2 * E * F32 + E * F32  # patch embedding (F32) + bias
+    total += tower.n_patches * E * F32  # position embedding (F32)
+    per_layer = 4 * _q(E, E, outtype) + 4 * E * F32  # q, k, v, out + biases
+    per_layer += _q(FF, E, outtype) + FF * F32 + _q(E, FF, outtype) + E * F32  # ffn up/down + biases
+    per_layer += 4 * E * F32  # ln1, ln2 (weight, bias)
+    total += tower.n_layer * per_layer
+    total += 2 * E * F32  # post layer norm
+    total += E * proj_dim * F16 + E * F32  # mm.input_projection (always F16) + soft_emb_norm
+    return total
+
+
+def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
+    if tower.image_size != GEMMA3_SIGLIP.image_size or tower.n_layer < 2:
+        return None  # measured at the released input size and depth >= 2 only
+    return ENCODER_COMPUTE.get(tower.kind)
+
+
+@dataclass
+class ProjectorMemory:
+    kind: str
+    file_type: str
+    weights_bytes: int
+    compute_bytes: int
+    tokens_per_image: int
+    image_size: int
+    source: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def projector_memory(family: str, has_vision: bool, proj_dim: int, outtype: str = "f16") -> Optional[ProjectorMemory]:
+    tower = tower_for(family, has_vision)
+    if tower is None:
+        return None
+    compute = encoder_compute_bytes(tower)
+    return ProjectorMemory(kind=tower.kind, file_type=outtype, weights_bytes=mmproj_weight_bytes(tower, proj_dim, outtype),
+                           compute_bytes=compute or 0, tokens_per_image=tower.tokens_per_image,
+                           image_size=tower.image_size, source=tower.source)
