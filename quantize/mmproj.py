@@ -126,11 +126,13 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
         raise ConversionError(f"{model_dir} has no config.json")
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
     mt = config.get("model_type")
+    if mt == "gemma4" and config.get("vision_config"):
+        return _plan_gemma4v(model_dir, config, outtype)
     if mt != "gemma3":
         raise UnsupportedArchitectureError(
             f"model_type {mt!r}: the projector writer covers Gemma 3's SigLIP tower (model_type gemma3); "
             + ("a text-only checkpoint has no vision tower" if mt in ("gemma3_text", "gemma2", "gemma4_text", "gemma3n_text")
-               else "Gemma 3n and Gemma 4 projectors are not written yet"))
+               else "and Gemma 4's (model_type gemma4); Gemma 3n's MobileNet and Gemma 4 unified's embedders are not written yet"))
     vc = config.get("vision_config") or {}
     tc = config.get("text_config") or {}
     need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
@@ -188,6 +190,80 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
     return MmprojPlan(model_dir, outtype, "gemma3", hp, tensors, skipped)
 
 
+GEMMA4V_SCALAR_SUFFIXES = (".input_max", ".input_min", ".output_max", ".output_min")
+
+
+def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str) -> MmprojPlan:
+    """Gemma 4's vision tower (gemma4v): what llama.cpp's Gemma4VisionAudioModel writes for vision.
+
+    Renames model.vision_tower.encoder.* -> v.blk.*, the patch embedder's [n_embd, p*p*3] (HWC) matrix to a
+    [n_embd, 3, p, p] convolution kernel, keeps the 2-D position table F32, and carries the clippable
+    linears' input/output bounds as 1-element F32 tensors."""
+    vc = config["vision_config"]
+    tc = config.get("text_config") or {}
+    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size")
+    missing = [k for k in need if not isinstance(vc.get(k), int) or vc.get(k) <= 0]
+    if missing:
+        raise ConversionError(f"config.json: vision_config lacks positive integers for {', '.join(missing)}")
+    pre: dict[str, Any] = {}
+    if (model_dir / "preprocessor_config.json").is_file():
+        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    hp = dict(image_size=224, patch_size=vc["patch_size"], n_embd=vc["hidden_size"], n_ff=vc["intermediate_size"],
+              n_layer=vc["num_hidden_layers"], n_head=vc["num_attention_heads"], eps=float(vc.get("rms_norm_eps") or 1e-6),
+              proj_dim=int(tc.get("hidden_size") or 0), scale=int(vc.get("pooling_kernel_size") or 3),
+              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
+              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
+    if hp["proj_dim"] <= 0:
+        raise ConversionError("config.json: text_config.hidden_size is missing")
+    outq = MMPROJ_TYPES[outtype][1]
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, hp["n_layer"])
+    tensors, skipped, unknown = [], [], []
+    by_file: dict[Path, list[str]] = {}
+    for k, f in checkpoint_files(model_dir).items():
+        by_file.setdefault(f, []).append(k)
+    for f, keys in by_file.items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            if not hf.startswith(("model.vision_tower.", "model.embed_vision.")):
+                continue
+            n = hf.replace("model.vision_tower.encoder.", "vision_model.model.").replace(".linear.weight", ".weight")
+            if n.endswith(("layer_scalar", "position_embedding_table")):
+                n += ".weight"
+            name = tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
+            if name is None:
+                unknown.append(hf)
+                continue
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            shape = shape or (1,)  # scalars become 1-element tensors
+            reorder = None
+            if name == "v.patch_embd.weight":
+                e, k3 = shape
+                p = math.isqrt(k3 // 3)
+                if 3 * p * p != k3:
+                    raise ConversionError(f"{hf}: {k3} columns is not 3 x patch^2")
+                shape, reorder = (e, 3, p, p), ("hwc_to_chw", p)
+            if name == "v.position_embd.weight" or name.endswith(GEMMA4V_SCALAR_SUFFIXES) or len(shape) <= 1:
+                qtype = Q.F32
+            elif name == "v.patch_embd.weight":
+                qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+            else:
+                qtype = _mmproj_type(name, shape, outq)
+            t = ProjTensor(name, shape, qtype, hf, f, dtype, start)
+            t.reorder = reorder  # type: ignore[attr-defined]
+            tensors.append(t)
+    if unknown:
+        raise ConversionError(f"{len(unknown)} vision tensors have no mmproj name: {', '.join(unknown[:5])}")
+    names = {t.name for t in tensors}
+    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight"):
+        if required not in names:
+            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 vision checkpoint?)")
+    tensors.sort(key=lambda t: (0 if not t.name.startswith("v.blk.") else 1,
+                                int(t.name.split(".")[2]) if t.name.startswith("v.blk.") else 0, t.name))
+    return MmprojPlan(model_dir, outtype, "gemma4v", hp, tensors, skipped)
+
+
 def _load(t: ProjTensor, fd: int) -> np.ndarray:
     src = _ST_DTYPES[t.src_dtype]
     n = int(np.prod(t.shape)) * src.itemsize
@@ -198,7 +274,11 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
     x = _bf16_to_f32(raw) if t.src_dtype == "BF16" else raw.astype(np.float32)
     if t.add:
         x = x + np.float32(t.add)
-    x = x.reshape(t.shape)
+    reorder = getattr(t, "reorder", None)
+    if reorder and reorder[0] == "hwc_to_chw":
+        p = reorder[1]
+        x = x.reshape(t.shape[0], p, p, 3).transpose(0, 3, 1, 2)
+    x = np.ascontiguousarray(x.reshape(t.shape))
     if t.qtype == Q.F32:
         return x
     if t.qtype == Q.F16:
@@ -228,7 +308,10 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
         w.add_name(plan.model_dir.name + "-mmproj")
         w.add_file_type(int(MMPROJ_TYPES[outtype][0]))
         w.add_clip_has_vision_encoder(True)
-        w.add_clip_projector_type(plan.projector)
+        if plan.projector == "gemma4v":
+            w.add_clip_vision_projector_type(plan.projector)  # as llama.cpp's Gemma4VisionAudioModel
+        else:
+            w.add_clip_projector_type(plan.projector)
         w.add_vision_projection_dim(hp["proj_dim"])
         w.add_vision_image_size(hp["image_size"])
         w.add_vision_patch_size(hp["patch_size"])
@@ -239,8 +322,11 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
         w.add_vision_image_mean(hp["image_mean"])
         w.add_vision_image_std(hp["image_std"])
         w.add_vision_attention_layernorm_eps(hp["eps"])
-        w.add_vision_use_gelu(True)
-        if hp["scale"] != GEMMA3_DEFAULT_SCALE:
+        if plan.projector == "gemma3":
+            w.add_vision_use_gelu(True)
+            if hp["scale"] != GEMMA3_DEFAULT_SCALE:
+                w.add_vision_projector_scale_factor(hp["scale"])
+        elif hp["scale"] != 3:  # clip.cpp: n_merge = 3 (pooling_kernel_size) for gemma4v unless the key says otherwise
             w.add_vision_projector_scale_factor(hp["scale"])
         for t in plan.tensors:
             if t.qtype == Q.Q8_0:

@@ -20,6 +20,41 @@ from pathlib import Path
 from typing import Optional
 
 
+def measure_gemma4v(n_layer: int, side_tokens: int, work: Path) -> dict:
+    """Gemma 4 26B/31B vision widths (hidden 1152, ffn 4304, 16 heads of 72, 16 px patches pooled 3x3), one
+    square image of side_tokens x side_tokens soft tokens."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from .convert import convert_hf_to_gguf
+    from .mmproj import encode_image, write_mmproj
+    from .tiny import _save_tokenizer
+
+    d = work / f"gemma4v-{n_layer}-{side_tokens}"
+    d.mkdir(parents=True, exist_ok=True)
+    text = transformers.Gemma4TextConfig(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=128, global_head_dim=256, num_hidden_layers=2, sliding_window=16, hidden_size_per_layer_input=0,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    vision = transformers.Gemma4VisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=n_layer,
+                                             num_attention_heads=16, num_key_value_heads=16, head_dim=72)
+    cfg = transformers.Gemma4Config(text_config=text, vision_config=vision, audio_config=None,
+                                    boi_token_id=1020, eoi_token_id=1021, image_token_id=1022, video_token_id=1023)
+    torch.manual_seed(0)
+    transformers.Gemma4ForConditionalGeneration(cfg).to(torch.bfloat16).save_pretrained(d)
+    _save_tokenizer(d, 1024, 0, keep_spm=True)
+    convert_hf_to_gguf(d, d / "text.gguf", "f16", force=True)
+    write_mmproj(d, d / "mmproj-f16.gguf", "f16", force=True)
+    px = side_tokens * 48
+    rgb = ((np.arange(px * px * 3) * 37) % 251).astype(np.uint8).reshape(px, px, 3)
+    enc = encode_image(d / "text.gguf", d / "mmproj-f16.gguf", rgb, n_ctx=2048, n_tokens=1)
+    grow = [int(float(x) * 2**20) for x in __import__("re").findall(r"reallocating \w+ buffer from size [\d.]+ MiB to ([\d.]+) MiB", enc.log)]
+    return dict(family="gemma4v", n_layer=n_layer, image_px=px, image_tokens=enc.image_tokens,
+                clip_model_bytes=enc.clip_buffers.get("model"), clip_compute_bytes=enc.clip_buffers.get("CPU compute"),
+                compute_after_image_bytes=max(grow) if grow else None)
+
+
 def measure(n_layer: int, image_size: int, work: Path) -> dict:
     import dataclasses
 
@@ -62,7 +97,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--image-size", type=int, default=896)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--gemma4v", type=int, nargs="*", metavar="SIDE",
+                    help="measure Gemma 4's vision tower (2 layers) instead, one image of SIDE x SIDE soft tokens each")
     args = ap.parse_args(argv)
+    if args.gemma4v:
+        with tempfile.TemporaryDirectory(prefix="mmproj-measure-") as tmp:
+            rows = [measure_gemma4v(2, side, Path(tmp)) for side in args.gemma4v]
+        print(json.dumps(rows, indent=2))
+        return 0
     if any(n < 1 or n > 27 for n in args.layers) or not 14 <= args.image_size <= 1792 or args.image_size % 14:
         ap.error("--layers must be 1..27 and --image-size a multiple of 14 in 14..1792")
     rows = []

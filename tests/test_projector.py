@@ -1,0 +1,55 @@
+"""The planner's vision projector memory (planner/projector.py) and the --vision flag."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.projector import ENCODER_COMPUTE, GEMMA3_SIGLIP, mmproj_weight_bytes
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_gemma3_weights_match_the_published_mmproj():
+    # google/gemma-3-4b-it's mmproj F16 file is 851,251,424 bytes (reference gemma_architectures.md 1.2):
+    # the tensors account for all but the GGUF header and metadata
+    w = mmproj_weight_bytes(GEMMA3_SIGLIP, 2560, "f16")
+    assert 0 < 851_251_424 - w < 64 * 1024
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    pytest.importorskip("torch")
+    from quantize.mmproj import plan_mmproj
+
+    tower = dataclasses.replace(GEMMA3_SIGLIP, n_embd=64, n_ff=128, n_layer=1, n_head=2, image_size=28)
+    assert mmproj_weight_bytes(tower, 256, outtype) == plan_mmproj(tiny_model("gemma3"), outtype).tensor_bytes
+
+
+def _plan(*extra):
+    r = run("estimate", "--model", "gemma-3-27b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192", "--json", *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)["plan"]
+
+
+def test_vision_flag_puts_the_projector_on_the_gpu():
+    off, on = _plan(), _plan("--vision")
+    gpu_off, gpu_on = off["memory"]["devices"][0], on["memory"]["devices"][0]
+    pm = gpu_on["detail"]["projector"]
+    assert pm["compute_bytes"] == ENCODER_COMPUTE["gemma3"] and pm["tokens_per_image"] == 256
+    assert gpu_on["projector_bytes"] == pm["weights_bytes"] + pm["compute_bytes"]
+    assert gpu_on["total_bytes"] - gpu_off["total_bytes"] == gpu_on["projector_bytes"]
+    assert gpu_off["projector_bytes"] == 0 and any("separate mmproj" in n for n in off["notes"])
+    assert any("256 tokens" in n for n in on["notes"])
+    assert _plan("--no-vision")["memory"]["devices"][0]["projector_bytes"] == 0
+
+
+def test_vision_on_a_text_only_model_changes_nothing():
+    r = run("estimate", "--model", "gemma-3-1b", "--quant", "Q8_0", "--target", "rtx4090", "--ctx", "4096", "--vision", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["plan"]["memory"]["devices"][0]["projector_bytes"] == 0
