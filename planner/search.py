@@ -91,6 +91,25 @@ def vision_enabled(spec: ModelSpec, s: RuntimeSettings) -> bool:
     return bool(s.vision) if s.vision is not None else s.engine in LOADED_BY_DEFAULT
 
 
+def modalities_note(spec: ModelSpec, p: Plan) -> str:
+    """Which inputs the plan's memory covers, said every time (on a phone the towers are a third of an E-model)."""
+    towers = [f"vision ~{spec.vision_params / 1e6:.0f}M" if spec.vision_params else "",
+              f"audio ~{spec.audio_params / 1e6:.0f}M" if spec.audio_params else ""]
+    towers = [t for t in towers if t]
+    if not towers:
+        return f"modalities: text only ({spec.name} has no vision or audio tower)"
+    planned = [d.detail["projector"]["kind"] for d in p.memory.devices if "projector" in d.detail]
+    if p.engine == "litert-lm":
+        return (f"modalities: text only is planned; {spec.name}'s encoders ({', '.join(towers)} params) are not counted "
+                f"(LiteRT-LM's allocator is not modelled), so image or audio input on this device is unchecked")
+    if planned:
+        rest = [t for t in towers if not t.startswith("vision")]
+        return (f"modalities: text + vision planned (projector {planned[0]})"
+                + (f"; {', '.join(rest)} params not planned (no audio projector is modelled)" if rest else ""))
+    return (f"modalities: text only is planned ({', '.join(towers)} params not loaded); "
+            + ("--vision adds the projector" if spec.vision_params and p.engine == "llama.cpp" else "no projector is planned for this engine"))
+
+
 def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings) -> None:
     """Put the projector's weights and encoder compute buffer on the device mtmd loads it on (the first GPU
     holding layers, else system RAM) and say what an image costs in context."""
@@ -293,6 +312,7 @@ def recommend(
         rec.notes.append(f"nothing that fits {target or hw.name} reaches the {u.speed_floor:g} tok/s floor ({u.speed_floor_source}); "
                          f"the closest is {chosen.model} {chosen.weight_format} at {chosen.utility['decode_tokens_per_s']:.1f} tok/s")
     chosen.notes.insert(0, met_line(chosen, u))
+    chosen.notes.append(modalities_note(specs[chosen.model], chosen))
     if chosen.engine == "litert-lm":
         return rec  # the bundle's KV size is fixed when it is exported
     spec = specs[chosen.model]

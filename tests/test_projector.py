@@ -53,3 +53,17 @@ def test_vision_flag_puts_the_projector_on_the_gpu():
 def test_vision_on_a_text_only_model_changes_nothing():
     r = run("estimate", "--model", "gemma-3-1b", "--quant", "Q8_0", "--target", "rtx4090", "--ctx", "4096", "--vision", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["plan"]["memory"]["devices"][0]["projector_bytes"] == 0
+
+
+@pytest.mark.parametrize("model, target, says", [
+    ("gemma-3-270m", "pixel-9", "text only (gemma-3-270m has no vision or audio tower)"),
+    ("gemma-3n-e2b", "pixel-9", "vision ~300M, audio ~300M params) are not counted"),
+    ("gemma-3-270m", "galaxy-s24", "text only (gemma-3-270m has no vision or audio tower)"),
+    ("gemma-4-e2b", "pixel-9", "vision ~150M, audio ~300M params) are not counted"),
+    ("gemma-3n-e4b", "pixel-9", "text only is planned (vision ~300M, audio ~300M params not loaded)"),
+])
+def test_phone_plans_state_the_modalities(model, target, says):
+    r = run("recommend", "--model", model, "--target", target, "--json")
+    assert r.exit_code == 0, r.output
+    notes = [n for n in json.loads(r.output)["plan"]["notes"] if n.startswith("modalities:")]
+    assert len(notes) == 1 and says in notes[0], notes
