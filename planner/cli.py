@@ -488,11 +488,15 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 @click.option("--group-size", type=int, default=128, show_default=True, help="GPTQ group size")
 @click.option("--calib", type=click.Path(exists=True, dir_okay=False), help="GPTQ calibration text or JSONL")
 @click.option("--engine", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="GPTQ: engine to plan for")
+@click.option("--vision/--no-vision", "vision", default=None,
+              help="GGUF: also write the vision projector (mmproj) beside the model; default: when the checkpoint has one")
+@click.option("--mmproj-type", type=click.Choice(["f16", "bf16", "q8_0"]), default="f16", show_default=True,
+              help="type of the projector's matrices")
 @click.option("--no-validate", is_flag=True, help="skip loading and measuring the result")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits, group_size,
-             calib, engine, no_validate, force, as_json):
+             calib, engine, vision, mmproj_type, no_validate, force, as_json):
     """Produce the artifact that fits the target, then load it and measure it."""
     from pathlib import Path
 
@@ -523,7 +527,8 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
         if is_max:
             raise InvalidSettingsError("--ctx max is for recommend", hint="give quantize a number, e.g. --ctx 32768")
         job = plan_job(model, hw, quant=quant, ctx=n_ctx, parallel=parallel, kv=kv, out_dir=Path(out_dir),
-                       margin=_margin(margin), base=base, target=target or hw.name, force=force)
+                       margin=_margin(margin), base=base, target=target or hw.name, force=force, vision=vision,
+                       mmproj_type=mmproj_type)
         run = run_job
     for line in job.describe():
         console.print(line)

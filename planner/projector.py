@@ -115,6 +115,7 @@ class ProjectorMemory:
     tokens_per_image: int
     image_size: int
     source: str
+    path: Optional[str] = None  # the mmproj file, when one was written for this plan
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

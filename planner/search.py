@@ -110,26 +110,32 @@ def modalities_note(spec: ModelSpec, p: Plan) -> str:
             + ("--vision adds the projector" if spec.vision_params and p.engine == "llama.cpp" else "no projector is planned for this engine"))
 
 
-def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings) -> None:
+def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None:
     """Put the projector's weights and encoder compute buffer on the device mtmd loads it on (the first GPU
-    holding layers, else system RAM) and say what an image costs in context."""
+    holding layers, else system RAM) and say what an image costs in context. ``pm``: a ProjectorMemory
+    computed elsewhere (quantize, from the checkpoint's own tower); default: the catalog tower."""
     from planner.projector import ENGINES_WITH_MMPROJ, projector_memory
 
-    pm = projector_memory(spec.family, bool(spec.vision_params), spec.hidden)
+    if pm is None:
+        pm = projector_memory(spec.family, bool(spec.vision_params), spec.hidden) if spec.source == "catalog" else None
     if s.engine not in ENGINES_WITH_MMPROJ:
         p.notes.append(f"vision: not modelled for {s.engine}")
         return
     if pm is None:
-        p.notes.append(f"vision: the {spec.family} projector's memory is not modelled yet; the plan holds the text "
-                       f"weights only (+~{spec.vision_params / 1e6:.0f}M vision params)")
+        p.notes.append(f"vision: the {spec.family} projector's memory is not modelled for this model; the plan holds the "
+                       f"text weights only (+~{spec.vision_params / 1e6:.0f}M vision params)")
         return
+    p.notes = [n for n in p.notes if not n.startswith("text weights only")]
     gpus = [d for d in p.memory.devices if d.device != "CPU" and (d.weights_bytes or d.layers)]
     dev = gpus[0] if gpus else next((d for d in p.memory.devices if d.device == "CPU"), p.memory.devices[0])
     dev.projector_bytes += pm.weights_bytes + pm.compute_bytes
     dev.detail["projector"] = pm.to_dict()
-    compute = (f"encoder compute {pm.compute_bytes / 2**20:,.0f} MiB" if pm.compute_bytes
-               else "encoder compute not measured")
-    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {pm.weights_bytes / 2**20:,.0f} MiB + {compute} on {dev.device}; "
+    def mib(n: int) -> str:
+        return f"{n / 2**20:,.0f} MiB" if n >= 10 * 2**20 else f"{n / 2**20:.2f} MiB"
+
+    compute = (f"encoder compute {mib(pm.compute_bytes)}" if pm.compute_bytes
+               else "encoder compute not measured for this tower (not counted)")
+    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {mib(pm.weights_bytes)} + {compute} on {dev.device}; "
                    f"each {pm.image_size} px image takes {pm.tokens_per_image} tokens of the {p.ctx:,}-token context")
 
 

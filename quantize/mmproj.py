@@ -423,7 +423,7 @@ def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, pro
 
     llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
     mtmd_cpp.mtmd_log_set(capture, ctypes.c_void_p(0))
-    llm = llama_cpp.Llama(str(text_gguf), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_gpu_layers=0, verbose=True)
+    llm = llama_cpp.Llama(str(text_gguf), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_gpu_layers=0, verbose=False)
     mctx = None
     chunks = None
     bitmap = None
