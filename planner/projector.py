@@ -44,6 +44,8 @@ class VisionTower:
     patch_size: int
     tokens_per_image: int
     source: str
+    head_dim: int = 0  # gemma4v: q/k norm width
+    pos_table: int = 0  # gemma4v: rows of each of the two (x, y) position tables
 
     @property
     def n_patches(self) -> int:
@@ -62,16 +64,29 @@ GEMMA3_SIGLIP = VisionTower("gemma3", n_embd=1152, n_ff=4304, n_layer=27, n_head
 #   PYTHONPATH=. python -m quantize.mmproj_measure --layers 1 2 4
 # -> 103.81, 121.25, 121.25 MiB (the reserve_compute_meta log line, 0.01 MiB resolution).
 # Without flash attention the 16 x 4096 x 4096 F32 attention scores (1 GiB) would come on top.
-ENCODER_COMPUTE: dict[str, int] = {"gemma3": 127_139_840}
+# Gemma 4 26B/31B (gemma4v): the same command with --gemma4v 16 (2 layers of the released widths, one
+# 768 px image = the 256-token warmup size clip.cpp reserves for): 157,947,002 bytes (150.63 MiB).
+ENCODER_COMPUTE: dict[str, int] = {"gemma3": 127_139_840, "gemma4v": 157_947_002}
 
 
-def tower_for(family: str, has_vision: bool) -> Optional[VisionTower]:
+# Gemma 4 26B-A4B / 31B vision tower (gemma4v in clip.cpp): google/gemma-4-31B-it config.json vision_config
+# (reference gemma_architectures.md section 1.4: hidden 1152, inter 4304, 27 layers, 16 heads of 72) with
+# Gemma4VisionConfig's defaults for the rest (16 px patches pooled 3x3, 10240-row position tables).
+# Images are variable-sized: llama.cpp gives one 70..1120 soft tokens and reserves its compute buffer for
+# a 256-token (768 px) warmup image, which is the size planned here.
+GEMMA4_VISION_LARGE = VisionTower("gemma4v", n_embd=1152, n_ff=4304, n_layer=27, n_head=16, image_size=768, patch_size=16,
+                                  tokens_per_image=256, source="google/gemma-4-31B-it config.json vision_config",
+                                  head_dim=72, pos_table=10240)
+TOWERS_BY_MODEL = {"gemma-4-31b": GEMMA4_VISION_LARGE, "gemma-4-26b-a4b": GEMMA4_VISION_LARGE}
+
+
+def tower_for(family: str, has_vision: bool, name: str = "") -> Optional[VisionTower]:
     """The vision tower llama.cpp's mtmd runs for this model, or None (text-only, or not modelled)."""
     if not has_vision:
         return None
     if family == "gemma3":
         return GEMMA3_SIGLIP
-    return None
+    return TOWERS_BY_MODEL.get(name)
 
 
 def _q(rows: int, cols: int, t: str) -> int:
@@ -86,6 +101,8 @@ def mmproj_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str = "f16")
     """Bytes of the mmproj tensors (no GGUF header), as quantize.mmproj writes them."""
     if outtype not in ("f16", "bf16", "q8_0", "f32"):
         raise ValueError(f"mmproj type {outtype!r}")
+    if tower.kind == "gemma4v":
+        return _gemma4v_weight_bytes(tower, proj_dim, outtype)
     if tower.kind != "gemma3":
         raise ValueError(f"projector {tower.kind!r} is not modelled")
     E, FF = tower.n_embd, tower.n_ff
@@ -100,9 +117,27 @@ def mmproj_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str = "f16")
     return total
 
 
+def _gemma4v_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str) -> int:
+    """Gemma 4 vision: no biases, gated MLP, q/k RMS norms, four RMS norms per layer, a 2 x rows x E position
+    table (F32), the patch kernel F16 in an F16 file else F32, the input projection in the file's type."""
+    E, FF = tower.n_embd, tower.n_ff
+    total = 3 * tower.patch_size ** 2 * E * (F16 if outtype == "f16" else F32)
+    total += 2 * tower.pos_table * E * F32
+    per_layer = 4 * _q(E, E, outtype) + 2 * _q(FF, E, outtype) + _q(E, FF, outtype)
+    per_layer += 2 * tower.head_dim * F32 + 4 * E * F32
+    total += tower.n_layer * per_layer
+    total += _q(proj_dim, E, outtype)
+    return total
+
+
 def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
-    if tower.image_size != GEMMA3_SIGLIP.image_size or tower.n_layer < 2:
-        return None  # measured at the released input size and depth >= 2 only
+    """clip's compute reservation for the tower's planned image, where it was measured (see ENCODER_COMPUTE)."""
+    if tower.n_layer < 2:
+        return None  # measured at depth >= 2 only
+    if tower.kind == "gemma3" and tower.image_size != GEMMA3_SIGLIP.image_size:
+        return None
+    if tower.kind == "gemma4v" and (tower.n_embd, tower.image_size) != (GEMMA4_VISION_LARGE.n_embd, GEMMA4_VISION_LARGE.image_size):
+        return None
     return ENCODER_COMPUTE.get(tower.kind)
 
 
@@ -121,8 +156,9 @@ class ProjectorMemory:
         return dict(self.__dict__)
 
 
-def projector_memory(family: str, has_vision: bool, proj_dim: int, outtype: str = "f16") -> Optional[ProjectorMemory]:
-    tower = tower_for(family, has_vision)
+def projector_memory(family: str, has_vision: bool, proj_dim: int, outtype: str = "f16",
+                     name: str = "") -> Optional[ProjectorMemory]:
+    tower = tower_for(family, has_vision, name)
     if tower is None:
         return None
     compute = encoder_compute_bytes(tower)

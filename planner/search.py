@@ -117,7 +117,8 @@ def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None
     from planner.projector import ENGINES_WITH_MMPROJ, projector_memory
 
     if pm is None:
-        pm = projector_memory(spec.family, bool(spec.vision_params), spec.hidden) if spec.source == "catalog" else None
+        pm = (projector_memory(spec.family, bool(spec.vision_params), spec.hidden, name=spec.name)
+              if spec.source == "catalog" else None)
     if s.engine not in ENGINES_WITH_MMPROJ:
         p.notes.append(f"vision: not modelled for {s.engine}")
         return
@@ -135,8 +136,11 @@ def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None
 
     compute = (f"encoder compute {mib(pm.compute_bytes)}" if pm.compute_bytes
                else "encoder compute not measured for this tower (not counted)")
-    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {mib(pm.weights_bytes)} + {compute} on {dev.device}; "
-                   f"each {pm.image_size} px image takes {pm.tokens_per_image} tokens of the {p.ctx:,}-token context")
+    image = (f"each {pm.image_size} px image takes {pm.tokens_per_image} tokens of the {p.ctx:,}-token context"
+             if pm.kind != "gemma4v" else
+             f"images take 70-1120 tokens of the {p.ctx:,}-token context by size (planned: a {pm.image_size} px image, "
+             f"{pm.tokens_per_image} tokens, the size clip reserves for; larger images grow the encoder buffer)")
+    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {mib(pm.weights_bytes)} + {compute} on {dev.device}; {image}")
 
 
 def shortfall(p: Plan) -> str:

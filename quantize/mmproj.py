@@ -248,8 +248,12 @@ def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str) -> Mmpr
                 qtype = Q.F32
             elif name == "v.patch_embd.weight":
                 qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+            elif name.endswith("_norm.weight") or name.endswith(".bias"):
+                qtype = Q.F32
+            elif outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
+                qtype = Q.F16
             else:
-                qtype = _mmproj_type(name, shape, outq)
+                qtype = outq  # unlike Gemma 3, llama.cpp does not force Gemma 4's input projection to F16
             t = ProjTensor(name, shape, qtype, hf, f, dtype, start)
             t.reorder = reorder  # type: ignore[attr-defined]
             tensors.append(t)

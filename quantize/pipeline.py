@@ -208,7 +208,7 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists")
     hp = mp.hparams
-    released = tower_for(spec.family, True)
+    released = tower_for(spec.family, True, spec.name)
     same = released is not None and (released.kind, released.n_embd, released.n_ff, released.image_size) == (
         mp.projector, hp["n_embd"], hp["n_ff"], hp["image_size"])
     pm = ProjectorMemory(kind=mp.projector, file_type=mmproj_type, weights_bytes=mp.tensor_bytes,

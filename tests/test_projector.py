@@ -67,3 +67,21 @@ def test_phone_plans_state_the_modalities(model, target, says):
     assert r.exit_code == 0, r.output
     notes = [n for n in json.loads(r.output)["plan"]["notes"] if n.startswith("modalities:")]
     assert len(notes) == 1 and says in notes[0], notes
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_gemma4_vision_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    pytest.importorskip("torch")
+    from planner.projector import GEMMA4_VISION_LARGE
+    from quantize.mmproj import plan_mmproj
+
+    tower = dataclasses.replace(GEMMA4_VISION_LARGE, n_embd=64, n_ff=128, n_layer=1, n_head=2, head_dim=32, pos_table=64)
+    assert mmproj_weight_bytes(tower, 256, outtype) == plan_mmproj(tiny_model("gemma4"), outtype).tensor_bytes
+
+
+def test_gemma4_31b_vision_plan():
+    r = run("estimate", "--model", "gemma-4-31b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192", "--vision", "--json")
+    assert r.exit_code == 0, r.output
+    pm = json.loads(r.output)["plan"]["memory"]["devices"][0]["detail"]["projector"]
+    assert pm["kind"] == "gemma4v" and pm["compute_bytes"] == ENCODER_COMPUTE["gemma4v"]
+    assert 1.0 * 2**30 < pm["weights_bytes"] < 1.2 * 2**30  # ~550M params, mostly F16
