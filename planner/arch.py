@@ -36,7 +36,7 @@ class Family:
     moe: bool = False  # mixture-of-experts blocks are possible
     altup: bool = False  # AltUp / LAuReL tensors (Gemma 3n)
     qk_norm: bool = True  # attn_q_norm / attn_k_norm tensors
-    norm_shift: float = 1.0  # RMSNorm is x * (shift + w): Gemma 2/3/3n fold +1 into the weight, Gemma 4 does not
+    norm_shift: float = 1.0  # RMSNorm is x * (shift + w): Gemma 2/3 fold +1 into the weight, Gemma 3n and 4 do not
     source: str = ""
 
 

@@ -107,7 +107,7 @@ GEMMA3N_E2B = dict(model_type="gemma3n", text_config=dict(
     model_type="gemma3n_text", num_hidden_layers=30, hidden_size=2048, intermediate_size=[8192] * 30,
     num_attention_heads=8, num_key_value_heads=2, head_dim=256, vocab_size=262400, vocab_size_per_layer_input=262144,
     hidden_size_per_layer_input=256, num_kv_shared_layers=10, laurel_rank=64, altup_num_inputs=4, altup_active_idx=0,
-    sliding_window=512, activation_sparsity_pattern=[0.95] * 10 + [0.0] * 20,
+    sliding_window=512, activation_sparsity_pattern=[0.95] * 10 + [0.0] * 20, max_position_embeddings=32768, rms_norm_eps=1e-6,
     layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * 6, final_logit_softcapping=30.0,
     rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                      "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))
@@ -146,7 +146,7 @@ def test_gemma4_unified_is_gemma4_without_ple():
     assert hp.head_dim == 512 and hp.head_dim_swa == 256 and hp.rope_freqs[:64] == (1.0,) * 64
     with pytest.raises(ConversionError, match="bidirectional"):
         read_hparams(dict(model_type="gemma4_unified", text_config=dict(
-            model_type="gemma4_unified_text", use_bidirectional_attention="all")))
+            model_type="gemma4_unified_text", hidden_size=256, num_hidden_layers=2, use_bidirectional_attention="all")))
 
 
 def test_gemma3n_gguf_metadata_and_stacked_altup(tiny_gguf):
