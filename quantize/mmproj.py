@@ -1,4 +1,7 @@
-"""The vision projector file (``mmproj``) llama.cpp's multimodal library loads next to a Gemma 3 GGUF.
+"""The vision projector file (``mmproj``) llama.cpp's multimodal library loads next to a Gemma GGUF.
+
+Written for Gemma 3 (SigLIP, below), Gemma 4 (gemma4v, ``_plan_gemma4v``) and Gemma 4 unified (gemma4uv,
+``_plan_gemma4uv``); Gemma 3n's MobileNet tower and the audio encoders are not written.
 
 Gemma 3 4B/12B/27B carry a SigLIP vision tower and a projector (RMS-normed average pooling to
 ``mm_tokens_per_image`` soft tokens, then a linear map into the text width). llama.cpp keeps them in a
@@ -128,11 +131,13 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
     mt = config.get("model_type")
     if mt == "gemma4" and config.get("vision_config"):
         return _plan_gemma4v(model_dir, config, outtype)
+    if mt == "gemma4_unified" and config.get("vision_config"):
+        return _plan_gemma4uv(model_dir, config, outtype)
     if mt != "gemma3":
         raise UnsupportedArchitectureError(
             f"model_type {mt!r}: the projector writer covers Gemma 3's SigLIP tower (model_type gemma3); "
             + ("a text-only checkpoint has no vision tower" if mt in ("gemma3_text", "gemma2", "gemma4_text", "gemma3n_text")
-               else "and Gemma 4's (model_type gemma4); Gemma 3n's MobileNet and Gemma 4 unified's embedders are not written yet"))
+               else "and Gemma 4's (gemma4, gemma4_unified); Gemma 3n's MobileNet tower is not written yet"))
     vc = config.get("vision_config") or {}
     tc = config.get("text_config") or {}
     need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
@@ -268,6 +273,87 @@ def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str) -> Mmpr
     return MmprojPlan(model_dir, outtype, "gemma4v", hp, tensors, skipped)
 
 
+def _hwc_to_chw(p: int) -> np.ndarray:
+    """Column order that puts an HWC-flattened patch (HF) in ggml im2col's CHW order (llama.cpp's converter)."""
+    i = np.arange(p * p * 3)
+    ch, row, col = i // (p * p), (i % (p * p)) // p, i % p
+    return row * p * 3 + col * 3 + ch
+
+
+_G4UV = {"patch_dense.weight": "v.patch_embd.weight", "patch_dense.bias": "v.patch_embd.bias",
+         "patch_ln1.weight": "v.patch_norm.1.weight", "patch_ln1.bias": "v.patch_norm.1.bias",
+         "patch_ln2.weight": "v.patch_norm.2.weight", "patch_ln2.bias": "v.patch_norm.2.bias",
+         "pos_norm.weight": "v.patch_norm.3.weight", "pos_norm.bias": "v.patch_norm.3.bias",
+         "pos_embedding": "v.position_embd.weight"}
+
+
+def _plan_gemma4uv(model_dir: Path, config: dict[str, Any], outtype: str) -> MmprojPlan:
+    """Gemma 4 unified (12B)'s encoder-free vision embedder (gemma4uv): LayerNorm -> dense -> LayerNorm on
+    raw merged patches, a factorised 2-D position table and a final projection, as llama.cpp's
+    Gemma4UnifiedVisionAudioModel writes them (patch columns and the first norm reordered HWC -> CHW, the
+    position table transposed to [2, rows, E]). The audio embedder is not written."""
+    vc = config["vision_config"]
+    tc = config.get("text_config") or {}
+    patch, pool = int(vc.get("patch_size") or 16), int(vc.get("pooling_kernel_size") or 3)
+    p = patch * pool
+    pre: dict[str, Any] = {}
+    if (model_dir / "preprocessor_config.json").is_file():
+        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    hp = dict(image_size=224, patch_size=patch, n_embd=int(vc.get("mm_embed_dim") or 3840), n_ff=0, n_layer=0, n_head=0,
+              eps=float(vc.get("rms_norm_eps") or 1e-6), proj_dim=int(tc.get("hidden_size") or 0), scale=pool,
+              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
+              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
+    if hp["proj_dim"] <= 0:
+        raise ConversionError("config.json: text_config.hidden_size is missing")
+    outq = MMPROJ_TYPES[outtype][1]
+    tensors = []
+    for f, keys in _by_file(model_dir).items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            if hf.startswith("model.vision_embedder."):
+                name = _G4UV.get(hf[len("model.vision_embedder."):])
+            elif hf == "model.embed_vision.embedding_projection.weight":
+                name = "mm.input_projection.weight"
+            else:
+                continue
+            if name is None:
+                raise ConversionError(f"{hf} has no mmproj name")
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            reorder = None
+            if name == "v.patch_embd.weight":
+                if shape[1] != p * p * 3:
+                    raise ConversionError(f"{hf}: {shape[1]} columns, expected {p}x{p}x3 for the merged patch")
+                reorder = ("cols", _hwc_to_chw(p))
+                qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+            elif name == "v.patch_norm.1.weight" or name == "v.patch_norm.1.bias":
+                reorder, qtype = ("rows", _hwc_to_chw(p)), Q.F32
+            elif name == "v.position_embd.weight":
+                reorder, shape = ("permute102", None), (shape[1], shape[0], shape[2])
+                qtype = Q.F16 if outq == Q.Q8_0 and shape[-1] % 32 else outq
+            elif len(shape) <= 1:
+                qtype = Q.F32
+            else:
+                qtype = Q.F16 if outq == Q.Q8_0 and shape[-1] % 32 else outq
+            t = ProjTensor(name, tuple(shape), qtype, hf, f, dtype, start)
+            t.reorder = reorder  # type: ignore[attr-defined]
+            tensors.append(t)
+    names = {t.name for t in tensors}
+    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight", "v.patch_norm.3.weight"):
+        if required not in names:
+            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 unified checkpoint?)")
+    tensors.sort(key=lambda t: t.name)
+    return MmprojPlan(model_dir, outtype, "gemma4uv", hp, tensors, [])
+
+
+def _by_file(model_dir: Path) -> dict[Path, list[str]]:
+    out: dict[Path, list[str]] = {}
+    for k, f in checkpoint_files(model_dir).items():
+        out.setdefault(f, []).append(k)
+    return out
+
+
 def _load(t: ProjTensor, fd: int) -> np.ndarray:
     src = _ST_DTYPES[t.src_dtype]
     n = int(np.prod(t.shape)) * src.itemsize
@@ -282,6 +368,12 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
     if reorder and reorder[0] == "hwc_to_chw":
         p = reorder[1]
         x = x.reshape(t.shape[0], p, p, 3).transpose(0, 3, 1, 2)
+    elif reorder and reorder[0] == "cols":
+        x = x.reshape(t.shape)[:, reorder[1]]
+    elif reorder and reorder[0] == "rows":
+        x = x.reshape(t.shape)[reorder[1]]
+    elif reorder and reorder[0] == "permute102":
+        x = x.reshape(t.shape[1], t.shape[0], t.shape[2]).transpose(1, 0, 2)
     x = np.ascontiguousarray(x.reshape(t.shape))
     if t.qtype == Q.F32:
         return x
@@ -312,8 +404,8 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
         w.add_name(plan.model_dir.name + "-mmproj")
         w.add_file_type(int(MMPROJ_TYPES[outtype][0]))
         w.add_clip_has_vision_encoder(True)
-        if plan.projector == "gemma4v":
-            w.add_clip_vision_projector_type(plan.projector)  # as llama.cpp's Gemma4VisionAudioModel
+        if plan.projector in ("gemma4v", "gemma4uv"):
+            w.add_clip_vision_projector_type(plan.projector)  # as llama.cpp's Gemma4(Unified)VisionAudioModel
         else:
             w.add_clip_projector_type(plan.projector)
         w.add_vision_projection_dim(hp["proj_dim"])

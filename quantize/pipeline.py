@@ -412,7 +412,9 @@ def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool
     else:
         import numpy as np
 
-        side = mp.hparams["image_size"] if mp.projector == "gemma3" else 480
+        # Gemma 3: its fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
+        side = (mp.hparams["image_size"] if mp.projector == "gemma3"
+                else 10 * mp.hparams["patch_size"] * mp.hparams["scale"])
         rgb = ((np.arange(side * side * 3) * 37) % 251).astype(np.uint8).reshape(side, side, 3)
         enc = encode_image(built, mmproj, rgb)
         out["validation"] = {"image_px": side, "image_tokens": enc.image_tokens, "embd_finite": enc.embd_finite,

@@ -157,7 +157,7 @@ def _make_config(family: str, overrides: dict[str, Any]):
         text = transformers.Gemma4UnifiedTextConfig(**kw)
         vision = transformers.Gemma4UnifiedVisionConfig(patch_size=4, pooling_kernel_size=2,
                                                         mm_embed_dim=64, mm_posemb_size=32,
-                                                        output_proj_dims=kw["hidden_size"])
+                                                        output_proj_dims=64)  # = mm_embed_dim: the embedder's input
         audio = transformers.Gemma4UnifiedAudioConfig(audio_embed_dim=64)
         v = kw["vocab_size"]
         return transformers.Gemma4UnifiedConfig(

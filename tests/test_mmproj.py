@@ -115,3 +115,25 @@ def test_gemma4_projector_encodes_like_transformers(outtype, bound, tiny_model, 
         ref = m.model.get_image_features(*_patches(rgb)).pooler_output[0].numpy()
     err = float(np.abs(enc.embd - ref).max())
     assert err < bound, f"max |soft token difference| {err:.4f}"
+
+
+def test_gemma4_unified_projector_encodes_like_transformers(tiny_model, tiny_gguf, mtmd_ready, tmp_path):
+    """Gemma 4 unified (12B)'s encoder-free embedder (gemma4uv): 80 px with 8 px merged patches -> 100 soft
+    tokens. Measured max |difference| 0.00034 at std 0.160 (F16); the HWC -> CHW column and norm reorder and
+    the transposed position table are what a mistake would break."""
+    import torch
+    import transformers
+
+    from quantize.mmproj import encode_image, write_mmproj
+
+    model_dir = tiny_model("gemma4_unified")
+    path = write_mmproj(model_dir, tmp_path / "mmproj-f16.gguf", "f16")
+    assert gguf.GGUFReader(path).fields["clip.vision.projector_type"].contents() == "gemma4uv"
+    rgb = ((np.arange(80 * 80 * 3) * 37) % 251).astype(np.uint8).reshape(80, 80, 3)
+    enc = encode_image(tiny_gguf("gemma4_unified", outtype="f16"), path, rgb)
+    assert enc.image_tokens == 100 and len(enc.generated) == 3
+    m = transformers.Gemma4UnifiedForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = m.model.get_image_features(*_patches(rgb, patch=8)).pooler_output[0].numpy()
+    err = float(np.abs(enc.embd - ref).max())
+    assert err < 0.005, f"max |soft token difference| {err:.4f}"

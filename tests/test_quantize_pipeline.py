@@ -145,7 +145,7 @@ def test_a_result_llama_cpp_cannot_load_leaves_nothing(tiny_model, llama_cpp_mod
     assert sorted(p.name for p in out.iterdir()) == ["gemma3_text-Q8_0.gguf", "manifest.json", "recipe.json"]
 
 
-@pytest.mark.parametrize("family, tokens", [("gemma3", 4), ("gemma4", 100)])
+@pytest.mark.parametrize("family, tokens", [("gemma3", 4), ("gemma4", 100), ("gemma4_unified", 100)])
 def test_quantize_writes_and_runs_the_vision_projector(tiny_model, llama_cpp_module, tmp_path, family, tokens):
     from quantize.llama_bins import mtmd_lib
 
