@@ -219,6 +219,13 @@ def load_gguf(path: Path) -> ModelSpec:
     except (GGUFHeaderError, ValueError, OSError) as exc:
         raise InvalidModelFileError(f"{path}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else 'truncated'})",
                                     hint=getattr(exc, "hint", "") or InvalidModelFileError.hint) from None
+    return spec_from_gguf_header(header, name=path.stem, origin=str(path), source=f"gguf:{path}")
+
+
+def spec_from_gguf_header(header, *, name: str, origin: str, source: str) -> ModelSpec:
+    """A ModelSpec from a parsed GGUF header (planner.gguf_header), read from a local file or over HTTP;
+    ``origin`` names the file in messages, ``source`` is what the spec records."""
+    path = Path(origin)  # messages name the file
 
     def field(key, default=None):
         return header.fields.get(key, default)
@@ -226,7 +233,6 @@ def load_gguf(path: Path) -> ModelSpec:
     arch = field("general.architecture")
     if not isinstance(arch, str) or arch not in ("gemma2", "gemma3", "gemma3n", "gemma4"):
         raise UnsupportedArchitectureError(f"{path.name}: GGUF architecture '{arch}' is not a supported Gemma")
-    origin = str(path)
     fix = "the GGUF metadata is damaged: download or convert the model again"
 
     def k(name, default=None):
@@ -299,11 +305,11 @@ def load_gguf(path: Path) -> ModelSpec:
     if len(emb.shape) != 2:
         raise B.BoundsError(origin, "token_embd.weight shape", list(emb.shape), "is not [vocab, hidden]", fix)
     cfg["vocab_size"] = B.check_int(origin, "token_embd.weight rows (vocabulary)", int(emb.shape[0]), 1, B.MAX_VOCAB, fix)
-    spec = spec_from_config(cfg, name=path.stem, source=f"gguf:{path}")
+    spec = spec_from_config(cfg, name=name, source=source)
     layer_of = {t.name: t.layer for t in spec.tensors}
     spec.tensors = [TensorSpec(t.name, t.shape, layer_of.get(t.name, _layer_from_name(t.name, n_layers)), t.type_name, t.n_bytes)
                     for t in header.tensors]
-    spec.gguf_file_bytes = path.stat().st_size
+    spec.gguf_file_bytes = header.file_size
     ftype = field("general.file_type")
     spec.gguf_file_type = _FILE_TYPES.get(ftype, "GGUF") if isinstance(ftype, int) else "GGUF"
     return spec
