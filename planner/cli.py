@@ -352,9 +352,12 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
                        ctx_max=is_max, parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
                        base=base, target=target or hw.name, use=use, min_speed=min_speed)
     rec.notes[:0] = notes
+    _attach_artifact(rec, specs[0] if specs else None)
     recipes, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
         out = rec.to_dict()
+        if out.get("plan") is not None:
+            out["plan"]["launch"] = _launch(recipes)
         if emitted is not None:
             out["emitted"] = emitted
         _emit(out)
@@ -378,6 +381,43 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             click.echo(f"plot: {written}", err=True)
     if rec.plan is None:
         sys.exit(3)
+
+
+def _attach_artifact(rec, spec) -> None:
+    """plan.artifact: the file the plan loads. A model read from a file or a hub header is that file (exact bytes); a
+    catalog model gets the best published file of the chosen format (planner/artifacts.py), with notes."""
+    if rec.plan is None:
+        return
+    remote = getattr(spec, "artifact", None) if spec is not None else None
+    if remote:
+        rec.plan.artifact = dict(remote)
+        return
+    if spec is not None and spec.source.startswith("gguf:"):
+        path = spec.source[5:]
+        rec.plan.artifact = {"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": path, "quant": spec.gguf_file_type,
+                             "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None, "fetch": [],
+                             "weights_basis": "header"}
+        return
+    if spec is not None and spec.source != "catalog":
+        return
+    from planner.artifacts import choose
+
+    art, notes = choose(rec.plan.model, rec.plan.weight_format, rec.plan.engine)
+    rec.plan.artifact = art
+    rec.notes.extend(notes)
+
+
+def _launch(recipes) -> Optional[dict]:
+    """The chosen engine's launch command (the primary recipe's last step) for ``plan.launch`` in --json."""
+    if not recipes:
+        return None
+    from planner.recipes import primary
+
+    r = primary(recipes)
+    if r is None or not r.steps:
+        return None
+    name = next(k for k, v in recipes.items() if v is r)
+    return {"recipe": name, "argv": [str(a) for a in r.steps[-1].argv], "env": {**r.env, **r.steps[-1].env}}
 
 
 def _runnable(quant: str, engine: str):
