@@ -507,7 +507,10 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 
 
 @main.command()
-@click.option("--model", "-m", required=True, help="HF directory, hub id / catalog name (from the HF cache), or a .gguf file")
+@click.option("--model", "-m", help="HF directory, hub id / catalog name (from the HF cache), or a .gguf file "
+              "(default: the model recommend picks for --target)")
+@click.option("--from-recipe", "from_recipe", type=click.Path(dir_okay=False),
+              help="produce exactly the GGUF a recipe.json names (its model, type, context and target)")
 @click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)")
 @click.option("--format", "fmt", type=click.Choice(["gguf", "gptq"]), default="gguf", show_default=True)
 @click.option("--quant", "-q", default="auto", show_default=True, help="GGUF file type (Q4_K_M ...) or auto: the best that fits")
@@ -527,13 +530,25 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 @click.option("--no-validate", is_flag=True, help="skip loading and measuring the result")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
-def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits, group_size,
-             calib, engine, no_validate, force, as_json):
+def quantize(model, from_recipe, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits,
+             group_size, calib, engine, no_validate, force, as_json):
     """Produce the artifact that fits the target, then load it and measure it."""
     from pathlib import Path
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    picked = None
+    if from_recipe:
+        if model:
+            raise InvalidSettingsError("--from-recipe names the model itself", hint="drop --model, or drop --from-recipe")
+        model, quant, ctx, parallel, kv_type, target, out_name = _recipe_job(from_recipe, target)
+        fmt = "gguf"
+    elif not model:
+        model, picked = _pick_model(target, vram, ram, fmt, engine, ctx, parallel, margin)
+        click.echo(picked, err=True)
+    if not from_recipe:
+        out_name = None
 
     _positive("--parallel", parallel, B.MAX_PARALLEL)
     _positive("--threads", threads, B.MAX_CORES)
@@ -559,7 +574,7 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
         if is_max:
             raise InvalidSettingsError("--ctx max is for recommend", hint="give quantize a number, e.g. --ctx 32768")
         job = plan_job(model, hw, quant=quant, ctx=n_ctx, parallel=parallel, kv=kv, out_dir=Path(out_dir),
-                       margin=_margin(margin), base=base, target=target or hw.name, force=force)
+                       margin=_margin(margin), base=base, target=target or hw.name, force=force, out_name=out_name)
         run = run_job
     for line in job.describe():
         console.print(line)
@@ -582,6 +597,44 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     from planner import report
 
     report.print_manifest(manifest)
+
+
+def _pick_model(target, vram, ram, fmt, engine, ctx, parallel, margin) -> tuple[str, str]:
+    """No --model: the model recommend picks for the target (the same search, on the engine the artifact is for)."""
+    from planner.search import recommend as do_recommend
+
+    if not target and not vram:
+        raise InvalidSettingsError("quantize needs --model or --target", hint="e.g. gemma-plan quantize --target rtx4090")
+    hw, _ = resolve_target(target, vram, ram)
+    n_ctx, _max = _ctx(ctx)
+    rec = do_recommend(hw, engine="llama.cpp" if fmt == "gguf" else engine, ctx=n_ctx, parallel=parallel, margin=_margin(margin),
+                       target=target or hw.name, formats=["gptq-int4"] if fmt == "gptq" else None)
+    if rec.plan is None:
+        from planner.errors import DoesNotFitError
+
+        raise DoesNotFitError(f"no Gemma fits {target or hw.name} as {fmt}", hint="pass --model and a smaller --ctx, or another --target")
+    return rec.plan.model, (f"no --model given: producing {rec.plan.model}, the model `gemma-plan recommend --target "
+                            f"{target or hw.name}` picks ({rec.plan.weight_format})")
+
+
+def _recipe_job(path, target):
+    """The quantize arguments that reproduce the GGUF a recipe.json loads: its model, file type, context, slots, KV
+    types and target; the output file is the name the recipe loads."""
+    from pathlib import Path
+
+    from planner.validate import load_document, read_document
+
+    doc, rpath = load_document(path)
+    plan, _recorded, _ref = read_document(doc, rpath)
+    if plan.engine != "llama.cpp":
+        raise InvalidSettingsError(f"{rpath} is a {plan.engine} recipe; --from-recipe makes GGUF files",
+                                   hint="use --format gptq --model ... for vLLM/transformers checkpoints")
+    s = plan.settings
+    kv = s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"
+    name = Path((_ref or {}).get("value", "")).name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf", name):
+        raise InvalidSettingsError(f"{rpath}: model.ref names {name!r}, not a .gguf file name", hint="regenerate the recipe with recommend --emit")
+    return plan.model, plan.weight_format, str(s.n_ctx), s.n_parallel, kv, target or plan.target, name
 
 
 @main.group()
