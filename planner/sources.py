@@ -31,6 +31,13 @@ def load_model(query: str) -> tuple[ModelSpec, str]:
     p = Path(query).expanduser()
     if p.is_dir():
         return load_hf_dir(p), ""
+    from planner import hub
+
+    ref = hub.parse_ref(query)
+    if ref is not None and not p.exists():
+        remote = hub.load_remote(ref)
+        if remote is not None:
+            return remote
     if p.suffix.lower() == ".gguf" or (p.is_file() and _is_gguf(p)):
         if not p.exists():
             raise InvalidModelFileError(f"GGUF file not found: {p}")
@@ -142,9 +149,14 @@ def load_hf_dir(path: Path) -> ModelSpec:
         header.update(read_safetensors_header(f))
         if len(header) > B.MAX_TENSORS:
             raise B.BoundsError(str(path), "tensor count", len(header), f"is above {B.MAX_TENSORS:,}", _ST_FIX)
+    return spec_from_config_and_header(cfg, header, name=path.name, source=f"hf-dir:{path}")
+
+
+def spec_from_config_and_header(cfg: dict, header: dict, *, name: str, source: str) -> ModelSpec:
+    """A ModelSpec from a config.json object and the merged, checked safetensors headers (local or read over HTTP)."""
     dtypes = {v["dtype"] for k, v in header.items() if not k.startswith(TOWER_PREFIXES)}
     src = "BF16" if not dtypes or "BF16" in dtypes else ("F16" if "F16" in dtypes else "F32")
-    spec = spec_from_config(_with_defaults(cfg), name=path.name, source=f"hf-dir:{path}", src_dtype=src)
+    spec = spec_from_config(_with_defaults(cfg), name=name, source=source, src_dtype=src)
     if header:
         text = sum(_numel(v["shape"]) for k, v in header.items() if not k.startswith(TOWER_PREFIXES) and not k.endswith("lm_head.weight"))
         towers = sum(_numel(v["shape"]) for k, v in header.items() if k.startswith(TOWER_PREFIXES))
