@@ -637,6 +637,54 @@ def _recipe_job(path, target):
     return plan.model, plan.weight_format, str(s.n_ctx), s.n_parallel, kv, target or plan.target, name
 
 
+@main.command()
+@click.argument("plan", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dir", "dest_dir", type=click.Path(file_okay=False),
+              help="where the file goes (default: the recipe's directory, or here for a recommend --json file)")
+@click.option("--force", is_flag=True, help="replace a different file of the same name")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def fetch(plan, dest_dir, force, as_json):
+    """Download the published file a recipe.json or recommend --json names (resumable, sha256-checked);
+    for Ollama and LM Studio artifacts, print the pull command."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from planner.fetch import command_for, read_artifact
+    from planner.fetch import fetch as do_fetch
+
+    _path_option("--dir", dest_dir)
+    art, home = read_artifact(plan)
+    cmd = command_for(art)
+    if cmd:
+        import shlex
+
+        if as_json:
+            _emit({"artifact": art, "command": cmd})
+        else:
+            click.echo(shlex.join(cmd))
+        return
+    target = Path(dest_dir) if dest_dir else home
+    console = Console(stderr=True)
+    if not as_json:
+        console.print(f"fetch {art['repo']}/{art.get('file') or '(' + str(art.get('quant')) + ')'} into {target}")
+    with Progress(TextColumn("{task.description:9}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), console=console,
+                  transient=True) as bar:
+        tasks: dict = {}
+
+        def progress(stage: str, frac: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=1.0)
+            bar.update(tasks[stage], completed=min(1.0, frac))
+
+        result = do_fetch(art, target, force=force, progress=progress)
+    if as_json:
+        _emit(result)
+    else:
+        click.echo(f"{result['status']}: {result['path']} ({result['bytes']:,} bytes, sha256 {result['sha256']})")
+
+
 @main.group()
 def bench():
     """Score the planner against measurements."""

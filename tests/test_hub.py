@@ -155,3 +155,72 @@ def test_safetensors_checkpoint_read_from_config_and_headers(hub, tiny_model, tm
     st = sum(p.stat().st_size for p in d.glob("*.safetensors"))
     assert hub.served.get("model.safetensors", 0) < max(st, 1)
     assert load_hf_dir(d).n_params_text > 0
+
+
+@pytest.fixture
+def small_gguf(tiny_gguf, tmp_path):
+    import shutil
+
+    p = tmp_path / "src" / "tiny-it-F32.gguf"
+    p.parent.mkdir()
+    shutil.copy(tiny_gguf("gemma3_text"), p)
+    return p
+
+
+def _fetch(*args):
+    from click.testing import CliRunner
+
+    from planner import cli
+
+    return CliRunner().invoke(cli.main, ["fetch", *args])
+
+
+def test_fetch_resumes_an_interrupted_download_and_checks_sha256(hub, small_gguf, tmp_path):
+    hub.add("acme/tiny-GGUF", small_gguf.name, small_gguf)
+    plan = _plan("hf.co/acme/tiny-GGUF:F32")
+    pj = tmp_path / "plan.json"
+    pj.write_text(json.dumps(plan))
+    size = small_gguf.stat().st_size
+    hub.served.clear()
+    hub.fail_after[small_gguf.name] = size // 2
+    out = tmp_path / "models"
+    r = _fetch(str(pj), "--dir", str(out))
+    assert r.exit_code != 0 and "stopped at" in r.output and "again" in r.output
+    assert not (out / small_gguf.name).exists()
+    part = out / f".gemma-plan-fetch-{small_gguf.name}.part"
+    assert 0 < part.stat().st_size < size
+    r = _fetch(str(pj), "--dir", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert 0 < res["resumed_from"] < size
+    assert res["sha256"] == hub.sha256(small_gguf) and res["bytes"] == size
+    assert (out / small_gguf.name).read_bytes() == small_gguf.read_bytes() and not part.exists()
+    assert hub.served[small_gguf.name] < size * 1.5  # resumed, not started over
+    r = _fetch(str(pj), "--dir", str(out), "--json")
+    assert json.loads(r.output)["status"] == "already here"
+
+
+def test_fetch_refuses_a_wrong_checksum(hub, small_gguf, tmp_path):
+    hub.add("acme/tiny-GGUF", small_gguf.name, small_gguf)
+    plan = _plan("hf.co/acme/tiny-GGUF:F32")
+    pj = tmp_path / "plan.json"
+    pj.write_text(json.dumps(plan))
+    bad = tmp_path / "tampered.gguf"  # the hub announces the real sha256 but serves other bytes of the same size
+    data = bytearray(small_gguf.read_bytes())
+    data[-1] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    hub.sha_override[small_gguf.name] = hub.sha256(small_gguf)
+    hub.add("acme/tiny-GGUF", small_gguf.name, bad)
+    r = _fetch(str(pj), "--dir", str(tmp_path / "m"))
+    assert r.exit_code != 0 and "sha256" in r.output and "removed" in r.output
+    assert not list((tmp_path / "m").iterdir())
+
+
+def test_fetch_prints_the_ollama_pull_and_refuses_a_hostile_plan(tmp_path):
+    pj = tmp_path / "p.json"
+    pj.write_text(json.dumps({"plan": {"artifact": {"kind": "ollama", "tag": "gemma3n:e2b"}}}))
+    r = _fetch(str(pj))
+    assert r.exit_code == 0 and r.output.strip() == "ollama pull gemma3n:e2b"
+    pj.write_text(json.dumps({"plan": {"artifact": {"kind": "gguf", "repo": "acme/x", "file": "../../etc/passwd"}}}))
+    r = _fetch(str(pj))
+    assert r.exit_code != 0 and "plain file name" in r.output and len(r.output.strip().splitlines()) == 1
