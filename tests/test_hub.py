@@ -224,3 +224,25 @@ def test_fetch_prints_the_ollama_pull_and_refuses_a_hostile_plan(tmp_path):
     pj.write_text(json.dumps({"plan": {"artifact": {"kind": "gguf", "repo": "acme/x", "file": "../../etc/passwd"}}}))
     r = _fetch(str(pj))
     assert r.exit_code != 0 and "plain file name" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_quantize_target_without_model_downloads_the_pick_and_proceeds(hub, tiny_model, tmp_path, monkeypatch, llama_cpp_module):
+    """Online: quantize --target picks gemma-3-1b for a 2 GiB card, downloads google/gemma-3-1b-it (here a tiny Gemma 3
+    served by the local hub) through huggingface_hub after the disk check, and writes the GGUF."""
+    d = tiny_model("gemma3_text")
+    for f in d.iterdir():
+        if f.is_file():
+            hub.add("google/gemma-3-1b-it", f.name, f)
+    from click.testing import CliRunner
+
+    from planner import cli
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli.main, ["quantize", "--target", "rtx4090", "--vram", "2GiB", "--ram", "2GiB", "--margin", "0.5GiB",
+                                      "--out", str(tmp_path / "out"), "--no-validate", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "no --model given: producing gemma-3-1b" in r.output
+    ggufs = list((tmp_path / "out").glob("gemma-3-1b-*.gguf"))
+    assert len(ggufs) == 1 and ggufs[0].stat().st_size > 0
+    assert hub.served.get("model.safetensors", 0) > 0
