@@ -143,6 +143,8 @@ def matches(model: str, weight_format: str, engine: str) -> list[dict]:
 
 
 RULE_BASIS = "the model's per-tensor rule (llama.cpp's llama_tensor_get_type); the published size is not exact"
+RULE_EXACT_SIZE = ("the model's per-tensor rule (llama.cpp's llama_tensor_get_type); the file's exact size is known, its tensor "
+                   "mix is not: --model hf.co/REPO:QUANT plans from its header")
 
 
 def choose(model: str, weight_format: str, engine: str) -> tuple[Optional[dict], list[str]]:
@@ -153,7 +155,7 @@ def choose(model: str, weight_format: str, engine: str) -> tuple[Optional[dict],
     art = None
     if found:
         best = found[0]
-        art = to_plan_artifact(best, "header" if best.get("bytes") else RULE_BASIS)
+        art = to_plan_artifact(best, RULE_EXACT_SIZE if best.get("bytes") else RULE_BASIS)
         where = best.get("tag") or (f"{best['repo']}/{best['file']}" if best.get("file") else best["repo"])
         notes.append(f"published file: {where} ({size_text(best)}); --json plan.artifact has its source and fetch command")
         art["also"] = [describe(e) for e in found[1:4]]

@@ -78,3 +78,9 @@ def test_recommend_31b_rtx4090_names_the_file_its_recipes_fetch_and_load(tmp_pat
     checks = {c["name"]: c for c in json.loads(v.stdout)["checks"]}
     assert all(c["status"] == "ok" for n, c in checks.items() if n.startswith("files"))
     assert "hf download" in checks["model"]["detail"]
+
+
+def test_an_exact_published_size_is_carried_with_its_sha256_and_the_basis_stays_the_rule():
+    art, _ = choose("gemma-2-27b", "Q4_K_M", "llama.cpp")
+    assert art["size_exact"] and art["bytes"] == 16645383008 and len(art["sha256"]) == 64
+    assert "tensor mix is not" in art["weights_basis"]
