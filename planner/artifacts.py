@@ -19,7 +19,9 @@ from planner.errors import PlanError
 KINDS = ("gguf", "ollama", "lmstudio", "mlx", "litert", "gptq", "awq", "compressed-tensors")
 # Which kinds a plan for an engine can load, best first (a GGUF file from the hub, then the tags of tools that pull one).
 FOR_ENGINE = {"llama.cpp": ("gguf", "ollama", "lmstudio"), "vllm": ("gptq", "awq", "compressed-tensors"),
-              "transformers": ("gptq", "awq"), "mlx": ("mlx",), "litert": ("litert",)}
+              "transformers": ("gptq", "awq"), "mlx": ("mlx",), "litert-lm": ("litert",)}
+# Engines that load a bundle as published (its own quant recipe), whatever weight format the plan sized it with.
+BUNDLE_ENGINES = ("litert-lm",)
 # Among GGUF publishers of the same file type: llama.cpp's own conversions first, then the most used requantizers.
 PUBLISHER_ORDER = ("google", "ggml-org", "unsloth", "bartowski", "lmstudio-community")
 REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -138,7 +140,7 @@ def matches(model: str, weight_format: str, engine: str) -> list[dict]:
     """Published artifacts of ``model`` holding ``weight_format`` that ``engine`` loads, best first."""
     kinds = FOR_ENGINE.get(engine, ())
     want = _norm(weight_format)
-    hits = [e for e in for_model(model) if e["kind"] in kinds and _norm(e.get("quant")) == want]
+    hits = [e for e in for_model(model) if e["kind"] in kinds and (_norm(e.get("quant")) == want or engine in BUNDLE_ENGINES)]
     return sorted(hits, key=lambda e: (kinds.index(e["kind"]), _rank(e)))
 
 
@@ -155,7 +157,10 @@ def choose(model: str, weight_format: str, engine: str) -> tuple[Optional[dict],
     art = None
     if found:
         best = found[0]
-        art = to_plan_artifact(best, RULE_EXACT_SIZE if best.get("bytes") else RULE_BASIS)
+        basis = RULE_EXACT_SIZE if best.get("bytes") else RULE_BASIS
+        if best["kind"] not in ("gguf", "ollama", "lmstudio"):
+            basis = f"the planner's per-tensor rule for {weight_format}; the published {best['kind']} artifact's own mix is not read"
+        art = to_plan_artifact(best, basis)
         where = best.get("tag") or (f"{best['repo']}/{best['file']}" if best.get("file") else best["repo"])
         notes.append(f"published file: {where} ({size_text(best)}); --json plan.artifact has its source and fetch command")
         art["also"] = [describe(e) for e in found[1:4]]
