@@ -84,3 +84,15 @@ def test_an_exact_published_size_is_carried_with_its_sha256_and_the_basis_stays_
     art, _ = choose("gemma-2-27b", "Q4_K_M", "llama.cpp")
     assert art["size_exact"] and art["bytes"] == 16645383008 and len(art["sha256"]) == 64
     assert "tensor mix is not" in art["weights_basis"]
+
+
+def test_a_gptq_plan_serves_a_published_checkpoint_by_its_hub_id(tmp_path):
+    r = _cli("recommend", "--model", "gemma-2-27b", "--target", "rtx4090", "--engine", "vllm", "--quant", "gptq-int4", "--json",
+             "--emit", str(tmp_path / "v"))
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)["plan"]
+    assert plan["artifact"]["kind"] == "gptq" and plan["artifact"]["fetch"][:2] == ["hf", "download"]
+    assert plan["launch"]["argv"][:3] == ["vllm", "serve", plan["artifact"]["repo"]]
+    v = _cli("validate", str(tmp_path / "v" / "recipe.json"), "-t", "rtx4090", "--json")
+    checks = json.loads(v.stdout)["checks"]
+    assert all(c["status"] == "ok" for c in checks if c["name"].startswith("files"))

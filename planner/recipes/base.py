@@ -210,6 +210,8 @@ def resolve_model_ref(plan: Plan, spec: Optional[ModelSpec], model_ref: Optional
         return ModelRef("placeholder-gguf", art["file"], hf_repo, dict(art))  # fetched next to the scripts
     if gguf_plan:
         return ModelRef("placeholder-gguf", f"{safe_name(plan.model)}-{plan.weight_format}.gguf", hf_repo)
+    if plan.weight_format.startswith("gptq") and art.get("kind") == "gptq" and HUB_ID.match(str(art.get("repo") or "")):
+        return ModelRef("hub", art["repo"], hf_repo, dict(art))  # a published GPTQ checkpoint the engine downloads
     if plan.weight_format.startswith("gptq"):
         return ModelRef("placeholder-dir", f"./{safe_name(plan.model)}-{plan.weight_format}", hf_repo)
     if hf_repo:
