@@ -149,9 +149,23 @@ RULE_EXACT_SIZE = ("the model's per-tensor rule (llama.cpp's llama_tensor_get_ty
                    "mix is not: --model hf.co/REPO:QUANT plans from its header")
 
 
-def choose(model: str, weight_format: str, engine: str) -> tuple[Optional[dict], list[str]]:
-    """The artifact a plan names (as ``plan.artifact``) and notes: other places to get the same weights, and a
-    published QAT file of this model when the plan is not already one."""
+_SIZE = re.compile(r"([\d.]+)\s*(bytes|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\b")
+_UNIT = {"bytes": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def published_bytes(e: dict) -> Optional[int]:
+    """The entry's size in bytes: exact, or read from the published text ("18.3 GB" is taken as 18.3e9, as the hub
+    and Ollama write decimal units); None when no size is given."""
+    if e.get("bytes"):
+        return int(e["bytes"])
+    m = _SIZE.search(e.get("size_published") or "")
+    return int(float(m.group(1)) * _UNIT[m.group(2)]) if m else None
+
+
+def choose(model: str, weight_format: str, engine: str, rule_bytes: int = 0) -> tuple[Optional[dict], list[str]]:
+    """The artifact a plan names (as ``plan.artifact``) and notes: other places to get the same weights, a published
+    QAT file of this model when the plan is not already one, and a published file much larger than the rule
+    (``rule_bytes``, the plan's weight bytes) that the plan would then under-count."""
     found = matches(model, weight_format, engine)
     notes = []
     art = None
@@ -163,11 +177,16 @@ def choose(model: str, weight_format: str, engine: str) -> tuple[Optional[dict],
         art = to_plan_artifact(best, basis)
         where = best.get("tag") or (f"{best['repo']}/{best['file']}" if best.get("file") else best["repo"])
         notes.append(f"published file: {where} ({size_text(best)}); --json plan.artifact has its source and fetch command")
+        pub = published_bytes(best)
+        if rule_bytes and pub and pub > rule_bytes * 1.02 + (64 << 20):
+            notes.append(f"the published file is {pub / 1e9:.2f} GB, {pub / rule_bytes - 1:.0%} more than the {weight_format} rule's "
+                         f"{rule_bytes / 1e9:.2f} GB of weights (its tensor mix differs{': ' + best['note'] if best.get('note') else ''}); "
+                         f"plan it exactly with --model hf.co/{best['repo']}:{best.get('file') or weight_format}")
         art["also"] = [describe(e) for e in found[1:4]]
     if engine == "llama.cpp" and not any(e.get("qat") for e in found):
         qat = [e for e in for_model(model) if e.get("qat") and e["kind"] in ("gguf", "ollama", "lmstudio") and e.get("quant")]
         if qat:
             e = sorted(qat, key=_rank)[0]
             notes.append(f"a quantization-aware-trained {e['quant']} is published: {describe(e)}; QAT weights were trained for "
-                         f"that format, so they lose less than a generic {e['quant']} of the same size; plan it with --quant {e['quant']}")
+                         f"that format, which Google's QAT cards describe as keeping quality similar to bfloat16; plan it with --quant {e['quant']}")
     return art, notes

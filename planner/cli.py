@@ -402,7 +402,7 @@ def _attach_artifact(rec, spec) -> None:
         return
     from planner.artifacts import choose
 
-    art, notes = choose(rec.plan.model, rec.plan.weight_format, rec.plan.engine)
+    art, notes = choose(rec.plan.model, rec.plan.weight_format, rec.plan.engine, rec.plan.weight_file_bytes)
     rec.plan.artifact = art
     rec.notes.extend(notes)
 

@@ -96,3 +96,11 @@ def test_a_gptq_plan_serves_a_published_checkpoint_by_its_hub_id(tmp_path):
     v = _cli("validate", str(tmp_path / "v" / "recipe.json"), "-t", "rtx4090", "--json")
     checks = json.loads(v.stdout)["checks"]
     assert all(c["status"] == "ok" for c in checks if c["name"].startswith("files"))
+
+
+def test_a_published_file_larger_than_the_rule_is_called_out():
+    art, notes = choose("gemma-3-12b", "Q4_0", "llama.cpp", rule_bytes=6_880_612_224)
+    assert art["qat"] and art["repo"] == "google/gemma-3-12b-it-qat-q4_0-gguf"
+    assert any("8.07 GB, 17% more than the Q4_0 rule's 6.88 GB" in n and "--model hf.co/google/" in n for n in notes)
+    _, quiet = choose("gemma-4-31b", "Q4_K_M", "llama.cpp", rule_bytes=18_670_000_000)
+    assert not any("more than the" in n for n in quiet)
