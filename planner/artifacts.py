@@ -183,6 +183,8 @@ def choose(model: str, weight_format: str, engine: str, rule_bytes: int = 0) -> 
                          f"{rule_bytes / 1e9:.2f} GB of weights (its tensor mix differs{': ' + best['note'] if best.get('note') else ''}); "
                          f"plan it exactly with --model hf.co/{best['repo']}:{best.get('file') or weight_format}")
         art["also"] = [describe(e) for e in found[1:4]]
+        # the same weights through the tools that pull their own copy (Ollama, LM Studio), for their recipes
+        art["pull"] = {e["kind"]: fetch_argv(e) for e in reversed(found) if e["kind"] in ("ollama", "lmstudio") and e is not best}
     if engine == "llama.cpp" and not any(e.get("qat") for e in found):
         qat = [e for e in for_model(model) if e.get("qat") and e["kind"] in ("gguf", "ollama", "lmstudio") and e.get("quant")]
         if qat:

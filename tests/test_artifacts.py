@@ -104,3 +104,12 @@ def test_a_published_file_larger_than_the_rule_is_called_out():
     assert any("8.07 GB, 17% more than the Q4_0 rule's 6.88 GB" in n and "--model hf.co/google/" in n for n in notes)
     _, quiet = choose("gemma-4-31b", "Q4_K_M", "llama.cpp", rule_bytes=18_670_000_000)
     assert not any("more than the" in n for n in quiet)
+
+
+def test_a_format_only_ollama_publishes_keeps_the_quantize_command_and_names_the_pull(tmp_path):
+    r = _cli("recommend", "--model", "gemma-3-27b", "--quant", "Q4_K_M", "--target", "rtx4090", "--emit", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path / "o" / "run-llama-server.sh").read_text()
+    assert "gemma-plan quantize -m google/gemma-3-27b-it" in script and "ollama pull gemma3:27b-it-q4_K_M" in script
+    f = _cli("fetch", str(tmp_path / "o" / "recipe.json"))
+    assert f.returncode == 0 and f.stdout.strip() == "ollama pull gemma3:27b-it-q4_K_M"

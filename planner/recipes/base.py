@@ -209,7 +209,8 @@ def resolve_model_ref(plan: Plan, spec: Optional[ModelSpec], model_ref: Optional
     if gguf_plan and art.get("kind") == "gguf" and art.get("file") and FILE_NAME.match(art["file"]):
         return ModelRef("placeholder-gguf", art["file"], hf_repo, dict(art))  # fetched next to the scripts
     if gguf_plan:
-        return ModelRef("placeholder-gguf", f"{safe_name(plan.model)}-{plan.weight_format}.gguf", hf_repo)
+        tool = dict(art) if art.get("kind") in ("ollama", "lmstudio") else {}  # the same format, pulled by that tool
+        return ModelRef("placeholder-gguf", f"{safe_name(plan.model)}-{plan.weight_format}.gguf", hf_repo, tool)
     if plan.weight_format.startswith("gptq") and art.get("kind") == "gptq" and HUB_ID.match(str(art.get("repo") or "")):
         return ModelRef("hub", art["repo"], hf_repo, dict(art))  # a published GPTQ checkpoint the engine downloads
     if plan.weight_format.startswith("gptq"):
@@ -342,11 +343,18 @@ def model_origin(ctx: Context) -> str:
     """One printable line, the same in every recipe: the model file and where it comes from (for a model that
     does not exist yet, the command that makes it)."""
     m = ctx.model
-    if m.kind == "placeholder-gguf" and m.artifact.get("fetch"):
+    if m.kind == "placeholder-gguf" and m.artifact.get("kind") in ("ollama", "lmstudio") and m.artifact.get("fetch"):
+        line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(quantize_command(ctx))} "
+                f"&& mv {shlex.quote(_made(ctx, '.gguf'))} {shlex.quote(m.value)}; {m.artifact['kind']} has this format as: "
+                f"{shlex.join([str(x) for x in m.artifact['fetch']])}")
+    elif m.kind == "placeholder-gguf" and m.artifact.get("fetch"):
         a = m.artifact
         size = f"{a['bytes']:,} bytes" if a.get("bytes") else (f"{a['size_published']} as published" if a.get("size_published") else "size not published")
         line = (f"model: {m.value} ({a.get('publisher') or a.get('repo')}, {size}): fetch it here with "
                 f"{shlex.join(a['fetch'])} or gemma-plan fetch recipe.json")
+        pulls = a.get("pull") if isinstance(a.get("pull"), dict) else {}
+        line += "".join(f"; {tool} has it as: {shlex.join([str(x) for x in argv])}" for tool, argv in sorted(pulls.items())
+                        if isinstance(argv, list))
     elif m.kind == "placeholder-gguf":
         line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(quantize_command(ctx))} "
                 f"&& mv {shlex.quote(_made(ctx, '.gguf'))} {shlex.quote(m.value)} (or point MODEL at a copy you have)")
