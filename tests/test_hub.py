@@ -246,3 +246,26 @@ def test_quantize_target_without_model_downloads_the_pick_and_proceeds(hub, tiny
     ggufs = list((tmp_path / "out").glob("gemma-3-1b-*.gguf"))
     assert len(ggufs) == 1 and ggufs[0].stat().st_size > 0
     assert hub.served.get("model.safetensors", 0) > 0
+
+
+@pytest.mark.slow
+def test_quantize_from_recipe_writes_the_file_the_recipe_loads(hub, tiny_model, tmp_path, monkeypatch, llama_cpp_module):
+    d = tiny_model("gemma3_text")
+    for f in d.iterdir():
+        if f.is_file():
+            hub.add("google/gemma-3-1b-it", f.name, f)
+    from click.testing import CliRunner
+
+    from planner import cli
+
+    monkeypatch.chdir(tmp_path)
+    hw = ["--target", "rtx4090", "--vram", "2GiB", "--ram", "2GiB", "--margin", "0.5GiB"]
+    r = CliRunner().invoke(cli.main, ["recommend", "--model", "gemma-3-1b", *hw, "--ctx", "4096", "--emit", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    name = doc["model"]["ref"]["value"]
+    assert name == doc["model"]["ref"]["artifact"]["file"]  # a published file name (unsloth's)
+    r = CliRunner().invoke(cli.main, ["quantize", "--from-recipe", str(tmp_path / "run" / "recipe.json"), *hw[2:],
+                                      "--out", str(tmp_path / "out"), "--no-validate"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / name).stat().st_size > 0
