@@ -13,7 +13,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from tests.fakehub import FakeHub  # noqa: E402
+from fakehub import FakeHub  # noqa: E402  (tests/ is on sys.path: pytest prepends it)
 
 
 def write_sparse_gguf(path: Path, model: str = "gemma-3-4b") -> Path:
