@@ -44,10 +44,14 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def add(self, repo: str, name: str, path: Path) -> None:
+    def add(self, repo: str, name: str, path: Path, sha256: str = "") -> None:
+        """Serve ``path`` as ``repo``/``name``; ``sha256`` spares hashing a large file inside a request."""
         self.repos.setdefault(repo, {})[name] = Path(path)
+        if sha256:
+            self._sha[Path(path)] = sha256
 
     def sha256(self, path: Path) -> str:
+        path = Path(path)
         if path not in self._sha:
             h = hashlib.sha256()
             with open(path, "rb") as f:
