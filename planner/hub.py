@@ -10,6 +10,7 @@ catalog model, and the note says so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,16 @@ SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DEFAULT_QUANT = "Q4_K_M"  # what llama.cpp -hf and Ollama pick when the tag is left out
 FIRST_READ = 256 << 10  # the first range request; a Gemma header with its 262k-token vocabulary is ~6 MB
 MAX_HEADER_BYTES = 256 << 20  # a header needing more than this is refused (hostile or not a model)
+
+
+# spec.source -> the published file a remote GGUF spec was read from (plan.artifact); ModelSpec is frozen
+REMOTE_ARTIFACTS: dict[str, dict] = {}
+
+
+def artifact_for(spec) -> Optional[dict]:
+    """The artifact of a spec read from the hub by load_remote_gguf (exact bytes, sha256, fetch argv), else None."""
+    art = REMOTE_ARTIFACTS.get(getattr(spec, "source", ""))
+    return dict(art) if art else None
 
 
 class HubError(PlanError):
@@ -216,7 +227,7 @@ def load_remote_gguf(repo: str, selector: str, stats: Optional[dict] = None):
         os.replace(tmp, index_path)
     fname = meta["file"]
     spec = spec_from_gguf_header(header, name=Path(fname).stem, origin=f"hf.co/{repo}/{fname}", source=f"hf-gguf:{repo}/{fname}")
-    spec.artifact = {"source": "huggingface", "kind": "gguf", "repo": repo, "tag": None, "file": fname,
+    REMOTE_ARTIFACTS[spec.source] = {"source": "huggingface", "kind": "gguf", "repo": repo, "tag": None, "file": fname,
                      "quant": spec.gguf_file_type, "revision": meta.get("commit"), "bytes": meta["size"], "size_exact": True,
                      "sha256": meta.get("sha256"), "fetch": ["hf", "download", repo, fname, "--local-dir", "."],
                      "weights_basis": "header", "header_bytes_read": meta.get("bytes_read")}
@@ -284,5 +295,4 @@ def load_remote_safetensors(repo: str):
     for name, info in header.items():
         _check_st_entry(Path(f"hf.co/{repo}"), name, info, B.MAX_TENSOR_ELEMENTS * 8)
     spec = spec_from_config_and_header(cfg, header, name=repo.split("/")[1], source=f"hub:{repo}")
-    spec.hf_repo = repo
-    return spec, note
+    return dataclasses.replace(spec, hf_repo=repo), note
