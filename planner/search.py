@@ -95,8 +95,9 @@ def modalities_note(spec: ModelSpec, p: Plan) -> str:
         rest = [t for t in towers if not t.startswith("vision")]
         return (f"modalities: text + vision planned (projector {planned[0]})"
                 + (f"; {', '.join(rest)} params not planned (no audio projector is modelled)" if rest else ""))
-    return (f"modalities: text only is planned ({', '.join(towers)} params not loaded); "
-            + ("--vision adds the projector" if spec.vision_params and p.engine == "llama.cpp" else "no projector is planned for this engine"))
+    return (f"modalities: text only is planned ({', '.join(towers)} params not loaded"
+            + ("; the vision projector is a separate mmproj file, --vision plans it)" if spec.vision_params and p.engine == "llama.cpp"
+               else "; no projector is planned for this engine)"))
 
 
 def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None:
@@ -311,6 +312,8 @@ def recommend(
         rec.notes.append(f"nothing that fits {target or hw.name} reaches the {u.speed_floor:g} tok/s floor ({u.speed_floor_source}); "
                          f"the closest is {chosen.model} {chosen.weight_format} at {chosen.utility['decode_tokens_per_s']:.1f} tok/s")
     chosen.notes.insert(0, met_line(chosen, u))
+    # one line for what the plan covers: it replaces plan()'s "text weights only" note
+    chosen.notes = [n for n in chosen.notes if not n.startswith("text weights only")]
     chosen.notes.append(modalities_note(specs[chosen.model], chosen))
     if chosen.engine == "litert-lm":
         return rec  # the bundle's KV size is fixed when it is exported

@@ -60,7 +60,7 @@ def test_vision_on_a_text_only_model_changes_nothing():
     ("gemma-3n-e2b", "pixel-9", "vision ~300M, audio ~300M params) are not counted"),
     ("gemma-3-270m", "galaxy-s24", "text only (gemma-3-270m has no vision or audio tower)"),
     ("gemma-4-e2b", "pixel-9", "vision ~150M, audio ~300M params) are not counted"),
-    ("gemma-3n-e4b", "pixel-9", "text only is planned (vision ~300M, audio ~300M params not loaded)"),
+    ("gemma-3n-e4b", "pixel-9", "text only is planned (vision ~300M, audio ~300M params not loaded; the vision projector"),
 ])
 def test_phone_plans_state_the_modalities(model, target, says):
     r = run("recommend", "--model", model, "--target", target, "--json")
