@@ -65,8 +65,10 @@ GEMMA3_SIGLIP = VisionTower("gemma3", n_embd=1152, n_ff=4304, n_layer=27, n_head
 # -> 103.81, 121.25, 121.25 MiB (the reserve_compute_meta log line, 0.01 MiB resolution).
 # Without flash attention the 16 x 4096 x 4096 F32 attention scores (1 GiB) would come on top.
 # Gemma 4 26B/31B (gemma4v): the same command with --gemma4v 16 (2 layers of the released widths, one
-# 768 px image = the 256-token warmup size clip.cpp reserves for): 157,947,002 bytes (150.63 MiB).
-ENCODER_COMPUTE: dict[str, int] = {"gemma3": 127_139_840, "gemma4v": 157_947_002}
+# 768 px image = the 256-token warmup size clip.cpp reserves for): 157,947,002 bytes (150.63 MiB);
+# E2B/E4B's tower with --gemma4v 16 --small: 106,189,291 bytes (101.27 MiB). Keyed by (kind, width).
+ENCODER_COMPUTE: dict[tuple[str, int], int] = {("gemma3", 1152): 127_139_840, ("gemma4v", 1152): 157_947_002,
+                                               ("gemma4v", 768): 106_189_291}
 
 
 # Gemma 4 26B-A4B / 31B vision tower (gemma4v in clip.cpp): google/gemma-4-31B-it config.json vision_config
@@ -77,7 +79,13 @@ ENCODER_COMPUTE: dict[str, int] = {"gemma3": 127_139_840, "gemma4v": 157_947_002
 GEMMA4_VISION_LARGE = VisionTower("gemma4v", n_embd=1152, n_ff=4304, n_layer=27, n_head=16, image_size=768, patch_size=16,
                                   tokens_per_image=256, source="google/gemma-4-31B-it config.json vision_config",
                                   head_dim=72, pos_table=10240)
-TOWERS_BY_MODEL = {"gemma-4-31b": GEMMA4_VISION_LARGE, "gemma-4-26b-a4b": GEMMA4_VISION_LARGE}
+# Gemma 4 E2B/E4B: the smaller tower (reference gemma_architectures.md 1.4: hidden 768, inter 3072, 16 layers,
+# 12 heads, 16 px patches pooled 3x3), same clip.cpp graph and warmup size.
+GEMMA4_VISION_SMALL = VisionTower("gemma4v", n_embd=768, n_ff=3072, n_layer=16, n_head=12, image_size=768, patch_size=16,
+                                  tokens_per_image=256, source="google/gemma-4-E2B-it config.json vision_config",
+                                  head_dim=64, pos_table=10240)
+TOWERS_BY_MODEL = {"gemma-4-31b": GEMMA4_VISION_LARGE, "gemma-4-26b-a4b": GEMMA4_VISION_LARGE,
+                   "gemma-4-e2b": GEMMA4_VISION_SMALL, "gemma-4-e4b": GEMMA4_VISION_SMALL}
 
 
 def tower_for(family: str, has_vision: bool, name: str = "") -> Optional[VisionTower]:
@@ -134,11 +142,11 @@ def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
     """clip's compute reservation for the tower's planned image, where it was measured (see ENCODER_COMPUTE)."""
     if tower.n_layer < 2:
         return None  # measured at depth >= 2 only
-    if tower.kind == "gemma3" and tower.image_size != GEMMA3_SIGLIP.image_size:
-        return None
-    if tower.kind == "gemma4v" and (tower.n_embd, tower.image_size) != (GEMMA4_VISION_LARGE.n_embd, GEMMA4_VISION_LARGE.image_size):
-        return None
-    return ENCODER_COMPUTE.get(tower.kind)
+    released = {("gemma3", 1152): GEMMA3_SIGLIP, ("gemma4v", 1152): GEMMA4_VISION_LARGE, ("gemma4v", 768): GEMMA4_VISION_SMALL}
+    ref = released.get((tower.kind, tower.n_embd))
+    if ref is None or (tower.n_ff, tower.n_head, tower.image_size, tower.patch_size) != (ref.n_ff, ref.n_head, ref.image_size, ref.patch_size):
+        return None  # measured for the released towers only
+    return ENCODER_COMPUTE.get((tower.kind, tower.n_embd))
 
 
 @dataclass

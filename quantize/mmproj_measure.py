@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 
-def measure_gemma4v(n_layer: int, side_tokens: int, work: Path) -> dict:
-    """Gemma 4 26B/31B vision widths (hidden 1152, ffn 4304, 16 heads of 72, 16 px patches pooled 3x3), one
-    square image of side_tokens x side_tokens soft tokens."""
+def measure_gemma4v(n_layer: int, side_tokens: int, work: Path, small: bool = False) -> dict:
+    """Gemma 4 26B/31B vision widths (hidden 1152, ffn 4304, 16 heads of 72; ``small``: E2B/E4B's 768, 3072,
+    12 heads of 64), 16 px patches pooled 3x3, one square image of side_tokens x side_tokens soft tokens."""
     import numpy as np
     import torch
     import transformers
@@ -31,14 +31,15 @@ def measure_gemma4v(n_layer: int, side_tokens: int, work: Path) -> dict:
     from .mmproj import encode_image, write_mmproj
     from .tiny import _save_tokenizer
 
-    d = work / f"gemma4v-{n_layer}-{side_tokens}"
+    d = work / f"gemma4v-{'small' if small else 'large'}-{n_layer}-{side_tokens}"
     d.mkdir(parents=True, exist_ok=True)
     text = transformers.Gemma4TextConfig(
         vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1,
         head_dim=128, global_head_dim=256, num_hidden_layers=2, sliding_window=16, hidden_size_per_layer_input=0,
         layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    vision = transformers.Gemma4VisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=n_layer,
-                                             num_attention_heads=16, num_key_value_heads=16, head_dim=72)
+    e, ff, heads, hd = (768, 3072, 12, 64) if small else (1152, 4304, 16, 72)
+    vision = transformers.Gemma4VisionConfig(hidden_size=e, intermediate_size=ff, num_hidden_layers=n_layer,
+                                             num_attention_heads=heads, num_key_value_heads=heads, head_dim=hd)
     cfg = transformers.Gemma4Config(text_config=text, vision_config=vision, audio_config=None,
                                     boi_token_id=1020, eoi_token_id=1021, image_token_id=1022, video_token_id=1023)
     torch.manual_seed(0)
@@ -50,7 +51,7 @@ def measure_gemma4v(n_layer: int, side_tokens: int, work: Path) -> dict:
     rgb = ((np.arange(px * px * 3) * 37) % 251).astype(np.uint8).reshape(px, px, 3)
     enc = encode_image(d / "text.gguf", d / "mmproj-f16.gguf", rgb, n_ctx=2048, n_tokens=1)
     grow = [int(float(x) * 2**20) for x in __import__("re").findall(r"reallocating \w+ buffer from size [\d.]+ MiB to ([\d.]+) MiB", enc.log)]
-    return dict(family="gemma4v", n_layer=n_layer, image_px=px, image_tokens=enc.image_tokens,
+    return dict(family="gemma4v-small" if small else "gemma4v", n_layer=n_layer, image_px=px, image_tokens=enc.image_tokens,
                 clip_model_bytes=enc.clip_buffers.get("model"), clip_compute_bytes=enc.clip_buffers.get("CPU compute"),
                 compute_after_image_bytes=max(grow) if grow else None)
 
@@ -99,10 +100,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--gemma4v", type=int, nargs="*", metavar="SIDE",
                     help="measure Gemma 4's vision tower (2 layers) instead, one image of SIDE x SIDE soft tokens each")
+    ap.add_argument("--small", action="store_true", help="with --gemma4v: the E2B/E4B tower's widths")
     args = ap.parse_args(argv)
     if args.gemma4v:
         with tempfile.TemporaryDirectory(prefix="mmproj-measure-") as tmp:
-            rows = [measure_gemma4v(2, side, Path(tmp)) for side in args.gemma4v]
+            rows = [measure_gemma4v(2, side, Path(tmp), small=args.small) for side in args.gemma4v]
         print(json.dumps(rows, indent=2))
         return 0
     if any(n < 1 or n > 27 for n in args.layers) or not 14 <= args.image_size <= 1792 or args.image_size % 14:

@@ -42,7 +42,7 @@ def test_vision_flag_puts_the_projector_on_the_gpu():
     off, on = _plan(), _plan("--vision")
     gpu_off, gpu_on = off["memory"]["devices"][0], on["memory"]["devices"][0]
     pm = gpu_on["detail"]["projector"]
-    assert pm["compute_bytes"] == ENCODER_COMPUTE["gemma3"] and pm["tokens_per_image"] == 256
+    assert pm["compute_bytes"] == ENCODER_COMPUTE[("gemma3", 1152)] and pm["tokens_per_image"] == 256
     assert gpu_on["projector_bytes"] == pm["weights_bytes"] + pm["compute_bytes"]
     assert gpu_on["total_bytes"] - gpu_off["total_bytes"] == gpu_on["projector_bytes"]
     assert gpu_off["projector_bytes"] == 0 and any("separate mmproj" in n for n in off["notes"])
@@ -83,5 +83,20 @@ def test_gemma4_31b_vision_plan():
     r = run("estimate", "--model", "gemma-4-31b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192", "--vision", "--json")
     assert r.exit_code == 0, r.output
     pm = json.loads(r.output)["plan"]["memory"]["devices"][0]["detail"]["projector"]
-    assert pm["kind"] == "gemma4v" and pm["compute_bytes"] == ENCODER_COMPUTE["gemma4v"]
+    assert pm["kind"] == "gemma4v" and pm["compute_bytes"] == ENCODER_COMPUTE[("gemma4v", 1152)]
     assert 1.0 * 2**30 < pm["weights_bytes"] < 1.2 * 2**30  # ~550M params, mostly F16
+
+
+def test_gemma4_e2b_vision_plan_on_a_phone_with_llama_cpp():
+    """E2B with --vision planned for llama.cpp on a Pixel 9: the smaller gemma4v tower's weights and compute
+    (measured at its widths) join the plan, and the modalities line says vision is planned, audio is not."""
+    from planner.projector import GEMMA4_VISION_SMALL
+
+    r = run("recommend", "--model", "gemma-4-e2b", "--target", "pixel-9", "--engine", "llama.cpp", "--vision", "--json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.output)["plan"]
+    pm = next(d["detail"]["projector"] for d in plan["memory"]["devices"] if "projector" in d["detail"])
+    assert pm["compute_bytes"] == ENCODER_COMPUTE[("gemma4v", 768)]
+    assert pm["weights_bytes"] == mmproj_weight_bytes(GEMMA4_VISION_SMALL, 1536, "f16")
+    line = next(n for n in plan["notes"] if n.startswith("modalities:"))
+    assert "text + vision planned" in line and "audio ~300M params not planned" in line
