@@ -49,13 +49,16 @@ class QuantizeJob:
     outtype: str  # converter output type for the intermediate (or the final file for F16/BF16/F32)
     need_bytes: int
     notes: list[str] = field(default_factory=list)
+    mmproj_path: Optional[Path] = None  # the vision projector written beside the GGUF (--vision)
+    mmproj_type: str = "f16"
 
     def describe(self) -> list[str]:
         p = self.plan
         lines = [f"model: {self.spec.name} ({self.source_kind}: {self.source})",
                  f"plan: {p.weight_format} at {p.ctx:,} tokens, KV {p.settings.type_k}/{p.settings.type_v}, "
                  f"{p.memory.total_bytes / GiB:.2f} GiB on {p.target} ({'fits' if p.fits else 'does not fit'})",
-                 f"writes: {self.gguf_path} (~{p.weight_file_bytes / GiB:.2f} GiB), manifest.json, recipe.json"]
+                 f"writes: {self.gguf_path} (~{p.weight_file_bytes / GiB:.2f} GiB), "
+                 + (f"{self.mmproj_path.name}, " if self.mmproj_path else "") + "manifest.json, recipe.json"]
         if self.intermediate:
             lines.append(f"temporary: {self.intermediate.name} ({self.outtype}, deleted at the end)")
         lines.append(f"needs {self.need_bytes / GiB:.2f} GiB free in {self.out_dir}")
@@ -73,12 +76,21 @@ def resolve_source(model: str) -> tuple[Path, str]:
         raise UnknownModelError(f"{model} is neither a Hugging Face directory nor a .gguf file")
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or p.suffix.lower() in (".gguf", ".safetensors") or "\\" in model:
         raise UnknownModelError(f"{model} does not exist", hint="check the path: pass a Hugging Face checkpoint directory or a .gguf file")
-    repo = model
-    if "/" not in model:
-        from planner.catalog import resolve_entry
+    repo, expect = model, 0
+    from planner.catalog import resolve_entry
+    from planner.errors import UnknownModelError as _Unknown
 
-        repo = resolve_entry(model)[0]["hf_repo"]
-    return _snapshot(repo), "hf-dir"
+    try:
+        entry = resolve_entry(model)[0]
+        repo = entry["hf_repo"] if "/" not in model else model
+        from planner.catalog import get_model
+
+        spec = get_model(entry["name"])[0]
+        expect = (spec.n_params_text + spec.vision_params + spec.audio_params) * 2  # bf16 safetensors
+    except _Unknown:
+        if "/" not in model:
+            raise
+    return _snapshot(repo, expect), "hf-dir"
 
 
 def source_name(model: str, source: Path) -> str:
@@ -96,21 +108,43 @@ def source_name(model: str, source: Path) -> str:
         return model.rsplit("/", 1)[-1].lower()
 
 
-def _snapshot(repo: str) -> Path:
-    """Config, tokenizer and safetensors of a hub repo, from the local cache or the hub (never pickles or code)."""
-    from huggingface_hub import snapshot_download
+SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
+
+
+def _snapshot(repo: str, expect_bytes: int = 0) -> Path:
+    """Config, tokenizer and safetensors of a hub repo, from the local cache or the hub (never pickles or code).
+    The cache is tried first; a download checks free disk in the cache for ``expect_bytes`` before it starts."""
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    fetch = f"hf download {repo} --include {' '.join(repr(p) for p in SNAPSHOT_PATTERNS)}"
+    size = f" (~{expect_bytes / 1e9:.1f} GB)" if expect_bytes else ""
     try:
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]))
+        return Path(snapshot_download(repo, allow_patterns=SNAPSHOT_PATTERNS, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise UnknownModelError(
+                f"{repo} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: quantize needs "
+                f"its config, tokenizer and safetensors{size}", hint=f"where you have network run: {fetch}") from None
+    except Exception:
+        pass
+    if expect_bytes:
+        cache = Path(constants.HF_HUB_CACHE)
+        probe = next((p for p in [cache, *cache.parents] if p.exists()), Path("/"))
+        free = shutil.disk_usage(probe).free
+        if free < expect_bytes + DISK_SLACK:
+            raise InsufficientDiskError(f"downloading {repo} needs ~{(expect_bytes + DISK_SLACK) / GiB:.1f} GiB in {cache}, "
+                                        f"{free / GiB:.1f} GiB free", hint="free space or set HF_HOME to a larger disk")
+    try:
+        return Path(snapshot_download(repo, allow_patterns=SNAPSHOT_PATTERNS))
     except LocalEntryNotFoundError:
         raise UnknownModelError(
-            f"{repo} is not in the local Hugging Face cache and the hub cannot be reached",
-            hint=f"download it where you have network (huggingface-cli download {repo}) or pass a local directory",
-        ) from None
+            f"{repo} is not in the local Hugging Face cache and the hub cannot be reached: quantize needs its config, "
+            f"tokenizer and safetensors{size}", hint=f"where you have network run: {fetch}") from None
     except Exception as exc:  # gated repos, bad ids, network errors: one line naming the repo
         raise UnknownModelError(f"could not fetch {repo}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                                hint="log in with `huggingface-cli login` for gated Gemma repos, or pass a local directory") from None
+                                hint="Gemma repos are gated: accept the licence on the model page and run `hf auth login`, "
+                                     "or pass a local directory") from None
 
 
 def plan_job(
@@ -127,6 +161,9 @@ def plan_job(
     base: Optional[RuntimeSettings] = None,
     target: str = "",
     force: bool = False,
+    out_name: Optional[str] = None,
+    vision: Optional[bool] = None,
+    mmproj_type: str = "f16",
 ) -> QuantizeJob:
     from planner.sources import load_model
 
@@ -152,7 +189,7 @@ def plan_job(
         want = planned_ctx(ctx, ctx_max, spec.ctx_train)
         p = require_fit(make_plan(spec, fmt, dataclasses.replace(base, n_ctx=want), hw, margin=margin, target=target))
     out_dir = Path(out_dir or Path.cwd() / "out").expanduser()
-    gguf_path = out_dir / f"{spec.name}-{p.weight_format}.gguf"
+    gguf_path = out_dir / (out_name or f"{spec.name}-{p.weight_format}.gguf")  # out_name: the file a recipe loads
     for path in (gguf_path, out_dir / "manifest.json", out_dir / "recipe.json"):
         if path.exists() and not force:
             raise OutputExistsError(f"{path} already exists")
@@ -172,8 +209,50 @@ def plan_job(
         else:
             intermediate = out_dir / f".{spec.name}-{outtype}.gguf.tmp"
             need = p.weight_file_bytes + sum(t.n_elements for t in spec.tensors) * (4 if outtype == "f32" else 2)
+    mmproj = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force)
+    if mmproj is not None:
+        need += mmproj.weights_bytes
     need += DISK_SLACK
-    return QuantizeJob(source, kind, spec, p, hw, out_dir, gguf_path, intermediate, outtype, need, notes)
+    return QuantizeJob(source, kind, spec, p, hw, out_dir, gguf_path, intermediate, outtype, need, notes,
+                       mmproj_path=Path(mmproj.path) if mmproj else None, mmproj_type=mmproj_type)
+
+
+def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path: Path, vision: Optional[bool],
+                    mmproj_type: str, force: bool):
+    """The vision projector to write beside the GGUF: on by default when the checkpoint has a tower the writer
+    knows (Gemma 3 SigLIP, Gemma 4 vision), refused with --vision when it has none. Its weights (the
+    writer's own plan) and clip's compute buffer (measured for the released tower) join the plan."""
+    if vision is False:
+        return None
+    if kind != "hf-dir":
+        if vision:
+            raise InvalidSettingsError("--vision needs the Hugging Face checkpoint: a GGUF file holds no vision tower",
+                                       hint="pass the checkpoint directory, or drop --vision")
+        return None
+    from planner.projector import ProjectorMemory, encoder_compute_bytes, tower_for
+    from planner.search import add_projector
+    from quantize.errors import UnsupportedArchitectureError
+    from quantize.mmproj import plan_mmproj
+
+    try:
+        mp = plan_mmproj(source, mmproj_type)
+    except UnsupportedArchitectureError as e:
+        if vision:
+            raise InvalidSettingsError(f"--vision: {e}", hint="drop --vision to quantize the text model only") from None
+        return None
+    path = gguf_path.with_name(gguf_path.name[:-5] + f"-mmproj-{mmproj_type.upper()}.gguf")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists")
+    hp = mp.hparams
+    released = tower_for(spec.family, True, spec.name)
+    same = released is not None and (released.kind, released.n_embd, released.n_ff, released.image_size) == (
+        mp.projector, hp["n_embd"], hp["n_ff"], hp["image_size"])
+    pm = ProjectorMemory(kind=mp.projector, file_type=mmproj_type, weights_bytes=mp.tensor_bytes,
+                         compute_bytes=(encoder_compute_bytes(released) or 0) if same else 0,
+                         tokens_per_image=hp["tokens_per_image"], image_size=hp["image_size"],
+                         source=f"{source.name}/config.json vision_config", path=str(path))
+    add_projector(p, spec, p.settings, pm)
+    return pm
 
 
 def _source_outtype(spec: ModelSpec) -> str:
@@ -238,6 +317,14 @@ def run_job(
             quantize_gguf(job.source, built, fmt, nthreads=nthreads, imatrix=imatrix, force=True,
                           progress=lambda written: say("quantize", quantized(written)))
             say("quantize", 1.0)
+        mmproj_built = None
+        if job.mmproj_path is not None:
+            from quantize.mmproj import write_mmproj
+
+            say("mmproj", 0.0)
+            mmproj_built = staged.path(job.mmproj_path.name)
+            write_mmproj(job.source, mmproj_built, job.mmproj_type, force=True,
+                         progress=lambda done, total, name: say("mmproj", done / max(1, total)))
         if validate:
             say("validate", 0.0)
             validation = validate_gguf(job, built)
@@ -245,9 +332,11 @@ def run_job(
         else:
             validation = {"skipped": True}
         manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
+        if mmproj_built is not None:
+            manifest["mmproj"] = _mmproj_manifest(job, built, mmproj_built, validate)
         staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
         staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        staged.commit([job.gguf_path.name, "recipe.json", "manifest.json"])
+        staged.commit([job.gguf_path.name] + ([job.mmproj_path.name] if mmproj_built else []) + ["recipe.json", "manifest.json"])
     return manifest
 
 
@@ -333,6 +422,38 @@ def _inputs(job: QuantizeJob) -> list[Path]:
         return [job.source]
     keep = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
     return sorted(p for p in job.source.iterdir() if p.suffix == ".safetensors" or p.name in keep)
+
+
+def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool) -> dict:
+    """The projector file and, with the engine, one image encoded through it: clip's own accounting of its
+    weights and compute buffer next to the plan's."""
+    from planner.gguf_header import read_header
+    from quantize.llama_bins import mtmd_lib
+    from quantize.mmproj import encode_image, plan_mmproj
+
+    mp = plan_mmproj(job.source, job.mmproj_type)
+    planned = next((d.detail["projector"] for d in job.plan.memory.devices if "projector" in d.detail), {})
+    out = {"path": str(job.mmproj_path), "sha256": sha256_file(mmproj), "bytes": mmproj.stat().st_size,
+           "type": job.mmproj_type, "projector": mp.projector,
+           "tensor_bytes": sum(t.n_bytes for t in read_header(mmproj).tensors),
+           "predicted_weights_bytes": planned.get("weights_bytes"), "predicted_compute_bytes": planned.get("compute_bytes")}
+    if not validate:
+        out["validation"] = {"skipped": True}
+    elif mtmd_lib() is None:
+        out["validation"] = {"skipped": "llama.cpp's multimodal library is not built: python -m quantize.llama_bins --mtmd"}
+    else:
+        import numpy as np
+
+        # Gemma 3: its fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
+        side = (mp.hparams["image_size"] if mp.projector == "gemma3"
+                else 10 * mp.hparams["patch_size"] * mp.hparams["scale"])
+        rgb = ((np.arange(side * side * 3) * 37) % 251).astype(np.uint8).reshape(side, side, 3)
+        enc = encode_image(built, mmproj, rgb)
+        out["validation"] = {"image_px": side, "image_tokens": enc.image_tokens, "embd_finite": enc.embd_finite,
+                             "tokens_generated": len(enc.generated), "clip_weights_bytes": enc.clip_buffers.get("model"),
+                             "clip_compute_bytes": enc.clip_buffers.get("CPU compute"),
+                             "note": "clip logs MiB with two decimals"}
+    return out
 
 
 def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str], seconds: float,
