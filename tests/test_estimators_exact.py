@@ -335,6 +335,7 @@ def _sys_text(**sections):
     # /proc/version names the WSL kernel: "microsoft-standard" is WSL2, a bare "Microsoft" WSL1
     ({"proc_version": "Linux version 5.15.153.1-microsoft-standard-WSL2 (root@x) #1 SMP"},
      {"wsl": True, "wsl_version": 2, "kernel": "5.15.153.1-microsoft-standard-WSL2"}),
+    ({"proc_version": "Linux version 4.19.84-Microsoft-Standard (x)"}, {"wsl": True, "wsl_version": 2}),  # any case
     ({"proc_version": "Linux version 4.4.0-19041-Microsoft (Microsoft@Microsoft.com)"},
      {"wsl": True, "wsl_version": 1, "kernel": "4.4.0-19041-Microsoft"}),
     ({"markers": "env.WSL_DISTRO_NAME = Ubuntu"}, {"wsl": True, "wsl_version": 1, "kernel": ""}),
@@ -343,9 +344,11 @@ def _sys_text(**sections):
     ({"os_release": 'NAME="X"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian'},
      {"os_version": "Debian GNU/Linux 12 (bookworm)"}),
     ({"os_release": 'PRETTY_NAME="Odd=Name 1"'}, {"os_version": "Odd=Name 1"}),  # split at the first "="
+    ({"os_release": 'PRETTY_NAME="Xubuntu 24.04 X"'}, {"os_version": "Xubuntu 24.04 X"}),  # only quotes stripped
     ({"markers": "/.dockerenv = yes"}, {"container": "docker"}),
     ({"markers": "/run/.containerenv = yes"}, {"container": "podman"}),
     ({"markers": "env.container = podman"}, {"container": "podman"}),
+    ({"markers": "env.container = podman", "pid1_cgroup": "0::/docker/abc"}, {"container": "podman"}),  # marker first
     ({"markers": "env.KUBERNETES_SERVICE_HOST = 10.0.0.1"}, {"container": "kubernetes"}),
     ({"pid1_cgroup": "0::/kubepods/besteffort/pod1"}, {"container": "kubernetes"}),
     ({"pid1_cgroup": "12:memory:/docker/0123abcd"}, {"container": "docker"}),
@@ -368,6 +371,7 @@ def test_parse_system_rules(sections, expect):
 def test_parse_system_keeps_the_callers_kernel_and_arch():
     from profiles.sources import system
 
+    assert (system.parse_system("").os, system.parse_system("").kernel, system.parse_system("").arch) == ("Linux", "", "")
     info = system.parse_system(_sys_text(proc_version="Linux version 6.1.0 (x)"), "Linux", "6.6.6", "aarch64")
     assert (info.os, info.kernel, info.arch) == ("Linux", "6.6.6", "aarch64")
 
@@ -382,6 +386,7 @@ def test_cgroup_edges():
     # at the threshold is "unlimited" (v1 writes PAGE_COUNTER_MAX rounded to pages), and a huge value is skipped,
     # not the end of the walk
     assert limit(("a", str(CGROUP_UNLIMITED_AT)), ("b", str(8 * GiB))).limit_bytes == 8 * GiB
+    assert limit(("a", str(CGROUP_UNLIMITED_AT))).limit_bytes is None
     assert limit(("a", str(CGROUP_UNLIMITED_AT - 1))).limit_bytes == CGROUP_UNLIMITED_AT - 1
     # equal limits: the first file listed (the innermost cgroup) is named
     assert limit(("leaf", str(8 * GiB)), ("parent", str(8 * GiB))).file == "/sys/fs/cgroup/leaf/memory.max"
