@@ -51,7 +51,7 @@ SCOPE: dict[str, tuple[list[str], list[str]]] = {
     "planner/speed.py": (["tests/test_speed.py", "tests/test_estimators_exact.py"],
                          ["weights_read_per_token", "efficiency_class", "efficiency", "_kv_row", "_kv_read_bytes",
                           "estimate_speed", "_unread_expert_bytes", "_devices_for"]),
-    "planner/search.py": (["tests/test_estimators_exact.py", "tests/test_recommend_utility.py", "tests/test_speed.py"],
+    "planner/search.py": (["tests/test_estimators_exact.py", "tests/test_speed.py"],
                           ["plan", "_fits", "max_context", "vllm_tensor_parallel", "gpus_per_host"]),
     "planner/utility.py": (["tests/test_estimators_exact.py", "tests/test_recommend_utility.py"],
                            ["quant_penalty", "make_utility", "terms", "_tiers", "rank"]),

@@ -410,3 +410,24 @@ def test_jetson_names_ignore_case_and_spacing():
     assert jetson_gpu_name("nvidia jetson orin  nano engineering reference developer kit") == "Jetson orin nano"
     assert jetson_gpu_name("NVIDIA Jetson AGX Orin Developer Kit") == "Jetson AGX Orin"
     assert jetson_gpu_name(None) is None and jetson_gpu_name("Raspberry Pi 5 Model B Rev 1.0") is None
+
+
+@pytest.mark.parametrize("model, gpus, tp", [
+    # vLLM: the TP size divides the attention heads, and per layer divides the KV heads or is a multiple of them
+    ("gemma-3-27b", 1, 1), ("gemma-3-27b", 3, 2), ("gemma-3-27b", 8, 8), ("gemma-3-27b", 64, 32),  # 32 heads, 16 KV
+    ("gemma-3-1b", 8, 4),  # 4 heads, 1 KV head (replicated)
+    ("gemma-4-26b-a4b", 8, 8), ("gemma-4-26b-a4b", 32, 16),  # 16 heads, KV 2 and 8
+])
+def test_vllm_tensor_parallel_size(model, gpus, tp):
+    from planner.search import vllm_tensor_parallel
+
+    assert vllm_tensor_parallel(get_model(model)[0], gpus) == tp
+
+
+@pytest.mark.parametrize("target, n", [("2x-node-8x-h100", 8), ("cluster-2x-dgx-spark", 1), ("4x-a6000", 4), ("h100", 1),
+                                       ("cpu-16gb", 0)])
+def test_gpus_per_host(target, n):
+    from planner.search import gpus_per_host
+    from profiles.targets import load_target
+
+    assert gpus_per_host(load_target(target)) == n
