@@ -431,3 +431,47 @@ def test_gpus_per_host(target, n):
     from profiles.targets import load_target
 
     assert gpus_per_host(load_target(target)) == n
+
+
+def test_plan_fields_and_quality_loss():
+    # quality loss: the weight format's perplexity increase plus half of each KV type's (K and V count alike);
+    # search.KV_QUALITY: q8_0 0.002, q4_0 0.05; formats: Q4_K_M 0.1754
+    from planner.formats import weight_bytes
+    from planner.search import plan
+
+    spec, _ = get_model("gemma-3-1b")
+    p = plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096, type_k="q8_0", type_v="q4_0"), gpu_box())
+    assert p.quality_loss == round(0.1754 + 0.002 / 2 + 0.05 / 2, 4) == 0.2014
+    assert (p.model, p.weight_format, p.engine, p.target) == ("gemma-3-1b", "Q4_K_M", "llama.cpp", "box")
+    assert p.weight_file_bytes == weight_bytes(spec, parse_format("Q4_K_M")) and p.settings.type_v == "q4_0"
+    assert p.speed is not None and plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096), gpu_box(),
+                                        target="named", with_speed=False).speed is None
+    assert plan(spec, parse_format("Q8_0"), RuntimeSettings(n_ctx=4096), gpu_box(), target="named").target == "named"
+
+
+@pytest.mark.parametrize("settings", [dict(n_ctx=0), dict(n_ctx=4096, n_parallel=0), dict(n_ctx=4096, n_ubatch=0),
+                                      dict(n_ctx=32769 * 4)])
+def test_plan_refuses_impossible_settings(settings):
+    from planner.errors import InvalidSettingsError
+    from planner.search import plan
+
+    spec, _ = get_model("gemma-3-1b")  # trained to 32768
+    with pytest.raises(InvalidSettingsError):
+        plan(spec, parse_format("Q4_K_M"), RuntimeSettings(**settings), gpu_box())
+
+
+def test_max_context_steps_by_slots_only_for_split_llama_cpp_caches():
+    from planner.memory import DEFAULT_MARGIN
+    from planner.search import max_context
+
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    split = max_context(spec, fmt, RuntimeSettings(n_ctx=4096, n_parallel=3), gpu_box(5), DEFAULT_MARGIN)
+    unified = max_context(spec, fmt, RuntimeSettings(n_ctx=4096, n_parallel=3, kv_unified=True), gpu_box(5), DEFAULT_MARGIN)
+    # three split streams: whole steps of 3 x 256; one unified cache: steps of 256 (this case is not a multiple of 768)
+    assert split > 0 and split % (3 * 256) == 0
+    assert unified % 256 == 0 and unified % (3 * 256) != 0
+    from planner.search import _fits
+
+    s = RuntimeSettings(n_ctx=unified + 256, n_parallel=3, kv_unified=True)
+    assert not _fits(spec, fmt, s, gpu_box(5), DEFAULT_MARGIN)[0]
