@@ -406,8 +406,11 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
 def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
     """Re-check a recipe.json against its plan, the model file and the hardware (exit 4 if a check fails)."""
     from planner import report
-    from planner.validate import validate as do_validate
 
+    if run:  # the measuring half lives with the engines (quantize/measure.py)
+        from quantize.measure import validate as do_validate
+    else:
+        from planner.validate import validate as do_validate
     if not 0 < timeout <= 86400:
         raise InvalidSettingsError(f"--timeout must be 0..86400 seconds, got {timeout}", hint="pass --timeout 180")
     hw, note = resolve_target(target, vram, ram)

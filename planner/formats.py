@@ -327,7 +327,7 @@ def _is_linear(t: TensorSpec) -> bool:
 _GPTQ_EXTRA_LINEARS = ("inp_gate.weight", "proj.weight")
 
 
-def _gptq_quantized(t: TensorSpec) -> bool:
+def gptq_quantized(t: TensorSpec) -> bool:
     """The tensors GPTQModel 7.6 replaces by a QuantLinear for Gemma 2/3/3n/4 (its module_tree).
 
     MoE expert stacks are not among them: transformers 5 stores Gemma 4 experts as fused 3-D
@@ -351,7 +351,7 @@ def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
     Unquantized tensors, norms included, load in the model's 16-bit dtype: GPTQ kernels run in
     fp16/bf16 only, so a checkpoint's F32 norms are cast too (measured on tiny Gemma 3/4 models).
     """
-    if not _gptq_quantized(t):
+    if not gptq_quantized(t):
         return t.n_elements * 2
     out_f, in_f = t.shape
     g = group if group > 0 else in_f

@@ -26,12 +26,11 @@ from planner.search import recommend, require_fit
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
-from quantize.files import sha256_file
+from quantize.files import MANIFEST_SCHEMA, sha256_file
 
 from profiles.units import GiB
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
 DISK_SLACK = 256 << 20
-MANIFEST_SCHEMA = "gemma-plan.manifest/1"
 
 
 @dataclass
@@ -245,7 +244,7 @@ def run_job(
         else:
             validation = {"skipped": True}
         manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
-        staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
+        staged.write("recipe.json", json.dumps(job_recipe_document(job), indent=2, ensure_ascii=False) + "\n")
         staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         staged.commit([job.gguf_path.name, "recipe.json", "manifest.json"])
     return manifest
@@ -378,7 +377,7 @@ def _versions() -> dict:
     return out
 
 
-def build_recipe(job: QuantizeJob) -> dict:
+def job_recipe_document(job: QuantizeJob) -> dict:
     """Launch recipes for this artifact, rendered from the same plan (planner.recipes)."""
     from planner.recipes import recipe_document
 
