@@ -248,9 +248,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
                             n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
     _slots(s.n_ctx, parallel, given=n_ctx, is_max=is_max, ceiling=spec.ctx_train)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
-    for n in (mnote, tnote):
-        if n:
-            p.notes.insert(0, n)
+    p = p.noted(*(n for n in (tnote, mnote) if n), first=True)
     if as_json:
         _emit({"plan": p.to_dict()})
     else:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import re
 import weakref
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 from planner.errors import UnknownFormatError
 from planner.ggml import quant_size
-from planner.types import ModelSpec, TensorSpec
+from planner.types import ModelSpec, TensorSpec, WeightFormat  # noqa: F401 (WeightFormat: re-exported)
 
 
 @lru_cache(maxsize=4096)
@@ -61,24 +60,6 @@ GPTQ_GROUP_SIZE = 128
 _QUANTIZED = {n for n in GGUF_FTYPES if n not in ("F32", "F16", "BF16")}
 # derived tables per spec (frozen, so the object is the key; entries go with the spec), then per format
 _SIZES_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class WeightFormat:
-    name: str  # canonical: "Q4_K_M", "bf16", "gptq-int4"
-    kind: str  # "gguf", "dense", "gptq"
-    bits: float  # nominal bits of the main tensors (for display)
-    group_size: int = 0  # GPTQ
-
-    @property
-    def engines(self) -> tuple[str, ...]:
-        if self.kind == "gguf":
-            return ("llama.cpp",)
-        if self.kind == "gptq":
-            return ("vllm", "transformers")
-        if self.name == "fp8":
-            return ("vllm",)
-        return ("vllm", "transformers")
 
 
 def parse_format(name: str, engine: str | None = None) -> WeightFormat:

@@ -249,7 +249,7 @@ def print_plan(p: Plan, hw=None, notes=()) -> None:
                   f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens")
         con.print(f"[dim]{escape(sp.basis)}; {escape(sp.expected_error)}[/]")
     con.print(f"weights file: {p.weight_file_bytes / GiB:.2f} GiB; quality: +{p.quality_loss:.3f} ppl at Llama-3-8B scale vs 16-bit")
-    for n in p.notes + p.memory.notes:
+    for n in (*p.notes, *p.memory.notes):
         con.print(f"[dim]- {escape(n)}[/]")
 
 

@@ -17,7 +17,7 @@ from planner.formats import WeightFormat, parse_format, quality_loss, weight_byt
 from planner.memory import DEFAULT_MARGIN, estimate_memory
 from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx, v_cache_allowed  # noqa: F401 (planned_ctx: API)
 from planner.speed import estimate_speed
-from planner.types import Alternative, ModelSpec, Plan, RuntimeSettings
+from planner.types import Alternative, ModelSpec, Placement, Plan, RuntimeSettings
 from planner.utility import DEFAULT_USE, USES, Utility, is_phone, make_utility, met_line, rank, terms, why_lost
 from profiles.hardware import Hardware
 
@@ -49,9 +49,15 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         s = dataclasses.replace(s, type_k=s.kv_cache_dtype, type_v=s.kv_cache_dtype)
     memory = estimate_memory(spec, fmt, s, hw, margin)
     speed = estimate_speed(spec, fmt, s, hw, memory) if with_speed else None
-    p = Plan(
+    notes = []
+    if spec.vision_params and s.engine == "vllm":
+        notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
+                     f"is neither loaded nor profiled")
+    elif spec.vision_params:
+        notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
+    return Plan(
         model=spec.name,
-        weight_format=fmt.name,
+        fmt=fmt,
         engine=s.engine,
         target=target or hw.name,
         settings=s,
@@ -59,13 +65,8 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         speed=speed,
         weight_file_bytes=weight_bytes(spec, fmt),
         quality_loss=round(quality_loss(fmt.name) + KV_QUALITY.get(s.type_k, 0) / 2 + KV_QUALITY.get(s.type_v, 0) / 2, 4),
+        notes=tuple(notes),
     )
-    if spec.vision_params and s.engine == "vllm":
-        p.notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
-                       f"is neither loaded nor profiled")
-    elif spec.vision_params:
-        p.notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
-    return p
 
 
 def shortfall(p: Plan) -> str:
@@ -112,7 +113,7 @@ def _fits(spec, fmt, s, hw, margin) -> tuple[bool, Plan]:
 
 def _with_speed(p: Plan, spec: ModelSpec, hw: Hardware) -> Plan:
     if p.speed is None:
-        p.speed = estimate_speed(spec, parse_format(p.weight_format, p.engine), p.settings, hw, p.memory)
+        p = dataclasses.replace(p, speed=estimate_speed(spec, p.fmt, p.settings, hw, p.memory))
     return p
 
 
@@ -235,18 +236,16 @@ def recommend(
         rec.alternatives.sort(key=lambda a: a.plan.memory.total_bytes)
         return rec
 
-    for p in candidates:
-        p.utility = terms(p, u, specs[p.model].ctx_train)
+    candidates = [dataclasses.replace(p, utility=terms(p, u, specs[p.model].ctx_train)) for p in candidates]
     ranked = rank(candidates, u)
-    rec.plan = ranked[0]
+    chosen = ranked[0]
     misses = rec.alternatives
-    rec.alternatives = [Alternative(p, why_lost(rec.plan, p, u)) for p in ranked[1:]]
+    rec.alternatives = [Alternative(p, why_lost(chosen, p, u)) for p in ranked[1:]]
     rec.alternatives += sorted(misses, key=lambda a: a.plan.memory.total_bytes)
-    chosen = rec.plan
     if not u.speed_floor_reached:
         rec.notes.append(f"nothing that fits {target or hw.name} reaches the {u.speed_floor:g} tok/s floor ({u.speed_floor_source}); "
                          f"the closest is {chosen.model} {chosen.weight_format} at {chosen.utility['decode_tokens_per_s']:.1f} tok/s")
-    chosen.notes.insert(0, met_line(chosen, u))
+    chosen = rec.plan = chosen.noted(met_line(chosen, u), first=True)
     if chosen.engine == "litert-lm":
         return rec  # the bundle's KV size is fixed when it is exported
     spec = specs[chosen.model]
@@ -254,12 +253,12 @@ def recommend(
         s1 = dataclasses.replace(chosen.settings, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else chosen.settings.kv_cache_dtype)
         if not v_cache_allowed(engine, v, s1.flash_attn):
             continue
-        rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format, engine), s1, hw, margin)
+        rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, chosen.fmt, s1, hw, margin)
     return rec
 
 
 def _partial(p: Plan) -> bool:
-    return any("partial" in n for n in p.notes)
+    return p.placement in (Placement.PARTIAL, Placement.EXPERTS_ON_CPU)
 
 
 def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: Hardware, margin: int, want: int, floor: int) -> list[Plan]:
@@ -272,9 +271,9 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
         ok, p = _fits(spec, fmt, s1, hw, margin)
         if ok:
             if s1.experts_on_cpu:
-                p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+                p = p.noted("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
             if s1.pipeline_parallel > 1 and hw.is_cluster:
-                p.notes.append(_multi_node_note(s1, hw))
+                p = p.noted(_multi_node_note(s1, hw))
             out.append(p)
             if s1.engine == "vllm" or not s1.experts_on_cpu:
                 break  # the first layout that holds the wanted context is the fastest one
@@ -284,9 +283,9 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
         c = max_context(spec, fmt, s1, hw, margin, limit=want)
         if c >= floor:
             p = plan(spec, fmt, dataclasses.replace(s1, n_ctx=c), hw, margin=margin, with_speed=False)
-            p.notes.append(f"context reduced from {want} to {c} to fit")
+            p = p.noted(f"context reduced from {want} to {c} to fit")
             if s1.experts_on_cpu:
-                p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+                p = p.noted("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
             out.append(p)
     # Layer offload when no layout holds the wanted context with every layer on the GPU. MoE models skip it
     # when their experts alone fit on the CPU (llama.cpp's --cpu-moe): attention, KV and the shared MLP stay
@@ -296,8 +295,7 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
         for n_ctx in dict.fromkeys((want, floor)):
             part = _best_partial(spec, fmt, dataclasses.replace(s0, n_ctx=n_ctx), hw, margin)
             if part is not None and part.settings.n_gpu_layers > 0:
-                part.notes.append(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU")
-                out.append(part)
+                out.append(part.noted(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU"))
                 break
     return out
 
@@ -330,13 +328,13 @@ def _litert_plans(models: list[ModelSpec], hw: Hardware, u, margin: int, base: R
             if extra > 0:
                 holder.weights_bytes += extra
             holder.detail["litert_bundle_bytes"] = b.size_bytes
-            p.weight_file_bytes = b.size_bytes
+            p = dataclasses.replace(p, weight_file_bytes=b.size_bytes)
         if not p.fits:
             continue
-        p.engine = "litert-lm"
-        p.notes.append(f"LiteRT-LM bundle {b.repo} (4-bit, exported with a {b.max_tokens}-token KV cache; {b.source})")
-        p.notes.append("LiteRT-LM's allocator is not modelled: memory and speed are those of the equivalent Q4_0 GGUF "
-                       "(settings.engine names the model that sized it)")
+        p = dataclasses.replace(p, engine="litert-lm").noted(
+            f"LiteRT-LM bundle {b.repo} (4-bit, exported with a {b.max_tokens}-token KV cache; {b.source})",
+            "LiteRT-LM's allocator is not modelled: memory and speed are those of the equivalent Q4_0 GGUF "
+            "(settings.engine names the model that sized it)")
         out.append(p)
     return out
 

@@ -196,14 +196,8 @@ def _known(cls, d: dict) -> dict:
 
 
 def plan_from_dict(d: dict) -> Plan:
-    """The Plan a recipe was rendered from (speed is not needed and left out)."""
-    s = RuntimeSettings(**_known(RuntimeSettings, d.get("settings", {})))
-    m = d.get("memory", {})
-    devices = [DeviceMemory(**_known(DeviceMemory, dev)) for dev in m.get("devices", [])]
-    mem = MemoryBreakdown(m.get("engine", d.get("engine", "")), m.get("engine_version", d.get("engine_version", "")), devices,
-                          m.get("kv_cells", {}), list(m.get("notes", [])))
-    return Plan(d["model"], d["weight_format"], d["engine"], d.get("target", ""), s, mem, None,
-                int(d.get("weight_file_bytes", 0)), float(d.get("quality_loss", 0.0)), list(d.get("notes", [])))
+    """The Plan a recipe was rendered from (planner.types.Plan.from_dict: the one JSON reader of plans)."""
+    return Plan.from_dict(d)
 
 
 def _model_path(doc: dict, recipe_path: Path) -> Optional[Path]:
@@ -478,7 +472,6 @@ def _hw_changes(recorded: Hardware, hw: Hardware) -> list[str]:
 
 def _check_hardware(v: Validation, plan: Plan, spec: ModelSpec, recorded: Hardware, hw: Hardware, hw_note: str,
                     margin: Optional[int]) -> None:
-    from planner.formats import parse_format
     from planner.search import plan as make_plan
     from planner.search import shortfall
 
@@ -488,7 +481,7 @@ def _check_hardware(v: Validation, plan: Plan, spec: ModelSpec, recorded: Hardwa
                                     "re-run recommend --emit for this machine")
     settings = plan.settings
     try:
-        now = make_plan(spec, parse_format(plan.weight_format, plan.engine), settings, hw,
+        now = make_plan(spec, plan.fmt, settings, hw,
                         margin=_margin_of(plan) if margin is None else margin, target=hw.name, with_speed=False)
     except PlanError as exc:
         v.add("hardware", FAIL, f"cannot re-plan on {hw.name}: {exc}")

@@ -277,7 +277,7 @@ def validate_gguf(job: QuantizeJob, built: Optional[Path] = None) -> dict:
     gguf_path = built or job.gguf_path
     spec, _ = load_model(str(gguf_path))
     local = Hardware("validation host", [], 1 << 50, CPU(flags=_cpu_flags()))
-    predicted = make_plan(spec, parse_format(job.plan.weight_format, "llama.cpp"), s, local, margin=0).memory
+    predicted = make_plan(spec, job.plan.fmt, s, local, margin=0).memory
     m = load_and_measure(
         gguf_path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
         flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, swa_full=s.swa_full, n_gpu_layers=0,
