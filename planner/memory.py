@@ -234,16 +234,24 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
     return w
 
 
-def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
-    check_kv_types(spec, s)
-    layout = llamacpp_kv_layout(spec, s)
-    gpus = list(hw.devices)
+@dataclass(frozen=True)
+class _Placed:
+    devices: tuple  # per GPU, then the host: (weights bytes, repeating layers, detail items in order)
+    cpu_matmul_max: int  # largest CPU-resident matmul weight (the op-offload copy)
+
+
+def _placed_weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset, dev_of: tuple, n_gpus: int,
+                    experts_on_cpu: bool, use_mmap: bool) -> _Placed:
+    """Weight bytes, layer counts and named parts per device for one placement (llama_model_base::load_tensors)."""
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("placed", fmt, repackable, dev_of, n_gpus, experts_on_cpu, use_mmap)
+    hit = per_spec.get(key)
+    if hit is not None:
+        return hit
     L = spec.n_layers
-    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
-    names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
-    mems = [DeviceMemory(n) for n in names]
+    w = weights_by_placement(spec, fmt, repackable)
+    mems = [DeviceMemory("") for _ in range(n_gpus)]
     host = DeviceMemory(CPU_NAME)
-    w = weights_by_placement(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
     out_dev = dev_of[L]
 
     def mem(idx: Optional[int]) -> DeviceMemory:
@@ -265,13 +273,13 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         if out_dev is not None:
             mems[out_dev].weights_bytes += w.tied_bytes
             mems[out_dev].detail["tied_output_copy_bytes"] = w.tied_bytes
-        elif spec.arch == "gemma4" and not s.use_mmap:
+        elif spec.arch == "gemma4" and not use_mmap:
             host.weights_bytes += w.tied_bytes
             host.detail["tied_output_copy_bytes"] = w.tied_bytes
     for il in range(L):
         d = dev_of[il]
         mem(d).weights_bytes += w.layer_bytes[il]
-        ed = None if s.experts_on_cpu else d
+        ed = None if experts_on_cpu else d
         mem(ed).weights_bytes += w.layer_expert_bytes[il]
         if d is None:
             add_repack(w.layer_repack[il])
@@ -279,9 +287,34 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         if ed is None:
             add_repack(w.layer_expert_repack[il])
             cpu_matmul_max = max(cpu_matmul_max, w.layer_max_matmul[il])
-
-    for il, d in enumerate(dev_of[:L]):
+    for d in dev_of[:L]:
         mem(d).layers += 1
+    out = _Placed(tuple((m.weights_bytes, m.layers, tuple(m.detail.items())) for m in mems + [host]), cpu_matmul_max)
+    per_spec[key] = out
+    return out
+
+
+def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
+    check_kv_types(spec, s)
+    layout = llamacpp_kv_layout(spec, s)
+    gpus = list(hw.devices)
+    L = spec.n_layers
+    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
+    names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
+    mems = [DeviceMemory(n) for n in names]
+    host = DeviceMemory(CPU_NAME)
+    out_dev = dev_of[L]
+
+    def mem(idx: Optional[int]) -> DeviceMemory:
+        return host if idx is None else mems[idx]
+
+    # weights by device: the same for every context, so computed once per placement
+    placed = _placed_weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)), tuple(dev_of), len(gpus), s.experts_on_cpu,
+                             s.use_mmap)
+    for m, (weights, layers, detail) in zip(mems + [host], placed.devices):
+        m.weights_bytes, m.layers = weights, layers
+        m.detail.update(detail)
+    cpu_matmul_max = placed.cpu_matmul_max
 
     # KV lives with its layer's weights unless offload_kqv is off.
     for il, nbytes in llamacpp_kv_layer_bytes(spec, s, layout).items():

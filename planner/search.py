@@ -8,6 +8,7 @@ back as an alternative with the reason it lost.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -123,16 +124,57 @@ def max_context(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     The result is the total over all slots (what n_ctx means), kept within the limit or trained maximum.
     """
     step = max(1, s.n_parallel) if s.engine == "llama.cpp" and not s.kv_unified else 1
-    hi = (limit or spec.ctx_train) // (256 * step)
-    lo = 0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        ok, _ = _fits(spec, fmt, dataclasses.replace(s, n_ctx=mid * 256 * step), hw, margin)
+    unit = 256 * step
+
+    def at(k: int) -> tuple[bool, int]:
+        ok, p = _fits(spec, fmt, dataclasses.replace(s, n_ctx=k * unit), hw, margin)
+        return ok, _slack(p)
+
+    return _largest(1, (limit or spec.ctx_train) // unit, at) * unit
+
+
+def _slack(p: Plan) -> int:
+    """Bytes left on the tightest device (negative when over)."""
+    return min((d.budget_bytes - d.total_bytes for d in p.memory.devices if d.budget_bytes is not None), default=0)
+
+
+def _largest(lo: int, hi: int, at) -> int:
+    """Largest k in lo..hi with at(k) fitting (0 if none), for a fit that holds up to some k and fails above it,
+    as memory does when only the context grows. The free bytes left are nearly linear in k, so the next probe is
+    interpolated from them (2-4 probes instead of ~10 bisection steps), checked from both sides, and bisection
+    takes over whenever interpolation does not narrow the bracket."""
+    if hi < lo:
+        return 0
+    ok, hi_slack = at(hi)
+    if ok:
+        return hi
+    ok, lo_slack = at(lo)
+    if not ok:
+        return 0
+    local = None  # (k, slack there, bytes per step) from the last pair of neighbouring probes
+    while hi - lo > 1:
+        guess = lo + (hi - lo) // 2
+        if local is not None and local[2] > 0:
+            guess = local[0] + math.floor(local[1] / local[2])  # where the local slope crosses zero
+        elif lo_slack > hi_slack:
+            guess = lo + int((hi - lo) * lo_slack / (lo_slack - hi_slack))
+        guess = min(max(guess, lo + 1), hi - 1)
+        ok, slack = at(guess)
         if ok:
-            lo = mid
+            lo, lo_slack = guess, slack
+            if guess + 1 < hi:  # the crossing is usually right above a guess that fits
+                ok, nxt = at(guess + 1)
+                if not ok:
+                    return guess
+                lo, lo_slack, local = guess + 1, nxt, (guess + 1, nxt, slack - nxt)
         else:
-            hi = mid - 1
-    return lo * 256 * step
+            hi, hi_slack = guess, slack
+            if guess - 1 > lo:
+                ok, prev = at(guess - 1)
+                if ok:
+                    return guess - 1
+                hi, hi_slack, local = guess - 1, prev, (guess - 1, prev, prev - slack)
+    return lo
 
 
 def _placements(spec: ModelSpec, hw: Hardware, s: RuntimeSettings) -> list[RuntimeSettings]:
