@@ -304,7 +304,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
                        ctx_max=is_max, parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
                        base=base, target=target or hw.name, use=use, min_speed=min_speed)
     rec.notes[:0] = notes
-    recipes, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
+    run_it, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
         out = rec.to_dict()
         if emitted is not None:
@@ -316,10 +316,8 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             from planner.utility import explain_lines
 
             report.print_lines(explain_lines(rec))
-        if recipes:
-            from planner.recipes import primary
-
-            report.print_run_it(primary(recipes), emitted)
+        if run_it:
+            report.print_run_it(run_it, emitted)
     if plot_path and rec.plan is not None:
         from planner.catalog import get_model
         from planner.plot import memory_vs_context
@@ -365,8 +363,8 @@ def _gguf_quant(spec, quant: Optional[str], engine: str, model: str) -> Optional
 
 
 def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
-    """Every engine's recipe for the chosen plan; with --emit, written to the directory (refused before
-    anything is written if a file exists and --force is off)."""
+    """The recipe to show (the plan's engine's), and with --emit every engine's recipe written to the directory
+    (refused before anything is written if a file exists and --force is off). Returns (recipe to show, emitted)."""
     if rec.plan is None:
         if emit_dir:
             rec.notes.append(f"nothing fits, so nothing was written to {emit_dir}")
@@ -374,13 +372,13 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
     from pathlib import Path
 
     from planner.catalog import all_models
-    from planner.recipes import context_for, document, render_all
+    from planner.recipes import context_for, document, primary, render_all, render_primary
 
     spec = next((m for m in (specs or all_models()) if m.name == rec.plan.model), None)
+    if not emit_dir:
+        return (None if as_json else render_primary(rec.plan, hw, None, spec)), None
     rctx = context_for(rec.plan, hw, None, spec)
     recipes = render_all(rec.plan, hw, None, rctx.spec)
-    if not emit_dir:
-        return recipes, None
     from planner.recipes.emit import plan_files, write_files
 
     files = plan_files(Path(emit_dir), document(rec.plan, hw, recipes, rctx), recipes, force=force)
@@ -389,7 +387,7 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
 
         report.print_emit_plan(files)
     written = write_files(files, force=force)
-    return recipes, {"dir": str(Path(emit_dir)), "files": [str(p) for p in written]}
+    return primary(recipes), {"dir": str(Path(emit_dir)), "files": [str(p) for p in written]}
 
 
 @main.command()

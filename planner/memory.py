@@ -25,7 +25,6 @@ from planner.types import (
     RuntimeSettings,
     TensorSpec,
 )
-from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
 from profiles.units import GiB, MiB
 
@@ -498,6 +497,8 @@ def estimate_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     if fmt.kind == "gguf":
         raise InvalidSettingsError(f"{s.engine} does not run GGUF type {fmt.name}", hint="use --quant bf16, fp8 or gptq-int4, or --engine llama.cpp")
     if s.engine == "vllm":
+        from planner.vllm_memory import vllm_memory  # loaded when a vLLM plan is made
+
         return vllm_memory(spec, fmt, s, hw, margin)
     if s.engine == "transformers":
         if fmt.name == "fp8":

@@ -69,3 +69,16 @@ def test_from_dict_parses_the_name_and_never_trusts_kind_or_bits():
     d = _plan().to_dict()
     d["format"] = {"name": "Q4_K_M", "kind": "dense", "bits": 99}
     assert Plan.from_dict(d).fmt == parse_format("Q4_K_M")
+
+
+@pytest.mark.parametrize("model, target, engine", [
+    ("31b", "rtx4090", "llama.cpp"), ("12b", "l4", "vllm"), ("4b", "rtx4090", "transformers"), (None, "pixel-9", None),
+    ("27b", "m4-max-128gb", "llama.cpp"), ("27b", "cluster-2x-dgx-spark", "llama.cpp"),
+])
+def test_the_recipe_recommend_shows_is_the_primary_of_all(model, target, engine):
+    """recommend renders only the recipe it shows; it is the one render_all would have put first."""
+    from planner.recipes import primary, render_all, render_primary
+
+    hw = load_target(target)
+    rec = recommend(hw, models=[get_model(model)[0]] if model else None, engine=engine)
+    assert render_primary(rec.plan, hw).to_dict() == primary(render_all(rec.plan, hw)).to_dict()

@@ -80,6 +80,24 @@ def render_context(ctx: Context) -> dict[str, Recipe]:
     return out
 
 
+def render_primary(plan: Plan, hw: Hardware, model_ref: Optional[str] = None, spec: Optional[ModelSpec] = None) -> Optional[Recipe]:
+    """``primary(render_all(...))`` without rendering the other engines' recipes (what recommend shows)."""
+    ctx = context_for(plan, hw, model_ref, spec)
+    if plan.engine == "llama.cpp":
+        from planner.recipes import llamacpp
+
+        return llamacpp.server(ctx)
+    if plan.engine == "vllm":
+        from planner.recipes import vllm
+
+        return vllm.recipe(ctx)
+    if plan.engine == "transformers":
+        from planner.recipes import transformers
+
+        return transformers.recipe(ctx)
+    return primary(render_context(ctx))
+
+
 def primary(recipes: dict[str, Recipe]) -> Optional[Recipe]:
     """The recipe to show first: llama-server, vLLM or transformers, whichever the plan's engine is."""
     for name in ("llama-server", "vllm", "transformers", "litert"):
