@@ -207,10 +207,13 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
         return hit
     L = spec.n_layers
     w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
-    for t, typ, nbytes in _gguf_types(spec, fmt):
-        role, layer = _tensor_layer_role(t, spec)
+    roles = per_spec.get("roles")
+    if roles is None:  # where each tensor goes does not depend on the format
+        roles = per_spec["roles"] = tuple((*_tensor_layer_role(t, spec), len(t.shape) >= 2 and t.shape[-2] % 8 == 0)
+                                          for t in spec.tensors)
+    for (t, typ, nbytes), (role, layer, rows8) in zip(_gguf_types(spec, fmt), roles):
         matmul = len(t.shape) >= 2
-        rep = nbytes if (typ in repackable and matmul and t.shape[-2] % 8 == 0) else 0
+        rep = nbytes if (typ in repackable and rows8) else 0
         if role == "input":
             w.input_bytes += nbytes
             if t.name == "token_embd.weight" and spec.tied_embeddings:
