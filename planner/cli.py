@@ -151,12 +151,28 @@ def common_options(f):
     return f
 
 
-def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv):
+def _engine_version(engine: str, value: Optional[str]) -> str:
+    if value is None:
+        return ""
+    if engine != "llama.cpp":
+        raise InvalidSettingsError(f"--engine-version names a llama.cpp build; the plan is for {engine}",
+                                   hint="drop --engine-version, or add --engine llama.cpp")
+    from planner.llama_versions import BUILDS, parse_build
+
+    try:
+        return parse_build(value)[0].name
+    except ValueError:
+        raise InvalidSettingsError(f"--engine-version: '{value}' is not a llama.cpp release tag",
+                                   hint=f"use a tag like {', '.join(BUILDS)} (bNNNN), or 'vendored'") from None
+
+
+def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version=None):
     from planner.types import RuntimeSettings
 
     _positive("--parallel", parallel, B.MAX_PARALLEL)
     _positive("--ubatch", ubatch, B.MAX_UBATCH)
-    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full)
+    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full,
+                        engine_version=_engine_version(engine, engine_version))
     if kv:
         if engine == "vllm":
             s = dataclasses.replace(s, kv_cache_dtype=kv[0])
@@ -220,9 +236,11 @@ def targets(as_json):
 @click.option("--experts-on-cpu", is_flag=True, help="llama.cpp: keep MoE expert tensors on the CPU")
 @click.option("--tp", type=int, default=1, help="vLLM tensor parallel size")
 @click.option("--pp", type=int, default=1, help="vLLM pipeline parallel size")
+@click.option("--engine-version", "engine_version", default=None, metavar="BUILD",
+              help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
-def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
-             no_flash_attn, swa_full, as_json):
+def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, vram, ram, ctx, parallel, kv_type, engine, margin,
+             ubatch, no_flash_attn, swa_full, as_json):
     """Memory per device, speed and fit of one configuration."""
     from planner import report
     from planner.formats import parse_format
@@ -242,7 +260,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
                                    hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
-    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version)
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
                             n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
@@ -267,9 +285,11 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--min-speed", type=float, help="usable-speed floor in decode tok/s (overrides --use)")
 @click.option("--explain", is_flag=True, help="print the utility's terms for the chosen plan and the runner-up")
 @click.option("--all", "show_all", is_flag=True, help="list every alternative, not only the top 5")
+@click.option("--engine-version", "engine_version", default=None, metavar="BUILD",
+              help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
-def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, target, vram, ram, ctx,
-              parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
+def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, engine_version, target, vram,
+              ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
     from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx
@@ -297,7 +317,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         check_trained_max(n_ctx, specs[0].name, specs[0].ctx_train)
     _slots(planned_ctx(n_ctx, is_max, specs[0].ctx_train) if specs else (n_ctx or DEFAULT_CTX), parallel, given=n_ctx,
            is_max=is_max, ceiling=specs[0].ctx_train if specs else 0)
-    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
     rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine if pinned else None, ctx=n_ctx,

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any, Optional
 
 # The llama.cpp this memory model mirrors: the copy vendored in llama-cpp-python 0.3.36.
-LLAMA_CPP_VERSION = "llama.cpp 0c1e57098 (as vendored in llama-cpp-python 0.3.36)"
+LLAMA_CPP_VERSION = "llama.cpp b11312 (0c1e57098, as vendored in llama-cpp-python 0.3.36)"
 VLLM_VERSION = "vLLM 0.33"
 TRANSFORMERS_VERSION = "transformers 5.x"
 
@@ -162,6 +162,10 @@ class RuntimeSettings:
     offload_kqv: bool = True
     experts_on_cpu: bool = False  # MoE expert tensors kept on CPU (-ot / --cpu-moe)
     use_mmap: bool = True
+    # graph outputs reserved for (llama_context_params.n_outputs_max): 0 = n_batch, the C default that
+    # llama-cpp-python keeps; llama-server reserves n_parallel (server_output_limits, b11312)
+    n_outputs_max: int = 0
+    engine_version: str = ""  # llama.cpp release tag the plan models (planner/llama_versions.py); "" = default
     # vLLM
     gpu_memory_utilization: float = 0.92
     tensor_parallel: int = 1
