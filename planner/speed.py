@@ -15,6 +15,7 @@ from planner.catalog import active_params
 from planner.formats import WeightFormat, row_bytes, tensor_sizes
 from planner.types import MemoryBreakdown, ModelSpec, RuntimeSettings, SpeedEstimate
 from profiles.hardware import Device, Hardware
+from profiles.units import GiB
 
 # Host memory bandwidth when neither the target nor a measurement gives one: dual-channel DDR4-3200 (51.2 GB/s peak).
 DEFAULT_RAM_BANDWIDTH = 51_200_000_000
@@ -271,7 +272,7 @@ def score_row(row: dict) -> dict:
         return {**out, "skipped": "no bandwidth"}
     fmt_name = _row_format(row.get("quant", ""))
     spec = _row_gemma(row.get("model", ""))
-    size = (row.get("size_gb") or 0) * 1e9 or (row.get("size_gib") or 0) * 2**30
+    size = (row.get("size_gb") or 0) * 1e9 or (row.get("size_gib") or 0) * GiB
     active_fraction = 1.0
     params = None
     if spec is not None:
