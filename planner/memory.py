@@ -562,6 +562,16 @@ def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
     matmul weights held by this device (layers in on_gpu; None = the output layer)."""
     if device.backend not in ("CUDA", "ROCm"):
         return 0
+    # the same for every context: cached per placement (the device enters only through backend and capability)
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("pool", fmt, device.backend, device.compute_capability, ub, frozenset(on_gpu), experts_on_cpu)
+    hit = per_spec.get(key)
+    if hit is None:
+        hit = per_spec[key] = _gpu_pool_bytes(spec, fmt, device, ub, on_gpu, experts_on_cpu)
+    return hit
+
+
+def _gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, on_gpu: set, experts_on_cpu: bool) -> int:
     worst = 0
     for where, typ, n, k, experts in _matmul_weights(spec, fmt):
         if where not in on_gpu or (experts and experts_on_cpu):
