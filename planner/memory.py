@@ -562,19 +562,21 @@ def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
     matmul weights held by this device (layers in on_gpu; None = the output layer)."""
     if device.backend not in ("CUDA", "ROCm"):
         return 0
-    # the same for every context: cached per placement (the device enters only through backend and capability)
+    by_layer = _pool_by_layer(spec, fmt, device, ub, experts_on_cpu)
+    return max((need for where, need in by_layer.items() if where in on_gpu), default=0)
+
+
+def _pool_by_layer(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, experts_on_cpu: bool) -> dict:
+    """The largest op temporary per layer (None = the output layer); the same for every context and placement,
+    so computed once per (spec, format, backend and capability, ubatch)."""
     per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
-    key = ("pool", fmt, device.backend, device.compute_capability, ub, frozenset(on_gpu), experts_on_cpu)
+    key = ("pool", fmt, device.backend, device.compute_capability, ub, experts_on_cpu)
     hit = per_spec.get(key)
-    if hit is None:
-        hit = per_spec[key] = _gpu_pool_bytes(spec, fmt, device, ub, on_gpu, experts_on_cpu)
-    return hit
-
-
-def _gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, on_gpu: set, experts_on_cpu: bool) -> int:
-    worst = 0
+    if hit is not None:
+        return hit
+    out: dict = {}
     for where, typ, n, k, experts in _matmul_weights(spec, fmt):
-        if where not in on_gpu or (experts and experts_on_cpu):
+        if experts and experts_on_cpu:
             continue
         rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
         if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and experts) else 0):
@@ -583,8 +585,9 @@ def _gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int,
             need = 2 * rows * (k + n)
         else:
             need = 2 * n * k + 2 * rows * (k + n)
-        worst = max(worst, need)
-    return worst
+        out[where] = max(out.get(where, 0), need)
+    per_spec[key] = out
+    return out
 
 
 def _gpu_backend_notes(gpus: list[Device], mems: list[DeviceMemory], build: LlamaBuild, verified: bool, margin: int) -> list[str]:
