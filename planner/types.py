@@ -319,6 +319,7 @@ class Plan:
     quality_loss: float = 0.0  # published perplexity increase (%) vs 16-bit, lower is better
     notes: tuple[str, ...] = ()
     utility: Optional[dict] = None  # recommend: the utility's terms for this plan (planner/utility.py)
+    artifact: Optional[dict] = None  # recommend: the published file this plan loads (planner/artifacts.py, docs/json.md)
 
     def __post_init__(self):
         if not isinstance(self.notes, tuple):
@@ -376,6 +377,7 @@ class Plan:
             "speed": self.speed.to_dict() if self.speed else None,
             "notes": list(self.notes),
             "utility": self.utility,
+            "artifact": self.artifact,
         }
 
     @classmethod
@@ -393,7 +395,7 @@ class Plan:
         return cls(d["model"], fmt, d["engine"], d.get("target", ""), RuntimeSettings.from_dict(d.get("settings", {})),
                    MemoryBreakdown.from_dict(d.get("memory", {}), d.get("engine", ""), d.get("engine_version", "")), speed,
                    int(d.get("weight_file_bytes", 0)), float(d.get("quality_loss", 0.0)), tuple(d.get("notes", [])),
-                   d.get("utility"))
+                   d.get("utility"), d.get("artifact"))
 
 
 def _fields(cls) -> list[str]:

@@ -80,22 +80,30 @@ def render_context(ctx: Context) -> dict[str, Recipe]:
     return out
 
 
-def render_primary(plan: Plan, hw: Hardware, model_ref: Optional[str] = None, spec: Optional[ModelSpec] = None) -> Optional[Recipe]:
-    """``primary(render_all(...))`` without rendering the other engines' recipes (what recommend shows)."""
+def render_primary(plan: Plan, hw: Hardware, model_ref: Optional[str] = None,
+                   spec: Optional[ModelSpec] = None) -> Optional[tuple[str, Recipe]]:
+    """(name, recipe) of ``primary(render_all(...))`` without rendering the other engines' recipes (what
+    recommend shows and its --json ``plan.launch`` names)."""
     ctx = context_for(plan, hw, model_ref, spec)
     if plan.engine == "llama.cpp":
         from planner.recipes import llamacpp
 
-        return llamacpp.server(ctx)
+        return "llama-server", llamacpp.server(ctx)
     if plan.engine == "vllm":
         from planner.recipes import vllm
 
-        return vllm.recipe(ctx)
+        return "vllm", vllm.recipe(ctx)
     if plan.engine == "transformers":
         from planner.recipes import transformers
 
-        return transformers.recipe(ctx)
-    return primary(render_context(ctx))
+        return "transformers", transformers.recipe(ctx)
+    return named_primary(render_context(ctx))
+
+
+def named_primary(recipes: dict[str, Recipe]) -> Optional[tuple[str, Recipe]]:
+    """(name, recipe) of ``primary(recipes)``."""
+    r = primary(recipes)
+    return None if r is None else (next(k for k, v in recipes.items() if v is r), r)
 
 
 def primary(recipes: dict[str, Recipe]) -> Optional[Recipe]:
