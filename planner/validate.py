@@ -97,7 +97,8 @@ def load_document(path: str | Path) -> tuple[dict, Path]:
 _SETTINGS_BOUNDS = {"n_ctx": (1, B.MAX_CTX), "n_parallel": (1, B.MAX_PARALLEL), "n_batch": (1, B.MAX_CTX),
                     "n_ubatch": (1, B.MAX_UBATCH), "n_gpu_layers": (-1, B.MAX_LAYERS + 1),
                     "tensor_parallel": (1, B.MAX_DEVICES), "pipeline_parallel": (1, B.MAX_DEVICES),
-                    "max_num_seqs": (1, 1 << 20), "max_num_batched_tokens": (1, B.MAX_CTX)}
+                    "max_num_seqs": (1, 1 << 20), "max_num_batched_tokens": (1, B.MAX_CTX), "n_outputs_max": (0, B.MAX_CTX)}
+_SETTINGS_FLAGS = ("flash_attn", "swa_full", "kv_unified", "offload_kqv", "experts_on_cpu", "use_mmap", "enforce_eager")
 
 
 def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
@@ -118,9 +119,12 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
             B.check_int(src, f"plan.settings.{key}", settings[key], lo, hi, fix)
     if "gpu_memory_utilization" in settings:
         B.check_number(src, "plan.settings.gpu_memory_utilization", settings["gpu_memory_utilization"], 0, 1, fix, lo_open=True)
-    for key in ("type_k", "type_v", "engine", "kv_cache_dtype"):
+    for key in ("type_k", "type_v", "engine", "kv_cache_dtype", "engine_version"):
         if key in settings and not isinstance(settings[key], str):
             raise B.BoundsError(src, f"plan.settings.{key}", settings[key], "is not a string", fix)
+    for key in _SETTINGS_FLAGS:
+        if key in settings and not isinstance(settings[key], bool):
+            raise B.BoundsError(src, f"plan.settings.{key}", settings[key], "is not true or false", fix)
     if settings.get("tensor_split") is not None:
         ts = settings["tensor_split"]
         if not isinstance(ts, list) or len(ts) > B.MAX_DEVICES:
@@ -154,6 +158,12 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
     ref = obj(model.get("ref") or {"kind": "placeholder-gguf", "value": ""}, "model.ref")
     if not isinstance(ref.get("kind", ""), str) or not isinstance(ref.get("value", ""), str) or "\0" in ref.get("value", ""):
         raise B.BoundsError(src, "model.ref", ref, "needs string kind and value", fix)
+    for where, art in (("model.ref.artifact", ref.get("artifact")), ("plan.artifact", d.get("artifact"))):
+        if art is None:
+            continue
+        fetch = obj(art, where).get("fetch", [])
+        if not isinstance(fetch, list) or not all(isinstance(a, str) for a in fetch) or not isinstance(art.get("kind", ""), (str, type(None))):
+            raise B.BoundsError(src, where, art, "needs a string kind and fetch as a list of strings", fix)
     B.opt_int(src, "model.ctx_train", model.get("ctx_train"), 1, B.MAX_CTX, fix)
     recipes = obj(doc.get("recipes") or {}, "recipes")
     for name, r in recipes.items():
