@@ -318,6 +318,91 @@ def plot(scored: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+CHECK = ROOT / "bench/results/speed_cpu_check.json"
+ROWS_CMD = ("gemma-plan bench speed --rows bench/data/calibration_rows.json --rows bench/data/speed_rows_collected.json")
+
+
+def markdown_section() -> list[str]:
+    """docs/accuracy.md's speed sections, from bench/results/speed_fit.json and speed_cpu_check.json."""
+    res = json.loads(OUT_RESULTS.read_text())
+    table = json.loads(OUT_TABLE.read_text())
+    sm = res["summary"]
+    lines = ["## Speed against published measurements: fitted, then held out", "",
+             "Rows: `bench/data/calibration_rows.json` (from the shared hardware reference) and "
+             "`bench/data/speed_rows_collected.json` (collected for this model, each with its page). Each row's `split` is "
+             "a salted hash of its identity (`planner.speed.row_split`, about a third held out), written into the files "
+             "before fitting. `python bench/speed_fit.py` fits the constants of `planner/data/speed.json` on the fit rows "
+             "only, through the same `decode_time`/`prefill_time` the plans use; then", "",
+             f"    {ROWS_CMD} --split held-out", "",
+             "scores the rows no constant was fitted on (`--split fit` the in-sample ones; the JSON output has both).", "",
+             "| rows | decode n | decode median abs % | decode p90 % | prefill n | prefill median abs % | prefill p90 % |",
+             "|---|---|---|---|---|---|---|"]
+    for sp, name in (("fit", "in-sample (fit)"), ("held-out", "held-out")):
+        t, p = sm[sp]["tg"], sm[sp]["pp"]
+        lines.append(f"| {name} | {t['n']} | {t['median_abs_error_pct']} | {t['p90_abs_error_pct']} | {p['n']} | "
+                     f"{p['median_abs_error_pct']} | {p['p90_abs_error_pct']} |")
+    h = sm["held-out"]
+    goals = [("decode median <= 10%", h["tg"]["median_abs_error_pct"] <= 10), ("decode p90 <= 25%", h["tg"]["p90_abs_error_pct"] <= 25),
+             ("prefill median <= 25%", h["pp"]["median_abs_error_pct"] <= 25)]
+    lines += ["", "Held-out against the goals: " + "; ".join(f"{g}: {'met' if ok else 'NOT met'}" for g, ok in goals) + ".", "",
+              "By device class (held-out rows; in-sample in brackets):", "",
+              "| class | decode n | decode median % | decode p90 % | prefill n | prefill median % | prefill p90 % |",
+              "|---|---|---|---|---|---|---|"]
+    classes = sorted(set(sm["held-out"]["tg"]["by_class"]) | set(sm["fit"]["tg"]["by_class"]))
+    for c in classes:
+        cells = []
+        for key in ("tg", "pp"):
+            ho = sm["held-out"][key]["by_class"].get(c, {})
+            fi = sm["fit"][key]["by_class"].get(c, {})
+            cells += [f"{ho.get('n', 0)} [{fi.get('n', 0)}]", f"{ho.get('median', '-')} [{fi.get('median', '-')}]",
+                      f"{ho.get('p90', '-')} [{fi.get('p90', '-')}]"]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += ["", "![predicted vs measured by device class](speed_scatter.png)", "",
+              "Every printed estimate carries the range these held-out rows give: the 10th to 90th percentile of "
+              "measured/predicted for its class (all held-out rows where the class has fewer than 3), in "
+              "`plan.speed.decode_range_tokens_per_s` / `prefill_range_tokens_per_s` (docs/json.md). No plan prints a "
+              "rate above the best published measurement of its class (`caps` in speed.json, with the source of each; "
+              "tests/test_speed_model.py checks every packaged target with every catalog model). Scoring rows does not "
+              "apply the caps, which come from these same rows.", "",
+              "Fitted constants (fit rows): " + "; ".join(
+                  f"{c} memory efficiency {v['mem_eff']}, per-layer cost {v['layer_s'] * 1e6:.0f} us"
+                  + (f", arithmetic x{v.get('arith_scale', 1)}" if c in CPU_CLASSES else "")
+                  + (" (borrowed)" if v.get("borrowed") else "") for c, v in table["classes"].items()) + ".",
+              "Backend factors: " + (", ".join(f"{k} {v['factor']} (n={v['n_fit']})" for k, v in table["backends"].items()) or "none") +
+              "; engines: " + (", ".join(f"{k} {v['factor']} (prefill {v.get('pp_factor', 1.0)})" for k, v in table["engines"].items()) or "none") +
+              f"; MoE {table['moe']['factor']} (n={table['moe']['n_fit']}).", "",
+              "Weak spots: prefill on GPUs rests on the targets' FP16 tensor figures, while llama.cpp's quantized matmuls "
+              "run on INT8 tensor cores whose ratio to FP16 differs between GeForce and workstation cards; Apple, Jetson and "
+              "phone GPUs have no FLOPs figure in their targets and use a FLOP/s-per-byte/s fit; M5's GPU neural accelerators "
+              "(3-4x prefill) are not modelled; rows of older llama.cpp builds (2023/2024) form backend groups of their own; "
+              "LiteRT-LM, MediaPipe and MLX rows have few rows each; MoE rests on few Gemma rows.", ""]
+    if CHECK.exists():
+        c = json.loads(CHECK.read_text())
+        lines += ["## Speed on this machine's CPU, measured with llama.cpp", "",
+                  "`python bench/speed_cpu.py check`: `gemma-plan detect --bench` measures llama.cpp (llama-cpp-python, CPU "
+                  f"build, {c['threads']} threads) on zero-weight gemma-3-1b slices of 2 and 6 layers, Q4_K_M and Q8_0 "
+                  f"({c['detect_bench_seconds']:.0f} s); then, for slices of other models and depths, "
+                  "`gemma-plan estimate --model SLICE.gguf --target auto` (which reads that measurement) is compared with "
+                  "llama.cpp's own timing of the same file (median of 5, 256-token prompt then 16 tokens). The machine is "
+                  "shared with other jobs: the 1-minute load average before and after each timing is shown.", "",
+                  "| slice | file | basis | decode measured | decode predicted | error | prefill measured | prefill predicted | error | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in c["rows"]:
+            lines.append(f"| {r['model']} | {r['ftype']} | {r['basis']} | {r['measured_tg_tps']} | {r['predicted_tg_tps']} | "
+                         f"{r['tg_error_pct']:+.1f}% | {r['measured_pp_tps']} | {r['predicted_pp_tps']} | {r['pp_error_pct']:+.1f}% | "
+                         f"{r['load_average'][0]} -> {r['load_average'][1]} |")
+        lines.append("")
+    return lines
+
+
+def splice_docs(path: Path = ROOT / "docs/accuracy.md") -> None:
+    """Replace the speed sections of docs/accuracy.md (from the first '## Speed' heading to the next other heading)."""
+    text = path.read_text().split("\n")
+    start = next(i for i, l in enumerate(text) if l.startswith("## Speed"))
+    end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ") and not text[i].startswith("## Speed")), len(text))
+    path.write_text("\n".join(text[:start] + markdown_section() + text[end:]))
+
+
 def main() -> None:
     rows = load_rows()
     table, scored = fit(rows)
@@ -335,6 +420,9 @@ def main() -> None:
         print(f"plot: {PLOT}")
     except ImportError:
         print("matplotlib missing: no plot (pip install -e .[plot])")
+    if "--docs" in sys.argv:
+        splice_docs()
+        print("docs/accuracy.md speed sections rewritten")
 
 
 if __name__ == "__main__":

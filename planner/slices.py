@@ -34,7 +34,7 @@ def reduced_config(entry: dict, n_layers: int) -> dict:
     if entry.get("num_kv_shared_layers"):
         # llama.cpp maps a shared layer to the last KV layer of its kind (n_kv_from_start - 1 full, - 2 sliding),
         # so the KV-storing layers must end "S F", as the real models' do
-        lt = "SF" * max(2, n_layers // 2)
+        lt = "SF" * (n_layers // 2)
         cfg["layer_types"] = ["full_attention" if c == "F" else "sliding_attention" for c in lt]
         cfg["num_hidden_layers"] = len(lt)
         cfg["num_kv_shared_layers"] = len(lt) - 2
@@ -53,7 +53,7 @@ def width_spec(entry: dict, n_layers: int):
 
     cfg = reduced_config(entry, n_layers)
     spec = spec_from_config(dict(cfg, layer_types="".join("F" if t.startswith("full") else "S" for t in cfg["layer_types"])),
-                            name=entry["name"], source="slice")
+                            name=entry["name"], source="bench")
     return cfg, spec
 
 

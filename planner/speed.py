@@ -142,7 +142,7 @@ def decode_time(parts: list[Part], engine: str = "llama.cpp", parallel_ranks: bo
             t = max(t_mem, t_ar) + p.layers * c["layer_s"]
             bounds.append("arithmetic" if t_ar > t_mem else "memory")
             lines.append(f"{p.cls}: {nbytes / 1e9:.2f} GB/token at {p.bandwidth / 1e9:.0f} GB/s"
-                         + (f", arithmetic {p.arith_bytes_per_s / 1e9:.1f} GB/s" if p.arith_bytes_per_s else "")
+                         + (f", arithmetic {p.arith_bytes_per_s * c.get('arith_scale', 1.0) * ef / 1e9:.1f} GB/s" if p.arith_bytes_per_s else "")
                          + f" -> {'arithmetic' if t_ar > t_mem else 'memory'}-bound")
         total = max(total, t) if parallel_ranks else total + t
     bound = "arithmetic" if "arithmetic" in bounds else ("measured" if "measured" in bounds else "memory")
