@@ -8,16 +8,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import sys
 from typing import Optional
 
 import click
 
 from planner.errors import InvalidSettingsError, PlanError
+from planner.policy import parse_size  # noqa: F401  (sizes are parsed by the library; tests import it from here)
 from profiles import bounds as B
 
-GiB = 1 << 30
 DEBUG_ENV = "GEMMA_PLAN_DEBUG"
 
 
@@ -47,20 +46,6 @@ def _one_line(exc: Exception) -> str:
     return f"{msg}; {hint}" if hint else msg
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
-_UNITS = {"": GiB, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": 1 << 20,
-          "g": 1e9, "gb": 1e9, "gib": GiB, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
-
-
-def parse_size(text: str, what: str) -> int:
-    """'24GiB', '24GB', '24' (GiB), '25769803776b' -> bytes."""
-    m = _SIZE.match(str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise InvalidSettingsError(f"{what} '{text}' is not a positive size", hint="write it like 24GiB, 24GB or 512MiB")
-    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-    if not 1 <= size <= B.MAX_MEMORY:
-        raise InvalidSettingsError(f"{what} '{text}' is outside 1 byte..1 PiB", hint="write it like 24GiB, 24GB or 512MiB")
-    return size
 
 
 # ---------------------------------------------------------------- shared option handling
@@ -75,7 +60,7 @@ def resolve_model(query: str):
 
 def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str]):
     """--target NAME|FILE|auto plus --vram/--ram overrides -> (Hardware, note)."""
-    from profiles.hardware import Device
+    from planner.policy import with_overrides
 
     note = ""
     if not name or name == "auto":
@@ -91,18 +76,8 @@ def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str])
         from profiles.targets import load_target
 
         hw = load_target(name)
-    if vram:
-        size = parse_size(vram, "--vram")
-        if not hw.devices:
-            hw.devices = [Device("GPU (--vram)", "unknown", "CUDA", size)]
-        for d in hw.devices:
-            d.memory_bytes, d.free_bytes = size, None
-        note += ("; " if note else "") + f"VRAM overridden to {size / GiB:.1f} GiB per device"
-    if ram:
-        size = parse_size(ram, "--ram")
-        hw.ram_bytes, hw.ram_free_bytes, hw.memory_limit_bytes = size, None, None
-        note += ("; " if note else "") + f"RAM overridden to {size / GiB:.1f} GiB"
-    return hw, note
+    hw, onote = with_overrides(hw, vram or None, ram or None)
+    return hw, "; ".join(n for n in (note, onote) if n)
 
 
 VLLM_KV_TYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dtype choices for these GPUs
@@ -111,7 +86,7 @@ VLLM_KV_TYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dty
 def _kv_pair(kv: Optional[str], engine: str = "llama.cpp") -> Optional[tuple[str, str]]:
     if kv is None:
         return None
-    from planner.memory import KV_TYPES
+    from planner.policy import KV_TYPES
 
     k, _, v = kv.strip().lower().partition("/")
     pair = (k, v or k)
@@ -128,22 +103,11 @@ def _kv_pair(kv: Optional[str], engine: str = "llama.cpp") -> Optional[tuple[str
     return pair
 
 
-_CTX = re.compile(r"^\s*(\d{1,9})\s*(k?)\s*$", re.I)
-
-
 def _ctx(value: Optional[str]) -> tuple[Optional[int], bool]:
-    """'32768', '32k' (k = 1000: 32000 tokens) or 'max' -> (tokens, is_max)."""
-    if value is None:
-        return None, False
-    if str(value).strip().lower() == "max":
-        return None, True
-    m = _CTX.match(str(value))
-    if not m:
-        raise InvalidSettingsError(f"--ctx '{value}' is not a number of tokens", hint="use --ctx 32768, --ctx 32k (32,000) or --ctx max")
-    n = int(m.group(1)) * (1000 if m.group(2) else 1)
-    if not 1 <= n <= B.MAX_CTX:
-        raise InvalidSettingsError(f"--ctx {value} must be a positive number of tokens, at most {B.MAX_CTX:,}", hint="use --ctx 32768 or --ctx max")
-    return n, False
+    """'32768', '32k' (k = 1024: 32768 tokens) or 'max' -> (tokens, is_max)."""
+    from planner.policy import parse_ctx
+
+    return parse_ctx(value)
 
 
 def _positive(name: str, value: Optional[int], hi: int = 1 << 31) -> None:
@@ -152,16 +116,9 @@ def _positive(name: str, value: Optional[int], hi: int = 1 << 31) -> None:
 
 
 def _slots(n_ctx: int, parallel: int, *, given: Optional[int], is_max: bool = False, ceiling: int = 0) -> None:
-    """Each of the --parallel slots gets n_ctx / parallel tokens (llama.cpp's n_ctx_seq); refuse slots too small to use.
-    ``given``/``is_max`` say how the user asked for n_ctx (a number, 'max', or nothing: the default); ``ceiling``
-    is the model's trained maximum, above which raising --ctx is no fix."""
-    if n_ctx // max(1, parallel) < B.MIN_CTX_PER_SLOT:
-        what = f"--ctx {given}" if given else f"--ctx {'max' if is_max else 'default'} ({n_ctx:,} tokens)"
-        need = parallel * B.MIN_CTX_PER_SLOT
-        lower = f"lower --parallel to {max(1, n_ctx // B.MIN_CTX_PER_SLOT)} or less"
-        raise InvalidSettingsError(
-            f"{what} over --parallel {parallel} leaves {n_ctx / parallel:.1f} tokens per slot (at least {B.MIN_CTX_PER_SLOT})",
-            hint=lower if ceiling and need > ceiling else f"raise --ctx to {need} or more, or {lower}")
+    from planner.policy import check_slots
+
+    check_slots(n_ctx, parallel, given=given, is_max=is_max, ceiling=ceiling)
 
 
 def _path_option(name: str, value: Optional[str]) -> None:
@@ -183,7 +140,7 @@ def common_options(f):
         click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)"),
         click.option("--vram", help="override memory per accelerator, e.g. 24GiB"),
         click.option("--ram", help="override system RAM, e.g. 64GiB"),
-        click.option("--ctx", help="context length in tokens (all slots): 32768, 32k (= 32,000) or 'max'"),
+        click.option("--ctx", help="context length in tokens (all slots): 32768, 32k (= 32,768) or 'max'"),
         click.option("--parallel", "-np", type=int, default=1, show_default=True, help="parallel sequences / slots"),
         click.option("--kv-type", help="KV cache type: f16, q8_0, q4_0 ... or K/V like q8_0/f16 (vLLM: auto, fp8)"),
         click.option("--engine", type=ENGINE_CHOICE, default="llama.cpp", show_default=True),
@@ -198,12 +155,28 @@ def common_options(f):
     return f
 
 
-def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv):
+def _engine_version(engine: str, value: Optional[str]) -> str:
+    if value is None:
+        return ""
+    if engine != "llama.cpp":
+        raise InvalidSettingsError(f"--engine-version names a llama.cpp build; the plan is for {engine}",
+                                   hint="drop --engine-version, or add --engine llama.cpp")
+    from planner.llama_versions import BUILDS, parse_build
+
+    try:
+        return parse_build(value)[0].name
+    except ValueError:
+        raise InvalidSettingsError(f"--engine-version: '{value}' is not a llama.cpp release tag",
+                                   hint=f"use a tag like {', '.join(BUILDS)} (bNNNN), or 'vendored'") from None
+
+
+def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version=None):
     from planner.types import RuntimeSettings
 
     _positive("--parallel", parallel, B.MAX_PARALLEL)
     _positive("--ubatch", ubatch, B.MAX_UBATCH)
-    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full)
+    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full,
+                        engine_version=_engine_version(engine, engine_version))
     if kv:
         if engine == "vllm":
             s = dataclasses.replace(s, kv_cache_dtype=kv[0])
@@ -213,12 +186,9 @@ def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv):
 
 def _margin(margin: Optional[str]) -> int:
     from planner.memory import DEFAULT_MARGIN
+    from planner.policy import parse_margin
 
-    if margin is None:
-        return DEFAULT_MARGIN
-    if re.fullmatch(r"\s*0+(\.0*)?\s*([kmgt]i?b?|b)?\s*", str(margin), re.I):
-        return 0
-    return parse_size(margin, "--margin")
+    return parse_margin(margin, DEFAULT_MARGIN)
 
 
 def _emit(obj: dict) -> None:
@@ -270,13 +240,16 @@ def targets(as_json):
 @click.option("--experts-on-cpu", is_flag=True, help="llama.cpp: keep MoE expert tensors on the CPU")
 @click.option("--tp", type=int, default=1, help="vLLM tensor parallel size")
 @click.option("--pp", type=int, default=1, help="vLLM pipeline parallel size")
+@click.option("--engine-version", "engine_version", default=None, metavar="BUILD",
+              help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
-def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch,
-             no_flash_attn, swa_full, as_json):
+def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, vram, ram, ctx, parallel, kv_type, engine, margin,
+             ubatch, no_flash_attn, swa_full, as_json):
     """Memory per device, speed and fit of one configuration."""
     from planner import report
     from planner.formats import parse_format
-    from planner.search import plan, planned_ctx
+    from planner.policy import planned_ctx
+    from planner.search import plan
 
     n_ctx, is_max = _ctx(ctx)
     kv = _kv_pair(kv_type, engine)
@@ -291,7 +264,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
                                    hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
-    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version)
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
                             n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
@@ -318,12 +291,14 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, target, vram, ram, ctx, 
 @click.option("--min-speed", type=float, help="usable-speed floor in decode tok/s (overrides --use)")
 @click.option("--explain", is_flag=True, help="print the utility's terms for the chosen plan and the runner-up")
 @click.option("--all", "show_all", is_flag=True, help="list every alternative, not only the top 5")
+@click.option("--engine-version", "engine_version", default=None, metavar="BUILD",
+              help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
-def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, target, vram, ram, ctx,
-              parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
+def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, engine_version, target, vram,
+              ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
-    from planner.search import DEFAULT_CTX, planned_ctx
+    from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx
     from planner.search import recommend as do_recommend
 
     _path_option("--emit", emit_dir)
@@ -344,12 +319,11 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
     hw, tnote = resolve_target(target, vram, ram)
     if tnote:
         notes.append(tnote)
-    if n_ctx and specs and n_ctx > specs[0].ctx_train:
-        raise InvalidSettingsError(f"context {n_ctx} is above {specs[0].name}'s trained maximum of {specs[0].ctx_train}",
-                                   hint=f"use --ctx {specs[0].ctx_train} or --ctx max")
+    if specs:
+        check_trained_max(n_ctx, specs[0].name, specs[0].ctx_train)
     _slots(planned_ctx(n_ctx, is_max, specs[0].ctx_train) if specs else (n_ctx or DEFAULT_CTX), parallel, given=n_ctx,
            is_max=is_max, ceiling=specs[0].ctx_train if specs else 0)
-    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv)
+    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
     rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine if pinned else None, ctx=n_ctx,
@@ -475,7 +449,7 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 @click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)")
 @click.option("--format", "fmt", type=click.Choice(["gguf", "gptq"]), default="gguf", show_default=True)
 @click.option("--quant", "-q", default="auto", show_default=True, help="GGUF file type (Q4_K_M ...) or auto: the best that fits")
-@click.option("--ctx", help="context the artifact must fit (default: the planner's default, 32768 or the trained maximum)")
+@click.option("--ctx", help="context the artifact must fit: 32768, 32k (= 32,768) or 'max' (default: 32768 or the trained maximum if smaller)")
 @click.option("--parallel", "-np", type=int, default=1, show_default=True)
 @click.option("--kv-type", help="KV cache type the plan assumes (f16, q8_0 ...)")
 @click.option("--vram", help="override memory per accelerator, e.g. 24GiB")
@@ -503,8 +477,7 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     _positive("--threads", threads, B.MAX_CORES)
     _positive("--group-size", group_size, 1 << 16)
     _path_option("--out", out_dir)
-    n_ctx, is_max = _ctx(ctx)
-    _slots(n_ctx or 32768, parallel, given=n_ctx or 32768)
+    n_ctx, is_max = _ctx(ctx)  # slots are checked by plan_job / plan_gptq_job, which know the trained maximum
     kv = _kv_pair(kv_type, "llama.cpp" if fmt == "gguf" else engine)
     hw, tnote = resolve_target(target, vram, ram)
     console = Console(stderr=True)
@@ -513,17 +486,14 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     if fmt == "gptq":
         from quantize.gptq_pipeline import plan_gptq_job, run_gptq_job
 
-        job = plan_gptq_job(model, hw, bits=int(bits), group_size=group_size, engine=engine, ctx=n_ctx, parallel=parallel,
+        job = plan_gptq_job(model, hw, bits=int(bits), group_size=group_size, engine=engine, ctx=n_ctx, ctx_max=is_max, parallel=parallel,
                             out_dir=Path(out_dir), margin=_margin(margin), target=target or hw.name, force=force, calib=calib)
         run = run_gptq_job
     else:
         from quantize.pipeline import plan_job, run_job
 
-        base = None
-        if is_max:
-            raise InvalidSettingsError("--ctx max is for recommend", hint="give quantize a number, e.g. --ctx 32768")
-        job = plan_job(model, hw, quant=quant, ctx=n_ctx, parallel=parallel, kv=kv, out_dir=Path(out_dir),
-                       margin=_margin(margin), base=base, target=target or hw.name, force=force)
+        job = plan_job(model, hw, quant=quant, ctx=n_ctx, ctx_max=is_max, parallel=parallel, kv=kv, out_dir=Path(out_dir),
+                       margin=_margin(margin), target=target or hw.name, force=force)
         run = run_job
     for line in job.describe():
         console.print(line)
@@ -583,12 +553,23 @@ def bench_speed(rows_files, split, as_json):
         report.print_speed_scores(result)
 
 
-def _add_optional_commands():
-    try:
-        from planner.commands.detect import detect
-    except ImportError:
-        return
-    main.add_command(detect)
+# command module -> (click command's name in it, third-party packages it may lack: then the command is left out)
+OPTIONAL_COMMANDS = {"planner.commands.detect": ("detect", ())}
+
+
+def _add_optional_commands(group=None, commands=None):
+    """Add each command whose module imports; a missing optional dependency leaves the command out, any other
+    ImportError (a broken command) propagates."""
+    import importlib
+
+    for module, (attr, optional) in (commands or OPTIONAL_COMMANDS).items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in optional:
+                continue
+            raise
+        (group or main).add_command(getattr(mod, attr))
 
 
 _add_optional_commands()

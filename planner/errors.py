@@ -20,10 +20,6 @@ class UnsupportedArchitectureError(PlanError):
     hint = "supported: gemma2, gemma3, gemma3_text, gemma3n, gemma4, gemma4_text"
 
 
-class UnknownTargetError(PlanError):
-    hint = "run `gemma-plan targets` to list them, or pass a target .toml file"
-
-
 class UnknownFormatError(PlanError):
     hint = "run `gemma-plan estimate --help` for the weight formats"
 

@@ -1,7 +1,7 @@
 """Weight formats and exact bytes per tensor.
 
 GGUF file types mirror llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp, as vendored in
-llama-cpp-python 0.3.36); block sizes come from ``gguf.GGML_QUANT_SIZES``. Dense (bf16/f16/fp8) and
+llama-cpp-python 0.3.36); block sizes come from planner/ggml.py (checked against ``gguf.GGML_QUANT_SIZES``). Dense (bf16/f16/fp8) and
 GPTQ formats follow what transformers and vLLM allocate.
 """
 
@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from planner.errors import UnknownFormatError
+from planner.ggml import quant_size
 from planner.types import ModelSpec, TensorSpec
 
 
-def ggml_type(name: str) -> GGMLQuantizationType:
-    return GGMLQuantizationType[name.upper()]
-
-
+@lru_cache(maxsize=4096)
 def row_bytes(type_name: str, n: int) -> int:
     """ggml_row_size: bytes of a row of n elements (n must be a multiple of the block size)."""
-    block, size = GGML_QUANT_SIZES[ggml_type(type_name)]
+    block, size = quant_size(type_name)
     return n // block * size
 
 
@@ -36,8 +33,9 @@ def tensor_bytes(type_name: str, shape: tuple[int, ...]) -> int:
     return rows * row_bytes(type_name, shape[-1])
 
 
+@lru_cache(maxsize=256)
 def block_size(type_name: str) -> int:
-    return GGML_QUANT_SIZES[ggml_type(type_name)][0]
+    return quant_size(type_name)[0]
 
 
 # File type -> default tensor type (llama_ftype_get_default_type).
@@ -61,6 +59,8 @@ GPTQ_FORMATS = {"gptq-int4": 4, "gptq-int8": 8}
 GPTQ_GROUP_SIZE = 128
 
 _QUANTIZED = {n for n in GGUF_FTYPES if n not in ("F32", "F16", "BF16")}
+# derived tables per spec (frozen, so the object is the key; entries go with the spec), then per format
+_SIZES_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def parse_format(name: str, engine: str | None = None) -> WeightFormat:
     low = raw.lower()
     dense_name = low in DENSE_FORMATS and (engine in ("vllm", "transformers") or (engine is None and raw == low))
     if up in GGUF_FTYPES and not dense_name:
-        block, size = GGML_QUANT_SIZES[ggml_type(GGUF_FTYPES[up])]
+        block, size = quant_size(GGUF_FTYPES[up])
         return WeightFormat(up, "gguf", 8 * size / block)
     if low in ("gptq", "gptq-4bit", "int4", "gptq-int4"):
         return WeightFormat("gptq-int4", "gptq", 4, GPTQ_GROUP_SIZE)
@@ -104,18 +104,20 @@ def parse_format(name: str, engine: str | None = None) -> WeightFormat:
     raise UnknownFormatError(f"unknown weight format '{name}' (known: {known})")
 
 
-def gguf_formats() -> list[str]:
-    return list(GGUF_FTYPES)
-
-
 @lru_cache(maxsize=1)
 def _quality() -> dict:
     return json.loads(resources.files("planner").joinpath("data/quality.json").read_text())["formats"]
 
 
 def quality_loss(fmt: str) -> float:
+    """Published perplexity increase of a weight format (planner/data/quality.json). A format without an
+    entry is an error, not a guess: every format parse_format returns has one (tests/test_policy.py)."""
     q = _quality()
-    return q.get(fmt, q.get(fmt.upper(), {"loss": 1.0}))["loss"]
+    row = q.get(fmt, q.get(fmt.upper()))
+    if row is None:
+        raise UnknownFormatError(f"no published quality figure for weight format '{fmt}' in planner/data/quality.json",
+                                 hint="add the format's measured perplexity increase to quality.json with its source")
+    return row["loss"]
 
 
 # ---------------------------------------------------------------- GGUF quant mix
@@ -133,6 +135,7 @@ def _allows_quantization(t: TensorSpec) -> bool:
     return True
 
 
+@lru_cache(maxsize=8192)
 def _category(name: str) -> str:
     """tensor_get_category: order matters (substring tests)."""
     if name == "output.weight":
@@ -165,8 +168,17 @@ def _fallback(t: TensorSpec, typ: str) -> str:
 def gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> list[tuple[TensorSpec, str]]:
     """The type llama-quantize gives each tensor for file type ``ftype`` (llama_tensor_get_type).
 
-    Tensors that are not quantized keep the type they have in the source file.
+    Tensors that are not quantized keep the type they have in the source file. Cached per (spec, ftype).
     """
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    key = ("types", ftype.upper(), imatrix)
+    out = per_spec.get(key)
+    if out is None:
+        out = per_spec[key] = _gguf_tensor_types(spec, ftype, imatrix=imatrix)
+    return list(out)
+
+
+def _gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> list[tuple[TensorSpec, str]]:
     ftype = ftype.upper()
     if ftype not in GGUF_FTYPES:
         raise UnknownFormatError(f"unknown GGUF file type '{ftype}'")
@@ -276,19 +288,12 @@ def type_histogram(assigned: list[tuple[TensorSpec, str]]) -> dict[str, int]:
 # ---------------------------------------------------------------- bytes per tensor, any format
 
 
-_SIZES_CACHE: dict = {}
-
-
 def tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, int]]:
     """Bytes of every text-model tensor in ``fmt``. A GGUF source keeps its own tensor sizes."""
-    key = (id(spec), fmt)
-    hit = _SIZES_CACHE.get(key)
-    if hit is not None and hit[0] is spec and hit[1] == len(spec.tensors):
-        return hit[2]
-    if len(_SIZES_CACHE) > 1024:
-        _SIZES_CACHE.clear()
-    out = _tensor_sizes(spec, fmt)
-    _SIZES_CACHE[key] = (spec, len(spec.tensors), out)
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    out = per_spec.get(fmt)
+    if out is None:
+        out = per_spec[fmt] = _tensor_sizes(spec, fmt)
     return out
 
 
@@ -359,4 +364,9 @@ def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
 
 
 def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
-    return sum(b for _, b in tensor_sizes(spec, fmt))
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    key = (fmt, "total")
+    total = per_spec.get(key)
+    if total is None:
+        total = per_spec[key] = sum(b for _, b in tensor_sizes(spec, fmt))
+    return total

@@ -3,7 +3,7 @@
 gguf.GGUFReader builds numpy views for every metadata element; on a Gemma GGUF with a 262k-token
 vocabulary that takes tens of seconds, too slow for planning. This reader skips string arrays it does
 not need (tokens, merges) and reads the rest with struct from a memory map. Layout: gguf-py's
-constants.py (GGUFValueType) and the GGUF spec (header, key/values, tensor infos, aligned data).
+constants.py (GGUFValueType, as planner/ggml.py's table) and the GGUF spec (header, key/values, tensor infos, aligned data).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+from planner.ggml import GGUFValueType, UnknownGGMLTypeError, quant_size, type_name
 
 from planner.errors import PlanError
 from profiles.bounds import MAX_DIMS, MAX_GGUF_ALIGNMENT, MAX_GGUF_ARRAY_DEPTH, MAX_GGUF_KV, MAX_TENSOR_ELEMENTS, MAX_TENSORS
@@ -96,9 +96,9 @@ def read_header(path: str | Path) -> GGUFHeader:
             dims = [r.unpack("<Q") for _ in range(n_dims)]
             raw_type = r.unpack("<I")
             try:
-                qtype = GGMLQuantizationType(raw_type)
-                block, type_size = GGML_QUANT_SIZES[qtype]
-            except (ValueError, KeyError):
+                qname = type_name(raw_type)
+                block, type_size = quant_size(qname)
+            except UnknownGGMLTypeError:
                 raise GGUFHeaderError(f"tensor {name!r} has unknown type id {raw_type}") from None
             offset = r.unpack("<Q")
             n = 1
@@ -109,10 +109,10 @@ def read_header(path: str | Path) -> GGUFHeader:
             if n > MAX_TENSOR_ELEMENTS:
                 raise GGUFHeaderError(f"tensor {name!r} has {n:,} elements (at most {MAX_TENSOR_ELEMENTS:,})")
             if dims[0] % block:
-                raise GGUFHeaderError(f"tensor {name!r}: row of {dims[0]} is not a multiple of the {qtype.name} block ({block})")
+                raise GGUFHeaderError(f"tensor {name!r}: row of {dims[0]} is not a multiple of the {qname} block ({block})")
             if offset % align:
                 raise GGUFHeaderError(f"tensor {name!r}: offset {offset} is not aligned to {align}")
-            tensors.append(TensorInfo(name, tuple(reversed(dims)), qtype.name, offset, n // block * type_size))
+            tensors.append(TensorInfo(name, tuple(reversed(dims)), qname, offset, n // block * type_size))
         data_offset = (r.pos + align - 1) // align * align
     end = max((data_offset + t.offset + t.n_bytes for t in tensors), default=data_offset)
     if end > size:

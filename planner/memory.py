@@ -8,10 +8,13 @@ Pure arithmetic, no I/O. Each engine's rules are written out with the function t
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 from planner.errors import InvalidSettingsError
+from planner import policy
 from planner.formats import WeightFormat, gguf_tensor_types, row_bytes, tensor_sizes
 from planner.types import (
     LLAMA_CPP_VERSION,
@@ -22,23 +25,17 @@ from planner.types import (
     RuntimeSettings,
     TensorSpec,
 )
+from planner.llama_versions import DEFAULT_BUILD, UNVERIFIED_MARGIN_FRACTION, UNVERIFIED_MARGIN_MIN, LlamaBuild, parse_build, version_label
 from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
-
-MiB = 1 << 20
-GiB = 1 << 30
+from profiles.units import GiB, MiB
 
 # Runtime memory no llama.cpp log line reports (CUDA context, cuBLAS workspaces): the reserve
 # Ollama keeps per GPU (ml/device.go MinimumMemory: 457 MiB CUDA/ROCm, 512 MiB Metal).
 RUNTIME_OVERHEAD = {"CUDA": 457 * MiB, "ROCm": 457 * MiB, "Metal": 512 * MiB, "Vulkan": 457 * MiB, "CPU": 0}
 # Safety margin kept free on every device unless --margin says otherwise (llama.cpp --fit's default target).
 DEFAULT_MARGIN = 1 * GiB
-KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 CPU_NAME = "CPU"
-
-
-def kv_type_is_quantized(t: str) -> bool:
-    return t.lower() not in ("f32", "f16", "bf16")
 
 
 def pad(x: int, n: int) -> int:
@@ -52,8 +49,11 @@ def cdiv(a: int, b: int) -> int:
 # ---------------------------------------------------------------- llama.cpp: KV cache
 
 
-@dataclass
-class KVLayout:
+@dataclass(frozen=True)
+class KVCells:
+    """Cell counts of llama.cpp's KV caches for one setting (not to be confused with quantize.llamacpp.KVCells,
+    the per-layer widths read back from a GGUF)."""
+
     n_ctx: int  # padded total cells over all streams (cparams.n_ctx)
     n_ctx_seq: int  # cells per stream of the full-attention cache
     n_stream: int
@@ -62,7 +62,7 @@ class KVLayout:
     n_batch: int
 
 
-def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
+def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVCells:
     """Context padding and stream split (llama_context constructor, llama-context.cpp)."""
     n_seq = max(1, s.n_parallel)
     n_ctx = pad(s.n_ctx if s.n_ctx > 0 else spec.ctx_train, 256)
@@ -79,21 +79,14 @@ def llamacpp_kv_layout(spec: ModelSpec, s: RuntimeSettings) -> KVLayout:
         swa = n_ctx_seq
     else:
         swa = pad(min(n_ctx_seq, spec.sliding_window * (n_seq if s.kv_unified else 1) + n_ubatch), 256)
-    return KVLayout(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
+    return KVCells(n_ctx, n_ctx_seq, n_stream, swa, n_ubatch, n_batch)
 
 
 def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
-    for t in (s.type_k, s.type_v):
-        if t not in KV_TYPES:
-            raise InvalidSettingsError(f"unknown KV cache type '{t}' (known: {', '.join(KV_TYPES)})")
-    if kv_type_is_quantized(s.type_v) and not s.flash_attn:
-        raise InvalidSettingsError(
-            f"quantized V cache ({s.type_v}) requires flash attention",
-            hint="drop --no-flash-attn, or use --kv-type f16 (or q8_0/f16: quantized K alone works without it)",
-        )
+    policy.check_kv_types(s.type_k, s.type_v, s.flash_attn)
 
 
-def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVLayout] = None) -> dict[int, int]:
+def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVCells] = None) -> dict[int, int]:
     """Bytes of K+V per KV-storing layer (llama_kv_cache constructor, llama-kv-cache.cpp)."""
     layout = layout or llamacpp_kv_layout(spec, s)
     v_max = max(lay.n_head_kv * lay.head_dim_v for lay in spec.layers)
@@ -114,7 +107,7 @@ def llamacpp_kv_bytes(spec: ModelSpec, s: RuntimeSettings) -> int:
 # ---------------------------------------------------------------- llama.cpp: placement
 
 
-def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
+def layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[list[float]]) -> list[Optional[int]]:
     """Device index per layer 0..n_layer (n_layer = output layer); None = CPU.
 
     Mirrors llama_model_base::load_tensors (LC-new): -ngl k offloads the output layer and the
@@ -122,11 +115,17 @@ def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[l
     """
     if not gpus:
         return [None] * (n_layer + 1)
+    weights = tuple(split or [float(d.usable_bytes()) for d in gpus])
+    return list(_layer_devices(n_layer, ngl, weights))
+
+
+@lru_cache(maxsize=1024)
+def _layer_devices(n_layer: int, ngl: int, weights: tuple[float, ...]) -> tuple[Optional[int], ...]:
+    n_gpus = len(weights)
     if ngl < 0:
         ngl = n_layer + 1
     act = min(ngl, n_layer + 1)
     start = max(n_layer + 1 - ngl, 0)
-    weights = split or [float(d.usable_bytes()) for d in gpus]
     total = sum(weights) or 1.0
     cum, acc = [], 0.0
     for w in weights:
@@ -138,9 +137,9 @@ def _layer_devices(n_layer: int, ngl: int, gpus: list[Device], split: Optional[l
             out.append(None)
             continue
         frac = (il - start) / act
-        idx = next((i for i, c in enumerate(cum) if frac < c), len(gpus) - 1)
+        idx = next((i for i, c in enumerate(cum) if frac < c), n_gpus - 1)
         out.append(idx)
-    return out
+    return tuple(out)
 
 
 def _tensor_layer_role(t: TensorSpec, spec: ModelSpec) -> tuple[str, Optional[int]]:
@@ -176,7 +175,7 @@ def repack_types(cpu_flags: list[str]) -> set[str]:
 
 
 @dataclass
-class _Weights:
+class WeightsByPlacement:
     """Per-tensor GGUF sizes grouped by where llama.cpp places them (computed once per model and format)."""
 
     input_bytes: int
@@ -192,23 +191,24 @@ class _Weights:
     repack_types: frozenset
 
 
-_WEIGHTS_CACHE: dict = {}
+# derived per (spec, format, repack types); specs are frozen, so the spec object itself is the key
+_WEIGHTS_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
 def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, str, int]]:
     sizes = [b for _, b in tensor_sizes(spec, fmt)]
     if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name:
         return [(t, t.dtype, b) for t, b in zip(spec.tensors, sizes)]
-    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by _weights
+    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by weights_by_placement
 
 
-def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weights:
-    key = (id(spec), spec.name, fmt.name, repackable)
-    hit = _WEIGHTS_CACHE.get(key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
+def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> WeightsByPlacement:
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get((fmt, repackable))
+    if hit is not None:
+        return hit
     L = spec.n_layers
-    w = _Weights(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
+    w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
     for t, typ, nbytes in _gguf_types(spec, fmt):
         role, layer = _tensor_layer_role(t, spec)
         matmul = len(t.shape) >= 2
@@ -231,9 +231,7 @@ def _weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> _Weig
             w.layer_repack[layer] += rep
             if matmul:
                 w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
-    if len(_WEIGHTS_CACHE) > 512:
-        _WEIGHTS_CACHE.clear()
-    _WEIGHTS_CACHE[key] = (spec, w)
+    per_spec[(fmt, repackable)] = w
     return w
 
 
@@ -242,11 +240,11 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     layout = llamacpp_kv_layout(spec, s)
     gpus = list(hw.devices)
     L = spec.n_layers
-    dev_of = _layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
+    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
     names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
     mems = [DeviceMemory(n) for n in names]
     host = DeviceMemory(CPU_NAME)
-    w = _weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
     out_dev = dev_of[L]
 
     def mem(idx: Optional[int]) -> DeviceMemory:
@@ -295,8 +293,10 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         m.detail[key] = m.detail.get(key, 0) + nbytes
 
     # Compute buffers: worst-case ubatch graph reserved at context creation (sched_reserve).
+    build, build_verified = _build_of(s)
     main = _llamacpp_compute_bytes(spec, s, layout)
-    on_gpu = [i for i in range(len(gpus)) if any(d == i for d in dev_of)]
+    used = set(dev_of)
+    on_gpu = [i for i in range(len(gpus)) if i in used]
     if on_gpu:
         for i in on_gpu:
             mems[i].compute_bytes = main
@@ -306,36 +306,38 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
             mems[out_dev if out_dev is not None else on_gpu[-1]].compute_bytes += cpu_matmul_max
             host.compute_bytes = main
         else:
-            host.compute_bytes = _host_input_bytes(spec, layout)
+            host.compute_bytes = gpu_host_compute_bytes(spec, s, layout, build)
     else:
         host.compute_bytes = main
     host.output_bytes = 4 * spec.vocab * max(1, s.n_parallel)  # output_reserve: n_vocab * n_seq_max floats
 
-    for m, d in zip(mems, gpus):
+    for i, (m, d) in enumerate(zip(mems, gpus)):
         m.overhead_bytes = RUNTIME_OVERHEAD.get(d.backend, 0) if (m.weights_bytes or m.kv_bytes) else 0
+        held = {il for il, dv in enumerate(dev_of[:L]) if dv == i} | ({None} if out_dev == i else set())
+        pool = gpu_pool_bytes(spec, fmt, d, layout.n_ubatch, held, s.experts_on_cpu) if held else 0
+        if pool:
+            m.overhead_bytes += pool
+            m.detail["pool_bytes"] = pool
         m.capacity_bytes = d.usable_bytes()
         m.budget_bytes = max(0, m.capacity_bytes - margin)
     host.capacity_bytes = _host_capacity(hw, mems)
     host.budget_bytes = max(0, host.capacity_bytes - margin)
     notes = []
+    if on_gpu:
+        notes += _gpu_backend_notes(gpus, mems, build, build_verified, margin)
     if host.detail.get("repack_bytes"):
         notes.append("CPU-resident tensors of repackable types are copied into a CPU_REPACK buffer (anonymous memory)")
     devices = mems + [host]
     return MemoryBreakdown(
         "llama.cpp",
-        LLAMA_CPP_VERSION,
+        LLAMA_CPP_VERSION if build.name == DEFAULT_BUILD else version_label(build),
         devices,
         kv_cells={"full": layout.n_ctx_seq, "swa": layout.swa_cells, "streams": layout.n_stream, "n_ctx": layout.n_ctx},
         notes=notes,
     )
 
 
-def _host_input_bytes(spec: ModelSpec, layout: KVLayout) -> int:
-    """Host compute buffer when all layers are offloaded: the token (and per-layer) embeddings rows."""
-    return 4 * layout.n_ubatch * (spec.hidden + spec.ple_dim * spec.n_layers)
-
-
-def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, build: Optional[LlamaBuild] = None) -> int:
     """Graph inputs, allocated before the first node and alive until their last reader (llm_graph_input_*):
     token ids, positions and output ids; the token embeddings; per KV cache the row indices for storing
     K and V (V per element when it is stored transposed, without flash attention), the mask (F16 with flash
@@ -348,21 +350,23 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) ->
     for sliding in caches:
         layers = [lay for lay in kv_layers if lay.sliding == sliding] or kv_layers
         cells = layout.swa_cells if sliding else layout.n_ctx_seq
-        total += pad(8 * ub, 32)  # k_idxs
-        total += pad(8 * ub * (1 if s.flash_attn else v_width), 32)  # v_idxs
-        total += pad((2 if s.flash_attn else 4) * cells * ub, 32)  # kq_mask
+        if build is None or build.kv_idx_inputs:
+            total += pad(8 * ub, 32)  # k_idxs
+            total += pad(8 * ub * (1 if s.flash_attn else v_width), 32)  # v_idxs
+        f16_mask = s.flash_attn and (build is None or build.kq_mask_f16)
+        total += pad((2 if f16_mask else 4) * cells * ub, 32)  # kq_mask
         head_k = {lay.head_dim_k for lay in layers}
         head_v = {lay.head_dim_v for lay in layers}
-        if kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
+        if policy.kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
             n = min(head_k)
             n_rot = n & -n  # the largest power of two dividing the head size (llama_kv_cache::build_input_k_rot)
             total += 4 * n_rot * n_rot
-        if kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
+        if policy.kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
             total += 4 * 64 * 64
     return total
 
 
-def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayout) -> int:
+def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells) -> int:
     """Peak of the worst-case graph reserved by sched_reserve (n_ubatch tokens, every one an output, the
     KV cache full). ggml-alloc reuses freed tensors, so the peak is one phase of the graph on top of the
     graph inputs, not a sum. The phases and what is alive in each were traced on the real graphs with
@@ -385,7 +389,9 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
     H = spec.hidden
     inputs = _graph_input_bytes(spec, s, layout)
     final_norms = 2 if spec.family == "gemma4" else 1
-    logits = 4 * ub * (spec.vocab + final_norms * H) + 4 * ub * H  # + the token embeddings, kept to the end
+    n_out = reserved_outputs(s, layout)
+    # F32 logits for the reserved outputs (the last layer selects their rows first, inp_out_ids)
+    logits = 4 * n_out * (spec.vocab + final_norms * H) + 4 * ub * H  # + the token embeddings, kept to the end
     phases = []
     for lay in spec.layers:
         q = 4 * ub * lay.n_head * lay.head_dim_k
@@ -397,8 +403,11 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
         phases.append(4 * ub * (2 * H + 3 * lay.n_ff))
     if spec.moe:
         # routed experts: the residual, a freed hidden-size tensor, the fused gate+up rows of the chosen
-        # experts and their GEGLU product
-        phases.append(4 * ub * (3 * spec.moe.n_expert_used * spec.moe.expert_ff + 2 * H))
+        # experts (freed: a hole below), their GEGLU product and the down projection's per-expert outputs,
+        # [n_embd, n_expert_used, n_tokens] before the weighted sum (build_moe_ffn, llama-graph.cpp); the
+        # last term is what real widths add (4.7 MiB per 512 tokens per used expert at 26B-A4B's 2816)
+        n_used = spec.moe.n_expert_used
+        phases.append(4 * ub * (3 * n_used * spec.moe.expert_ff + 2 * H + n_used * H))
     ple_all = 4 * ub * spec.ple_dim * spec.n_layers
     peak = max(phases)
     if ple_all:
@@ -407,6 +416,148 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVLayou
         # projection and its norm
         peak = max(peak + ple_all, 4 * ub * H + 4 * ple_all)
     return max(logits, inputs + peak)
+
+
+# ---------------------------------------------------------------- llama.cpp: GPU backends (b11312)
+
+
+def _build_of(s: RuntimeSettings) -> tuple[LlamaBuild, bool]:
+    try:
+        return parse_build(s.engine_version)
+    except ValueError as e:
+        raise InvalidSettingsError(str(e), hint="use a release tag such as b11312 (the vendored build)") from None
+
+
+def reserved_outputs(s: RuntimeSettings, layout: KVCells) -> int:
+    """Output rows of the worst-case graph: llama_context::sched_reserve reserves
+    min(n_tokens, n_outputs_max) outputs, and n_outputs_max = 0 means n_batch (llama-context.cpp).
+    llama-server passes n_parallel (tools/server/server-context.cpp server_output_limits ->
+    common_speculative_get_output_limits); llama-cpp-python leaves 0."""
+    cap = s.n_outputs_max if s.n_outputs_max > 0 else layout.n_batch
+    return max(1, min(layout.n_ubatch, cap))
+
+
+def gpu_host_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, build: LlamaBuild) -> int:
+    """Host-side compute buffer (CUDA_Host, ROCm_Host, Vulkan_Host; "CPU" on Metal) when every layer is
+    offloaded. ggml_backend_sched assigns every graph input to the last backend, the CPU
+    (ggml_backend_sched_backend_id_from_cur: GGML_TENSOR_FLAG_INPUT -> n_backends - 1), whose buffer
+    type llama_context swaps for the first GPU's host buffer type; the token-embedding rows are
+    computed there too, because token_embd always stays on the CPU (llama_model_base::load_tensors).
+    So the buffer holds all graph inputs: token ids, positions, output ids, KV row indices, the KQ
+    masks of both caches (n_kv x n_ubatch each; F16 with flash attention since PR #23764, F32 and
+    cast on the device before it), the token-embedding rows, and since PR #18550 (build_inp_embd,
+    llama-graph.cpp) the F32 inp_embd input beside them; Gemma 3n/4 E-models add the per-layer
+    embedding rows."""
+    ub = layout.n_ubatch
+    total = _graph_input_bytes(spec, s, layout, build)
+    if build.embd_input_tensor:
+        total += pad(4 * ub * spec.hidden, 32)
+    total += 4 * ub * spec.ple_dim * spec.n_layers
+    return total
+
+
+# The CUDA/ROCm memory pool (ggml_cuda_pool_vmm / _leg in ggml-cuda.cu) holds the temporaries of the
+# running op and grows to the largest one; no log line reports it. Its size follows the matmul path
+# ggml_cuda_should_use_mmq picks (ggml-cuda/mmq.cu, b11312):
+# - MMQ (quantized weights on NVIDIA Turing+, Pascal, CDNA3; small batches elsewhere): src1 quantized
+#   to q8_1, 36 bytes per 32 values, rows padded to MATRIX_ROW_PADDING (512);
+# - cuBLAS/hipBLAS otherwise (Volta with a batch >= MMQ_DP4A_MAX_BATCH_SIZE, RDNA/CDNA1-2 for large
+#   batches of K-quants): the weight dequantized to F16 (N x K x 2), src1 and the result in F16.
+MMQ_ROW_PADDING = 512
+MMQ_DP4A_MAX_BATCH = 64
+Q8_1_BYTES_PER_32 = 36
+_MMQ_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ1_S", "IQ2_XXS",
+                        "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS", "IQ4_NL", "MXFP4"})
+
+
+def _uses_mmq(device: Device, typ: str, ub: int, n_experts: int = 0) -> bool:
+    """ggml_cuda_should_use_mmq (ggml-cuda/mmq.cu, b11312) for one weight type at batch ub. NVIDIA reads
+    the compute capability ("8.6"); AMD the gfx target ("gfx1100"). Unknown devices take MMQ."""
+    t = typ.upper()
+    if t not in _MMQ_TYPES:
+        return False
+    cc = (device.compute_capability or "").lower()
+    if device.backend == "CUDA":
+        try:
+            v = float(cc)
+        except ValueError:
+            return True
+        if v >= 7.5 or v < 7.0:  # Turing MMA, or no FP16 tensor cores (Pascal and older)
+            return True
+        return ub < MMQ_DP4A_MAX_BATCH  # Volta: cuBLAS for larger batches
+    if cc.startswith(("gfx94", "gfx95", "gfx12")):  # CDNA3+, RDNA4: always MMQ
+        return True
+    if cc.startswith("gfx11"):  # RDNA3: hipBLAS wins for some types at larger batches
+        if n_experts >= 64:
+            return True
+        limit = {"Q2_K": 128, "Q6_K": 256 if cc.startswith("gfx115") else 128}
+        if t in ("IQ2_XS", "IQ2_S") and not cc.startswith("gfx115"):
+            limit[t] = 128
+        return ub <= limit.get(t, 1 << 30)
+    if cc.startswith(("gfx908", "gfx90a")):  # CDNA1/2
+        if n_experts > 64 or ub <= 128 or t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+            return True
+        return ub <= 256 and t in ("Q4_K", "Q5_K")
+    return True
+
+
+def _matmul_weights(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[Optional[int], str, int, int, bool]]:
+    """(layer or None for the output layer, GGUF type, rows N, row length K, expert stack) per matmul weight,
+    once per (spec, format)."""
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get(("matmuls", fmt))
+    if hit is not None:
+        return hit
+    out = []
+    for t, typ, _ in _gguf_types(spec, fmt):
+        if len(t.shape) < 2:
+            continue
+        role, layer = _tensor_layer_role(t, spec)
+        if role == "input" and not (t.name == "token_embd.weight" and spec.tied_embeddings):
+            continue
+        # the tied token_embd's duplicate on the output device runs the logits matmul
+        where = layer if role not in ("output", "input") else None
+        out.append((where, typ, t.shape[-2], t.shape[-1], len(t.shape) == 3))
+    per_spec[("matmuls", fmt)] = out
+    return out
+
+
+def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, on_gpu: set, experts_on_cpu: bool = False) -> int:
+    """Bound on the CUDA/ROCm pool during a prefill ubatch: the largest single op's temporaries over the
+    matmul weights held by this device (layers in on_gpu; None = the output layer)."""
+    if device.backend not in ("CUDA", "ROCm"):
+        return 0
+    worst = 0
+    for where, typ, n, k, experts in _matmul_weights(spec, fmt):
+        if where not in on_gpu or (experts and experts_on_cpu):
+            continue
+        rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
+        if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and experts) else 0):
+            need = rows * pad(k, MMQ_ROW_PADDING) * Q8_1_BYTES_PER_32 // 32
+        elif typ.upper() in ("F16", "BF16", "F32"):
+            need = 2 * rows * (k + n)
+        else:
+            need = 2 * n * k + 2 * rows * (k + n)
+        worst = max(worst, need)
+    return worst
+
+
+def _gpu_backend_notes(gpus: list[Device], mems: list[DeviceMemory], build: LlamaBuild, verified: bool, margin: int) -> list[str]:
+    """What the plan says about the GPU runtime no log line reports, per backend."""
+    notes = []
+    backends = sorted({d.backend for d in gpus})
+    if not verified:
+        for m in mems:
+            extra = max(UNVERIFIED_MARGIN_MIN, int(UNVERIFIED_MARGIN_FRACTION * m.compute_bytes)) if m.compute_bytes else 0
+            if extra and m.budget_bytes is not None:
+                m.budget_bytes = max(0, m.budget_bytes - extra)
+                m.detail["unverified_build_margin_bytes"] = extra
+        notes.append(f"llama.cpp {build.name}: compute-buffer rules not verified for this build (planned with {DEFAULT_BUILD}'s); "
+                     f"each GPU keeps max({UNVERIFIED_MARGIN_MIN >> 20} MiB, {int(UNVERIFIED_MARGIN_FRACTION * 100)}% of its compute buffer) more free")
+    if "Metal" in backends:
+        notes.append("Metal: usable memory is the GPU working set (recommendedMaxWorkingSetSize / iogpu.wired_limit_mb), not the RAM size; "
+                     "ggml-metal warns past it and macOS pages")
+    return notes
 
 
 def _host_capacity(hw: Hardware, gpu_mems: list[DeviceMemory]) -> int:

@@ -9,10 +9,11 @@ from pathlib import Path
 from planner.errors import BackendUnavailableError
 from planner.formats import parse_format
 from planner.memory import estimate_memory
+from planner.policy import v_cache_allowed
 from planner.types import ModelSpec, Plan
 from profiles.hardware import Hardware
 
-GiB = 1 << 30
+from profiles.units import GiB
 
 
 def _pyplot():
@@ -47,7 +48,7 @@ def memory_vs_context(plan: Plan, spec: ModelSpec, hw: Hardware, path: str | Pat
         rows = []
         for ctx in xs:
             s = dataclasses.replace(plan.settings, n_ctx=ctx, type_k=kv, type_v=kv)
-            if plan.settings.engine == "llama.cpp" and kv not in ("f16", "f32", "bf16") and not s.flash_attn:
+            if not v_cache_allowed(plan.settings.engine, kv, s.flash_attn):
                 continue
             mem = estimate_memory(spec, fmt, s, hw, margin)
             d = next((x for x in mem.devices if x.device == device), mem.devices[0])

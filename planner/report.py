@@ -21,7 +21,7 @@ from rich.text import Text
 from planner.catalog import active_params
 from planner.types import Plan
 
-GiB = 1 << 30
+from profiles.units import GiB, fmt_gib
 ALTERNATIVES_SHOWN = 5  # recommend lists this many alternatives unless --all
 
 
@@ -65,7 +65,7 @@ def _title(con: Console, text: str) -> None:
 
 
 def gib(n) -> str:
-    return "-" if n is None else f"{n / GiB:.2f}"
+    return fmt_gib(n, 2, unit=False)
 
 
 def model_row(m) -> dict:

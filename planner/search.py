@@ -15,19 +15,13 @@ from planner.catalog import all_models
 from planner.errors import DoesNotFitError, InvalidSettingsError
 from planner.formats import WeightFormat, parse_format, quality_loss, weight_bytes
 from planner.memory import DEFAULT_MARGIN, estimate_memory
+from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx, v_cache_allowed  # noqa: F401 (planned_ctx: API)
 from planner.speed import estimate_speed
 from planner.types import Alternative, ModelSpec, Plan, RuntimeSettings
 from planner.utility import DEFAULT_USE, USES, Utility, is_phone, make_utility, met_line, rank, terms, why_lost
 from profiles.hardware import Hardware
 
-GiB = 1 << 30
-DEFAULT_CTX = 32768  # recommend aims for this context (or the trained maximum if smaller)
-
-
-def planned_ctx(n_ctx, is_max: bool, ctx_train: int) -> int:
-    """The context a plan is made for: --ctx as given, the trained maximum for 'max', else the default
-    (or the trained maximum if smaller)."""
-    return ctx_train if is_max else (n_ctx or min(DEFAULT_CTX, ctx_train))
+from profiles.units import GiB, fmt_gib
 MIN_CTX = 4096  # below this recommend prefers a smaller format (llama.cpp --fit's minimum context)
 # Formats recommend tries per engine, best quality first.
 GGUF_LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q4_0", "Q3_K_M", "Q3_K_S", "Q2_K"]
@@ -41,18 +35,13 @@ MAX_MIN_SPEED = 10_000.0  # --min-speed above this is a typo, not a wish
 FAMILY_RANK = {"gemma4": 4, "gemma3": 3, "gemma3n": 2, "gemma2": 1}
 
 
-def gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+gib = fmt_gib
 
 
 def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hardware, *, margin: int = DEFAULT_MARGIN, target: str = "",
          with_speed: bool = True) -> Plan:
     """One configuration: memory per device, speed, quality. Does not search."""
-    if settings.n_ctx > spec.ctx_train:
-        raise InvalidSettingsError(
-            f"context {settings.n_ctx} is above {spec.name}'s trained maximum of {spec.ctx_train}",
-            hint=f"use --ctx {spec.ctx_train} or less",
-        )
+    check_trained_max(settings.n_ctx, spec.name, spec.ctx_train)
     if settings.n_ctx <= 0 or settings.n_parallel <= 0 or settings.n_ubatch <= 0:
         raise InvalidSettingsError("context, parallel slots and ubatch must be positive")
     s = settings
@@ -229,7 +218,7 @@ def recommend(
                 continue
             for k, v in kvs:
                 s0 = dataclasses.replace(sbase, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else base.kv_cache_dtype, n_ctx=want)
-                if engine == "llama.cpp" and v not in ("f16", "f32", "bf16") and not s0.flash_attn:
+                if not v_cache_allowed(engine, v, s0.flash_attn):
                     continue
                 found = [] if _weights_exceed_memory(spec, fmt, hw) else _fitting_plans(spec, fmt, s0, hw, margin, want, floor)
                 if not found:
@@ -263,7 +252,7 @@ def recommend(
     spec = specs[chosen.model]
     for k, v in kvs:
         s1 = dataclasses.replace(chosen.settings, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else chosen.settings.kv_cache_dtype)
-        if engine == "llama.cpp" and v not in ("f16", "f32", "bf16") and not s1.flash_attn:
+        if not v_cache_allowed(engine, v, s1.flash_attn):
             continue
         rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format, engine), s1, hw, margin)
     return rec

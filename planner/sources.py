@@ -6,11 +6,13 @@ header (``gguf.GGUFReader`` maps the file; only metadata and tensor infos are to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
 from typing import Optional
 
+from planner.arch import FAMILIES, spec_from_gguf
 from planner.catalog import SUPPORTED_MODEL_TYPES, get_model, spec_from_config
 from planner.errors import PlanError, UnknownModelError, UnsupportedArchitectureError
 from planner.types import ModelSpec, TensorSpec
@@ -144,34 +146,21 @@ def load_hf_dir(path: Path) -> ModelSpec:
             raise B.BoundsError(str(path), "tensor count", len(header), f"is above {B.MAX_TENSORS:,}", _ST_FIX)
     dtypes = {v["dtype"] for k, v in header.items() if not k.startswith(TOWER_PREFIXES)}
     src = "BF16" if not dtypes or "BF16" in dtypes else ("F16" if "F16" in dtypes else "F32")
-    spec = spec_from_config(_with_defaults(cfg), name=path.name, source=f"hf-dir:{path}", src_dtype=src)
+    # a config.json may omit keys its transformers config class defaults (planner/arch.py CONFIG_DEFAULTS)
+    spec = spec_from_config(cfg, name=path.name, source=f"hf-dir:{path}", src_dtype=src, fill_defaults=True)
     if header:
         text = sum(_numel(v["shape"]) for k, v in header.items() if not k.startswith(TOWER_PREFIXES) and not k.endswith("lm_head.weight"))
         towers = sum(_numel(v["shape"]) for k, v in header.items() if k.startswith(TOWER_PREFIXES))
-        spec.vision_params = towers
         inventory = _hf_inventory(spec, header)
         if inventory is not None:
-            spec.tensors = inventory
-            spec.notes = "tensor inventory from the safetensors headers"
+            spec = dataclasses.replace(spec, vision_params=towers, tensors=tuple(inventory),
+                                       notes="tensor inventory from the safetensors headers")
         elif text != spec.n_params_text:
-            spec.notes = f"config gives {spec.n_params_text:,} text parameters, the safetensors headers {text:,}"
+            spec = dataclasses.replace(spec, vision_params=towers,
+                                       notes=f"config gives {spec.n_params_text:,} text parameters, the safetensors headers {text:,}")
+        else:
+            spec = dataclasses.replace(spec, vision_params=towers)
     return spec
-
-
-# Gemma4TextConfig defaults (transformers 5.24 signature): a config.json written as a diff omits them.
-GEMMA4_TEXT_DEFAULTS = {"vocab_size": 262144, "head_dim": 256, "sliding_window": 512, "intermediate_size": 9216,
-                        "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262144,
-                        "attention_k_eq_v": False, "num_kv_shared_layers": 0, "enable_moe_block": False}
-
-
-def _with_defaults(cfg: dict) -> dict:
-    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-    if text.get("model_type", cfg.get("model_type")) in ("gemma4_text", "gemma4"):
-        filled = {**GEMMA4_TEXT_DEFAULTS, **text}
-        if not filled.get("enable_moe_block"):
-            filled["num_experts"] = None
-        return {**cfg, "text_config": filled} if text is not cfg else filled
-    return cfg
 
 
 def _numel(shape) -> int:
@@ -212,6 +201,7 @@ def _hf_inventory(spec: ModelSpec, header: dict) -> Optional[list[TensorSpec]]:
 
 
 def load_gguf(path: Path) -> ModelSpec:
+    """A GGUF file's header -> ModelSpec (planner.arch.spec_from_gguf); no tensor data is read."""
     from planner.gguf_header import GGUFHeaderError, read_header
 
     try:
@@ -219,111 +209,13 @@ def load_gguf(path: Path) -> ModelSpec:
     except (GGUFHeaderError, ValueError, OSError) as exc:
         raise InvalidModelFileError(f"{path}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else 'truncated'})",
                                     hint=getattr(exc, "hint", "") or InvalidModelFileError.hint) from None
-
-    def field(key, default=None):
-        return header.fields.get(key, default)
-
-    arch = field("general.architecture")
-    if not isinstance(arch, str) or arch not in ("gemma2", "gemma3", "gemma3n", "gemma4"):
+    arch = header.fields.get("general.architecture")
+    if not isinstance(arch, str) or arch not in FAMILIES:
         raise UnsupportedArchitectureError(f"{path.name}: GGUF architecture '{arch}' is not a supported Gemma")
-    origin = str(path)
-    fix = "the GGUF metadata is damaged: download or convert the model again"
-
-    def k(name, default=None):
-        return field(f"{arch}.{name}", default)
-
-    def num(name, lo, hi, default=None, required=False):
-        """One GGUF integer (or per-layer list of integers) checked against profiles.bounds."""
-        v = k(name)
-        if v is None:
-            if required:
-                raise B.BoundsError(origin, f"{arch}.{name}", None, "is missing", fix)
-            return default
-        if isinstance(v, list):
-            if len(v) != n_layers:
-                raise B.BoundsError(origin, f"{arch}.{name}", f"list of {len(v)}", f"needs one entry per layer ({n_layers})", fix)
-            return [B.check_int(origin, f"{arch}.{name}[{i}]", x, lo, hi, fix) for i, x in enumerate(v)]
-        return B.check_int(origin, f"{arch}.{name}", v, lo, hi, fix)
-
-    n_layers = B.check_int(origin, f"{arch}.block_count", k("block_count"), 1, B.MAX_LAYERS, fix)
-    ctx_train = num("context_length", 1, B.MAX_CTX, required=True)
-    cfg = {
-        "model_type": arch,
-        "hidden_size": num("embedding_length", 1, B.MAX_HIDDEN, required=True),
-        "num_hidden_layers": n_layers,
-        "intermediate_size": num("feed_forward_length", 1, B.MAX_FF, required=True),
-        "num_attention_heads": _first(num("attention.head_count", 1, B.MAX_HEADS, required=True)),
-        "max_position_embeddings": _first(ctx_train),
-        "sliding_window": _first(num("attention.sliding_window", 0, B.MAX_CTX, 4096)),
-        "num_kv_shared_layers": _first(num("attention.shared_kv_layers", 0, n_layers - 1, 0)),
-        "hidden_size_per_layer_input": _first(num("embedding_length_per_layer_input", 0, B.MAX_PLE_DIM, 0)),
-    }
-    kv = num("attention.head_count_kv", 0, B.MAX_HEADS)
-    pattern = k("attention.sliding_window_pattern")
-    if isinstance(pattern, list) and len(pattern) == n_layers:
-        cfg["layer_types"] = "".join("S" if b else "F" for b in pattern)
-    elif isinstance(pattern, int) and not isinstance(pattern, bool) and 0 < pattern <= B.MAX_LAYERS:
-        cfg["sliding_window_pattern"] = pattern
-    elif pattern is not None:
-        raise B.BoundsError(origin, f"{arch}.attention.sliding_window_pattern", pattern,
-                            f"is neither a period (1..{B.MAX_LAYERS}) nor one flag per layer ({n_layers})", fix)
-    key_len = _first(num("attention.key_length", 1, B.MAX_HEAD_DIM))
-    key_swa = _first(num("attention.key_length_swa", 1, B.MAX_HEAD_DIM))
-    if arch == "gemma4":
-        cfg["head_dim"] = key_swa or key_len
-        cfg["global_head_dim"] = key_len
-        types = cfg.get("layer_types") or ""
-        if isinstance(kv, list):
-            cfg["num_key_value_heads"] = next((h for h, t in zip(kv, types) if t == "S"), kv[0])
-            cfg["num_global_key_value_heads"] = next((h for h, t in zip(kv, types) if t == "F"), kv[0])
-        else:
-            cfg["num_key_value_heads"] = kv
-        names = {t.name for t in header.tensors}
-        cfg["attention_k_eq_v"] = any(
-            f"blk.{i}.attn_q.weight" in names and f"blk.{i}.attn_v.weight" not in names for i in range(n_layers)
-        )
-    else:
-        cfg["num_key_value_heads"] = _first(kv)
-        cfg["head_dim"] = key_len
-    for key in ("num_key_value_heads", "num_global_key_value_heads"):
-        if cfg.get(key) == 0:
-            raise B.BoundsError(origin, f"{arch}.attention.head_count_kv", kv, "gives a layer 0 KV heads", fix)
-    experts = _first(num("expert_count", 0, B.MAX_EXPERTS, 0))
-    if experts:
-        cfg["num_experts"] = experts
-        cfg["top_k_experts"] = _first(num("expert_used_count", 1, experts, required=True))
-        cfg["moe_intermediate_size"] = _first(num("expert_feed_forward_length", 1, B.MAX_FF, required=True))
-    emb = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
-    if emb is None:
+    if not any(t.name == "token_embd.weight" for t in header.tensors):
         raise InvalidModelFileError(f"{path.name}: no token_embd.weight tensor")
-    if len(emb.shape) != 2:
-        raise B.BoundsError(origin, "token_embd.weight shape", list(emb.shape), "is not [vocab, hidden]", fix)
-    cfg["vocab_size"] = B.check_int(origin, "token_embd.weight rows (vocabulary)", int(emb.shape[0]), 1, B.MAX_VOCAB, fix)
-    spec = spec_from_config(cfg, name=path.stem, source=f"gguf:{path}")
-    layer_of = {t.name: t.layer for t in spec.tensors}
-    spec.tensors = [TensorSpec(t.name, t.shape, layer_of.get(t.name, _layer_from_name(t.name, n_layers)), t.type_name, t.n_bytes)
-                    for t in header.tensors]
-    spec.gguf_file_bytes = path.stat().st_size
-    ftype = field("general.file_type")
-    spec.gguf_file_type = _FILE_TYPES.get(ftype, "GGUF") if isinstance(ftype, int) else "GGUF"
-    return spec
+    return spec_from_gguf(header.fields, header.tensors, name=path.stem, source=f"gguf:{path}", origin=str(path),
+                          file_bytes=path.stat().st_size)
 
-
-def _layer_from_name(name: str, n_layers: int) -> Optional[int]:
-    """The block of a ``blk.N.*`` tensor the spec did not predict; None outside 0..n_layers-1."""
-    if name.startswith("blk."):
-        part = name.split(".")[1]
-        if part.isdigit() and len(part) < 6 and int(part) < n_layers:
-            return int(part)
-    return None
-
-
-def _first(v):
-    return v[0] if isinstance(v, list) else v
-
-
-_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
-               21: "Q2_K_S", 25: "IQ4_NL", 30: "IQ4_XS", 32: "BF16"}
 
 __all__ = ["load_model", "load_hf_dir", "load_gguf", "read_safetensors_header", "SUPPORTED_MODEL_TYPES", "InvalidModelFileError"]

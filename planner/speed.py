@@ -482,10 +482,10 @@ def _unread_expert_bytes(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings,
     experts kept on the CPU (-ot exps=CPU) would look as if the CPU read them all."""
     if not spec.moe:
         return {}
-    from planner.memory import _layer_devices, _weights, repack_types
+    from planner.memory import layer_devices, repack_types, weights_by_placement
 
-    w = _weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
-    dev_of = _layer_devices(spec.n_layers, s.n_gpu_layers, list(hw.devices), s.tensor_split)
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
+    dev_of = layer_devices(spec.n_layers, s.n_gpu_layers, list(hw.devices), s.tensor_split)
     frac = 1 - spec.moe.n_expert_used / spec.moe.n_expert
     out: dict = {}
     for il in range(spec.n_layers):
@@ -546,7 +546,7 @@ def _row_format(quant: str) -> Optional[str]:
 
 def _row_gemma(model: str):
     """A calibration row's model -> our catalog spec, when it is a Gemma."""
-    from planner.catalog import _cached_spec, resolve_entry
+    from planner.catalog import resolve_entry, spec_by_name
 
     m = model.lower().replace("(qat)", "").strip()
     if not m.startswith("gemma"):
@@ -556,7 +556,7 @@ def _row_gemma(model: str):
         entry, _ = resolve_entry(f"gemma-{parts[1]}-{parts[2]}")
     except Exception:  # an unlisted Gemma: score it as a dense file of the row's size
         return None
-    return _cached_spec(entry["name"])
+    return spec_by_name(entry["name"])
 
 
 def row_engine(row: dict) -> str:

@@ -6,17 +6,16 @@ The JSON forms are documented in ``docs/json.md``; keys are a contract: extend, 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Optional
 
-ENGINES = ("llama.cpp", "vllm", "transformers")
-
 # The llama.cpp this memory model mirrors: the copy vendored in llama-cpp-python 0.3.36.
-LLAMA_CPP_VERSION = "llama.cpp 0c1e57098 (as vendored in llama-cpp-python 0.3.36)"
+LLAMA_CPP_VERSION = "llama.cpp b11312 (0c1e57098, as vendored in llama-cpp-python 0.3.36)"
 VLLM_VERSION = "vLLM 0.33"
 TRANSFORMERS_VERSION = "transformers 5.x"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TensorSpec:
     """One weight tensor. ``shape`` is numpy order (outermost first); ``shape[-1]`` is the row (ggml ne0)."""
 
@@ -26,7 +25,7 @@ class TensorSpec:
     dtype: str = "BF16"  # source dtype, or the GGUF type for a GGUF file
     nbytes: Optional[int] = None  # exact bytes when read from a file (GGUF)
 
-    @property
+    @cached_property
     def n_elements(self) -> int:
         n = 1
         for d in self.shape:
@@ -38,7 +37,7 @@ class TensorSpec:
         return self.shape[-1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerSpec:
     """Per-layer attention facts (what the KV cache needs)."""
 
@@ -56,7 +55,7 @@ class LayerSpec:
         return self.kv_shared_from is None
 
 
-@dataclass
+@dataclass(frozen=True)
 class MoESpec:
     n_expert: int
     n_expert_used: int
@@ -64,18 +63,22 @@ class MoESpec:
     shared_ff: int = 0  # dense MLP that runs beside the experts
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class ModelSpec:
+    """What planning needs of a model; built by planner/arch.py. Frozen: specs are shared (the catalog's are
+    cached) and derived tables are cached per spec object, so a changed copy is made with dataclasses.replace.
+    Identity, not value, is equality: caches key on the object itself."""
+
     name: str  # canonical catalog name, e.g. "gemma-4-31b"
     family: str  # gemma2, gemma3, gemma3n, gemma4
     arch: str  # GGUF architecture: gemma2, gemma3, gemma3n, gemma4
     hidden: int
     vocab: int
     n_layers: int
-    layers: list[LayerSpec]
+    layers: tuple[LayerSpec, ...]
     sliding_window: int
     ctx_train: int
-    tensors: list[TensorSpec]
+    tensors: tuple[TensorSpec, ...]
     tied_embeddings: bool = True
     moe: Optional[MoESpec] = None
     ple_dim: int = 0  # per-layer embedding width (Gemma 3n / 4 E-models)
@@ -85,18 +88,25 @@ class ModelSpec:
     hf_repo: str = ""
     display: str = ""
     source: str = ""  # catalog, hf-dir:PATH, gguf:PATH
-    sources: list[str] = field(default_factory=list)
+    sources: tuple[str, ...] = ()
     notes: str = ""
     gguf_file_bytes: Optional[int] = None  # GGUF sources: the file's size
     gguf_file_type: Optional[str] = None  # GGUF sources: the file's quant mix
 
-    @property
+    def __post_init__(self):
+        # lists given by callers become tuples: nothing reachable from a spec can change
+        for f in ("layers", "tensors", "sources"):
+            v = getattr(self, f)
+            if not isinstance(v, tuple):
+                object.__setattr__(self, f, tuple(v))
+
+    @cached_property
     def n_params_text(self) -> int:
         return sum(t.n_elements for t in self.tensors)
 
-    @property
-    def kv_layers(self) -> list[LayerSpec]:
-        return [lay for lay in self.layers if lay.has_kv]
+    @cached_property
+    def kv_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(lay for lay in self.layers if lay.has_kv)
 
 
 @dataclass
@@ -118,6 +128,10 @@ class RuntimeSettings:
     offload_kqv: bool = True
     experts_on_cpu: bool = False  # MoE expert tensors kept on CPU (-ot / --cpu-moe)
     use_mmap: bool = True
+    # graph outputs reserved for (llama_context_params.n_outputs_max): 0 = n_batch, the C default that
+    # llama-cpp-python keeps; llama-server reserves n_parallel (server_output_limits, b11312)
+    n_outputs_max: int = 0
+    engine_version: str = ""  # llama.cpp release tag the plan models (planner/llama_versions.py); "" = default
     # vLLM
     gpu_memory_utilization: float = 0.92
     tensor_parallel: int = 1

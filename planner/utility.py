@@ -24,6 +24,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Optional
 
+from planner.policy import DEFAULT_CTX
 from planner.types import Plan
 
 # Decode tokens/s below which a plan is not usable for the purpose. Silent reading runs at about 238
@@ -83,7 +84,7 @@ class Utility:
     use: str = DEFAULT_USE
     speed_floor: float = SPEED_FLOORS[DEFAULT_USE]
     speed_floor_source: str = "--use read"
-    wanted_ctx: int = 32768  # before each model's trained maximum
+    wanted_ctx: int = DEFAULT_CTX  # before each model's trained maximum
     ctx_max: bool = False
     priority: str = "quality"
     native_engine: Optional[str] = None  # "litert-lm" on phones when the engine was not pinned
@@ -110,7 +111,7 @@ class Utility:
 
 
 def make_utility(*, use: str = DEFAULT_USE, min_speed: Optional[float] = None, ctx: Optional[int] = None, ctx_max: bool = False,
-                 priority: str = "quality", phone: bool = False, native: bool = False, default_ctx: int = 32768) -> Utility:
+                 priority: str = "quality", phone: bool = False, native: bool = False, default_ctx: int = DEFAULT_CTX) -> Utility:
     floor = SPEED_FLOORS[use] if min_speed is None else float(min_speed)
     src = f"--min-speed {min_speed:g}" if min_speed is not None else f"--use {use}"
     want = ctx or (PHONE_CTX if phone else default_ctx)

@@ -42,7 +42,7 @@ from profiles import bounds as B
 from profiles.errors import ProfileError
 from profiles.hardware import Hardware
 
-GiB = 1 << 30
+from profiles.units import GiB
 MiB = 1 << 20
 CURRENT_VERSIONS = {"llama.cpp": LLAMA_CPP_VERSION, "vllm": VLLM_VERSION, "transformers": TRANSFORMERS_VERSION}
 SERVER_DEPS = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")

@@ -29,7 +29,7 @@ from planner.types import VLLM_VERSION, DeviceMemory, LayerSpec, MemoryBreakdown
 from profiles.hardware import Device, Hardware
 
 MiB = 1 << 20
-GiB = 1 << 30
+from profiles.units import GiB
 
 BLOCK_SIZE = 16  # config/cache.py CacheConfig.DEFAULT_BLOCK_SIZE
 VOCAB_PADDING = 64  # model_executor/layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE

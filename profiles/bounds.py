@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 from profiles.errors import ProfileError
 
-KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
+from profiles.units import GiB, KiB, MiB, TiB
+
+PiB = 1 << 50
 
 # model shape
 MAX_LAYERS = 4096  # 65x the deepest Gemma; every per-layer loop is bounded by it

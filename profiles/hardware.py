@@ -112,9 +112,6 @@ class Hardware:
         """Several machines: ``hosts`` holds the split, ``devices``/``ram_bytes`` the totals."""
         return len(self.hosts) > 1
 
-    def device_memory_bytes(self) -> int:
-        return sum(d.memory_bytes for d in self.devices)
-
     def to_dict(self) -> dict:
         return asdict(self)
 

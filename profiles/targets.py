@@ -14,13 +14,18 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli (pyproject: tomli; python_version < '3.11')
+    import tomli as tomllib
 
 from profiles import bounds as B
 from profiles.errors import InvalidTargetError, TargetExistsError, UnknownTargetError

@@ -33,6 +33,10 @@ from typing import Any, Callable, Iterator, Sequence
 import gguf
 import numpy as np
 
+from planner import arch as a
+from planner.arch import FAMILIES, layer_types
+from planner.errors import PlanError
+
 from .errors import (
     ConversionError,
     InsufficientDiskError,
@@ -65,24 +69,6 @@ NOT_YET: dict[str, str] = {
     "gemma3n": "Gemma 3n (AltUp, LAuReL, activation sparsity)",
     "gemma3n_text": "Gemma 3n (AltUp, LAuReL, activation sparsity)",
     "gemma4_unified": "Gemma 4 12B unified",
-}
-
-# Defaults of the transformers 5.24 config classes, for keys a config.json may omit
-# (real Gemma 3 multimodal configs leave several text_config fields at their defaults).
-CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gemma2": dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                   num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=8192,
-                   rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
-                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
-    "gemma3_text": dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                        num_attention_heads=8, num_key_value_heads=4, head_dim=256,
-                        max_position_embeddings=131072, rms_norm_eps=1e-6, query_pre_attn_scalar=256,
-                        sliding_window=4096, sliding_window_pattern=6, rope_theta=1000000.0,
-                        rope_local_base_freq=10000.0),
-    "gemma4_text": dict(vocab_size=262144, hidden_size=2304, intermediate_size=9216, num_hidden_layers=30,
-                        num_attention_heads=8, num_key_value_heads=4, head_dim=256,
-                        max_position_embeddings=131072, rms_norm_eps=1e-6, sliding_window=512,
-                        hidden_size_per_layer_input=256, num_kv_shared_layers=0),
 }
 
 # Names (GGUF side) kept in F32 whatever the outtype; mirrors the rule in llama.cpp's converter
@@ -145,18 +131,6 @@ class GemmaHParams:
         return sum(self.is_swa)
 
 
-def _layer_types(cfg: dict[str, Any], n: int, period: int, force_last_full: bool) -> list[bool]:
-    types = cfg.get("layer_types")
-    if types:
-        if len(types) != n:
-            raise ConversionError(f"config.json: layer_types has {len(types)} entries for {n} layers")
-        return [t == "sliding_attention" for t in types]
-    swa = [bool((i + 1) % period) for i in range(n)]
-    if force_last_full and swa:
-        swa[-1] = False
-    return swa
-
-
 def _rope(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
     """rope parameters of one layer kind, from `rope_parameters` (transformers 5) or legacy keys."""
     rp = cfg.get("rope_parameters")
@@ -175,16 +149,6 @@ def _rope(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
     return out
 
 
-def _full_layer_override(cfg: dict[str, Any], key: str, is_swa: Sequence[bool]) -> Any:
-    """Gemma 4: a full-attention layer's value from `per_layer_config` (transformers >= 5.2x)."""
-    plc = cfg.get("per_layer_config") or {}
-    for idx, entry in plc.items():
-        i = int(idx)
-        if i < len(is_swa) and not is_swa[i] and isinstance(entry, dict) and key in entry:
-            return entry[key]
-    return None
-
-
 def text_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(top-level model_type, text config dict with defaults filled in); raises for non-Gemma archs."""
     model_type = config.get("model_type", "")
@@ -196,14 +160,12 @@ def text_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     text_type = text.get("model_type") or {"gemma3": "gemma3_text", "gemma4": "gemma4_text"}.get(model_type, model_type)
     if text_type in NOT_YET:
         raise UnsupportedArchitectureError(f"{NOT_YET[text_type]} ({text_type}) is not supported yet by the GGUF converter")
-    defaults = CONFIG_DEFAULTS.get(text_type)
-    if defaults is None:
+    if a.MODEL_TYPES.get(text_type) != a.MODEL_TYPES[model_type]:
         raise UnsupportedArchitectureError(f"text model_type {text_type!r} is not supported by the GGUF converter")
-    merged = dict(defaults)
-    merged.update({k: v for k, v in text.items() if v is not None or k.endswith("softcapping")})
-    if "tie_word_embeddings" not in text:
-        merged["tie_word_embeddings"] = config.get("tie_word_embeddings", True)
-    return model_type, merged
+    try:  # the transformers defaults for omitted keys: planner/arch.py CONFIG_DEFAULTS
+        return model_type, a.text_config(config, fill_defaults=True).cfg
+    except PlanError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def read_hparams(config: dict[str, Any]) -> GemmaHParams:
@@ -213,16 +175,17 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
     arch = ARCHS[model_type]
     n = int(c["num_hidden_layers"])
     n_embd = int(c["hidden_size"])
-    head_dim = int(c.get("head_dim") or n_embd // int(c["num_attention_heads"]))
+    head_dim = a.head_dim(c)
     n_head = int(c["num_attention_heads"])
-    n_kv = int(c.get("num_key_value_heads") or n_head)
+    n_kv = a.kv_heads(c)
     ff = int(c["intermediate_size"])
     common = dict(model_type=model_type, text_type=text_type, arch=arch, n_layer=n, n_embd=n_embd,
                   n_head=n_head, n_ctx_train=int(c["max_position_embeddings"]), rms_eps=float(c["rms_norm_eps"]),
                   tied=bool(c.get("tie_word_embeddings", True)), vocab_size=int(c["vocab_size"]))
 
+    fam = FAMILIES[arch.name.lower()]
     if arch == gguf.MODEL_ARCH.GEMMA2:
-        is_swa = _layer_types(c, n, 2, False)
+        is_swa = layer_types(c, n, fam)
         theta = float(_rope(c, "full_attention").get("rope_theta", 10000.0))
         return GemmaHParams(
             **common, n_ff=(ff,) * n, n_head_kv=(n_kv,) * n, head_dim=head_dim, head_dim_swa=head_dim,
@@ -230,12 +193,12 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
             rope_base=theta, rope_base_swa=theta, rope_scaling=None, n_rot=head_dim, n_rot_swa=head_dim,
             rope_freqs=None, attn_softcap=c.get("attn_logit_softcapping"),
             final_softcap=c.get("final_logit_softcapping"), query_pre_attn_scalar=c.get("query_pre_attn_scalar"),
-            n_kv_shared=0, n_embd_per_layer=0, n_expert=0, n_expert_used=0, n_ff_exp=0, norm_shift=1.0,
+            n_kv_shared=0, n_embd_per_layer=0, n_expert=0, n_expert_used=0, n_ff_exp=0, norm_shift=fam.norm_shift,
         )
 
     if arch == gguf.MODEL_ARCH.GEMMA3:
         sw = c.get("sliding_window")
-        is_swa = _layer_types(c, n, int(c.get("sliding_window_pattern") or 6), False) if sw else [False] * n
+        is_swa = layer_types(c, n, fam)
         full, local = _rope(c, "full_attention"), _rope(c, "sliding_attention")
         scaling = None
         rtype = full.get("rope_type", full.get("type", "default"))
@@ -249,16 +212,15 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
             rope_base=float(full.get("rope_theta", 1000000.0)), rope_base_swa=float(local.get("rope_theta", 10000.0)),
             rope_scaling=scaling, n_rot=head_dim, n_rot_swa=head_dim, rope_freqs=None, attn_softcap=None,
             final_softcap=c.get("final_logit_softcapping"), query_pre_attn_scalar=c.get("query_pre_attn_scalar"),
-            n_kv_shared=0, n_embd_per_layer=0, n_expert=0, n_expert_used=0, n_ff_exp=0, norm_shift=1.0,
+            n_kv_shared=0, n_embd_per_layer=0, n_expert=0, n_expert_used=0, n_ff_exp=0, norm_shift=fam.norm_shift,
         )
 
-    # Gemma 4
-    is_swa = _layer_types(c, n, 6, True)
-    head_dim_full = int(c.get("global_head_dim") or _full_layer_override(c, "head_dim", is_swa) or 512)
-    kv_full = c.get("num_global_key_value_heads") if c.get("attention_k_eq_v") else None
-    kv_full = int(kv_full or _full_layer_override(c, "num_key_value_heads", is_swa) or n_kv)
-    n_shared = int(c.get("num_kv_shared_layers") or 0)
-    n_ff = [ff * 2 if c.get("use_double_wide_mlp") and i >= n - n_shared else ff for i in range(n)]
+    # Gemma 4: full-layer head size and KV heads, KV sharing, MLP widths, PLE and MoE by planner/arch.py's rules
+    is_swa = layer_types(c, n, fam)
+    head_dim_full = a.full_head_dim(c, fam, is_swa)
+    kv_full = a.full_kv_heads(c, fam, is_swa)
+    n_shared = a.n_kv_shared(c)
+    n_ff = a.ff_per_layer(c, fam, n)
     full, local = _rope(c, "full_attention"), _rope(c, "sliding_attention")
     prf_full = float(full.get("partial_rotary_factor", 1.0)) if full.get("rope_type") == "proportional" else 1.0
     prf_swa = float(local.get("partial_rotary_factor", 1.0))
@@ -266,9 +228,9 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
     # them all, so the rest get a huge frequency divisor (freq factor 1e30 -> angle ~0).
     n_rotated = int(prf_full * head_dim_full // 2)
     freqs = (1.0,) * n_rotated + (1e30,) * (head_dim_full // 2 - n_rotated)
-    moe = bool(c.get("enable_moe_block"))
-    ple = int(c.get("hidden_size_per_layer_input") or 0)
-    if ple and int(c.get("vocab_size_per_layer_input") or c["vocab_size"]) != int(c["vocab_size"]):
+    moe = a.moe_facts(c, fam)
+    ple, ple_vocab = a.ple_dims(c, fam)
+    if ple and ple_vocab != int(c["vocab_size"]):
         raise ConversionError("per-layer embedding vocabulary differs from the main vocabulary; llama.cpp needs them equal")
     return GemmaHParams(
         **common, n_ff=tuple(n_ff), n_head_kv=tuple(n_kv if s else kv_full for s in is_swa),
@@ -277,10 +239,8 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
         rope_base_swa=float(local.get("rope_theta", 10000.0)), rope_scaling=None, n_rot=head_dim_full,
         n_rot_swa=int(head_dim * prf_swa), rope_freqs=freqs, attn_softcap=None,
         final_softcap=c.get("final_logit_softcapping"), query_pre_attn_scalar=None, n_kv_shared=n_shared,
-        n_embd_per_layer=ple, n_expert=int(c.get("num_experts") or 0) if moe else 0,
-        n_expert_used=int(c.get("top_k_experts") or 0) if moe else 0,
-        n_ff_exp=int(c.get("moe_intermediate_size") or c.get("expert_intermediate_size") or 0) if moe else 0,
-        norm_shift=0.0,
+        n_embd_per_layer=ple, n_expert=moe[0] if moe else 0, n_expert_used=moe[1] if moe else 0,
+        n_ff_exp=moe[2] if moe else 0, norm_shift=fam.norm_shift,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from planner.errors import InvalidSettingsError
 from planner.formats import parse_format
 from planner.memory import DEFAULT_MARGIN
+from planner.policy import check_slots, check_trained_max, planned_ctx
 from planner.search import plan as make_plan
 from planner.search import require_fit, vllm_tensor_parallel
 from planner.types import ModelSpec, Plan, RuntimeSettings
@@ -25,7 +26,7 @@ from quantize.errors import OutputExistsError
 from quantize.files import write_json
 from quantize.pipeline import resolve_source, source_name
 
-GiB = 1 << 30
+from profiles.units import GiB
 
 
 @dataclass
@@ -58,6 +59,7 @@ def plan_gptq_job(
     group_size: int = 128,
     engine: str = "vllm",
     ctx: Optional[int] = None,
+    ctx_max: bool = False,
     parallel: int = 1,
     out_dir: Optional[Path] = None,
     margin: int = DEFAULT_MARGIN,
@@ -73,7 +75,10 @@ def plan_gptq_job(
     spec, _ = load_model(str(source))
     spec = dataclasses.replace(spec, name=source_name(model, source))
     fmt = parse_format(f"gptq-int{bits}-g{group_size}" if group_size > 0 else f"gptq-int{bits}")
-    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ctx=min(ctx or 32768, spec.ctx_train))
+    check_trained_max(ctx, spec.name, spec.ctx_train)
+    n_ctx = planned_ctx(ctx, ctx_max, spec.ctx_train)
+    check_slots(n_ctx, parallel, given=ctx, is_max=ctx_max, ceiling=spec.ctx_train)
+    s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ctx=n_ctx)
     if engine == "vllm" and hw.devices:
         s = dataclasses.replace(s, tensor_parallel=vllm_tensor_parallel(spec, len(hw.devices)))
     p = require_fit(make_plan(spec, fmt, s, hw, margin=margin, target=target))
@@ -89,11 +94,14 @@ def run_gptq_job(job: GPTQJob, *, force: bool = False, validate: bool = True,
     from quantize.gptq import build_recipe, quantize_gptq, validate_gptq
 
     say = progress or (lambda stage, frac: None)
+    say("quantize", 0.0)
     quantize_gptq(job.source, job.out_dir, bits=job.bits, group_size=job.group_size, calib=job.calib, force=force,
                   progress=lambda done, total: say("quantize", done / max(1, total)))
+    say("quantize", 1.0)
     if validate:
         say("validate", 0.0)
         manifest = validate_gptq(job.out_dir, ref_dir=job.source)
+        say("validate", 1.0)
     else:
         manifest = json.loads((job.out_dir / "manifest.json").read_text())
     manifest["plan"] = job.plan.to_dict()

@@ -183,46 +183,34 @@ class KVLayout:
     is_swa: tuple[bool, ...]
     has_kv: tuple[bool, ...]
 
+    @classmethod
+    def from_spec(cls, spec: Any) -> "KVLayout":
+        """From a planner ModelSpec's per-layer facts (planner/arch.py)."""
+        return cls(k_width=tuple(lay.n_head_kv * lay.head_dim_k for lay in spec.layers),
+                   v_width=tuple(lay.n_head_kv * lay.head_dim_v for lay in spec.layers),
+                   is_swa=tuple(lay.sliding for lay in spec.layers), has_kv=tuple(lay.has_kv for lay in spec.layers))
+
 
 def kv_layout_from_gguf(path: str | Path) -> KVLayout | None:
-    """Widths read from the GGUF metadata; None for an architecture we cannot lay out."""
+    """Widths read from the GGUF metadata by the planner's reader (planner.arch.spec_from_gguf, the same
+    rules the plan used); None for an architecture it does not know."""
+    from planner.arch import spec_from_gguf
+    from planner.errors import PlanError
     from planner.gguf_header import read_header  # GGUFReader decodes the whole vocabulary: seconds per load
+    from profiles.errors import ProfileError
 
-    fields = read_header(path).fields
-    arch = fields["general.architecture"]
-
-    def get(key: str, default: Any = None) -> Any:
-        return fields.get(f"{arch}.{key}", default)
-
-    n = int(get("block_count"))
-    n_head = get("attention.head_count")
-    kv = get("attention.head_count_kv", n_head)
-    kv = list(kv) if isinstance(kv, list) else [kv] * n
-    n_embd = int(get("embedding_length"))
-    head0 = n_head[0] if isinstance(n_head, list) else n_head
-    k_full = int(get("attention.key_length", n_embd // head0))
-    v_full = int(get("attention.value_length", n_embd // head0))
-    k_swa = int(get("attention.key_length_swa", k_full))
-    v_swa = int(get("attention.value_length_swa", v_full))
-    pattern = get("attention.sliding_window_pattern")
-    if isinstance(pattern, list):
-        is_swa = [bool(x) for x in pattern]
-    elif get("attention.sliding_window") is not None and pattern is not None:
-        is_swa = [(i % int(pattern)) < int(pattern) - 1 for i in range(n)]
-    else:
-        is_swa = [False] * n
-    shared = int(get("attention.shared_kv_layers", 0) or 0)
-    has_kv = [i < n - shared for i in range(n)]
-    return KVLayout(
-        k_width=tuple(kv[i] * (k_swa if is_swa[i] else k_full) for i in range(n)),
-        v_width=tuple(kv[i] * (v_swa if is_swa[i] else v_full) for i in range(n)),
-        is_swa=tuple(is_swa), has_kv=tuple(has_kv))
+    header = read_header(path)
+    try:
+        spec = spec_from_gguf(header.fields, header.tensors, name=Path(path).stem, source=f"gguf:{path}", origin=str(path))
+    except (PlanError, ProfileError):  # not a Gemma, or metadata out of bounds
+        return None
+    return KVLayout.from_spec(spec)
 
 
 def _row_bytes(type_name: str, n: int) -> int:
-    import gguf
+    from planner.ggml import quant_size
 
-    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name.upper()]]
+    block, size = quant_size(type_name)
     return n // block * size
 
 
@@ -242,7 +230,7 @@ def exact_kv_bytes(cache: KVCache, layout: KVLayout, v_trans: bool) -> int | Non
     try:
         k = sum(_row_bytes(cache.k_type, layout.k_width[i]) for i in layers)
         v = sum(_row_bytes(cache.v_type, v_max if v_trans else layout.v_width[i]) for i in layers)
-    except KeyError:
+    except KeyError:  # a type planner.ggml does not list (UnknownGGMLTypeError is a KeyError)
         return None
     total = cache.cells * cache.n_stream * (k + v)
     if abs(total / MIB - cache.mib) > 0.006:
@@ -487,16 +475,6 @@ def captured_llama_log() -> Iterator[list[str]]:
             yield chunks
         finally:
             lc.llama_log_set(prev_cb, prev_ud)
-            _last_logs.clear()
-            _last_logs.append("".join(chunks))
-
-
-_last_logs: list[str] = []
-
-
-def last_llama_log() -> str:
-    """The llama.cpp log captured by the most recent quantize_gguf or load_and_measure call."""
-    return _last_logs[0] if _last_logs else ""
 
 
 def _flash_attn_type(lc: Any, flash_attn: bool | str) -> int:

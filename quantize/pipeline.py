@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from planner.errors import DoesNotFitError, InvalidSettingsError, PlanError, UnknownModelError
 from planner.formats import parse_format
 from planner.memory import DEFAULT_MARGIN
+from planner.policy import check_slots, check_trained_max, planned_ctx
 from planner.search import plan as make_plan
 from planner.search import recommend, require_fit
 from planner.types import ModelSpec, Plan, RuntimeSettings
@@ -27,7 +28,7 @@ from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
 from quantize.files import sha256_file
 
-GiB = 1 << 30
+from profiles.units import GiB
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
 DISK_SLACK = 256 << 20
 MANIFEST_SCHEMA = "gemma-plan.manifest/1"
@@ -118,6 +119,7 @@ def plan_job(
     *,
     quant: str = "auto",
     ctx: Optional[int] = None,
+    ctx_max: bool = False,
     parallel: int = 1,
     kv: Optional[tuple[str, str]] = None,
     out_dir: Optional[Path] = None,
@@ -131,11 +133,13 @@ def plan_job(
     source, kind = resolve_source(model)
     spec, _ = load_model(str(source))
     spec = dataclasses.replace(spec, name=source_name(model, source))
+    check_trained_max(ctx, spec.name, spec.ctx_train)
+    check_slots(planned_ctx(ctx, ctx_max, spec.ctx_train), parallel, given=ctx, is_max=ctx_max, ceiling=spec.ctx_train)
     base = dataclasses.replace(base or RuntimeSettings(), engine="llama.cpp", n_parallel=parallel)
     if kv:
         base = dataclasses.replace(base, type_k=kv[0], type_v=kv[1])
     if quant.lower() == "auto":
-        rec = recommend(hw, models=[spec], engine="llama.cpp", ctx=ctx, parallel=parallel, kv_types=[kv] if kv else None,
+        rec = recommend(hw, models=[spec], engine="llama.cpp", ctx=ctx, ctx_max=ctx_max, parallel=parallel, kv_types=[kv] if kv else None,
                         margin=margin, base=base, target=target)
         if rec.plan is None:
             closest = rec.alternatives[0].reason if rec.alternatives else "nothing fits"
@@ -145,7 +149,7 @@ def plan_job(
         fmt = parse_format(quant, "llama.cpp")
         if fmt.kind != "gguf":
             raise InvalidSettingsError(f"--quant {quant} is not a GGUF type", hint="use --format gptq for GPTQ checkpoints")
-        want = ctx or min(32768, spec.ctx_train)
+        want = planned_ctx(ctx, ctx_max, spec.ctx_train)
         p = require_fit(make_plan(spec, fmt, dataclasses.replace(base, n_ctx=want), hw, margin=margin, target=target))
     out_dir = Path(out_dir or Path.cwd() / "out").expanduser()
     gguf_path = out_dir / f"{spec.name}-{p.weight_format}.gguf"
@@ -216,21 +220,30 @@ def run_job(
         check_disk(job, staged.work)
         built = staged.path(job.gguf_path.name)
         intermediate = staged.path(job.intermediate.name.lstrip(".")) if job.intermediate else None
+        # quantize_gguf reports the bytes written so far; the plan knows the file's size
+        quantized = _fraction_of(job.plan.weight_file_bytes)
         if job.source_kind == "hf-dir":
             say("convert", 0.0)
             convert_hf_to_gguf(job.source, intermediate or built, outtype=job.outtype, force=True,
                                progress=lambda done, total, name: say("convert", done / max(1, total)))
+            say("convert", 1.0)
             if intermediate:
                 say("quantize", 0.0)
                 quantize_gguf(intermediate, built, fmt, nthreads=nthreads, imatrix=imatrix, force=True,
-                              progress=lambda *a: say("quantize", _frac(a)))
+                              progress=lambda written: say("quantize", quantized(written)))
+                say("quantize", 1.0)
                 intermediate.unlink()
         else:
             say("quantize", 0.0)
             quantize_gguf(job.source, built, fmt, nthreads=nthreads, imatrix=imatrix, force=True,
-                          progress=lambda *a: say("quantize", _frac(a)))
-        say("validate", 0.0)
-        validation = validate_gguf(job, built) if validate else {"skipped": True}
+                          progress=lambda written: say("quantize", quantized(written)))
+            say("quantize", 1.0)
+        if validate:
+            say("validate", 0.0)
+            validation = validate_gguf(job, built)
+            say("validate", 1.0)
+        else:
+            validation = {"skipped": True}
         manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
         staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
         staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -238,9 +251,12 @@ def run_job(
     return manifest
 
 
-def _frac(args) -> float:
-    nums = [a for a in args if isinstance(a, (int, float))]
-    return nums[0] / nums[1] if len(nums) >= 2 and nums[1] else 0.0
+def _fraction_of(expected: int) -> Callable[[int], float]:
+    """Bytes written so far -> fraction done, against the size the plan expects; held below 1.0 until the
+    stage returns (the estimate can be a little small), then the caller reports 1.0."""
+    def frac(written: int) -> float:
+        return min(0.99, written / expected) if expected > 0 else 0.0
+    return frac
 
 
 # ---------------------------------------------------------------- validation

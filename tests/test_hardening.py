@@ -123,9 +123,9 @@ FLAGS = [
                  "Error: --ctx 8192 over --parallel 64 leaves 128.0 tokens per slot (at least 256); raise --ctx to 16384 "
                  "or more, or lower --parallel to 32 or less", id="raise-ctx-when-it-can"),
     pytest.param(["recommend", *M, "--ctx", "1k1"], 1,
-                 "Error: --ctx '1k1' is not a number of tokens; use --ctx 32768, --ctx 32k (32,000) or --ctx max", id="ctx-1k1"),
+                 "Error: --ctx '1k1' is not a number of tokens; use --ctx 32768, --ctx 32k (= 32,768) or --ctx max", id="ctx-1k1"),
     pytest.param(["recommend", *M, "--ctx", "99999999999"], 1,
-                 "Error: --ctx '99999999999' is not a number of tokens; use --ctx 32768, --ctx 32k (32,000) or --ctx max",
+                 "Error: --ctx '99999999999' is not a number of tokens; use --ctx 32768, --ctx 32k (= 32,768) or --ctx max",
                  id="ctx-too-long"),
     pytest.param(["recommend", *M, "--ctx", "20000k"], 1,
                  "Error: --ctx 20000k must be a positive number of tokens, at most 16,777,216; use --ctx 32768 or --ctx max",
@@ -185,9 +185,9 @@ def test_emit_into_proc_is_one_line():
         "; choose another --emit directory that you can write to")
 
 
-def test_32k_keeps_its_meaning_and_max_works():
+def test_32k_means_32768_and_max_works():
     r = run("recommend", *M, "--ctx", "32k", "--json")
-    assert r.exit_code == 0 and json.loads(r.output)["plan"]["ctx"] == 32000  # k = 1000 (documented in --help)
+    assert r.exit_code == 0 and json.loads(r.output)["plan"]["ctx"] == 32768  # k = 1024 for context (documented in --help)
     r = run("recommend", *M, "--ctx", "32768", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["plan"]["ctx"] == 32768
     r = run("recommend", *M, "--ctx", "max", "--json")

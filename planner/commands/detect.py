@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-GIB = 1 << 30
+from profiles.units import fmt_gib
 
 
 @click.command("detect")
@@ -135,7 +135,7 @@ def _run_with_progress(run_detect, bench: bool, model_dir: Optional[str]):
 
 
 def _gib(n: Optional[int]) -> str:
-    return "-" if n is None else f"{n / GIB:.1f}"
+    return fmt_gib(n, 1, unit=False)
 
 
 def _gbs(n: Optional[float]) -> str:

@@ -21,7 +21,7 @@ from profiles.hardware import Hardware
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # owner/name on the Hugging Face hub
 MiB = 1 << 20
-GiB = 1 << 30
+from profiles.units import GiB, fmt_gib
 
 
 class RecipeError(PlanError):
@@ -262,8 +262,7 @@ class Context:
                 f"context {p.ctx} tokens over {p.settings.n_parallel} slot(s); planned total {p.memory.total_bytes / GiB:.2f} GiB"]
 
 
-def gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+gib = fmt_gib
 
 
 def shell_script(ctx: Context, steps: list[Step], env: Optional[dict[str, str]] = None, extra: Optional[list[str]] = None,

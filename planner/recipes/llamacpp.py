@@ -21,7 +21,7 @@ from __future__ import annotations
 import shlex
 from typing import Optional
 
-from planner.memory import _layer_devices
+from planner.memory import layer_devices
 from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, model_origin, shell_script
 
 EXPERTS_ON_CPU = r"\.ffn_.*_exps\.=CPU"  # matches blk.N.ffn_{gate,up,down}_exps.weight
@@ -43,7 +43,7 @@ def gpu_layers(ctx: Context) -> tuple[int, Optional[list[int]]]:
     if len(gpus) == 1 or ngl == 0:
         return ngl, None
     # the same placement function the memory model used, so the counts are the plan's split
-    dev_of = _layer_devices(n_layer, s.n_gpu_layers, gpus, s.tensor_split)
+    dev_of = layer_devices(n_layer, s.n_gpu_layers, gpus, s.tensor_split)
     return ngl, [sum(1 for d in dev_of if d == i) for i in range(len(gpus))]
 
 

@@ -22,10 +22,10 @@ SERVER_PORT = 8000
 
 
 def ggml_type_id(name: str) -> int:
-    """KV cache type name -> ggml_type id, from gguf-py's table (the same enum as ggml.h)."""
-    import gguf
+    """KV cache type name -> ggml_type id (enum ggml_type in ggml.h, planner/ggml.py's table)."""
+    from planner.ggml import GGML_TYPES
 
-    return int(gguf.GGMLQuantizationType[name.upper()].value)
+    return GGML_TYPES[name.upper()][0]
 
 
 def llama_kwargs(ctx: Context) -> dict:
