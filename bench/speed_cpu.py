@@ -1,8 +1,8 @@
 """This machine's CPU speed with the real engine: the per-core kernel table, and the end-to-end check.
 
-    python bench/speed_cpu.py kernels   # llama.cpp rates per file type on gemma-3-1b slices, divided by the
-                                        # threads -> bench/results/cpu_kernels.json (the CPU defaults of
-                                        # planner/data/speed.json for machines that have not run detect --bench)
+    python bench/speed_cpu.py kernels   # llama.cpp rates per file type on gemma-3-1b slices, per core ->
+                                        # bench/results/cpu_kernels.json (a report of this machine; the model's
+                                        # defaults are nominal rates scaled by the fit on published CPU rows)
     python bench/speed_cpu.py check     # `gemma-plan detect --bench` (gemma-3-1b slices), then for other
                                         # real-width slices (gemma-3-4b, gemma-3-270m, gemma-3-12b; more layers than
                                         # the bench used) `gemma-plan estimate --target auto --model SLICE.gguf`

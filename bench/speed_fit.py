@@ -16,8 +16,8 @@ What is fitted, in order, on the fit rows of llama.cpp unless said otherwise:
 3. per engine other than llama.cpp with 2+ rows: decode and prefill factors;
 4. the MoE factor (median over the MoE rows);
 5. per class: prefill efficiency (median measured/predicted at efficiency 1).
-The CPU kernel rates (per core, AVX2 build of llama.cpp) come from bench/results/cpu_kernels.json,
-measured on this repository's CI machine by bench/speed_cpu.py. The error table is measured/predicted
+CPU arithmetic is a nominal per-core rate (the unit) times each CPU class's fitted scale; a machine
+that ran detect --bench uses its own llama.cpp measurement instead. The error table is measured/predicted
 on the held-out rows (10th/90th percentiles per class and pooled); the caps are the best measured
 rates per class over all rows, with their sources.
 """
@@ -75,17 +75,17 @@ def load_rows() -> list[dict]:
 
 
 def base_table() -> dict:
-    k = json.loads(CPU_KERNELS.read_text())
     classes = {c: {"mem_eff": 0.7, "layer_s": 0.0, "pp_eff": 0.3, "pp_flops_per_byte": 50.0, "arith_scale": 1.0,
                    "label": LABELS[c], "n_fit": 0} for c in LABELS}
     return {
         "description": "Speed model constants (planner/speed.py), fitted by bench/speed_fit.py on the fit split of "
                        "bench/data/*.json; errors are measured/predicted on the held-out split.",
         "classes": classes, "backends": {}, "engines": {}, "moe": {"factor": 1.0, "n_fit": 0},
-        "cpu_kernels": {"decode_bytes_per_s_per_core": k["decode_bytes_per_s_per_core"],
-                        "prefill_flops_per_core": k["prefill_flops_per_core"],
+        # nominal per-core rates (one 256-bit FMA unit at 3 GHz: 8 fp32 lanes x 2 x 3e9 = 48 GFLOP/s; decode ops
+        # per weight divide the same rate); they set the unit only: each CPU class's arith_scale and pp_eff are fitted
+        "cpu_kernels": {"ops_per_s_per_core": 48e9, "flops_per_core": 48e9,
                         "families": {"x86": {"decode": 1.0, "prefill": 1.0}, "arm": {"decode": 1.0, "prefill": 1.0}},
-                        "source": k["source"]},
+                        "source": "nominal 48 GFLOP/s per core, scaled per class by the fit"},
         "caps": {}, "errors": {},
     }
 
@@ -380,10 +380,10 @@ def markdown_section() -> list[str]:
         c = json.loads(CHECK.read_text())
         lines += ["## Speed on this machine's CPU, measured with llama.cpp", "",
                   "`python bench/speed_cpu.py check`: `gemma-plan detect --bench` measures llama.cpp (llama-cpp-python, CPU "
-                  f"build, {c['threads']} threads) on zero-weight gemma-3-1b slices of 2 and 6 layers, Q4_K_M and Q8_0 "
+                  f"build, {c['threads']} threads) on zero-weight gemma-3-1b slices of 2 and 8 layers, Q4_K_M and Q8_0 "
                   f"({c['detect_bench_seconds']:.0f} s); then, for slices of other models and depths, "
                   "`gemma-plan estimate --model SLICE.gguf --target auto` (which reads that measurement) is compared with "
-                  "llama.cpp's own timing of the same file (median of 5, 256-token prompt then 16 tokens). The machine is "
+                  "llama.cpp's own timing of the same file (medians of 4 128-token prompts and of the 64 tokens decoded after them). The machine is "
                   "shared with other jobs: the 1-minute load average before and after each timing is shown.", "",
                   "| slice | file | basis | decode measured | decode predicted | error | prefill measured | prefill predicted | error | load |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

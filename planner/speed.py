@@ -202,25 +202,23 @@ def cpu_threads(hw: Hardware) -> int:
     return max(1, hw.cpu.cores_physical or hw.cpu.cores_logical or 4)
 
 
-def _kernel_rate(table: dict, ftype: str) -> Optional[float]:
-    if ftype in table:
-        return table[ftype]
-    # nearest by name family: Q4_K_S -> Q4_K_M, Q5_K_S -> Q5_K_M, IQ4_XS -> Q4_K_M ...
-    for k in table:
-        if k[:2] == ftype[:2]:
-            return table[k]
-    return table.get("Q4_K_M")
-
-
 def cpu_rates(hw: Hardware, ftype: str) -> tuple[Optional[float], Optional[float], str]:
-    """(decode bytes/s, prefill FLOP/s, what from) of the host CPU for a file type, before class efficiency."""
+    """(decode bytes/s, prefill FLOP/s, what from) of the host CPU for a file type, before the class's fitted
+    scale: cores x a nominal per-core operation rate, divided for decode by the file type's operations per
+    weight (OPS_PER_WEIGHT). The nominal rates only set the unit; the classes' ``arith_scale`` and ``pp_eff``
+    are fitted on published CPU rows, and a machine that ran ``detect --bench`` uses its own measurement."""
+    from planner.formats import parse_format
+
     k = _table()["cpu_kernels"]
     fam = k["families"].get(_cpu_family(hw), k["families"]["x86"])
     n = cpu_threads(hw)
-    dec = _kernel_rate(k["decode_bytes_per_s_per_core"], ftype)
-    pre = _kernel_rate(k["prefill_flops_per_core"], ftype)
-    return (dec * n * fam["decode"] if dec else None, pre * n * fam["prefill"] if pre else None,
-            f"{n} cores x {k['source']}")
+    try:
+        bpw = _bytes_per_weight(parse_format(ftype, "llama.cpp"))
+    except Exception:  # noqa: BLE001 - a non-GGUF name: 4-bit
+        bpw = 0.5625
+    dec = n * k["ops_per_s_per_core"] / OPS_PER_WEIGHT.get(_main_type(ftype), 4) * bpw * fam["decode"]
+    pre = n * k["flops_per_core"] * fam["prefill"]
+    return dec, pre, f"{n} cores x nominal rates"
 
 
 def measured_basis(hw: Hardware, ftype: str) -> Optional[dict]:

@@ -3,7 +3,8 @@
 For each file type, two zero-weight slices of the model (``planner.slices``: the real hidden size, heads,
 FFN and 262k-entry output matrix, with ``LAYERS[0]`` and ``LAYERS[1]`` layers) are loaded in
 llama-cpp-python on the CPU with the thread count llama.cpp's CLI uses (the physical cores), and a
-prompt of ``PROMPT`` tokens then ``DECODE`` single tokens are timed, ``REPEATS`` times. The difference
+prompt of ``PROMPT`` tokens then ``DECODE`` single tokens are timed, ``REPEATS`` times, the slices
+taking turns token by token. The difference
 between the two slices is the time of one layer; what is left is the output matrix and the per-token
 fixed cost. From these come the rates the speed model uses in place of published efficiencies
 (``planner.speed``):
@@ -12,7 +13,7 @@ fixed cost. From these come the rates the speed model uses in place of published
 - ``output_decode_bytes_per_s``: output-matrix bytes per second (with the per-token fixed cost folded in);
 - ``prefill_flops_per_s``: 2 x layer parameters x prompt tokens per second of prompt processing.
 
-Timings are medians of the repeats; the load average before and after is recorded, since another
+Timings are medians (of the prompts, and of every decoded token); the load average before and after is recorded, since another
 process on the same cores slows every number down. Needs the [gguf] extra (llama-cpp-python, numpy).
 """
 
@@ -26,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-LAYERS = (2, 6)  # the two slice depths; their difference gives the per-layer time
-PROMPT = 256
+LAYERS = (2, 8)  # the two slice depths; their difference gives the per-layer time
+PROMPT = 128
 DECODE = 16
-REPEATS = 5
+REPEATS = 4
 DEFAULT_MODEL = "gemma-3-1b"
 DEFAULT_FTYPES = ("Q4_K_M", "Q8_0")
 BENCH_FTYPES = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_0", "IQ4_XS", "Q3_K_M",
@@ -71,10 +72,10 @@ def _loadavg() -> float:
 
 def time_slices(paths: list[Path], threads: int, prompt: Optional[int] = None, decode: Optional[int] = None,
                 repeats: Optional[int] = None, tick: Optional[Callable[[], None]] = None) -> list[tuple[float, float]]:
-    """[(prefill tok/s, decode tok/s)] of llama.cpp on this CPU for each GGUF of ``paths``, medians over
-    ``repeats``: a prompt of ``prompt`` tokens in one batch, then ``decode`` single tokens after it. The
-    files are loaded together and measured in turn within each repeat, so a burst of load from another
-    process falls on all of them alike."""
+    """[(prefill tok/s, decode tok/s)] of llama.cpp on this CPU for each GGUF of ``paths``: medians over
+    ``repeats`` prompts of ``prompt`` tokens (one batch), and over every single decoded token after them.
+    The files are loaded together and measured in turn, token by token while decoding, so a burst of
+    load from another process falls on all of them alike."""
     import llama_cpp
 
     prompt, decode, repeats = prompt or PROMPT, decode or DECODE, repeats or REPEATS
@@ -82,27 +83,28 @@ def time_slices(paths: list[Path], threads: int, prompt: Optional[int] = None, d
                             n_threads=threads, n_threads_batch=threads, flash_attn=True, n_gpu_layers=0,
                             use_mmap=False, verbose=False) for p in paths]
     pps: list[list[float]] = [[] for _ in paths]
-    tgs: list[list[float]] = [[] for _ in paths]
+    tok_s: list[list[float]] = [[] for _ in paths]  # seconds per decoded token
     try:
         for llm in llms:
             llm.eval([300 + i for i in range(8)])  # warm-up: first touch of the weights and the graph
+        toks = [300 + (i * 7) % 1000 for i in range(prompt)]
         for _ in range(repeats):
             for k, llm in enumerate(llms):
                 llm.reset()
-                toks = [300 + (i * 7) % 1000 for i in range(prompt)]
                 t0 = time.perf_counter()
                 llm.eval(toks)
                 pps[k].append(prompt / (time.perf_counter() - t0))
-                t0 = time.perf_counter()
-                for i in range(decode):
+            for i in range(decode):
+                for k, llm in enumerate(llms):
+                    t0 = time.perf_counter()
                     llm.eval([400 + i])
-                tgs[k].append(decode / (time.perf_counter() - t0))
-                if tick:
-                    tick()
+                    tok_s[k].append(time.perf_counter() - t0)
+            if tick:
+                tick()
     finally:
         for llm in llms:
             llm.close()
-    return [(statistics.median(p), statistics.median(t)) for p, t in zip(pps, tgs)]
+    return [(statistics.median(p), 1 / statistics.median(t)) for p, t in zip(pps, tok_s)]
 
 
 def _layer_and_output_bytes(spec, ftype: str) -> tuple[float, float, float]:
@@ -139,7 +141,7 @@ def measure_ftype(entry: dict, ftype: str, threads: int, work: Path,
     n0, n1 = specs[0].n_layers, specs[1].n_layers
     # per-token decode time t(n) = n x t_layer + t_rest; the slices' layers differ only in count
     t_layer = max((1 / tg[1] - 1 / tg[0]) / (n1 - n0), 1e-9)
-    t_rest = max(1 / tg[0] - n0 * t_layer, 1e-9)
+    t_rest = max(1 / tg[0] - n0 * t_layer, 0.05 / tg[0])  # noise can push the difference past the whole
     layer_bytes = (lb0 * n0 + lb1 * n1) / (n0 + n1)
     layer_params = (lp0 * n0 + lp1 * n1) / (n0 + n1)
     p_layer = max((1 / pp[1] - 1 / pp[0]) / (n1 - n0), 1e-12)
@@ -184,7 +186,7 @@ def run_speed_bench(model: str = DEFAULT_MODEL, ftypes=DEFAULT_FTYPES, threads: 
 
         threads = default_threads(psutil.cpu_count(logical=False), psutil.cpu_count(logical=True))
     repeats = repeats or REPEATS
-    steps = len(ftypes) * len(LAYERS) * repeats
+    steps = len(ftypes) * repeats
     done = [0]
 
     def tick() -> None:
