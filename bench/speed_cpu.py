@@ -3,11 +3,10 @@
     python bench/speed_cpu.py kernels   # llama.cpp rates per file type on gemma-3-1b slices, per core ->
                                         # bench/results/cpu_kernels.json (a report of this machine; the model's
                                         # defaults are nominal rates scaled by the fit on published CPU rows)
-    python bench/speed_cpu.py check     # `gemma-plan detect --bench` (gemma-3-1b slices), then for other
-                                        # real-width slices (gemma-3-4b, gemma-3-270m, gemma-3-12b; more layers than
-                                        # the bench used) `gemma-plan estimate --target auto --model SLICE.gguf`
-                                        # against llama.cpp's own measurement of the same file -> table +
-                                        # bench/results/speed_cpu_check.json
+    python bench/speed_cpu.py check     # `gemma-plan detect --bench --bench-model gemma-3-4b` (slices of 2 and 8
+                                        # layers), then for other slices of it (5 and 12 layers, Q4_K_M and Q8_0)
+                                        # `gemma-plan estimate --target auto --model SLICE.gguf` against llama.cpp's
+                                        # own measurement of the same file -> table + bench/results/speed_cpu_check.json
 
 The machine may be shared: every timing is a median of repeats, the load average is printed with it.
 Needs the [gguf] extra.
@@ -30,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from profiles import llama_bench as LB  # noqa: E402
 
 KERNEL_FTYPES = ["Q4_K_M", "Q8_0", "Q4_0", "Q6_K", "Q5_K_M", "F16"]
-CHECK = [("gemma-3-4b", "Q4_K_M", 4), ("gemma-3-270m", "Q4_K_M", 8), ("gemma-3-4b", "Q8_0", 4), ("gemma-3-12b", "Q4_K_M", 3)]
+BENCH_MODEL = "gemma-3-4b"  # detect --bench measures slices of the model the plans are for (2 and 8 layers)
+CHECK = [("gemma-3-4b", "Q4_K_M", 5), ("gemma-3-4b", "Q4_K_M", 12), ("gemma-3-4b", "Q8_0", 5)]
 
 
 def kernels(args) -> None:
@@ -68,7 +68,7 @@ def check(args) -> None:
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.time()
-    _cli("detect", "--bench", "--bench-model", "gemma-3-1b", "--bench-quant", "Q4_K_M,Q8_0", env=env)
+    _cli("detect", "--bench", "--bench-model", BENCH_MODEL, "--bench-quant", "Q4_K_M,Q8_0", env=env)
     bench_s = time.time() - t0
     print(f"detect --bench: {bench_s:.0f} s")
     threads = LB.default_threads(psutil.cpu_count(logical=False), psutil.cpu_count(logical=True))
@@ -93,7 +93,8 @@ def check(args) -> None:
             print(f"{row['model']:26s} {ftype:6s} decode {tg:7.2f} measured {row['predicted_tg_tps']:7.2f} predicted ({row['tg_error_pct']:+.1f}%)   "
                   f"prefill {pp:7.1f} measured {row['predicted_pp_tps']:7.1f} predicted ({row['pp_error_pct']:+.1f}%)   load {row['load_average']}")
     out = ROOT / "bench/results/speed_cpu_check.json"
-    out.write_text(json.dumps({"detect_bench_seconds": round(bench_s, 1), "threads": threads, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"detect_bench_seconds": round(bench_s, 1), "threads": threads, "repeats": args.repeats or LB.REPEATS,
+                               "decode_tokens": LB.DECODE, "prompt_tokens": LB.PROMPT, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 
 

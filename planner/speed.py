@@ -221,15 +221,15 @@ def cpu_rates(hw: Hardware, ftype: str) -> tuple[Optional[float], Optional[float
     return dec, pre, f"{n} cores x nominal rates"
 
 
-def measured_basis(hw: Hardware, ftype: str) -> Optional[dict]:
-    """This machine's measured rates for the file type (detect --bench), or for the nearest measured type."""
+def measured_basis(hw: Hardware, ftype: str, model: str = "") -> Optional[dict]:
+    """This machine's measured rates for the file type (detect --bench), those measured on slices of ``model``
+    when there are some (the same layer shapes), else those of another model."""
     rows = [b for b in (getattr(hw, "speed_basis", None) or []) if isinstance(b, dict)]
     if not rows:
         return None
     exact = [b for b in rows if b.get("ftype") == ftype]
-    if exact:
-        return exact[0]
-    return None
+    same_model = [b for b in exact if model and b.get("model") == model]
+    return (same_model or exact or [None])[0]
 
 
 # ---------------------------------------------------------------- plans
@@ -284,6 +284,13 @@ def _kv_read_bytes(spec: ModelSpec, s: RuntimeSettings, depth: int) -> dict[int,
     return out
 
 
+def prefill_params(spec: ModelSpec) -> int:
+    """Parameters multiplied per prompt token: the active ones less the embedding lookup and the output matrix
+    (llama.cpp computes logits for the last prompt token only)."""
+    skip = sum(t.n_elements for t in spec.tensors if t.name in ("token_embd.weight", "output.weight"))
+    return max(0, active_params(spec) - skip)
+
+
 def attention_flops(spec: ModelSpec, depth: int) -> float:
     """FLOPs of QK^T and AV for one token attending to ``depth`` cached tokens (sliding layers to their window)."""
     total = 0.0
@@ -319,7 +326,7 @@ def estimate_speed(
     sizes = tensor_sizes(spec, fmt)
     read_total = weights_read_per_token(spec, fmt)
     out_bytes = _output_bytes(spec, fmt)
-    params_total = active_params(spec)
+    params_total = prefill_params(spec)
 
     held = [(d, m) for d, m in zip(_devices_for(memory, hw), memory.devices)]
     input_bytes = sum(b for t, b in sizes if t.name in ("token_embd.weight", "per_layer_token_embd.weight"))
@@ -358,7 +365,7 @@ def estimate_speed(
                 out_here = out_bytes if not output_on_cpu and m.detail.get("tied_output_copy_bytes") else 0
             else:
                 bw = hw.ram_bandwidth_bytes_per_s or DEFAULT_RAM_BANDWIDTH
-                measured = measured_basis(hw, ftype) if memory.engine == "llama.cpp" else None
+                measured = measured_basis(hw, ftype, spec.name) if memory.engine == "llama.cpp" else None
                 arith, flops, _ = cpu_rates(hw, ftype)
                 backend = "CPU"
                 out_here = out_bytes if output_on_cpu else 0
@@ -611,7 +618,7 @@ def row_parts(row: dict) -> dict:
             fmt_name = "Q4_0" if fmt_name in ("INT4", "MXFP4", None) else "Q8_0"
         fmt = parse_format(fmt_name, "llama.cpp")
         read = weights_read_per_token(spec, fmt)
-        params = active_params(spec)
+        params = prefill_params(spec)
         layers = spec.n_layers
         kv = sum(_kv_read_bytes(spec, RuntimeSettings(n_ctx=max(depth, 1)), max(depth, 1)).values())
         attn = attention_flops(spec, pp_depth)

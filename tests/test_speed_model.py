@@ -125,7 +125,7 @@ def test_measured_basis_replaces_the_published_constants():
     kv = sum(S._kv_read_bytes(spec, s, 1024).values())
     t = (read - out) / 4e9 + out / 8e9 + kv / (20e9 * S.class_consts("cpu")["mem_eff"])
     assert measured.decode_tokens_per_s == pytest.approx(1 / t, rel=0.01)
-    pp = 100e9 / (2 * S.active_params(spec) + S.attention_flops(spec, 512))
+    pp = 100e9 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512))
     assert measured.prefill_tokens_per_s == pytest.approx(pp, rel=0.01)
 
 
