@@ -82,6 +82,7 @@ class Part:
     measured: Optional[dict] = None  # this machine's llama.cpp rates (profiles.llama_bench.SpeedBasis)
     output_bytes: float = 0.0  # of weight_bytes, the output matrix (measured basis times it apart)
     attn_flops: float = 0.0  # attention FLOPs per prompt token at the prompt's depth
+    name: str = ""  # the device as the memory breakdown names it ("CPU", "RTX 4090" ...)
 
 
 def class_consts(cls: str) -> dict:
@@ -134,16 +135,16 @@ def decode_time(parts: list[Part], engine: str = "llama.cpp", parallel_ranks: bo
             m = p.measured
             t = ((p.weight_bytes - p.output_bytes) / m["layer_decode_bytes_per_s"] + p.output_bytes / m["output_decode_bytes_per_s"]
                  + p.kv_bytes / (p.bandwidth * c["mem_eff"]))
-            lines.append(f"{p.cls}: {nbytes / 1e9:.2f} GB/token at this machine's measured llama.cpp rates")
+            lines.append(f"{p.name or p.cls}: {nbytes / 1e9:.2f} GB/token at this machine's measured llama.cpp rates ({p.cls})")
             bounds.append("measured")
         else:
             t_mem = nbytes / (p.bandwidth * c["mem_eff"] * backend_factor(p.backend) * ef)
             t_ar = p.weight_bytes / (p.arith_bytes_per_s * c.get("arith_scale", 1.0) * ef) if p.arith_bytes_per_s else 0.0
             t = max(t_mem, t_ar) + p.layers * c["layer_s"]
             bounds.append("arithmetic" if t_ar > t_mem else "memory")
-            lines.append(f"{p.cls}: {nbytes / 1e9:.2f} GB/token at {p.bandwidth / 1e9:.0f} GB/s"
+            lines.append(f"{p.name or p.cls}: {nbytes / 1e9:.2f} GB/token at {p.bandwidth / 1e9:.0f} GB/s"
                          + (f", arithmetic {p.arith_bytes_per_s * c.get('arith_scale', 1.0) * ef / 1e9:.1f} GB/s" if p.arith_bytes_per_s else "")
-                         + f" -> {'arithmetic' if t_ar > t_mem else 'memory'}-bound")
+                         + f" ({p.cls}, {'arithmetic' if t_ar > t_mem else 'memory'}-bound)")
         total = max(total, t) if parallel_ranks else total + t
     bound = "arithmetic" if "arithmetic" in bounds else ("measured" if "measured" in bounds else "memory")
     return total, lines, bound
@@ -372,7 +373,8 @@ def estimate_speed(
             layers = m.layers if m.layers else (spec.n_layers if dev is None and len(held) == 1 else spec.n_layers * share)
             parts.append(Part(cls=cls, bandwidth=bw, weight_bytes=wbytes, kv_bytes=kv_read * kv_share, params=params_total * share,
                               layers=layers, backend=backend, arith_bytes_per_s=arith, flops=flops, measured=measured,
-                              output_bytes=min(out_here, wbytes), attn_flops=attention_flops(spec, prompt_depth) * share))
+                              output_bytes=min(out_here, wbytes), attn_flops=attention_flops(spec, prompt_depth) * share,
+                              name=m.device))
             classes.append(cls)
         return parts, classes
 
