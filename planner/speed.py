@@ -229,8 +229,22 @@ def measured_basis(hw: Hardware, ftype: str, model: str = "") -> Optional[dict]:
     if not rows:
         return None
     exact = [b for b in rows if b.get("ftype") == ftype]
+    if not exact:  # the same kernels: Q4_K_S runs Q4_K_M's, Q5_K_S Q5_K_M's (rates are per byte)
+        exact = [b for b in rows if _main_type(b.get("ftype", "")) == _main_type(ftype) and b.get("ftype", "")[:4] == ftype[:4]]
+    if not exact:  # another file type: its per-byte rates (nearest bits per weight), so that plans of one
+        # machine are ranked on one basis; the basis line names the type the rates were measured for
+        exact = sorted(rows, key=lambda b: abs(_ftype_bits(b.get("ftype", "")) - _ftype_bits(ftype)))[:1]
     same_model = [b for b in exact if model and b.get("model") == model]
     return (same_model or exact or [None])[0]
+
+
+def _ftype_bits(ftype: str) -> float:
+    try:
+        from planner.formats import parse_format
+
+        return parse_format(ftype, "llama.cpp").bits
+    except Exception:  # noqa: BLE001 - unknown names sort last
+        return 99.0
 
 
 # ---------------------------------------------------------------- plans
@@ -429,11 +443,15 @@ def estimate_speed(
     decode = min(round(decode, 2), dcap["tokens_per_s"]) if dcap else round(decode, 2)
     prefill = min(round(prefill, 1), pcap["tokens_per_s"]) if pcap else round(prefill, 1)
     ttft = prompt_tokens / prefill if prefill else 0.0
+    d_rng = [min(round(d_lo, 2), decode), min(round(d_hi, 2), dcap["tokens_per_s"]) if dcap else round(d_hi, 2)]
+    p_rng = [min(round(p_lo, 1), prefill), min(round(p_hi, 1), pcap["tokens_per_s"]) if pcap else round(p_hi, 1)]
+    d_rng[1], p_rng[1] = max(d_rng[1], decode), max(p_rng[1], prefill)
     if measured_here:
         b = next(p.measured for p in parts if p.measured)
         basis_kind = "measured"
-        basis = (f"measured: this machine's llama.cpp rates for {b['ftype']} ({b.get('engine', 'llama.cpp')}, {b['threads']} threads, "
-                 f"slices of {b['model']}, {b.get('measured_at', '')}); KV read at {depth} tokens")
+        basis = (f"measured: this machine's llama.cpp rates for {b['ftype']}{'' if b['ftype'] == ftype else f' (applied to {ftype})'} "
+                 f"({b.get('engine', 'llama.cpp')}, {b['threads']} threads, slices of {b['model']}, {b.get('measured_at', '')}); "
+                 f"KV read at {depth} tokens")
     else:
         basis_kind = "published"
         basis = (f"published: memory and arithmetic limits with {', '.join(sorted(set(classes))) or 'cpu'} constants fitted on "
@@ -447,11 +465,11 @@ def estimate_speed(
         bound="; ".join(lines),
         efficiency=round(min(class_consts(c)["mem_eff"] for c in classes), 3) if classes else 0.0,
         basis=basis,
-        expected_error=(f"expected decode {d_lo:.1f}-{d_hi:.1f} tok/s, prefill {p_lo:.0f}-{p_hi:.0f} tok/s "
+        expected_error=(f"expected decode {d_rng[0]:.1f}-{d_rng[1]:.1f} tok/s, prefill {p_rng[0]:.0f}-{p_rng[1]:.0f} tok/s "
                         f"(10th-90th percentile of measured/predicted in {d_from}; prefill: {p_from})"
                         + ("; " + "; ".join(capped) if capped else "")),
-        decode_range_tokens_per_s=[round(d_lo, 2), min(round(d_hi, 2), dcap["tokens_per_s"]) if dcap else round(d_hi, 2)],
-        prefill_range_tokens_per_s=[round(p_lo, 1), min(round(p_hi, 1), pcap["tokens_per_s"]) if pcap else round(p_hi, 1)],
+        decode_range_tokens_per_s=d_rng,
+        prefill_range_tokens_per_s=p_rng,
         decode_depth_tokens=depth,
         decode_at_context_tokens_per_s=round(min(decode_ctx, decode), 2),
         context_tokens=slot_ctx,
