@@ -175,7 +175,7 @@ def table(rows: list[Row]) -> list[str]:
         sel = distinct(every)  # medians over configurations, so repeats do not outvote the rest
         worst = max(sel, key=lambda r: abs(r.pct))
         med = statistics.median(abs(r.pct) for r in sel)
-        part = "older build" if unclaimed else ("held back" if hb else "scored")
+        part = ("older build, held back" if hb else "older build") if unclaimed else ("held back" if hb else "scored")
         out.append(f"| {part} | {backend} | {buf} | {len(every)} | {len(sel)} | {med:.1f} | {worst.pct:+.1f} | "
                    f"{worst.error / MIB:+.2f} MiB |")
     return out

@@ -330,9 +330,12 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
                        ctx_max=is_max, parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
                        base=base, target=target or hw.name, use=use, min_speed=min_speed)
     rec.notes[:0] = notes
+    _attach_artifact(rec, specs[0] if specs else None)
     recipes, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
         out = rec.to_dict()
+        if out.get("plan") is not None:
+            out["plan"]["launch"] = _launch(recipes)
         if emitted is not None:
             out["emitted"] = emitted
         _emit(out)
@@ -356,6 +359,47 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             click.echo(f"plot: {written}", err=True)
     if rec.plan is None:
         sys.exit(3)
+
+
+def _attach_artifact(rec, spec) -> None:
+    """plan.artifact: the file the plan loads. A model read from a file or a hub header is that file (exact bytes); a
+    catalog model gets the best published file of the chosen format (planner/artifacts.py), with notes."""
+    if rec.plan is None:
+        return
+    remote = None
+    if spec is not None and spec.source.startswith("hf-gguf:"):
+        from planner.hub import artifact_for
+
+        remote = artifact_for(spec)
+    if remote:
+        rec.plan.artifact = dict(remote)
+        return
+    if spec is not None and spec.source.startswith("gguf:"):
+        path = spec.source[5:]
+        rec.plan.artifact = {"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": path, "quant": spec.gguf_file_type,
+                             "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None, "fetch": [],
+                             "weights_basis": "header"}
+        return
+    if spec is not None and spec.source != "catalog":
+        return
+    from planner.artifacts import choose
+
+    art, notes = choose(rec.plan.model, rec.plan.weight_format, rec.plan.engine, rec.plan.weight_file_bytes)
+    rec.plan.artifact = art
+    rec.notes.extend(notes)
+
+
+def _launch(recipes) -> Optional[dict]:
+    """The chosen engine's launch command (the primary recipe's last step) for ``plan.launch`` in --json."""
+    if not recipes:
+        return None
+    from planner.recipes import primary
+
+    r = primary(recipes)
+    if r is None or not r.steps:
+        return None
+    name = next(k for k, v in recipes.items() if v is r)
+    return {"recipe": name, "argv": [str(a) for a in r.steps[-1].argv], "env": {**r.env, **r.steps[-1].env}}
 
 
 def _runnable(quant: str, engine: str):
@@ -445,7 +489,10 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 
 
 @main.command()
-@click.option("--model", "-m", required=True, help="HF directory, hub id / catalog name (from the HF cache), or a .gguf file")
+@click.option("--model", "-m", help="HF directory, hub id / catalog name (from the HF cache), or a .gguf file "
+              "(default: the model recommend picks for --target)")
+@click.option("--from-recipe", "from_recipe", type=click.Path(dir_okay=False),
+              help="produce exactly the GGUF a recipe.json names (its model, type, context and target)")
 @click.option("--target", "-t", help="target profile name or .toml file, or 'auto' (this machine)")
 @click.option("--format", "fmt", type=click.Choice(["gguf", "gptq"]), default="gguf", show_default=True)
 @click.option("--quant", "-q", default="auto", show_default=True, help="GGUF file type (Q4_K_M ...) or auto: the best that fits")
@@ -465,13 +512,25 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 @click.option("--no-validate", is_flag=True, help="skip loading and measuring the result")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
-def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits, group_size,
-             calib, engine, no_validate, force, as_json):
+def quantize(model, from_recipe, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits,
+             group_size, calib, engine, no_validate, force, as_json):
     """Produce the artifact that fits the target, then load it and measure it."""
     from pathlib import Path
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    picked = None
+    if from_recipe:
+        if model:
+            raise InvalidSettingsError("--from-recipe names the model itself", hint="drop --model, or drop --from-recipe")
+        model, quant, ctx, parallel, kv_type, target, out_name = _recipe_job(from_recipe, target)
+        fmt = "gguf"
+    elif not model:
+        model, picked = _pick_model(target, vram, ram, fmt, engine, ctx, parallel, margin)
+        click.echo(picked, err=True)
+    if not from_recipe:
+        out_name = None
 
     _positive("--parallel", parallel, B.MAX_PARALLEL)
     _positive("--threads", threads, B.MAX_CORES)
@@ -493,7 +552,7 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
         from quantize.pipeline import plan_job, run_job
 
         job = plan_job(model, hw, quant=quant, ctx=n_ctx, ctx_max=is_max, parallel=parallel, kv=kv, out_dir=Path(out_dir),
-                       margin=_margin(margin), target=target or hw.name, force=force)
+                       margin=_margin(margin), target=target or hw.name, force=force, out_name=out_name)
         run = run_job
     for line in job.describe():
         console.print(line)
@@ -516,6 +575,93 @@ def quantize(model, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margi
     from planner import report
 
     report.print_manifest(manifest)
+
+
+def _pick_model(target, vram, ram, fmt, engine, ctx, parallel, margin) -> tuple[str, str]:
+    """No --model: the model recommend picks for the target (the same search, on the engine the artifact is for)."""
+    from planner.search import recommend as do_recommend
+
+    if not target and not vram:
+        raise InvalidSettingsError("quantize needs --model or --target", hint="e.g. gemma-plan quantize --target rtx4090")
+    hw, _ = resolve_target(target, vram, ram)
+    n_ctx, _max = _ctx(ctx)
+    rec = do_recommend(hw, engine="llama.cpp" if fmt == "gguf" else engine, ctx=n_ctx, parallel=parallel, margin=_margin(margin),
+                       target=target or hw.name, formats=["gptq-int4"] if fmt == "gptq" else None)
+    if rec.plan is None:
+        from planner.errors import DoesNotFitError
+
+        raise DoesNotFitError(f"no Gemma fits {target or hw.name} as {fmt}", hint="pass --model and a smaller --ctx, or another --target")
+    return rec.plan.model, (f"no --model given: producing {rec.plan.model}, the model `gemma-plan recommend --target "
+                            f"{target or hw.name}` picks ({rec.plan.weight_format})")
+
+
+def _recipe_job(path, target):
+    """The quantize arguments that reproduce the GGUF a recipe.json loads: its model, file type, context, slots, KV
+    types and target; the output file is the name the recipe loads."""
+    import re
+    from pathlib import Path
+
+    from planner.validate import load_document, read_document
+
+    doc, rpath = load_document(path)
+    plan, _recorded, _ref = read_document(doc, rpath)
+    if plan.engine != "llama.cpp":
+        raise InvalidSettingsError(f"{rpath} is a {plan.engine} recipe; --from-recipe makes GGUF files",
+                                   hint="use --format gptq --model ... for vLLM/transformers checkpoints")
+    s = plan.settings
+    kv = s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"
+    name = Path((_ref or {}).get("value", "")).name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.gguf", name):
+        raise InvalidSettingsError(f"{rpath}: model.ref names {name!r}, not a .gguf file name", hint="regenerate the recipe with recommend --emit")
+    return plan.model, plan.weight_format, str(s.n_ctx), s.n_parallel, kv, target or plan.target, name
+
+
+@main.command()
+@click.argument("plan", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dir", "dest_dir", type=click.Path(file_okay=False),
+              help="where the file goes (default: the recipe's directory, or here for a recommend --json file)")
+@click.option("--force", is_flag=True, help="replace a different file of the same name")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def fetch(plan, dest_dir, force, as_json):
+    """Download the published file a recipe.json or recommend --json names (resumable, sha256-checked);
+    for Ollama and LM Studio artifacts, print the pull command."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from planner.fetch import command_for, read_artifact
+    from planner.fetch import fetch as do_fetch
+
+    _path_option("--dir", dest_dir)
+    art, home = read_artifact(plan)
+    cmd = command_for(art)
+    if cmd:
+        import shlex
+
+        if as_json:
+            _emit({"artifact": art, "command": cmd})
+        else:
+            click.echo(shlex.join(cmd))
+        return
+    target = Path(dest_dir) if dest_dir else home
+    console = Console(stderr=True)
+    if not as_json:
+        console.print(f"fetch {art['repo']}/{art.get('file') or '(' + str(art.get('quant')) + ')'} into {target}")
+    with Progress(TextColumn("{task.description:9}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), console=console,
+                  transient=True) as bar:
+        tasks: dict = {}
+
+        def progress(stage: str, frac: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=1.0)
+            bar.update(tasks[stage], completed=min(1.0, frac))
+
+        result = do_fetch(art, target, force=force, progress=progress)
+    if as_json:
+        _emit(result)
+    else:
+        click.echo(f"{result['status']}: {result['path']} ({result['bytes']:,} bytes, sha256 {result['sha256']})")
 
 
 @main.group()

@@ -33,6 +33,13 @@ def load_model(query: str) -> tuple[ModelSpec, str]:
     p = Path(query).expanduser()
     if p.is_dir():
         return load_hf_dir(p), ""
+    from planner import hub
+
+    ref = hub.parse_ref(query)
+    if ref is not None and not p.exists():
+        remote = hub.load_remote(ref)
+        if remote is not None:
+            return remote
     if p.suffix.lower() == ".gguf" or (p.is_file() and _is_gguf(p)):
         if not p.exists():
             raise InvalidModelFileError(f"GGUF file not found: {p}")
@@ -144,10 +151,15 @@ def load_hf_dir(path: Path) -> ModelSpec:
         header.update(read_safetensors_header(f))
         if len(header) > B.MAX_TENSORS:
             raise B.BoundsError(str(path), "tensor count", len(header), f"is above {B.MAX_TENSORS:,}", _ST_FIX)
+    return spec_from_config_and_header(cfg, header, name=path.name, source=f"hf-dir:{path}")
+
+
+def spec_from_config_and_header(cfg: dict, header: dict, *, name: str, source: str) -> ModelSpec:
+    """A ModelSpec from a config.json object and the merged, checked safetensors headers (local or read over HTTP)."""
     dtypes = {v["dtype"] for k, v in header.items() if not k.startswith(TOWER_PREFIXES)}
     src = "BF16" if not dtypes or "BF16" in dtypes else ("F16" if "F16" in dtypes else "F32")
     # a config.json may omit keys its transformers config class defaults (planner/arch.py CONFIG_DEFAULTS)
-    spec = spec_from_config(cfg, name=path.name, source=f"hf-dir:{path}", src_dtype=src, fill_defaults=True)
+    spec = spec_from_config(cfg, name=name, source=source, src_dtype=src, fill_defaults=True)
     if header:
         text = sum(_numel(v["shape"]) for k, v in header.items() if not k.startswith(TOWER_PREFIXES) and not k.endswith("lm_head.weight"))
         towers = sum(_numel(v["shape"]) for k, v in header.items() if k.startswith(TOWER_PREFIXES))
@@ -209,13 +221,19 @@ def load_gguf(path: Path) -> ModelSpec:
     except (GGUFHeaderError, ValueError, OSError) as exc:
         raise InvalidModelFileError(f"{path}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else 'truncated'})",
                                     hint=getattr(exc, "hint", "") or InvalidModelFileError.hint) from None
+    return spec_from_gguf_header(header, name=path.stem, origin=str(path), source=f"gguf:{path}")
+
+
+def spec_from_gguf_header(header, *, name: str, origin: str, source: str) -> ModelSpec:
+    """A ModelSpec from a parsed GGUF header (planner.gguf_header), read from a local file or over HTTP;
+    ``origin`` names the file in messages, ``source`` is what the spec records."""
+    label = Path(origin).name
     arch = header.fields.get("general.architecture")
     if not isinstance(arch, str) or arch not in FAMILIES:
-        raise UnsupportedArchitectureError(f"{path.name}: GGUF architecture '{arch}' is not a supported Gemma")
+        raise UnsupportedArchitectureError(f"{label}: GGUF architecture '{arch}' is not a supported Gemma")
     if not any(t.name == "token_embd.weight" for t in header.tensors):
-        raise InvalidModelFileError(f"{path.name}: no token_embd.weight tensor")
-    return spec_from_gguf(header.fields, header.tensors, name=path.stem, source=f"gguf:{path}", origin=str(path),
-                          file_bytes=path.stat().st_size)
+        raise InvalidModelFileError(f"{label}: no token_embd.weight tensor")
+    return spec_from_gguf(header.fields, header.tensors, name=name, source=source, origin=origin, file_bytes=header.file_size)
 
 
 __all__ = ["load_model", "load_hf_dir", "load_gguf", "read_safetensors_header", "SUPPORTED_MODEL_TYPES", "InvalidModelFileError"]

@@ -278,6 +278,7 @@ class Plan:
     quality_loss: float = 0.0  # published perplexity increase (%) vs 16-bit, lower is better
     notes: list[str] = field(default_factory=list)
     utility: Optional[dict] = None  # recommend: the utility's terms for this plan (planner/utility.py)
+    artifact: Optional[dict] = None  # recommend: the published file this plan loads (planner/artifacts.py, docs/json.md)
 
     @property
     def ctx(self) -> int:
@@ -305,6 +306,7 @@ class Plan:
             "speed": self.speed.to_dict() if self.speed else None,
             "notes": list(self.notes),
             "utility": self.utility,
+            "artifact": self.artifact,
         }
 
 

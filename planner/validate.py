@@ -386,7 +386,9 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
         v.add("model", OK, f"{model_path} ({size / GiB:.2f} GiB)")
     else:
         how = "produce it with `gemma-plan quantize` or point the recipe at your copy"
-        if ref.kind == "placeholder-gguf":
+        if ref.kind == "placeholder-gguf" and ref.artifact.get("kind") == "gguf" and ref.artifact.get("fetch"):
+            how = f"fetch it with `{shlex.join(ref.artifact['fetch'])}` in {rpath.parent} or `gemma-plan fetch {rpath}`"
+        elif ref.kind == "placeholder-gguf":
             from planner.recipes.base import quantize_command
 
             how = f"produce it with `{shlex.join(quantize_command(Context(plan, recorded, ref, spec)))}` and move the .gguf it writes there"

@@ -73,12 +73,21 @@ def resolve_source(model: str) -> tuple[Path, str]:
         raise UnknownModelError(f"{model} is neither a Hugging Face directory nor a .gguf file")
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or p.suffix.lower() in (".gguf", ".safetensors") or "\\" in model:
         raise UnknownModelError(f"{model} does not exist", hint="check the path: pass a Hugging Face checkpoint directory or a .gguf file")
-    repo = model
-    if "/" not in model:
-        from planner.catalog import resolve_entry
+    repo, expect = model, 0
+    from planner.catalog import resolve_entry
+    from planner.errors import UnknownModelError as _Unknown
 
-        repo = resolve_entry(model)[0]["hf_repo"]
-    return _snapshot(repo), "hf-dir"
+    try:
+        entry = resolve_entry(model)[0]
+        repo = entry["hf_repo"] if "/" not in model else model
+        from planner.catalog import get_model
+
+        spec = get_model(entry["name"])[0]
+        expect = (spec.n_params_text + spec.vision_params + spec.audio_params) * 2  # bf16 safetensors
+    except _Unknown:
+        if "/" not in model:
+            raise
+    return _snapshot(repo, expect), "hf-dir"
 
 
 def source_name(model: str, source: Path) -> str:
@@ -96,21 +105,43 @@ def source_name(model: str, source: Path) -> str:
         return model.rsplit("/", 1)[-1].lower()
 
 
-def _snapshot(repo: str) -> Path:
-    """Config, tokenizer and safetensors of a hub repo, from the local cache or the hub (never pickles or code)."""
-    from huggingface_hub import snapshot_download
+SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
+
+
+def _snapshot(repo: str, expect_bytes: int = 0) -> Path:
+    """Config, tokenizer and safetensors of a hub repo, from the local cache or the hub (never pickles or code).
+    The cache is tried first; a download checks free disk in the cache for ``expect_bytes`` before it starts."""
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    fetch = f"hf download {repo} --include {' '.join(repr(p) for p in SNAPSHOT_PATTERNS)}"
+    size = f" (~{expect_bytes / 1e9:.1f} GB)" if expect_bytes else ""
     try:
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]))
+        return Path(snapshot_download(repo, allow_patterns=SNAPSHOT_PATTERNS, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise UnknownModelError(
+                f"{repo} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: quantize needs "
+                f"its config, tokenizer and safetensors{size}", hint=f"where you have network run: {fetch}") from None
+    except Exception:
+        pass
+    if expect_bytes:
+        cache = Path(constants.HF_HUB_CACHE)
+        probe = next((p for p in [cache, *cache.parents] if p.exists()), Path("/"))
+        free = shutil.disk_usage(probe).free
+        if free < expect_bytes + DISK_SLACK:
+            raise InsufficientDiskError(f"downloading {repo} needs ~{(expect_bytes + DISK_SLACK) / GiB:.1f} GiB in {cache}, "
+                                        f"{free / GiB:.1f} GiB free", hint="free space or set HF_HOME to a larger disk")
+    try:
+        return Path(snapshot_download(repo, allow_patterns=SNAPSHOT_PATTERNS))
     except LocalEntryNotFoundError:
         raise UnknownModelError(
-            f"{repo} is not in the local Hugging Face cache and the hub cannot be reached",
-            hint=f"download it where you have network (huggingface-cli download {repo}) or pass a local directory",
-        ) from None
+            f"{repo} is not in the local Hugging Face cache and the hub cannot be reached: quantize needs its config, "
+            f"tokenizer and safetensors{size}", hint=f"where you have network run: {fetch}") from None
     except Exception as exc:  # gated repos, bad ids, network errors: one line naming the repo
         raise UnknownModelError(f"could not fetch {repo}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                                hint="log in with `huggingface-cli login` for gated Gemma repos, or pass a local directory") from None
+                                hint="Gemma repos are gated: accept the licence on the model page and run `hf auth login`, "
+                                     "or pass a local directory") from None
 
 
 def plan_job(
@@ -127,6 +158,7 @@ def plan_job(
     base: Optional[RuntimeSettings] = None,
     target: str = "",
     force: bool = False,
+    out_name: Optional[str] = None,
 ) -> QuantizeJob:
     from planner.sources import load_model
 
@@ -152,7 +184,7 @@ def plan_job(
         want = planned_ctx(ctx, ctx_max, spec.ctx_train)
         p = require_fit(make_plan(spec, fmt, dataclasses.replace(base, n_ctx=want), hw, margin=margin, target=target))
     out_dir = Path(out_dir or Path.cwd() / "out").expanduser()
-    gguf_path = out_dir / f"{spec.name}-{p.weight_format}.gguf"
+    gguf_path = out_dir / (out_name or f"{spec.name}-{p.weight_format}.gguf")  # out_name: the file a recipe loads
     for path in (gguf_path, out_dir / "manifest.json", out_dir / "recipe.json"):
         if path.exists() and not force:
             raise OutputExistsError(f"{path} already exists")

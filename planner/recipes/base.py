@@ -19,6 +19,7 @@ from planner.types import ModelSpec, Plan
 from profiles.hardware import Hardware
 
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.gguf$")  # a published GGUF's name, used as a path in the recipe dir
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # owner/name on the Hugging Face hub
 MiB = 1 << 20
 from profiles.units import GiB, fmt_gib
@@ -155,6 +156,7 @@ class ModelRef:
     kind: str  # "gguf-file", "hf-dir", "hub", "placeholder-gguf", "placeholder-dir"
     value: str
     hf_repo: str = ""  # the original checkpoint (tokenizer, conversion source)
+    artifact: dict = field(default_factory=dict)  # the published file value names (plan.artifact), when there is one
 
     @property
     def is_local(self) -> bool:
@@ -165,7 +167,10 @@ class ModelRef:
         return self.kind.startswith("placeholder")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "value": self.value, "hf_repo": self.hf_repo}
+        d = {"kind": self.kind, "value": self.value, "hf_repo": self.hf_repo}
+        if self.artifact:
+            d["artifact"] = dict(self.artifact)
+        return d
 
 
 def check_text(value: str, what: str) -> str:
@@ -200,8 +205,14 @@ def resolve_model_ref(plan: Plan, spec: Optional[ModelSpec], model_ref: Optional
         return ModelRef("gguf-file", check_text(_local(Path(source[5:]), source[5:]), "model path"), hf_repo)
     if source.startswith("hf-dir:") and not gguf_plan and not plan.weight_format.startswith("gptq"):
         return ModelRef("hf-dir", check_text(_local(Path(source[7:]), source[7:]), "model path"), hf_repo)
+    art = plan.artifact or {}
+    if gguf_plan and art.get("kind") == "gguf" and art.get("file") and FILE_NAME.match(art["file"]):
+        return ModelRef("placeholder-gguf", art["file"], hf_repo, dict(art))  # fetched next to the scripts
     if gguf_plan:
-        return ModelRef("placeholder-gguf", f"{safe_name(plan.model)}-{plan.weight_format}.gguf", hf_repo)
+        tool = dict(art) if art.get("kind") in ("ollama", "lmstudio") else {}  # the same format, pulled by that tool
+        return ModelRef("placeholder-gguf", f"{safe_name(plan.model)}-{plan.weight_format}.gguf", hf_repo, tool)
+    if plan.weight_format.startswith("gptq") and art.get("kind") == "gptq" and HUB_ID.match(str(art.get("repo") or "")):
+        return ModelRef("hub", art["repo"], hf_repo, dict(art))  # a published GPTQ checkpoint the engine downloads
     if plan.weight_format.startswith("gptq"):
         return ModelRef("placeholder-dir", f"./{safe_name(plan.model)}-{plan.weight_format}", hf_repo)
     if hf_repo:
@@ -331,7 +342,19 @@ def model_origin(ctx: Context) -> str:
     """One printable line, the same in every recipe: the model file and where it comes from (for a model that
     does not exist yet, the command that makes it)."""
     m = ctx.model
-    if m.kind == "placeholder-gguf":
+    if m.kind == "placeholder-gguf" and m.artifact.get("kind") in ("ollama", "lmstudio") and m.artifact.get("fetch"):
+        line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(quantize_command(ctx))} "
+                f"&& mv {shlex.quote(_made(ctx, '.gguf'))} {shlex.quote(m.value)}; {m.artifact['kind']} has this format as: "
+                f"{shlex.join([str(x) for x in m.artifact['fetch']])}")
+    elif m.kind == "placeholder-gguf" and m.artifact.get("fetch"):
+        a = m.artifact
+        size = f"{a['bytes']:,} bytes" if a.get("bytes") else (f"{a['size_published']} as published" if a.get("size_published") else "size not published")
+        line = (f"model: {m.value} ({a.get('publisher') or a.get('repo')}, {size}): fetch it here with "
+                f"{shlex.join(a['fetch'])} or gemma-plan fetch recipe.json")
+        pulls = a.get("pull") if isinstance(a.get("pull"), dict) else {}
+        line += "".join(f"; {tool} has it as: {shlex.join([str(x) for x in argv])}" for tool, argv in sorted(pulls.items())
+                        if isinstance(argv, list))
+    elif m.kind == "placeholder-gguf":
         line = (f"model: {m.value} does not exist yet; make it here with: {shlex.join(quantize_command(ctx))} "
                 f"&& mv {shlex.quote(_made(ctx, '.gguf'))} {shlex.quote(m.value)} (or point MODEL at a copy you have)")
     elif m.kind == "gguf-file":

@@ -1,0 +1,298 @@
+"""Models on the Hugging Face hub, read without downloading weights.
+
+``hf.co/USER/REPO:QUANT`` and ``USER/REPO:FILE.gguf`` (the spellings of llama.cpp ``-hf`` and Ollama) read a
+GGUF header with HTTP range requests through ``huggingface_hub``'s session, a prefix that grows only as far as
+the header needs (bounded by MAX_HEADER_BYTES); ``USER/REPO`` reads ``config.json`` and the safetensors headers
+(``huggingface_hub.get_safetensors_metadata``). What was read is kept under ``$HF_HOME/gemma-plan`` so that
+``HF_HUB_OFFLINE=1`` plans from it; offline without it, a repo the artifact catalogue knows is planned from the
+catalog model, and the note says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from planner.errors import PlanError, UnknownModelError
+from profiles import bounds as B
+
+PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "huggingface.co/", "hf.co/")
+REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+DEFAULT_QUANT = "Q4_K_M"  # what llama.cpp -hf and Ollama pick when the tag is left out
+FIRST_READ = 256 << 10  # the first range request; a Gemma header with its 262k-token vocabulary is ~6 MB
+MAX_HEADER_BYTES = 256 << 20  # a header needing more than this is refused (hostile or not a model)
+
+
+# spec.source -> the published file a remote GGUF spec was read from (plan.artifact); ModelSpec is frozen
+REMOTE_ARTIFACTS: dict[str, dict] = {}
+
+
+def artifact_for(spec) -> Optional[dict]:
+    """The artifact of a spec read from the hub by load_remote_gguf (exact bytes, sha256, fetch argv), else None."""
+    art = REMOTE_ARTIFACTS.get(getattr(spec, "source", ""))
+    return dict(art) if art else None
+
+
+class HubError(PlanError):
+    hint = "check the repository name, or pass a local file"
+
+
+class GatedRepoAccessError(HubError):
+    hint = "Gemma repositories are gated: accept the licence on the model page, then run `hf auth login` (or set HF_TOKEN)"
+
+
+@dataclass(frozen=True)
+class HubRef:
+    repo: str
+    selector: Optional[str]  # a quant (Q4_K_M) or a file name (x.gguf); None: the safetensors checkpoint
+    kind: str  # "gguf" | "safetensors"
+
+
+def parse_ref(query: str) -> Optional[HubRef]:
+    """hf.co/USER/REPO[:QUANT], USER/REPO:QUANT, USER/REPO:FILE.gguf, USER/REPO; None for anything else."""
+    q = str(query).strip()
+    prefixed = q.startswith(PREFIXES)
+    for p in PREFIXES:
+        if q.startswith(p):
+            q = q[len(p):]
+            break
+    repo, colon, sel = q.partition(":")
+    if not REPO.match(repo) or repo.split("/")[1] in (".", ".."):
+        return None
+    if colon:
+        if not SELECTOR.match(sel):
+            return None
+        return HubRef(repo, sel, "gguf")
+    if prefixed:
+        return HubRef(repo, DEFAULT_QUANT, "gguf")
+    if Path(repo).suffix.lower() in (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".toml"):
+        return None
+    return HubRef(repo, None, "safetensors")
+
+
+def _catalog_repo(repo: str) -> bool:
+    from planner.catalog import catalog_entries
+
+    low = repo.lower()
+    return any(low == r.lower() for e in catalog_entries() for r in [e.get("hf_repo", "")] + list(e.get("hf_repos", [])))
+
+
+def load_remote(ref: HubRef):
+    """(ModelSpec, note) for a hub reference, or None when the catalog already knows it (a Gemma checkpoint id)."""
+    if ref.kind == "safetensors" and _catalog_repo(ref.repo):
+        return None
+    if ref.kind == "gguf":
+        return load_remote_gguf(ref.repo, ref.selector or DEFAULT_QUANT)
+    return load_remote_safetensors(ref.repo)
+
+
+# ---------------------------------------------------------------- cache under HF_HOME
+
+
+def _constants():
+    from huggingface_hub import constants
+
+    return constants
+
+
+def _offline() -> bool:
+    c = _constants()
+    return bool(c.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def cache_dir() -> Path:
+    return Path(_constants().HF_HOME) / "gemma-plan"
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _hub_error(exc: Exception, repo: str) -> PlanError:
+    from huggingface_hub import errors
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.GatedRepoError) or status in (401, 403):
+        return GatedRepoAccessError(f"{repo} is gated or private (HTTP {status or 401}): the hub refused the request")
+    if isinstance(exc, errors.RepositoryNotFoundError) or status == 404:
+        return UnknownModelError(f"{repo} is not a repository on the hub (or it is private)",
+                                 hint="check the name; private and gated repos need `hf auth login`")
+    if isinstance(exc, errors.EntryNotFoundError):
+        return HubError(f"{repo}: the file is not in the repository")
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return HubError(f"cannot read {repo} from the hub: {type(exc).__name__}: {first[:160]}",
+                    hint="check the network (or set HF_HUB_OFFLINE=1 to plan from the cache)")
+
+
+# ---------------------------------------------------------------- GGUF
+
+
+def _pick_file(repo: str, files: list[str], selector: str) -> str:
+    ggufs = [f for f in files if f.lower().endswith(".gguf") and not Path(f).name.lower().startswith("mmproj")]
+    if selector.lower().endswith(".gguf"):
+        if selector not in files:
+            raise HubError(f"{repo} has no file {selector}", hint=f"files there: {', '.join(ggufs[:6]) or 'no .gguf files'}")
+        return selector
+    want = selector.upper().replace("-", "_")
+    hits = [f for f in ggufs if re.search(rf"(^|[-_.]){re.escape(want)}([-_.]|$)", Path(f).name.upper().replace("-", "_"))]
+    whole = [f for f in hits if not re.search(r"-\d{5}-of-\d{5}\.gguf$", f)]
+    if not hits:
+        raise HubError(f"{repo} has no {selector} GGUF", hint=f"GGUF files there: {', '.join(ggufs[:8]) or 'none'}")
+    if not whole:
+        raise HubError(f"{repo}: the {selector} GGUF is split into parts ({hits[0]} ...), which gemma-plan does not read yet",
+                       hint="plan a single-file quant of the same repository")
+    return sorted(whole, key=len)[0]
+
+
+def read_remote_header(url: str, size: int, headers: dict, stats: Optional[dict] = None):
+    """The GGUF header of the file at ``url`` (``size`` bytes), read with range requests: FIRST_READ bytes, then as
+    far as the parser asks, never past MAX_HEADER_BYTES. Returns (header, the bytes read)."""
+    from huggingface_hub import get_session
+    from huggingface_hub.utils import hf_raise_for_status
+
+    from planner.gguf_header import GGUFHeaderError, NeedMoreBytes, parse_header
+
+    buf = bytearray()
+    want = min(FIRST_READ, size)
+    while True:
+        if want > MAX_HEADER_BYTES:
+            raise GGUFHeaderError(f"the GGUF header needs more than {MAX_HEADER_BYTES >> 20} MiB; refused")
+        if want > len(buf):
+            r = get_session().get(url, headers={**headers, "Range": f"bytes={len(buf)}-{want - 1}"}, follow_redirects=True)
+            hf_raise_for_status(r)
+            if r.status_code != 206:
+                raise HubError(f"{url}: the server ignored the byte range (HTTP {r.status_code})",
+                               hint="download the file and pass its path instead")
+            chunk = r.content[: want - len(buf)]
+            if not chunk:
+                raise GGUFHeaderError("the server returned no bytes for the header")
+            buf += chunk
+            if stats is not None:
+                stats["bytes"] = stats.get("bytes", 0) + len(chunk)
+                stats["requests"] = stats.get("requests", 0) + 1
+        try:
+            return parse_header(bytes(buf), size), bytes(buf)
+        except NeedMoreBytes as more:
+            want = min(size, max(more.upto, 2 * len(buf)))
+
+
+def load_remote_gguf(repo: str, selector: str, stats: Optional[dict] = None):
+    """(ModelSpec, note) from the header of a published GGUF; the spec's ``artifact`` is the file with its exact size."""
+    from planner.gguf_header import GGUFHeaderError, parse_header
+    from planner.sources import InvalidModelFileError, spec_from_gguf_header
+
+    cdir = cache_dir() / "gguf" / repo.replace("/", "--")
+    index_path = cdir / f"{_key(selector)}.json"
+    note = ""
+    if _offline():
+        if not index_path.is_file():
+            return _offline_fallback(repo, selector)
+        meta = json.loads(index_path.read_text())
+        raw = (cdir / meta["blob"]).read_bytes()
+        header = parse_header(raw, int(meta["size"]))
+        note = f"offline (HF_HUB_OFFLINE=1): planned from the header of {repo}/{meta['file']} cached in {cdir}"
+    else:
+        from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        try:
+            info = HfApi().model_info(repo)
+            files = [s.rfilename for s in (info.siblings or [])]
+            fname = _pick_file(repo, files, selector)
+            url = hf_hub_url(repo, fname, revision=info.sha)
+            fmeta = get_hf_file_metadata(url)
+            size = B.check_int(f"{repo}/{fname}", "size", fmeta.size, 1, B.MAX_MEMORY, "the hub reported no size")
+            header, raw = read_remote_header(url, size, build_hf_headers(), stats)
+        except PlanError:
+            raise
+        except (GGUFHeaderError, ValueError) as exc:
+            raise InvalidModelFileError(f"{repo}: not a readable GGUF header ({exc})") from None
+        except Exception as exc:
+            raise _hub_error(exc, repo) from None
+        etag = (fmeta.etag or "").strip('"')
+        meta = {"repo": repo, "file": fname, "size": size, "commit": fmeta.commit_hash or info.sha, "etag": etag,
+                "sha256": etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None, "blob": f"{_key(selector, fname)}.bin",
+                "bytes_read": len(raw)}
+        cdir.mkdir(parents=True, exist_ok=True)
+        (cdir / meta["blob"]).write_bytes(raw)
+        tmp = index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, index_path)
+    fname = meta["file"]
+    spec = spec_from_gguf_header(header, name=Path(fname).stem, origin=f"hf.co/{repo}/{fname}", source=f"hf-gguf:{repo}/{fname}")
+    REMOTE_ARTIFACTS[spec.source] = {"source": "huggingface", "kind": "gguf", "repo": repo, "tag": None, "file": fname,
+                     "quant": spec.gguf_file_type, "revision": meta.get("commit"), "bytes": meta["size"], "size_exact": True,
+                     "sha256": meta.get("sha256"), "fetch": ["hf", "download", repo, fname, "--local-dir", "."],
+                     "weights_basis": "header", "header_bytes_read": meta.get("bytes_read")}
+    return spec, note
+
+
+def _offline_fallback(repo: str, selector: str):
+    from planner.artifacts import load_artifacts
+    from planner.catalog import get_model
+
+    want = selector.upper().replace("-", "_")
+    for e in load_artifacts():
+        if (e.get("repo") or "").lower() == repo.lower() and (e.get("file") == selector or (e.get("quant") or "").upper() == want):
+            spec, _ = get_model(e["model"])
+            return spec, (f"offline (HF_HUB_OFFLINE=1) and the header of {repo} is not cached: planned from the catalog model "
+                          f"{e['model']} with its per-tensor rule (the artifact catalogue lists {repo} for it)")
+    raise HubError(f"offline (HF_HUB_OFFLINE=1) and the header of {repo}:{selector} is not cached in {cache_dir()}",
+                   hint=f"run once with network: gemma-plan recommend --model hf.co/{repo}:{selector}")
+
+
+# ---------------------------------------------------------------- safetensors checkpoint
+
+
+def load_remote_safetensors(repo: str):
+    """(ModelSpec, note) from a hub checkpoint's config.json and safetensors headers (no weights)."""
+    from planner.sources import InvalidModelFileError, _check_st_entry, spec_from_config_and_header
+
+    cpath = cache_dir() / "safetensors" / f"{repo.replace('/', '--')}.json"
+    note = ""
+    if _offline():
+        if not cpath.is_file():
+            raise HubError(f"offline (HF_HUB_OFFLINE=1) and the headers of {repo} are not cached in {cache_dir()}",
+                           hint=f"run once with network: gemma-plan recommend --model {repo}")
+        cached = json.loads(cpath.read_text())
+        cfg, header = cached["config"], cached["header"]
+        note = f"offline (HF_HUB_OFFLINE=1): planned from the config and safetensors headers of {repo} cached in {cpath.parent}"
+    else:
+        from huggingface_hub import HfApi
+
+        api = HfApi()  # reads HF_ENDPOINT now (the module-level helpers keep the endpoint of import time)
+        try:
+            with open(api.hf_hub_download(repo, "config.json"), "rb") as f:
+                raw = f.read(B.MAX_JSON_BYTES + 1)
+            meta = api.get_safetensors_metadata(repo)
+        except PlanError:
+            raise
+        except Exception as exc:
+            raise _hub_error(exc, repo) from None
+        try:
+            cfg = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise InvalidModelFileError(f"{repo}: config.json is not valid JSON") from None
+        if not isinstance(cfg, dict):
+            raise InvalidModelFileError(f"{repo}: config.json is not an object")
+        header = {}
+        for fmeta in meta.files_metadata.values():
+            for name, t in fmeta.tensors.items():
+                header[name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": list(t.data_offsets)}
+                if len(header) > B.MAX_TENSORS:
+                    raise B.BoundsError(repo, "tensor count", len(header), f"is above {B.MAX_TENSORS:,}")
+        cpath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cpath.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"config": cfg, "header": header}))
+        os.replace(tmp, cpath)
+    for name, info in header.items():
+        _check_st_entry(Path(f"hf.co/{repo}"), name, info, B.MAX_TENSOR_ELEMENTS * 8)
+    spec = spec_from_config_and_header(cfg, header, name=repo.split("/")[1], source=f"hub:{repo}")
+    return dataclasses.replace(spec, hf_repo=repo), note
