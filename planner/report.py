@@ -252,13 +252,12 @@ def print_plan(p: Plan, hw=None, notes=()) -> None:
     con.print(f"[dim]{escape(legend)}[/]")
     if p.speed:
         sp = p.speed
+        at_ctx = (f"; ~{sp.decode_at_context_tokens_per_s:.1f} tok/s decode with the full {sp.context_tokens:,}-token context"
+                  if sp.context_tokens and sp.context_tokens > sp.decode_depth_tokens else "")
         con.print(f"speed: ~{sp.decode_tokens_per_s:.1f} tok/s decode{_range(sp.decode_range_tokens_per_s, '.1f')}, "
                   f"~{sp.prefill_tokens_per_s:.0f} tok/s prefill{_range(sp.prefill_range_tokens_per_s, '.0f')}, "
-                  f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens")
-        if sp.context_tokens and sp.context_tokens > sp.decode_depth_tokens:
-            con.print(f"decode at {sp.decode_depth_tokens:,} tokens of context; ~{sp.decode_at_context_tokens_per_s:.1f} tok/s "
-                      f"with the full {sp.context_tokens:,}-token context in the KV cache")
-        con.print(f"[dim]basis: {escape(sp.basis)}; {escape(sp.expected_error)}[/]")
+                  f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens{at_ctx}")
+        con.print(f"[dim]basis: {escape(sp.basis)}" + (f"; {escape('; '.join(sp.capped_by))}" if sp.capped_by else "") + "[/]")
     con.print(f"weights file: {p.weight_file_bytes / GiB:.2f} GiB; quality: +{p.quality_loss:.3f} ppl at Llama-3-8B scale vs 16-bit")
     for n in p.notes + p.memory.notes:
         con.print(f"[dim]- {escape(n)}[/]")

@@ -450,12 +450,11 @@ def estimate_speed(
         b = next(p.measured for p in parts if p.measured)
         basis_kind = "measured"
         basis = (f"measured: this machine's llama.cpp rates for {b['ftype']}{'' if b['ftype'] == ftype else f' (applied to {ftype})'} "
-                 f"({b.get('engine', 'llama.cpp')}, {b['threads']} threads, slices of {b['model']}, {b.get('measured_at', '')}); "
-                 f"KV read at {depth} tokens")
+                 f"({b.get('engine', 'llama.cpp')}, {b['threads']} threads, slices of {b['model']}, {b.get('measured_at', '')})")
     else:
         basis_kind = "published"
-        basis = (f"published: memory and arithmetic limits with {', '.join(sorted(set(classes))) or 'cpu'} constants fitted on "
-                 f"published measurements (docs/accuracy.md); KV read at {depth} tokens")
+        basis = (f"published: {', '.join(sorted(set(classes))) or 'cpu'} constants fitted on published measurements, "
+                 f"ranges from the held-out ones (docs/accuracy.md)")
     return SpeedEstimate(
         decode_tokens_per_s=decode,
         prefill_tokens_per_s=prefill,
