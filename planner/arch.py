@@ -36,7 +36,7 @@ class Family:
     moe: bool = False  # mixture-of-experts blocks are possible
     altup: bool = False  # AltUp / LAuReL tensors (Gemma 3n)
     qk_norm: bool = True  # attn_q_norm / attn_k_norm tensors
-    norm_shift: float = 1.0  # RMSNorm is x * (shift + w): Gemma 2/3/3n fold +1 into the weight, Gemma 4 does not
+    norm_shift: float = 1.0  # RMSNorm is x * (shift + w): Gemma 2/3 fold +1 into the weight, Gemma 3n and 4 do not
     source: str = ""
 
 
@@ -46,7 +46,9 @@ FAMILIES: dict[str, Family] = {
     "gemma3": Family("gemma3", swa_period=6,
                      source="transformers Gemma3TextConfig sliding_window_pattern=6; llama.cpp gemma3.cpp set_swa_pattern(6)"),
     # llama.cpp hard-codes the first 20 layers as KV-storing for Gemma 3n (src/models/gemma3n.cpp n_layer_kv_from_start)
-    "gemma3n": Family("gemma3n", swa_period=5, kv_from_start=20, ple=True, altup=True,
+    # Gemma 3n's RMSNorm is x * w (Gemma3nRMSNorm, like Gemma 4): llama.cpp's converter adds nothing
+    # (conversion/gemma.py Gemma3NModel.norm_shift = 0.0); tests/test_convert_llamacpp.py holds it
+    "gemma3n": Family("gemma3n", swa_period=5, kv_from_start=20, ple=True, altup=True, norm_shift=0.0,
                       source="transformers Gemma3nTextConfig layer_types (4 sliding : 1 full); llama.cpp gemma3n.cpp"),
     # Gemma4TextConfig.__post_init__ forces the last layer to full attention; full layers default to head_dim 512
     "gemma4": Family("gemma4", swa_period=6, force_last_full=True, full_head_dim=512, ple=True, moe=True, norm_shift=0.0,
@@ -86,6 +88,12 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                    hidden_size_per_layer_input=256, vocab_size_per_layer_input=262144, num_kv_shared_layers=0,
                    attention_k_eq_v=False, enable_moe_block=False),
 }
+# Text config classes whose defaults differ from their family's (applied over CONFIG_DEFAULTS): Gemma 4
+# unified (12B) has no per-layer embeddings and its own window and context (Gemma4UnifiedTextConfig).
+TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma4_unified_text": dict(hidden_size_per_layer_input=0, sliding_window=1024, max_position_embeddings=262144,
+                                use_bidirectional_attention="vision"),
+}
 # What a config.json must state itself: without them it names no particular model.
 STATED_KEYS = ("hidden_size", "num_hidden_layers")
 # What every reader needs once the defaults are in.
@@ -110,7 +118,8 @@ def text_config(config: dict, *, fill_defaults: bool, origin: str = "config.json
     inner = config.get("text_config")
     if isinstance(inner, dict) and inner:
         text = dict(inner)
-        text_type = inner.get("model_type") or {"gemma3": "gemma3_text", "gemma4": "gemma4_text"}.get(outer, outer)
+        text_type = inner.get("model_type") or {"gemma3": "gemma3_text", "gemma4": "gemma4_text",
+                                                 "gemma4_unified": "gemma4_unified_text"}.get(outer, outer)
     else:
         text, text_type = dict(config), outer
     family = MODEL_TYPES.get(text_type) if isinstance(text_type, str) else None
@@ -124,6 +133,7 @@ def text_config(config: dict, *, fill_defaults: bool, origin: str = "config.json
             raise UnsupportedArchitectureError(f"{origin}: config is missing {', '.join(missing)}",
                                                hint="check config.json is a complete Gemma config")
         merged = dict(CONFIG_DEFAULTS[family])
+        merged.update(TYPE_DEFAULTS.get(text_type, {}))
         # explicit nulls keep the default, except soft-capping where null means "none"
         merged.update({k: v for k, v in text.items() if v is not None or k.endswith("softcapping")})
         text = merged

@@ -187,6 +187,7 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
     """
     con = Console(width=width)
     devices = [d for d in p.memory.devices if d.total_bytes or d.device == "CPU"]
+    vision = any(d.projector_bytes for d in devices)  # a "vision" column only when the projector is planned
 
     def build(full: bool, bar: int) -> Table:
         t = _table()
@@ -194,6 +195,7 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
         words = [w for d in devices for w in d.device.split()]
         t.add_column("device", min_width=max([6] + [len(w) for w in words]))
         parts = ("weights", "KV", "compute", "output", "overhead") if full else ("weights", "KV", "other")
+        parts += ("vision",) if vision else ()
         for col in parts + ("total", "usable"):
             t.add_column(col, justify="right", no_wrap=True)
         if bar:
@@ -201,6 +203,7 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
         for d in devices:
             nums = [d.weights_bytes, d.kv_bytes]
             nums += [d.compute_bytes, d.output_bytes, d.overhead_bytes] if full else [d.compute_bytes + d.output_bytes + d.overhead_bytes]
+            nums += [d.projector_bytes] if vision else []
             row = [Text(d.device)] + [gib(n) for n in nums]
             row += [gib(d.total_bytes), gib(d.budget_bytes if (d.budget_bytes or 0) >= 0 else None)]
             t.add_row(*row, *([_bar(d.total_bytes, d.budget_bytes, bar)] if bar else []))

@@ -63,9 +63,74 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
     if spec.vision_params and s.engine == "vllm":
         p.notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
                        f"is neither loaded nor profiled")
+    elif spec.vision_params and vision_enabled(spec, s):
+        add_projector(p, spec, s)
     elif spec.vision_params:
         p.notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
     return p
+
+
+def vision_enabled(spec: ModelSpec, s: RuntimeSettings) -> bool:
+    """--vision / --no-vision, else the engine's default: Ollama and LM Studio load a model's projector
+    whenever it ships one; llama.cpp and llama-cpp-python only when given one (--mmproj, a chat handler)."""
+    from planner.projector import LOADED_BY_DEFAULT
+
+    if not spec.vision_params:
+        return False
+    return bool(s.vision) if s.vision is not None else s.engine in LOADED_BY_DEFAULT
+
+
+def modalities_note(spec: ModelSpec, p: Plan) -> str:
+    """Which inputs the plan's memory covers, said every time (on a phone the towers are a third of an E-model)."""
+    towers = [f"vision ~{spec.vision_params / 1e6:.0f}M" if spec.vision_params else "",
+              f"audio ~{spec.audio_params / 1e6:.0f}M" if spec.audio_params else ""]
+    towers = [t for t in towers if t]
+    if not towers:
+        return f"modalities: text only ({spec.name} has no vision or audio tower)"
+    planned = [d.detail["projector"]["kind"] for d in p.memory.devices if "projector" in d.detail]
+    if p.engine == "litert-lm":
+        return (f"modalities: text only is planned; {spec.name}'s encoders ({', '.join(towers)} params) are not counted "
+                f"(LiteRT-LM's allocator is not modelled), so image or audio input on this device is unchecked")
+    if planned:
+        rest = [t for t in towers if not t.startswith("vision")]
+        return (f"modalities: text + vision planned (projector {planned[0]})"
+                + (f"; {', '.join(rest)} params not planned (no audio projector is modelled)" if rest else ""))
+    return (f"modalities: text only is planned ({', '.join(towers)} params not loaded"
+            + ("; the vision projector is a separate mmproj file, --vision plans it)" if spec.vision_params and p.engine == "llama.cpp"
+               else "; no projector is planned for this engine)"))
+
+
+def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None:
+    """Put the projector's weights and encoder compute buffer on the device mtmd loads it on (the first GPU
+    holding layers, else system RAM) and say what an image costs in context. ``pm``: a ProjectorMemory
+    computed elsewhere (quantize, from the checkpoint's own tower); default: the catalog tower."""
+    from planner.projector import ENGINES_WITH_MMPROJ, projector_memory
+
+    if pm is None:
+        pm = (projector_memory(spec.family, bool(spec.vision_params), spec.hidden, name=spec.name)
+              if spec.source == "catalog" else None)
+    if s.engine not in ENGINES_WITH_MMPROJ:
+        p.notes.append(f"vision: not modelled for {s.engine}")
+        return
+    if pm is None:
+        p.notes.append(f"vision: the {spec.family} projector's memory is not modelled for this model; the plan holds the "
+                       f"text weights only (+~{spec.vision_params / 1e6:.0f}M vision params)")
+        return
+    p.notes = [n for n in p.notes if not n.startswith("text weights only")]
+    gpus = [d for d in p.memory.devices if d.device != "CPU" and (d.weights_bytes or d.layers)]
+    dev = gpus[0] if gpus else next((d for d in p.memory.devices if d.device == "CPU"), p.memory.devices[0])
+    dev.projector_bytes += pm.weights_bytes + pm.compute_bytes
+    dev.detail["projector"] = pm.to_dict()
+    def mib(n: int) -> str:
+        return f"{n / 2**20:,.0f} MiB" if n >= 10 * 2**20 else f"{n / 2**20:.2f} MiB"
+
+    compute = (f"encoder compute {mib(pm.compute_bytes)}" if pm.compute_bytes
+               else "encoder compute not measured for this tower (not counted)")
+    image = (f"each {pm.image_size} px image takes {pm.tokens_per_image} tokens of the {p.ctx:,}-token context"
+             if pm.kind != "gemma4v" else
+             f"images take 70-1120 tokens of the {p.ctx:,}-token context by size (planned: a {pm.image_size} px image, "
+             f"{pm.tokens_per_image} tokens, the size clip reserves for; larger images grow the encoder buffer)")
+    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {mib(pm.weights_bytes)} + {compute} on {dev.device}; {image}")
 
 
 def shortfall(p: Plan) -> str:
@@ -247,6 +312,9 @@ def recommend(
         rec.notes.append(f"nothing that fits {target or hw.name} reaches the {u.speed_floor:g} tok/s floor ({u.speed_floor_source}); "
                          f"the closest is {chosen.model} {chosen.weight_format} at {chosen.utility['decode_tokens_per_s']:.1f} tok/s")
     chosen.notes.insert(0, met_line(chosen, u))
+    # one line for what the plan covers: it replaces plan()'s "text weights only" note
+    chosen.notes = [n for n in chosen.notes if not n.startswith("text weights only")]
+    chosen.notes.append(modalities_note(specs[chosen.model], chosen))
     if chosen.engine == "litert-lm":
         return rec  # the bundle's KV size is fixed when it is exported
     spec = specs[chosen.model]

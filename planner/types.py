@@ -140,6 +140,8 @@ class RuntimeSettings:
     max_num_batched_tokens: int = 8192
     enforce_eager: bool = False
     kv_cache_dtype: str = "auto"
+    # multimodal: load the vision projector (llama.cpp family: the mmproj file; None = the engine's default)
+    vision: Optional[bool] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +157,7 @@ class DeviceMemory:
     compute_bytes: int = 0
     output_bytes: int = 0
     overhead_bytes: int = 0
+    projector_bytes: int = 0  # vision projector (mmproj) weights + its encoder's compute buffer, when loaded here
     budget_bytes: Optional[int] = None  # what the plan may use on this device (after margin)
     capacity_bytes: Optional[int] = None  # the device's memory before margin
     layers: int = 0  # repeating layers placed here (llama.cpp)
@@ -162,7 +165,8 @@ class DeviceMemory:
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes + self.overhead_bytes
+        return (self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes + self.overhead_bytes
+                + self.projector_bytes)
 
     @property
     def fits(self) -> bool:

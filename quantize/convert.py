@@ -63,17 +63,20 @@ ARCHS: dict[str, gguf.MODEL_ARCH] = {
     "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
     "gemma4": gguf.MODEL_ARCH.GEMMA4,
     "gemma4_text": gguf.MODEL_ARCH.GEMMA4,
+    "gemma3n": gguf.MODEL_ARCH.GEMMA3N,
+    "gemma3n_text": gguf.MODEL_ARCH.GEMMA3N,
+    # Gemma 4 12B: llama.cpp's converter writes its text model as plain gemma4 (conversion/gemma.py,
+    # Gemma4UnifiedModel), adding only the generation config's suppress_tokens
+    "gemma4_unified": gguf.MODEL_ARCH.GEMMA4,
+    "gemma4_unified_text": gguf.MODEL_ARCH.GEMMA4,
 }
 NOT_YET: dict[str, str] = {
     "gemma": "Gemma 1",
-    "gemma3n": "Gemma 3n (AltUp, LAuReL, activation sparsity)",
-    "gemma3n_text": "Gemma 3n (AltUp, LAuReL, activation sparsity)",
-    "gemma4_unified": "Gemma 4 12B unified",
 }
 
 # Names (GGUF side) kept in F32 whatever the outtype; mirrors the rule in llama.cpp's converter
 # (conversion/base.py): 1-D tensors, *_norm.weight, MoE router, anything not ending in ".weight".
-_F32_NAMES = re.compile(r"^blk\.\d+\.ffn_gate_inp\.weight$")
+_F32_NAMES = re.compile(r"^blk\.\d+\.(ffn_gate_inp|altup_correct_coef|altup_predict_coef)\.weight$")
 
 # Prefixes of multimodal wrappers: text weights are renamed to the plain causal-LM names,
 # towers and projectors are skipped (they belong in a separate mmproj file).
@@ -81,7 +84,7 @@ _TEXT_PREFIXES = ("model.language_model.", "language_model.model.", "language_mo
 _SKIP_PREFIXES = (
     "vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.",
     "model.embed_vision.", "model.audio_tower.", "model.embed_audio.", "audio_tower.", "embed_vision.",
-    "embed_audio.",
+    "embed_audio.", "model.vision_embedder.", "model.audio_embedder.",
 )
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -125,6 +128,10 @@ class GemmaHParams:
     tied: bool
     vocab_size: int
     norm_shift: float  # added to every norm weight (Gemma 2/3: 1.0)
+    # Gemma 3n only
+    altup_active_idx: int = 0
+    altup_num_inputs: int = 0
+    activation_sparsity_scale: tuple[float, ...] | None = None  # per layer: Phi^-1(p), 0 where p = 0
 
     @property
     def swa_layers(self) -> int:
@@ -157,7 +164,8 @@ def text_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if model_type not in ARCHS:
         raise UnsupportedArchitectureError(f"model_type {model_type!r} is not a Gemma architecture the converter knows")
     text = dict(config.get("text_config") or config)
-    text_type = text.get("model_type") or {"gemma3": "gemma3_text", "gemma4": "gemma4_text"}.get(model_type, model_type)
+    text_type = text.get("model_type") or {"gemma3": "gemma3_text", "gemma4": "gemma4_text", "gemma3n": "gemma3n_text",
+                                           "gemma4_unified": "gemma4_unified_text"}.get(model_type, model_type)
     if text_type in NOT_YET:
         raise UnsupportedArchitectureError(f"{NOT_YET[text_type]} ({text_type}) is not supported yet by the GGUF converter")
     if a.MODEL_TYPES.get(text_type) != a.MODEL_TYPES[model_type]:
@@ -178,7 +186,8 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
     head_dim = a.head_dim(c)
     n_head = int(c["num_attention_heads"])
     n_kv = a.kv_heads(c)
-    ff = int(c["intermediate_size"])
+    ff = c["intermediate_size"]
+    ff = int(ff[0] if isinstance(ff, (list, tuple)) and ff else ff)  # Gemma 3n writes one per layer
     common = dict(model_type=model_type, text_type=text_type, arch=arch, n_layer=n, n_embd=n_embd,
                   n_head=n_head, n_ctx_train=int(c["max_position_embeddings"]), rms_eps=float(c["rms_norm_eps"]),
                   tied=bool(c.get("tie_word_embeddings", True)), vocab_size=int(c["vocab_size"]))
@@ -215,6 +224,12 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
             n_kv_shared=0, n_embd_per_layer=0, n_expert=0, n_expert_used=0, n_ff_exp=0, norm_shift=fam.norm_shift,
         )
 
+    if arch == gguf.MODEL_ARCH.GEMMA3N:
+        return _gemma3n_hparams(common, c)
+
+    if c.get("use_bidirectional_attention") == "all":
+        raise ConversionError("use_bidirectional_attention='all' (text attends both ways) is not what llama.cpp's "
+                              "gemma4 graph computes (causal text, bidirectional only within an image)")
     # Gemma 4: full-layer head size and KV heads, KV sharing, MLP widths, PLE and MoE by planner/arch.py's rules
     is_swa = layer_types(c, n, fam)
     head_dim_full = a.full_head_dim(c, fam, is_swa)
@@ -241,6 +256,75 @@ def read_hparams(config: dict[str, Any]) -> GemmaHParams:
         final_softcap=c.get("final_logit_softcapping"), query_pre_attn_scalar=None, n_kv_shared=n_shared,
         n_embd_per_layer=ple, n_expert=moe[0] if moe else 0, n_expert_used=moe[1] if moe else 0,
         n_ff_exp=moe[2] if moe else 0, norm_shift=fam.norm_shift,
+    )
+
+
+# What llama.cpp (as vendored in llama-cpp-python 0.3.36) fixes for gemma3n instead of reading it from the
+# GGUF: src/models/gemma3n.cpp sets n_layer_kv_from_start = 20 (the first 20 layers store KV, later ones
+# reuse layer 18 (sliding) or 19 (full)); models.h: activation sparsity on the first 10 layers at
+# Phi^-1(0.95) = 1.6448533535003662; llama-hparams.h: laurel_rank 64, n_embd_altup 256, n_altup 4 and
+# i_altup_act 0 (the GGUF keys altup_* are written but not read). A checkpoint that differs would load
+# and compute something else, so the converter refuses it.
+GEMMA3N_ENGINE = dict(kv_from_start=20, sparse_layers=10, sparsity=0.95, laurel_rank=64, per_layer=256,
+                      altup_num_inputs=4, altup_active_idx=0)
+
+
+def _normal_icdf(p: float) -> float:
+    """Phi^-1(p) (the standard normal quantile), as llama.cpp's converter computes the sparsity scale."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p) if p > 0 else 0.0
+
+
+def _gemma3n_hparams(common: dict[str, Any], c: dict[str, Any]) -> GemmaHParams:
+    n = common["n_layer"]
+    E = GEMMA3N_ENGINE
+    is_swa = layer_types(c, n, FAMILIES["gemma3n"])
+    n_shared = int(c.get("num_kv_shared_layers") or 0)
+    problems = []
+    if (n_shared and n - n_shared != E["kv_from_start"]) or (not n_shared and n > E["kv_from_start"]):
+        problems.append(f"{n} layers with {n_shared} KV-shared (llama.cpp stores KV in exactly the first "
+                        f"{E['kv_from_start']} layers)")
+    if n > E["kv_from_start"] and not (is_swa[E["kv_from_start"] - 2] and not is_swa[E["kv_from_start"] - 1]):
+        problems.append(f"layers {E['kv_from_start'] - 2}/{E['kv_from_start'] - 1} are not sliding/full "
+                        "(llama.cpp's KV reuse assumes that)")
+    pattern = c.get("activation_sparsity_pattern")
+    if pattern is None:
+        pattern = [0.0] * n
+    elif isinstance(pattern, (int, float)):
+        pattern = [float(pattern)] * n
+    if len(pattern) != n:
+        raise ConversionError(f"config.json: activation_sparsity_pattern has {len(pattern)} entries for {n} layers")
+    expect = [E["sparsity"] if i < E["sparse_layers"] else 0.0 for i in range(n)]
+    if any(abs(float(a) - b) > 1e-6 for a, b in zip(pattern, expect)):
+        problems.append(f"activation_sparsity_pattern {pattern[:12]}... (llama.cpp applies {E['sparsity']} to the "
+                        f"first {E['sparse_layers']} layers and none after)")
+    for key, want in (("laurel_rank", "laurel_rank"), ("hidden_size_per_layer_input", "per_layer"),
+                      ("altup_num_inputs", "altup_num_inputs"), ("altup_active_idx", "altup_active_idx")):
+        if int(c.get(key) if c.get(key) is not None else -1) != E[want]:
+            problems.append(f"{key}={c.get(key)} (llama.cpp fixes {E[want]})")
+    if problems:
+        raise ConversionError("this Gemma 3n differs from what llama.cpp's gemma3n graph hard-codes, so its GGUF "
+                              "would compute something else: " + "; ".join(problems))
+    ff = c["intermediate_size"]
+    n_ff = tuple(int(x) for x in ff) if isinstance(ff, (list, tuple)) else (int(ff),) * n
+    if len(n_ff) != n:
+        raise ConversionError(f"config.json: intermediate_size has {len(n_ff)} entries for {n} layers")
+    head_dim = int(c.get("head_dim") or common["n_embd"] // common["n_head"])
+    n_kv = int(c.get("num_key_value_heads") or common["n_head"])
+    full, local = _rope(c, "full_attention"), _rope(c, "sliding_attention")
+    for kind, rp in (("full", full), ("sliding", local)):
+        if rp.get("rope_type", "default") not in ("default", None):
+            raise ConversionError(f"Gemma 3n rope type {rp.get('rope_type')!r} on {kind} layers is not supported")
+    return GemmaHParams(
+        **common, n_ff=n_ff, n_head_kv=(n_kv,) * n, head_dim=head_dim, head_dim_swa=head_dim, is_swa=tuple(is_swa),
+        sliding_window=int(c["sliding_window"]), rope_base=float(full.get("rope_theta", 1000000.0)),
+        rope_base_swa=float(local.get("rope_theta", 10000.0)), rope_scaling=None, n_rot=head_dim,
+        n_rot_swa=head_dim, rope_freqs=None, attn_softcap=None, final_softcap=c.get("final_logit_softcapping"),
+        query_pre_attn_scalar=None, n_kv_shared=n_shared, n_embd_per_layer=int(c["hidden_size_per_layer_input"]),
+        n_expert=0, n_expert_used=0, n_ff_exp=0, norm_shift=0.0,
+        altup_active_idx=int(c["altup_active_idx"]), altup_num_inputs=int(c["altup_num_inputs"]),
+        activation_sparsity_scale=tuple(_normal_icdf(float(x)) for x in pattern),
     )
 
 
@@ -300,6 +384,14 @@ def write_hparams(w: gguf.GGUFWriter, hp: GemmaHParams) -> None:
             w.add_expert_count(hp.n_expert)
             w.add_expert_used_count(hp.n_expert_used)
             w.add_expert_feed_forward_length(hp.n_ff_exp)
+    if hp.arch == gguf.MODEL_ARCH.GEMMA3N:
+        # what llama.cpp's converter writes (conversion/gemma.py Gemma3NModel); its loader reads the
+        # sliding pattern, window, bases and eps and fixes the rest (GEMMA3N_ENGINE), checked in read_hparams
+        w.add_altup_active_idx(hp.altup_active_idx)
+        w.add_altup_num_inputs(hp.altup_num_inputs)
+        w.add_embedding_length_per_layer_input(hp.n_embd_per_layer)
+        w.add_shared_kv_layers(hp.n_kv_shared)
+        w.add_activation_sparsity_scale(list(hp.activation_sparsity_scale or ()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +410,7 @@ class GemmaVocab:
     add_eos: bool = False
     chat_template: str | None = None
     source: str = ""
+    suppress_tokens: list[int] = field(default_factory=list)  # tokenizer.ggml.suppress_tokens (Gemma 4 unified)
 
 
 def _token_content(tok: Any) -> str | None:
@@ -445,6 +538,9 @@ def write_vocab(w: gguf.GGUFWriter, v: GemmaVocab) -> None:
     w.add_add_space_prefix(False)  # Gemma's SentencePiece model has no dummy prefix
     if v.chat_template:
         w.add_chat_template(v.chat_template)
+    if v.suppress_tokens:
+        # llama-vocab.cpp reads it as an INT32 array and never samples these ids
+        w.add_array("tokenizer.ggml.suppress_tokens", [int(t) for t in v.suppress_tokens])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +558,10 @@ class TensorPlan:
     offset: int = 0  # absolute byte offset of the tensor's data in `file`
     add: float = 0.0  # added to every element (Gemma 2/3 norms: +1)
     data: np.ndarray | None = None  # generated tensors (rope_freqs)
+    # several checkpoint tensors written back to back as one (Gemma 3n's AltUp projections, stacked on
+    # the first axis), or one followed by zero rows (a per-layer embedding shorter than the vocabulary)
+    parts: list["TensorPlan"] = field(default_factory=list)
+    pad_rows: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -572,6 +672,7 @@ def gguf_name(hf: str, tmap: gguf.TensorNameMap) -> str | None:
             "router.scale": f"blk.{bid}.ffn_gate_inp.scale",
             "router.per_expert_scale": f"blk.{bid}.ffn_down_exps.scale",
             "layer_scalar": f"blk.{bid}.layer_output_scale.weight",
+            "altup.correct_output_scale": f"blk.{bid}.altup_correct_scale.weight",  # Gemma 3n
         }
         if rest in special:
             return special[rest]
@@ -610,7 +711,16 @@ def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPl
         warnings.append("attn_logit_softcapping is off in config.json, but llama.cpp's gemma2 always soft-caps "
                         "attention (50.0 when the key is absent): outputs will differ from transformers'")
 
+    if hp.model_type == "gemma4_unified":
+        gen = model_dir / "generation_config.json"
+        if gen.is_file():
+            sup = json.loads(gen.read_text(encoding="utf-8")).get("suppress_tokens") or []
+            if not (isinstance(sup, list) and all(isinstance(t, int) and 0 <= t < n_vocab for t in sup)):
+                raise ConversionError(f"{gen.name}: suppress_tokens must be a list of token ids below {n_vocab}")
+            vocab.suppress_tokens = list(sup)
+
     tensors: list[TensorPlan] = []
+    stacks: dict[str, dict[int, TensorPlan]] = {}
     skipped: list[str] = []
     unknown: list[str] = []
     by_file: dict[Path, list[str]] = {}
@@ -622,6 +732,16 @@ def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPl
             text = _text_name(hf)
             if text is None:
                 skipped.append(hf)
+                continue
+            stacked = _STACKED.match(text) if hp.arch == gguf.MODEL_ARCH.GEMMA3N else None
+            if stacked:
+                dtype, shape, start, _end = header[hf]
+                if dtype not in _ST_DTYPES:
+                    raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+                gname = "altup_proj.weight" if stacked.group(1) == "altup_projections" else "altup_unembd_proj.weight"
+                stacks.setdefault(gname, {})[int(stacked.group(2))] = TensorPlan(
+                    name=gname, shape=shape, qtype=_out_type(gname, 3, outq), src=hf, file=f, src_dtype=dtype,
+                    offset=start)
                 continue
             if text.startswith("lm_head"):
                 if hp.tied:
@@ -639,6 +759,14 @@ def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPl
             if dtype not in _ST_DTYPES:
                 raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert "
                                       "(quantized checkpoints are not supported)")
+            if name == "per_layer_token_embd.weight" and hp.arch == gguf.MODEL_ARCH.GEMMA3N and shape[0] < n_vocab:
+                # Gemma 3n's per-layer table covers the text vocabulary only (vocab_size_per_layer_input);
+                # llama.cpp needs one row per token, so the image/audio token rows are zeros, as its converter pads
+                real = TensorPlan(name=name, shape=shape, qtype=_out_type(name, len(shape), outq), src=hf, file=f,
+                                  src_dtype=dtype, offset=start)
+                tensors.append(TensorPlan(name=name, shape=(n_vocab,) + shape[1:], qtype=real.qtype, src=hf,
+                                          parts=[real], pad_rows=n_vocab - shape[0]))
+                continue
             if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
                 if shape[0] < n_vocab:
                     raise ConversionError(f"{hf} has {shape[0]} rows but the tokenizer has {n_vocab} tokens")
@@ -646,6 +774,9 @@ def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPl
             add = hp.norm_shift if text.endswith("norm.weight") else 0.0
             tensors.append(TensorPlan(name=name, shape=shape, qtype=_out_type(name, len(shape), outq),
                                       src=hf, file=f, src_dtype=dtype, offset=start, add=add))
+    if stacks or hp.arch == gguf.MODEL_ARCH.GEMMA3N:
+        tensors.extend(_stack_parts(stacks, hp.altup_num_inputs))
+        tensors.extend(_gemma3n_unused_kv(hp, {t.name for t in tensors}, outq))
     if unknown:
         raise ConversionError(f"{len(unknown)} tensors have no GGUF name for {hp.arch.name.lower()}: "
                               + ", ".join(unknown[:5]))
@@ -734,6 +865,60 @@ def _chunks(t: TensorPlan, fd: int | None) -> Iterator[np.ndarray]:
             yield _f32_to_bf16(x)
 
 
+def _tensor_chunks(t: TensorPlan, fds: dict[Path, int]) -> Iterator[np.ndarray]:
+    """_chunks for a plain, stacked or zero-padded tensor."""
+    if not t.parts:
+        yield from _chunks(t, fds.get(t.file) if t.file else None)
+    for part in t.parts:
+        yield from _chunks(part, fds.get(part.file) if part.file else None)
+    if t.pad_rows:
+        np_dtype = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16,
+                    gguf.GGMLQuantizationType.BF16: np.uint16}[t.qtype]
+        per_row = int(np.prod(t.shape[1:]))
+        step = max(1, CHUNK_BYTES // (4 * per_row))
+        for r0 in range(0, t.pad_rows, step):
+            yield np.zeros(min(step, t.pad_rows - r0) * per_row, dtype=np_dtype)
+
+
+_STACKED = re.compile(r"model\.(altup_projections|altup_unembed_projections)\.(\d+)\.weight$")
+
+
+def _stack_parts(stacks: dict[str, dict[int, TensorPlan]], n_altup: int) -> list[TensorPlan]:
+    """Gemma 3n: altup_(unembed_)projections.{0..n-2} -> one [n-1, H, H] tensor, in index order."""
+    out = []
+    for name, parts in sorted(stacks.items()):
+        if sorted(parts) != list(range(n_altup - 1)):
+            raise ConversionError(f"{name}: the checkpoint has projections {sorted(parts)}, expected 0..{n_altup - 2}")
+        shapes = {p.shape for p in parts.values()}
+        if len(shapes) != 1:
+            raise ConversionError(f"{name}: the stacked projections differ in shape: {sorted(shapes)}")
+        first = parts[0]
+        out.append(TensorPlan(name=name, shape=(n_altup - 1,) + first.shape, qtype=first.qtype,
+                              src=first.src, parts=[parts[i] for i in range(n_altup - 1)]))
+    return out
+
+
+def _gemma3n_unused_kv(hp: GemmaHParams, have: set[str], outq: gguf.GGMLQuantizationType) -> list[TensorPlan]:
+    """Zero K/V projections and K norms for Gemma 3n's KV-sharing layers when the checkpoint has none.
+
+    transformers >= 5 builds no k_proj/v_proj/k_norm on layers that reuse an earlier layer's cache (the
+    original checkpoints still carry them), but llama.cpp's gemma3n loader requires them on every layer
+    (create_tensor_qkv with flag 0) and never reads them past layer n_layer_kv_from_start. Zeros keep the
+    file loadable without inventing weights that could be used."""
+    out = []
+    for il in range(GEMMA3N_ENGINE["kv_from_start"], hp.n_layer):
+        kv = hp.n_head_kv[il] * hp.head_dim
+        for name, shape in ((f"blk.{il}.attn_k.weight", (kv, hp.n_embd)), (f"blk.{il}.attn_v.weight", (kv, hp.n_embd)),
+                            (f"blk.{il}.attn_k_norm.weight", (hp.head_dim,))):
+            if name in have:
+                continue
+            qtype = _out_type(name, len(shape), outq)
+            np_dtype = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16,
+                        gguf.GGMLQuantizationType.BF16: np.uint16}[qtype]
+            out.append(TensorPlan(name=name, shape=shape, qtype=qtype, data=np.zeros(shape, dtype=np_dtype)))
+    return out
+
+
 def _check_output(out_path: Path, force: bool, need: int) -> None:
     if out_path.exists() and not force:
         raise OutputExistsError(f"{out_path} already exists")
@@ -797,12 +982,13 @@ def convert_hf_to_gguf(
         fds: dict[Path, int] = {}
         try:
             for t in plan.tensors:
-                if t.file is not None and t.file not in fds:
-                    fds[t.file] = os.open(t.file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                for src_file in [t.file] + [p.file for p in t.parts]:
+                    if src_file is not None and src_file not in fds:
+                        fds[src_file] = os.open(src_file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
                 # Same layout as GGUFWriter.write_tensor_data, but in chunks: align, data, pad.
                 writer.write_padding(fout, fout.tell())
                 written = 0
-                chunks = _chunks(t, fds.get(t.file) if t.file else None)
+                chunks = _tensor_chunks(t, fds)
                 while True:
                     try:
                         chunk = next(chunks)

@@ -49,13 +49,16 @@ class QuantizeJob:
     outtype: str  # converter output type for the intermediate (or the final file for F16/BF16/F32)
     need_bytes: int
     notes: list[str] = field(default_factory=list)
+    mmproj_path: Optional[Path] = None  # the vision projector written beside the GGUF (--vision)
+    mmproj_type: str = "f16"
 
     def describe(self) -> list[str]:
         p = self.plan
         lines = [f"model: {self.spec.name} ({self.source_kind}: {self.source})",
                  f"plan: {p.weight_format} at {p.ctx:,} tokens, KV {p.settings.type_k}/{p.settings.type_v}, "
                  f"{p.memory.total_bytes / GiB:.2f} GiB on {p.target} ({'fits' if p.fits else 'does not fit'})",
-                 f"writes: {self.gguf_path} (~{p.weight_file_bytes / GiB:.2f} GiB), manifest.json, recipe.json"]
+                 f"writes: {self.gguf_path} (~{p.weight_file_bytes / GiB:.2f} GiB), "
+                 + (f"{self.mmproj_path.name}, " if self.mmproj_path else "") + "manifest.json, recipe.json"]
         if self.intermediate:
             lines.append(f"temporary: {self.intermediate.name} ({self.outtype}, deleted at the end)")
         lines.append(f"needs {self.need_bytes / GiB:.2f} GiB free in {self.out_dir}")
@@ -159,6 +162,8 @@ def plan_job(
     target: str = "",
     force: bool = False,
     out_name: Optional[str] = None,
+    vision: Optional[bool] = None,
+    mmproj_type: str = "f16",
 ) -> QuantizeJob:
     from planner.sources import load_model
 
@@ -204,8 +209,50 @@ def plan_job(
         else:
             intermediate = out_dir / f".{spec.name}-{outtype}.gguf.tmp"
             need = p.weight_file_bytes + sum(t.n_elements for t in spec.tensors) * (4 if outtype == "f32" else 2)
+    mmproj = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force)
+    if mmproj is not None:
+        need += mmproj.weights_bytes
     need += DISK_SLACK
-    return QuantizeJob(source, kind, spec, p, hw, out_dir, gguf_path, intermediate, outtype, need, notes)
+    return QuantizeJob(source, kind, spec, p, hw, out_dir, gguf_path, intermediate, outtype, need, notes,
+                       mmproj_path=Path(mmproj.path) if mmproj else None, mmproj_type=mmproj_type)
+
+
+def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path: Path, vision: Optional[bool],
+                    mmproj_type: str, force: bool):
+    """The vision projector to write beside the GGUF: on by default when the checkpoint has a tower the writer
+    knows (Gemma 3 SigLIP, Gemma 4 vision), refused with --vision when it has none. Its weights (the
+    writer's own plan) and clip's compute buffer (measured for the released tower) join the plan."""
+    if vision is False:
+        return None
+    if kind != "hf-dir":
+        if vision:
+            raise InvalidSettingsError("--vision needs the Hugging Face checkpoint: a GGUF file holds no vision tower",
+                                       hint="pass the checkpoint directory, or drop --vision")
+        return None
+    from planner.projector import ProjectorMemory, encoder_compute_bytes, tower_for
+    from planner.search import add_projector
+    from quantize.errors import UnsupportedArchitectureError
+    from quantize.mmproj import plan_mmproj
+
+    try:
+        mp = plan_mmproj(source, mmproj_type)
+    except UnsupportedArchitectureError as e:
+        if vision:
+            raise InvalidSettingsError(f"--vision: {e}", hint="drop --vision to quantize the text model only") from None
+        return None
+    path = gguf_path.with_name(gguf_path.name[:-5] + f"-mmproj-{mmproj_type.upper()}.gguf")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists")
+    hp = mp.hparams
+    released = tower_for(spec.family, True, spec.name)
+    same = released is not None and (released.kind, released.n_embd, released.n_ff, released.image_size) == (
+        mp.projector, hp["n_embd"], hp["n_ff"], hp["image_size"])
+    pm = ProjectorMemory(kind=mp.projector, file_type=mmproj_type, weights_bytes=mp.tensor_bytes,
+                         compute_bytes=(encoder_compute_bytes(released) or 0) if same else 0,
+                         tokens_per_image=hp["tokens_per_image"], image_size=hp["image_size"],
+                         source=f"{source.name}/config.json vision_config", path=str(path))
+    add_projector(p, spec, p.settings, pm)
+    return pm
 
 
 def _source_outtype(spec: ModelSpec) -> str:
@@ -270,6 +317,14 @@ def run_job(
             quantize_gguf(job.source, built, fmt, nthreads=nthreads, imatrix=imatrix, force=True,
                           progress=lambda written: say("quantize", quantized(written)))
             say("quantize", 1.0)
+        mmproj_built = None
+        if job.mmproj_path is not None:
+            from quantize.mmproj import write_mmproj
+
+            say("mmproj", 0.0)
+            mmproj_built = staged.path(job.mmproj_path.name)
+            write_mmproj(job.source, mmproj_built, job.mmproj_type, force=True,
+                         progress=lambda done, total, name: say("mmproj", done / max(1, total)))
         if validate:
             say("validate", 0.0)
             validation = validate_gguf(job, built)
@@ -277,9 +332,11 @@ def run_job(
         else:
             validation = {"skipped": True}
         manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
+        if mmproj_built is not None:
+            manifest["mmproj"] = _mmproj_manifest(job, built, mmproj_built, validate)
         staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
         staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        staged.commit([job.gguf_path.name, "recipe.json", "manifest.json"])
+        staged.commit([job.gguf_path.name] + ([job.mmproj_path.name] if mmproj_built else []) + ["recipe.json", "manifest.json"])
     return manifest
 
 
@@ -365,6 +422,38 @@ def _inputs(job: QuantizeJob) -> list[Path]:
         return [job.source]
     keep = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors.index.json")
     return sorted(p for p in job.source.iterdir() if p.suffix == ".safetensors" or p.name in keep)
+
+
+def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool) -> dict:
+    """The projector file and, with the engine, one image encoded through it: clip's own accounting of its
+    weights and compute buffer next to the plan's."""
+    from planner.gguf_header import read_header
+    from quantize.llama_bins import mtmd_lib
+    from quantize.mmproj import encode_image, plan_mmproj
+
+    mp = plan_mmproj(job.source, job.mmproj_type)
+    planned = next((d.detail["projector"] for d in job.plan.memory.devices if "projector" in d.detail), {})
+    out = {"path": str(job.mmproj_path), "sha256": sha256_file(mmproj), "bytes": mmproj.stat().st_size,
+           "type": job.mmproj_type, "projector": mp.projector,
+           "tensor_bytes": sum(t.n_bytes for t in read_header(mmproj).tensors),
+           "predicted_weights_bytes": planned.get("weights_bytes"), "predicted_compute_bytes": planned.get("compute_bytes")}
+    if not validate:
+        out["validation"] = {"skipped": True}
+    elif mtmd_lib() is None:
+        out["validation"] = {"skipped": "llama.cpp's multimodal library is not built: python -m quantize.llama_bins --mtmd"}
+    else:
+        import numpy as np
+
+        # Gemma 3: its fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
+        side = (mp.hparams["image_size"] if mp.projector == "gemma3"
+                else 10 * mp.hparams["patch_size"] * mp.hparams["scale"])
+        rgb = ((np.arange(side * side * 3) * 37) % 251).astype(np.uint8).reshape(side, side, 3)
+        enc = encode_image(built, mmproj, rgb)
+        out["validation"] = {"image_px": side, "image_tokens": enc.image_tokens, "embd_finite": enc.embd_finite,
+                             "tokens_generated": len(enc.generated), "clip_weights_bytes": enc.clip_buffers.get("model"),
+                             "clip_compute_bytes": enc.clip_buffers.get("CPU compute"),
+                             "note": "clip logs MiB with two decimals"}
+    return out
 
 
 def build_manifest(job: QuantizeJob, validation: dict, *, imatrix: Optional[str], seconds: float,

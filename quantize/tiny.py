@@ -30,7 +30,17 @@ FAMILIES: dict[str, str] = {
     "gemma4_e": "Gemma 4 E-model, E2B-style: per-layer embeddings, KV sharing, double-wide MLP on shared layers",
     "gemma4_moe": "Gemma 4 MoE, 26B-A4B-style: routed experts plus a shared dense MLP, K=V on full layers",
     "gemma4": "Gemma 4 multimodal wrapper (Gemma4ForConditionalGeneration) around the dense text model",
+    "gemma3n_text": "Gemma 3n text (Gemma3nForCausalLM): AltUp x4, LAuReL, activation sparsity on the first 10 "
+                    "layers, per-layer embeddings, KV sharing from layer 20 (22 layers, as llama.cpp hard-codes)",
+    "gemma4_unified": "Gemma 4 12B-style unified (Gemma4UnifiedForConditionalGeneration): dense text model plus the "
+                      "encoder-free patch/waveform embedders",
 }
+
+# llama.cpp's gemma3n graph fixes these (src/models/gemma3n.cpp, llama-hparams.h, models.h): KV is stored by
+# the first 20 layers only, activation sparsity (0.95 quantile) covers the first 10, AltUp has 4 inputs and
+# the per-layer input width is 256, LAuReL rank 64. The tiny model keeps them and is just deep enough (22
+# layers) for two KV-sharing layers.
+GEMMA3N_TINY_LAYERS = 22
 
 SPECIAL_PIECES = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}  # Gemma's ids
 USER_PIECES = ["<mask>", "<start_of_turn>", "<end_of_turn>"]  # ids 4, 5, 6
@@ -100,6 +110,21 @@ def _text_defaults(family: str) -> dict[str, Any]:
         return g4 | dict(num_hidden_layers=6, swa_period=3, attention_k_eq_v=False, num_key_value_heads=1,
                          global_head_dim=256, hidden_size_per_layer_input=256, num_kv_shared_layers=3,
                          use_double_wide_mlp=True)
+    if family == "gemma3n_text":
+        n = 22
+        return common | dict(
+            num_hidden_layers=n, swa_period=5, sliding_window=16, final_logit_softcapping=30.0,
+            num_key_value_heads=1, hidden_size_per_layer_input=256, vocab_size_per_layer_input=1024,
+            laurel_rank=64, altup_num_inputs=4, altup_active_idx=0, num_kv_shared_layers=n - 20,
+            activation_sparsity_pattern=[0.95] * 10 + [0.0] * (n - 10),
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            },
+        )
+    if family == "gemma4_unified":
+        return g4 | dict(num_hidden_layers=4, swa_period=4, attention_k_eq_v=False, num_key_value_heads=1,
+                         global_head_dim=256)
     if family == "gemma4_moe":
         return g4 | dict(num_hidden_layers=4, swa_period=4, attention_k_eq_v=True, num_key_value_heads=2,
                          num_global_key_value_heads=1, global_head_dim=256, intermediate_size=256,
@@ -119,8 +144,26 @@ def _make_config(family: str, overrides: dict[str, Any]):
             kw["layer_types"] = _sliding(n, 2)
         else:
             kw["layer_types"] = _sliding(n, period or 6, force_last_full=family.startswith("gemma4"))
-    if family.startswith("gemma4") and "vocab_size_per_layer_input" not in kw:
+    if family == "gemma3n_text":
+        kw.pop("query_pre_attn_scalar", None)
+    if family.startswith("gemma4") and family != "gemma4_unified" and "vocab_size_per_layer_input" not in kw:
         kw["vocab_size_per_layer_input"] = kw["vocab_size"]
+    if family == "gemma3n_text":
+        kw["vocab_size_per_layer_input"] = kw["vocab_size"]
+        return transformers.Gemma3nTextConfig(**kw)
+    if family == "gemma4_unified":
+        for k in ("hidden_size_per_layer_input", "vocab_size_per_layer_input"):
+            kw.pop(k, None)
+        text = transformers.Gemma4UnifiedTextConfig(**kw)
+        vision = transformers.Gemma4UnifiedVisionConfig(patch_size=4, pooling_kernel_size=2,
+                                                        mm_embed_dim=64, mm_posemb_size=32,
+                                                        output_proj_dims=64)  # = mm_embed_dim: the embedder's input
+        audio = transformers.Gemma4UnifiedAudioConfig(audio_embed_dim=64)
+        v = kw["vocab_size"]
+        return transformers.Gemma4UnifiedConfig(
+            text_config=text, vision_config=vision, audio_config=audio, boi_token_id=v - 7, eoi_token_id=v - 6,
+            image_token_id=v - 5, video_token_id=v - 4, boa_token_id=v - 3, eoa_token_index=v - 2,
+            audio_token_id=v - 1)
 
     if family == "gemma2":
         return transformers.Gemma2Config(**kw)
@@ -221,10 +264,22 @@ def _randomise(model, family: str, seed: int) -> None:
     import torch
 
     g = torch.Generator().manual_seed(seed + 1)
-    gemma4 = family.startswith("gemma4")
+    gemma4 = family.startswith("gemma4") or family.startswith("gemma3n")  # x*w norms, no 1/sqrt(d) on q.k
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "vision" in name or "multi_modal" in name or "embed_vision" in name:
+            if "mm_input_projection" in name or "mm_soft_emb_norm" in name:
+                # Gemma 3's projector starts at zero (weight) and at the x*(1+0) norm: randomised, a projector
+                # file whose matrix is transposed or whose norm lacks the +1 gives other soft tokens
+                p.copy_(0.05 * torch.randn(p.shape, generator=g) if "projection" in name
+                        else 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            if "vision" in name or "multi_modal" in name or "embed_vision" in name or "embed_audio" in name:
+                continue
+            if ".altup." in name:
+                # AltUp's coefficients and output scale start at zero: without this its predict/correct
+                # mixing would be the identity and a mis-ordered coefficient matrix would go unseen.
+                scale = 1.0 if name.endswith("correct_output_scale") else 0.0
+                p.copy_(scale + 0.2 * torch.randn(p.shape, generator=g))
                 continue
             if name.endswith("norm.weight") or "layernorm" in name:
                 base = 1.0 if gemma4 else 0.0  # Gemma 4 norms are x*w, Gemma 2/3 x*(1+w)
@@ -275,9 +330,10 @@ def build_tiny_model(
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))  # initialise in the target dtype: half the memory for bf16
     try:
-        if family in ("gemma3", "gemma4"):
-            cls = getattr(transformers, "Gemma3ForConditionalGeneration" if family == "gemma3"
-                          else "Gemma4ForConditionalGeneration")
+        if family in ("gemma3", "gemma4", "gemma4_unified"):
+            cls = getattr(transformers, {"gemma3": "Gemma3ForConditionalGeneration",
+                                         "gemma4": "Gemma4ForConditionalGeneration",
+                                         "gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}[family])
             model = cls(config)
         else:
             model = transformers.AutoModelForCausalLM.from_config(config)

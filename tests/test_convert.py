@@ -94,13 +94,72 @@ def test_gemma4_e2b_kv_sharing_ple_and_double_wide_mlp():
 
 
 @pytest.mark.parametrize("config, match", [
-    (dict(model_type="gemma3n", text_config={"model_type": "gemma3n_text"}), "not supported yet"),
-    (dict(model_type="gemma4_unified"), "not supported yet"),
+    (dict(model_type="gemma"), "not supported yet"),
     (dict(model_type="llama"), "not a Gemma architecture"),
 ])
 def test_unsupported_architectures(config, match):
     with pytest.raises(UnsupportedArchitectureError, match=match):
         read_hparams(config)
+
+
+# google/gemma-3n-E2B-it text_config (the keys the converter reads)
+GEMMA3N_E2B = dict(model_type="gemma3n", text_config=dict(
+    model_type="gemma3n_text", num_hidden_layers=30, hidden_size=2048, intermediate_size=[8192] * 30,
+    num_attention_heads=8, num_key_value_heads=2, head_dim=256, vocab_size=262400, vocab_size_per_layer_input=262144,
+    hidden_size_per_layer_input=256, num_kv_shared_layers=10, laurel_rank=64, altup_num_inputs=4, altup_active_idx=0,
+    sliding_window=512, activation_sparsity_pattern=[0.95] * 10 + [0.0] * 20, max_position_embeddings=32768, rms_norm_eps=1e-6,
+    layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * 6, final_logit_softcapping=30.0,
+    rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))
+
+
+def test_gemma3n_e2b_hparams():
+    hp = read_hparams(GEMMA3N_E2B)
+    assert hp.arch == gguf.MODEL_ARCH.GEMMA3N and hp.norm_shift == 0.0
+    assert hp.n_kv_shared == 10 and hp.n_embd_per_layer == 256 and hp.n_ff == (8192,) * 30
+    assert hp.altup_num_inputs == 4 and hp.swa_layers == 24
+    assert hp.activation_sparsity_scale[:10] == pytest.approx((1.6448536,) * 10)  # Phi^-1(0.95), as models.h
+    assert hp.activation_sparsity_scale[10:] == (0.0,) * 20
+    assert (hp.rope_base, hp.rope_base_swa, hp.final_softcap) == (1e6, 1e4, 30.0)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(laurel_rank=32), "laurel_rank=32"),
+    (dict(hidden_size_per_layer_input=128), "hidden_size_per_layer_input=128"),
+    (dict(num_kv_shared_layers=12), "exactly the first 20"),
+    (dict(activation_sparsity_pattern=[0.9] * 10 + [0.0] * 20), "activation_sparsity_pattern"),
+    (dict(altup_num_inputs=2), "altup_num_inputs=2"),
+])
+def test_gemma3n_outside_what_llama_cpp_hard_codes_is_refused(change, match):
+    cfg = dict(GEMMA3N_E2B, text_config=dict(GEMMA3N_E2B["text_config"], **change))
+    with pytest.raises(ConversionError, match=match):
+        read_hparams(cfg)
+
+
+def test_gemma4_unified_is_gemma4_without_ple():
+    hp = read_hparams(dict(model_type="gemma4_unified", text_config=dict(
+        model_type="gemma4_unified_text", num_hidden_layers=6, hidden_size=3840, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=256, global_head_dim=512, layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})))
+    assert hp.arch == gguf.MODEL_ARCH.GEMMA4 and hp.n_embd_per_layer == 0 and hp.n_expert == 0
+    assert hp.head_dim == 512 and hp.head_dim_swa == 256 and hp.rope_freqs[:64] == (1.0,) * 64
+    with pytest.raises(ConversionError, match="bidirectional"):
+        read_hparams(dict(model_type="gemma4_unified", text_config=dict(
+            model_type="gemma4_unified_text", hidden_size=256, num_hidden_layers=2, use_bidirectional_attention="all")))
+
+
+def test_gemma3n_gguf_metadata_and_stacked_altup(tiny_gguf):
+    r, f = _fields(tiny_gguf("gemma3n_text"))
+    assert f["general.architecture"] == "gemma3n"
+    assert f["gemma3n.altup.num_inputs"] == 4 and f["gemma3n.altup.active_idx"] == 0
+    assert f["gemma3n.attention.shared_kv_layers"] == 2 and f["gemma3n.embedding_length_per_layer_input"] == 256
+    assert f["gemma3n.activation_sparsity_scale"][:10] == pytest.approx([1.6448536] * 10)
+    shapes = {t.name: tuple(int(x) for x in t.shape) for t in r.tensors}
+    assert shapes["altup_proj.weight"] == (256, 256, 3) and shapes["altup_unembd_proj.weight"] == (256, 256, 3)
+    assert shapes["blk.21.attn_k.weight"] == (256, 128)  # zeros llama.cpp's loader requires, never read
+    types = {t.name: t.tensor_type for t in r.tensors}
+    assert types["blk.0.altup_predict_coef.weight"] == gguf.GGMLQuantizationType.F32
 
 
 def test_attention_scale_warning_names_llama_cpp_rule():
@@ -134,7 +193,7 @@ def test_family_converts_with_every_hparam(family, tiny_model, tiny_gguf):
     plan = plan_conversion(model_dir, "f32")
     r, kv = _fields(path)
     tc = _text_config(model_dir)
-    arch = {"gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3"}.get(family, "gemma4")
+    arch = {"gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3", "gemma3n_text": "gemma3n"}.get(family, "gemma4")
     assert kv["general.architecture"] == arch
     assert len(r.tensors) == len(plan.tensors)
     assert kv[f"{arch}.block_count"] == tc["num_hidden_layers"]
@@ -336,7 +395,7 @@ def test_unwritable_output_directory(tiny_model, tmp_path):
 
 
 def test_unsupported_checkpoint_is_refused_before_reading_weights(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3n", "text_config": {}}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma", "text_config": {}}))
     with pytest.raises(UnsupportedArchitectureError, match="not supported yet"):
         convert_hf_to_gguf(tmp_path, tmp_path / "x.gguf")
 

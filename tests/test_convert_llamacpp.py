@@ -6,6 +6,18 @@ about 0.8: ggml evaluates GELU through an F16 lookup table and accumulates in a 
 measured 0.001-0.003 here; a wrong hyperparameter, a missing +1 on a norm, a mis-ordered fused
 gate/up or a wrong rope factor moves logits by 0.1 or more. Prompts are longer than the 16-token
 sliding window, so the SWA masks and the SWA/full layout are exercised.
+
+Gemma 3n is bounded at 0.1: 22 layers of AltUp predict/correct, LAuReL, GELU-gated per-layer inputs and
+the activation-sparsity cut-off (mean + 1.645 std of each row) pass ggml's F16 GELU table and its
+reduction order many more times; measured 0.057 (logit std 0.82), flat across positions (0.015-0.057 at
+every position, none jumping at the 16-token window or at the KV-sharing layers 20-21). A missing AltUp
+stack, a wrong sparsity scale or wrong KV reuse moves logits by whole units.
+
+Gemma 4 unified (12B) is compared through its text decoder (`model.language_model` + `lm_head` + final
+soft-cap), which is what the GGUF holds: 0.0014 measured. transformers 5.24's
+Gemma4UnifiedForConditionalGeneration.forward returns different logits from that same decoder for a
+text-only prompt past the sliding window (its masks are identical; the difference starts in layer 0 at
+token 16), so the wrapper is not the reference here.
 """
 
 from __future__ import annotations
@@ -23,13 +35,30 @@ TRICKY = [
 ]
 
 
+TOLERANCE = {"gemma3n_text": 0.1}
+
+
 def _hf_model(path, family):
     import torch
     import transformers
 
     cls = {"gemma3": transformers.Gemma3ForConditionalGeneration,
-           "gemma4": transformers.Gemma4ForConditionalGeneration}.get(family, transformers.AutoModelForCausalLM)
-    return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+           "gemma4": transformers.Gemma4ForConditionalGeneration,
+           "gemma4_unified": transformers.Gemma4UnifiedForConditionalGeneration}.get(
+        family, transformers.AutoModelForCausalLM)
+    model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    if family != "gemma4_unified":
+        return model
+
+    def text_decoder(input_ids):  # see the module docstring
+        hidden = model.model.language_model(input_ids=input_ids).last_hidden_state
+        logits = model.lm_head(hidden)
+        cap = model.config.get_text_config().final_logit_softcapping
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return type("Out", (), {"logits": logits})()
+
+    return text_decoder
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -47,11 +76,11 @@ def test_llama_cpp_logits_match_transformers(family, tiny_model, tiny_gguf, llam
     got = token_logits(tiny_gguf(family), ids)
     assert got.shape == ref.shape
     err = np.abs(got - ref).max()
-    assert err < 0.01, f"max |logit difference| {err:.4f} (logit std {ref.std():.3f})"
+    assert err < TOLERANCE.get(family, 0.01), f"max |logit difference| {err:.4f} (logit std {ref.std():.3f})"
     assert (got.argmax(-1) == ref.argmax(-1)).all()
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text", "gemma4_e", "gemma4_moe"])
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text", "gemma4_e", "gemma4_moe", "gemma3n_text", "gemma4_unified"])
 def test_greedy_tokens_match_transformers(family, tiny_model, tiny_gguf, llama_cpp_module):
     """load_and_measure's greedy continuation equals transformers' while the choice is clear-cut
     (top-1 beats top-2 by > 0.05 in transformers); a near-tie may legitimately break either way."""

@@ -1,6 +1,7 @@
 """`gemma-plan quantize` end to end on tiny models: plan, convert, quantize, load, measure, manifest."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,8 @@ def run(*args):
 
 
 @pytest.mark.parametrize("family,quant", [("gemma2", "Q4_K_M"), ("gemma3_text", "Q4_K_M"), ("gemma4_text", "Q5_K_M"),
-                                           ("gemma4_e", "Q8_0"), ("gemma4_moe", "auto")])
+                                           ("gemma4_e", "Q8_0"), ("gemma4_moe", "auto"), ("gemma3n_text", "Q8_0"),
+                                           ("gemma4_unified", "Q4_K_M"), ("gemma3", "Q8_0")])
 def test_quantize_end_to_end(tiny_model, llama_cpp_module, tmp_path, family, quant):
     out = tmp_path / "out"
     r = run("quantize", "--model", str(tiny_model(family)), "--target", "cpu-16gb", "--quant", quant, "--ctx", "4096",
@@ -141,3 +143,34 @@ def test_a_result_llama_cpp_cannot_load_leaves_nothing(tiny_model, llama_cpp_mod
     monkeypatch.undo()
     assert run(*args, "--no-validate").exit_code == 0  # the re-run is not refused
     assert sorted(p.name for p in out.iterdir()) == ["gemma3_text-Q8_0.gguf", "manifest.json", "recipe.json"]
+
+
+@pytest.mark.parametrize("family, tokens", [("gemma3", 4), ("gemma4", 100), ("gemma4_unified", 100)])
+def test_quantize_writes_and_runs_the_vision_projector(tiny_model, llama_cpp_module, tmp_path, family, tokens):
+    from quantize.llama_bins import mtmd_lib
+
+    if mtmd_lib() is None:
+        if os.environ.get("GEMMA_PLAN_REQUIRE_LLAMA_BINS"):  # CI builds it: a skip there would hide a failure
+            pytest.fail("libmtmd.so is not built: python -m quantize.llama_bins --mtmd")
+        pytest.skip("libmtmd.so is not built: python -m quantize.llama_bins --mtmd")
+    out = tmp_path / "out"
+    r = run("quantize", "--model", str(tiny_model(family)), "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "4096",
+            "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(r.output[r.output.index("{"):])
+    mm = manifest["mmproj"]
+    assert (out / mm["path"].split("/")[-1]).is_file() and mm["type"] == "f16"
+    assert mm["predicted_weights_bytes"] == mm["tensor_bytes"]  # the plan counts exactly the tensors written
+    v = mm["validation"]
+    assert v["image_tokens"] == tokens and v["embd_finite"] and v["tokens_generated"] == 3
+    assert abs(v["clip_weights_bytes"] - mm["tensor_bytes"]) <= 0.006 * 2**20  # clip's log: two decimals of MiB
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert "--mmproj" in json.dumps(recipe) and mm["path"].split("/")[-1] in json.dumps(recipe)
+
+
+def test_quantize_no_vision_and_text_only_vision(tiny_model, llama_cpp_module, tmp_path):
+    args = ["quantize", "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "2048", "--no-validate"]
+    assert run(*args, "--model", str(tiny_model("gemma3")), "--out", str(tmp_path / "a"), "--no-vision").exit_code == 0
+    assert not list((tmp_path / "a").glob("*mmproj*"))
+    r = run(*args, "--model", str(tiny_model("gemma3_text")), "--out", str(tmp_path / "b"), "--vision")
+    assert r.exit_code != 0 and "no vision tower" in r.output and "Traceback" not in r.output

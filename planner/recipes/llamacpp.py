@@ -77,6 +77,8 @@ def _rpc_hosts(ctx: Context) -> list:
 def _preamble(ctx: Context, port: int, rpc: bool) -> list[str]:
     """Environment defaults (fixed text; the model path is shell-quoted)."""
     lines = [f"if [ -z \"${{MODEL:-}}\" ]; then MODEL={shlex.quote(ctx.model.value)}; fi"]
+    if mmproj_path(ctx):
+        lines.append(f"if [ -z \"${{MMPROJ:-}}\" ]; then MMPROJ={shlex.quote(mmproj_path(ctx))}; fi")
     if port:
         lines += [f"if [ -z \"${{BIND_ADDRESS:-}}\" ]; then BIND_ADDRESS={SERVER_HOST}; fi",
                   f"if [ -z \"${{PORT:-}}\" ]; then PORT={port}; fi"]
@@ -86,9 +88,25 @@ def _preamble(ctx: Context, port: int, rpc: bool) -> list[str]:
     return lines
 
 
+def mmproj_path(ctx: Context) -> Optional[str]:
+    """The vision projector file when the plan loads one (--vision): the one quantize wrote, else the name
+    quantize gives it beside the model."""
+    pm = next((d.detail["projector"] for d in ctx.plan.memory.devices if "projector" in d.detail), None)
+    if pm is None:
+        return None
+    if pm.get("path"):
+        return str(pm["path"])
+    model = str(ctx.model.value)
+    stem = model[:-5] if model.endswith(".gguf") else model
+    return f"{stem}-mmproj-{str(pm.get('file_type', 'f16')).upper()}.gguf"
+
+
 def _argv(ctx: Context, program: str, script: bool) -> list[str]:
     """The command; ``script`` puts the environment variables in place of the literal values."""
     argv = [program, "-m", ShellVar("MODEL") if script else ctx.model.value, *memory_flags(ctx, program)]
+    mmproj = mmproj_path(ctx)
+    if mmproj:
+        argv += ["--mmproj", ShellVar("MMPROJ") if script else mmproj]
     if _rpc_hosts(ctx):
         argv += ["--rpc", ShellVar("RPC_SERVERS")]
     if program == "llama-server":
@@ -223,7 +241,7 @@ _VALUE_FLAGS = {
     "--flash-attn": "flash_attn", "-ngl": "n_gpu_layers", "--gpu-layers": "n_gpu_layers", "--n-gpu-layers": "n_gpu_layers",
     "-ts": "tensor_split", "--tensor-split": "tensor_split", "-ot": "override_tensor", "--override-tensor": "override_tensor",
     "-fit": "fit", "--fit": "fit", "--host": "host", "--port": "port", "--rpc": "rpc", "-lm": "load_mode",
-    "--load-mode": "load_mode",
+    "--load-mode": "load_mode", "--mmproj": "mmproj",
 }
 _BOOL_FLAGS = {"--swa-full": ("swa_full", True), "-kvu": ("kv_unified", True), "--kv-unified": ("kv_unified", True),
                "-nkvo": ("offload_kqv", False), "--no-kv-offload": ("offload_kqv", False)}
@@ -291,6 +309,9 @@ def check(recipe: Recipe, ctx: Context) -> list[str]:
                 problems.append(f"{step.argv[0]}: {key} is {got.get(key)!r}, the plan says {val!r}")
         if got.get("fit") != "off":
             problems.append(f"{step.argv[0]}: --fit is not off, so llama.cpp may change the placement")
+        if bool(got.get("mmproj")) != bool(mmproj_path(ctx)):
+            problems.append(f"{step.argv[0]}: " + ("no --mmproj, but the plan counts the vision projector" if mmproj_path(ctx)
+                                                   else "--mmproj loads a vision projector the plan does not count"))
         if _rpc_hosts(ctx) and not got.get("rpc"):
             problems.append(f"{step.argv[0]}: no --rpc, so the other hosts' share of the plan lands on this one")
         if got.get("host", SERVER_HOST) != SERVER_HOST:

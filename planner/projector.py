@@ -1,0 +1,175 @@
+"""Memory of the vision projector (mmproj) that llama.cpp-based engines load beside a Gemma GGUF.
+
+Pure arithmetic, no engine imported. Three parts, per image-capable model:
+
+* **projector weights**: the mmproj file's tensors, with the types llama.cpp's converter (and
+  ``quantize.mmproj``) gives them: 1-D tensors, norms, the patch and position embeddings F32, the input
+  projection F16, every other matrix in the file's type (F16 by default). Computed from the tower's
+  shapes, so it is exact for a file written that way (tests compare it with clip.cpp's own
+  ``model size`` log line and with ``quantize.mmproj``'s plan).
+* **encoder compute buffer**: what ``clip.cpp`` reserves for one image at the tower's input size
+  (``reserve_compute_meta: CPU compute buffer size``), measured with the engine on towers of the real
+  widths and image size (see ``ENCODER_COMPUTE``). ggml's graph allocator reuses each layer's buffers,
+  so from two encoder layers on the reservation no longer grows with depth (measured: 1 layer 103.81 MiB,
+  2 and 4 layers 121.25 MiB), and a shallow tower of the real width stands for the 27-layer one.
+* **soft tokens**: each image occupies ``tokens_per_image`` positions of the context (Gemma 3: 256, plus
+  its begin/end markers), so they count against ``n_ctx`` rather than adding memory; the text model's
+  micro-batch must hold a whole image (llama.cpp decodes an image's tokens non-causally, in one ubatch).
+
+Engines: llama.cpp (llama-server ``--mmproj``), llama-cpp-python (its mtmd chat handlers), Ollama and
+LM Studio all run the projector through the same ``tools/mtmd`` code; Ollama and LM Studio load it
+whenever the model ships one, llama.cpp and llama-cpp-python only when asked. The projector goes to the
+first GPU when one is used (mtmd's ``use_gpu`` default), else to system RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+F32, F16 = 4, 2
+Q8_0_BYTES_PER_32 = 34
+ENGINES_WITH_MMPROJ = ("llama.cpp", "llama-cpp-python", "ollama", "lmstudio")
+LOADED_BY_DEFAULT = ("ollama", "lmstudio")
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    kind: str  # clip.projector_type
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    image_size: int
+    patch_size: int
+    tokens_per_image: int
+    source: str
+    head_dim: int = 0  # gemma4v: q/k norm width
+    pos_table: int = 0  # gemma4v: rows of each of the two (x, y) position tables
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+# Gemma 3 4B/12B/27B share one SigLIP-so400m tower (google/gemma-3-*-it config.json vision_config;
+# /work/shared reference gemma_architectures.md section 1.2).
+GEMMA3_SIGLIP = VisionTower("gemma3", n_embd=1152, n_ff=4304, n_layer=27, n_head=16, image_size=896, patch_size=14,
+                            tokens_per_image=256, source="google/gemma-3-4b-it config.json vision_config")
+
+# clip.cpp's compute buffer for one image on the CPU backend with flash attention on (mtmd's default
+# "auto" turns it on there), in bytes, for a tower of two or more layers. Measured with llama-cpp-python
+# 0.3.36 + libmtmd (quantize.llama_bins --mtmd) on Gemma 3 checkpoints with the real SigLIP widths
+# (1152/4304/16 heads, 896 px, 14 px patches, 256 soft tokens) and 1 / 2 / 4 encoder layers:
+#   PYTHONPATH=. python -m quantize.mmproj_measure --layers 1 2 4
+# -> 103.81, 121.25, 121.25 MiB (the reserve_compute_meta log line, 0.01 MiB resolution).
+# Without flash attention the 16 x 4096 x 4096 F32 attention scores (1 GiB) would come on top.
+# Gemma 4 26B/31B (gemma4v): the same command with --gemma4v 16 (2 layers of the released widths, one
+# 768 px image = the 256-token warmup size clip.cpp reserves for): 157,947,002 bytes (150.63 MiB);
+# E2B/E4B's tower with --gemma4v 16 --small: 106,189,291 bytes (101.27 MiB). Keyed by (kind, width).
+ENCODER_COMPUTE: dict[tuple[str, int], int] = {("gemma3", 1152): 127_139_840, ("gemma4v", 1152): 157_947_002,
+                                               ("gemma4v", 768): 106_189_291}
+
+
+# Gemma 4 26B-A4B / 31B vision tower (gemma4v in clip.cpp): google/gemma-4-31B-it config.json vision_config
+# (reference gemma_architectures.md section 1.4: hidden 1152, inter 4304, 27 layers, 16 heads of 72) with
+# Gemma4VisionConfig's defaults for the rest (16 px patches pooled 3x3, 10240-row position tables).
+# Images are variable-sized: llama.cpp gives one 70..1120 soft tokens and reserves its compute buffer for
+# a 256-token (768 px) warmup image, which is the size planned here.
+GEMMA4_VISION_LARGE = VisionTower("gemma4v", n_embd=1152, n_ff=4304, n_layer=27, n_head=16, image_size=768, patch_size=16,
+                                  tokens_per_image=256, source="google/gemma-4-31B-it config.json vision_config",
+                                  head_dim=72, pos_table=10240)
+# Gemma 4 E2B/E4B: the smaller tower (reference gemma_architectures.md 1.4: hidden 768, inter 3072, 16 layers,
+# 12 heads, 16 px patches pooled 3x3), same clip.cpp graph and warmup size.
+GEMMA4_VISION_SMALL = VisionTower("gemma4v", n_embd=768, n_ff=3072, n_layer=16, n_head=12, image_size=768, patch_size=16,
+                                  tokens_per_image=256, source="google/gemma-4-E2B-it config.json vision_config",
+                                  head_dim=64, pos_table=10240)
+TOWERS_BY_MODEL = {"gemma-4-31b": GEMMA4_VISION_LARGE, "gemma-4-26b-a4b": GEMMA4_VISION_LARGE,
+                   "gemma-4-e2b": GEMMA4_VISION_SMALL, "gemma-4-e4b": GEMMA4_VISION_SMALL}
+
+
+def tower_for(family: str, has_vision: bool, name: str = "") -> Optional[VisionTower]:
+    """The vision tower llama.cpp's mtmd runs for this model, or None (text-only, or not modelled)."""
+    if not has_vision:
+        return None
+    if family == "gemma3":
+        return GEMMA3_SIGLIP
+    return TOWERS_BY_MODEL.get(name)
+
+
+def _q(rows: int, cols: int, t: str) -> int:
+    if t == "q8_0" and cols % 32 == 0:
+        return rows * cols // 32 * Q8_0_BYTES_PER_32
+    if t == "f32":
+        return rows * cols * F32
+    return rows * cols * F16  # f16, bf16, and q8_0's F16 fallback
+
+
+def mmproj_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str = "f16") -> int:
+    """Bytes of the mmproj tensors (no GGUF header), as quantize.mmproj writes them."""
+    if outtype not in ("f16", "bf16", "q8_0", "f32"):
+        raise ValueError(f"mmproj type {outtype!r}")
+    if tower.kind == "gemma4v":
+        return _gemma4v_weight_bytes(tower, proj_dim, outtype)
+    if tower.kind != "gemma3":
+        raise ValueError(f"projector {tower.kind!r} is not modelled")
+    E, FF = tower.n_embd, tower.n_ff
+    total = 3 * tower.patch_size ** 2 * E * F32 + E * F32  # patch embedding (F32) + bias
+    total += tower.n_patches * E * F32  # position embedding (F32)
+    per_layer = 4 * _q(E, E, outtype) + 4 * E * F32  # q, k, v, out + biases
+    per_layer += _q(FF, E, outtype) + FF * F32 + _q(E, FF, outtype) + E * F32  # ffn up/down + biases
+    per_layer += 4 * E * F32  # ln1, ln2 (weight, bias)
+    total += tower.n_layer * per_layer
+    total += 2 * E * F32  # post layer norm
+    total += E * proj_dim * F16 + E * F32  # mm.input_projection (always F16) + soft_emb_norm
+    return total
+
+
+def _gemma4v_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str) -> int:
+    """Gemma 4 vision: no biases, gated MLP, q/k RMS norms, four RMS norms per layer, a 2 x rows x E position
+    table (F32), the patch kernel F16 in an F16 file else F32, the input projection in the file's type."""
+    E, FF = tower.n_embd, tower.n_ff
+    total = 3 * tower.patch_size ** 2 * E * (F16 if outtype == "f16" else F32)
+    total += 2 * tower.pos_table * E * F32
+    per_layer = 4 * _q(E, E, outtype) + 2 * _q(FF, E, outtype) + _q(E, FF, outtype)
+    per_layer += 2 * tower.head_dim * F32 + 4 * E * F32
+    total += tower.n_layer * per_layer
+    total += _q(proj_dim, E, outtype)
+    return total
+
+
+def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
+    """clip's compute reservation for the tower's planned image, where it was measured (see ENCODER_COMPUTE)."""
+    if tower.n_layer < 2:
+        return None  # measured at depth >= 2 only
+    released = {("gemma3", 1152): GEMMA3_SIGLIP, ("gemma4v", 1152): GEMMA4_VISION_LARGE, ("gemma4v", 768): GEMMA4_VISION_SMALL}
+    ref = released.get((tower.kind, tower.n_embd))
+    if ref is None or (tower.n_ff, tower.n_head, tower.image_size, tower.patch_size) != (ref.n_ff, ref.n_head, ref.image_size, ref.patch_size):
+        return None  # measured for the released towers only
+    return ENCODER_COMPUTE.get((tower.kind, tower.n_embd))
+
+
+@dataclass
+class ProjectorMemory:
+    kind: str
+    file_type: str
+    weights_bytes: int
+    compute_bytes: int
+    tokens_per_image: int
+    image_size: int
+    source: str
+    path: Optional[str] = None  # the mmproj file, when one was written for this plan
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def projector_memory(family: str, has_vision: bool, proj_dim: int, outtype: str = "f16",
+                     name: str = "") -> Optional[ProjectorMemory]:
+    tower = tower_for(family, has_vision, name)
+    if tower is None:
+        return None
+    compute = encoder_compute_bytes(tower)
+    return ProjectorMemory(kind=tower.kind, file_type=outtype, weights_bytes=mmproj_weight_bytes(tower, proj_dim, outtype),
+                           compute_bytes=compute or 0, tokens_per_image=tower.tokens_per_image,
+                           image_size=tower.image_size, source=tower.source)

@@ -1,0 +1,587 @@
+"""The vision projector file (``mmproj``) llama.cpp's multimodal library loads next to a Gemma GGUF.
+
+Written for Gemma 3 (SigLIP, below), Gemma 4 (gemma4v, ``_plan_gemma4v``) and Gemma 4 unified (gemma4uv,
+``_plan_gemma4uv``); Gemma 3n's MobileNet tower and the audio encoders are not written.
+
+Gemma 3 4B/12B/27B carry a SigLIP vision tower and a projector (RMS-normed average pooling to
+``mm_tokens_per_image`` soft tokens, then a linear map into the text width). llama.cpp keeps them in a
+separate GGUF of architecture ``clip`` that ``tools/mtmd`` (``clip.cpp``) reads; this module writes it
+from the same Hugging Face checkpoint the text GGUF comes from, with the keys and tensor names of the
+vendored llama.cpp (llama-cpp-python 0.3.36):
+
+  * ``clip.projector_type = gemma3``, ``clip.has_vision_encoder``, ``clip.vision.{image_size, patch_size,
+    embedding_length, feed_forward_length, block_count, attention.head_count, attention.layer_norm_epsilon,
+    projection_dim, image_mean, image_std}``, ``clip.use_gelu`` and, when the tower's patch grid is not
+    4x the soft-token grid, ``clip.vision.projector.scale_factor`` (``clip.cpp`` defaults it to 4 for Gemma 3);
+  * ``v.patch_embd``, ``v.position_embd``, ``v.blk.N.{attn_q,attn_k,attn_v,attn_out,ln1,ln2,ffn_up,ffn_down}``,
+    ``v.post_ln``, ``mm.input_projection``, ``mm.soft_emb_norm`` (its Gemma ``1 + w`` folded in);
+  * types as llama.cpp's own converter chooses them (conversion/gemma.py ``Gemma3VisionModel``): 1-D tensors
+    and norms F32, the patch and position embeddings F32, the input projection F16, every other matrix in the
+    requested type (F16, BF16 or Q8_0; a Q8_0 row not a multiple of 32 falls back to F16).
+
+The SigLIP attention-pooling head (``vision_tower...head.*``) is not used by Gemma 3 and is skipped, as
+llama.cpp does. Tensors are read one at a time, so memory is bounded by the largest tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gguf
+import numpy as np
+
+from .convert import _ST_DTYPES, _bf16_to_f32, _f32_to_bf16, _read_at, checkpoint_files, safetensors_header
+from .errors import ConversionError, OutputExistsError, UnsupportedArchitectureError
+
+log = logging.getLogger(__name__)
+
+Q = gguf.GGMLQuantizationType
+MMPROJ_TYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
+    "f16": (gguf.LlamaFileType.MOSTLY_F16, Q.F16),
+    "bf16": (gguf.LlamaFileType.MOSTLY_BF16, Q.BF16),
+    "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, Q.Q8_0),
+}
+# Gemma3ImageProcessor's defaults (SigLIP normalisation), used when preprocessor_config.json is absent
+GEMMA3_IMAGE_MEAN = (0.5, 0.5, 0.5)
+GEMMA3_IMAGE_STD = (0.5, 0.5, 0.5)
+GEMMA3_DEFAULT_SCALE = 4  # clip.cpp: hparams.n_merge = 4 for PROJECTOR_TYPE_GEMMA3 unless the key says otherwise
+
+# HF prefixes of the Gemma 3 vision tower across transformers versions -> the name gguf's map knows
+_TOWER_PREFIXES = ("model.vision_tower.vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
+                   "vision_tower.")
+_PROJ_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
+
+
+@dataclass
+class ProjTensor:
+    name: str
+    shape: tuple[int, ...]  # numpy order
+    qtype: gguf.GGMLQuantizationType
+    src: str
+    file: Path
+    src_dtype: str
+    offset: int
+    add: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        if self.qtype == Q.Q8_0:
+            block, size = gguf.GGML_QUANT_SIZES[Q.Q8_0]
+            return int(np.prod(self.shape[:-1])) * (self.shape[-1] // block) * size
+        return int(np.prod(self.shape)) * (4 if self.qtype == Q.F32 else 2)
+
+
+@dataclass
+class MmprojPlan:
+    model_dir: Path
+    outtype: str
+    projector: str  # clip.projector_type
+    hparams: dict[str, Any]
+    tensors: list[ProjTensor]
+    skipped: list[str]
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def params(self) -> int:
+        return sum(int(np.prod(t.shape)) for t in self.tensors)
+
+
+def _hf_name(hf: str) -> str | None:
+    """A Gemma 3 tower/projector name in the form gguf's MMPROJ map reads; None for other tensors."""
+    for p in _TOWER_PREFIXES:
+        if hf.startswith(p):
+            rest = hf[len(p):]
+            return None if rest.startswith("head.") else "vision_tower.vision_model." + rest
+    for p in _PROJ_PREFIXES:
+        if hf.startswith(p):
+            return "multi_modal_projector." + hf[len(p):].replace("_weight", ".weight")
+    return None
+
+
+def _mmproj_type(name: str, shape: tuple[int, ...], outq: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
+    if len(shape) <= 1 or name.endswith(("_norm.weight", ".bias")) or ".ln" in name or name.startswith("v.post_ln"):
+        return Q.F32
+    if name in ("v.patch_embd.weight", "v.position_embd.weight"):
+        return Q.F32
+    if name == "mm.input_projection.weight":
+        return Q.F16
+    if outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
+        return Q.F16
+    return outq
+
+
+def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
+    """Read config.json and safetensors headers; decide every mmproj key and tensor. No tensor data is read."""
+    model_dir = Path(model_dir)
+    if outtype not in MMPROJ_TYPES:
+        raise ConversionError(f"mmproj type must be one of {', '.join(MMPROJ_TYPES)}, got {outtype!r}")
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ConversionError(f"{model_dir} has no config.json")
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    mt = config.get("model_type")
+    if mt == "gemma4" and config.get("vision_config"):
+        return _plan_gemma4v(model_dir, config, outtype)
+    if mt == "gemma4_unified" and config.get("vision_config"):
+        return _plan_gemma4uv(model_dir, config, outtype)
+    if mt != "gemma3":
+        raise UnsupportedArchitectureError(
+            f"model_type {mt!r}: the projector writer covers Gemma 3's SigLIP tower (model_type gemma3); "
+            + ("a text-only checkpoint has no vision tower" if mt in ("gemma3_text", "gemma2", "gemma4_text", "gemma3n_text")
+               else "and Gemma 4's (gemma4, gemma4_unified); Gemma 3n's MobileNet tower is not written yet"))
+    vc = config.get("vision_config") or {}
+    tc = config.get("text_config") or {}
+    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
+    missing = [k for k in need if not isinstance(vc.get(k), int) or vc.get(k) <= 0]
+    if missing:
+        raise ConversionError(f"config.json: vision_config lacks positive integers for {', '.join(missing)}")
+    n_embd_text = int(tc.get("hidden_size") or 2560)
+    pre: dict[str, Any] = {}
+    if (model_dir / "preprocessor_config.json").is_file():
+        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    tokens = int(pre.get("image_seq_length") or config.get("mm_tokens_per_image") or 256)
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ConversionError(f"mm_tokens_per_image={tokens} is not a square; Gemma 3 pools to a square grid")
+    grid = vc["image_size"] // vc["patch_size"]
+    if grid % side:
+        raise ConversionError(f"the {grid}x{grid} patch grid does not pool evenly to {side}x{side} soft tokens")
+    hp = dict(image_size=vc["image_size"], patch_size=vc["patch_size"], n_embd=vc["hidden_size"],
+              n_ff=vc["intermediate_size"], n_layer=vc["num_hidden_layers"], n_head=vc["num_attention_heads"],
+              eps=float(vc.get("layer_norm_eps") or 1e-6), proj_dim=n_embd_text, scale=grid // side,
+              tokens_per_image=tokens, image_mean=list(pre.get("image_mean") or GEMMA3_IMAGE_MEAN),
+              image_std=list(pre.get("image_std") or GEMMA3_IMAGE_STD))
+
+    outq = MMPROJ_TYPES[outtype][1]
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, hp["n_layer"])
+    tensors, skipped, unknown = [], [], []
+    by_file: dict[Path, list[str]] = {}
+    for k, f in checkpoint_files(model_dir).items():
+        by_file.setdefault(f, []).append(k)
+    for f, keys in by_file.items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            norm = _hf_name(hf)
+            if norm is None:
+                if hf.startswith(_TOWER_PREFIXES):
+                    skipped.append(hf)
+                continue
+            name = tmap.get_name(norm, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                unknown.append(hf)
+                continue
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            add = 1.0 if name == "mm.soft_emb_norm.weight" else 0.0  # Gemma3RMSNorm: x * (1 + w)
+            tensors.append(ProjTensor(name, shape, _mmproj_type(name, shape, outq), hf, f, dtype, start, add))
+    if unknown:
+        raise ConversionError(f"{len(unknown)} vision tensors have no mmproj name: {', '.join(unknown[:5])}")
+    names = {t.name for t in tensors}
+    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight", "mm.soft_emb_norm.weight"):
+        if required not in names:
+            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 3 vision checkpoint?)")
+    tensors.sort(key=lambda t: (0 if not t.name.startswith("v.blk.") else 1,
+                                int(t.name.split(".")[2]) if t.name.startswith("v.blk.") else 0, t.name))
+    return MmprojPlan(model_dir, outtype, "gemma3", hp, tensors, skipped)
+
+
+GEMMA4V_SCALAR_SUFFIXES = (".input_max", ".input_min", ".output_max", ".output_min")
+
+
+def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str) -> MmprojPlan:
+    """Gemma 4's vision tower (gemma4v): what llama.cpp's Gemma4VisionAudioModel writes for vision.
+
+    Renames model.vision_tower.encoder.* -> v.blk.*, the patch embedder's [n_embd, p*p*3] (HWC) matrix to a
+    [n_embd, 3, p, p] convolution kernel, keeps the 2-D position table F32, and carries the clippable
+    linears' input/output bounds as 1-element F32 tensors."""
+    vc = config["vision_config"]
+    tc = config.get("text_config") or {}
+    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size")
+    missing = [k for k in need if not isinstance(vc.get(k), int) or vc.get(k) <= 0]
+    if missing:
+        raise ConversionError(f"config.json: vision_config lacks positive integers for {', '.join(missing)}")
+    pre: dict[str, Any] = {}
+    if (model_dir / "preprocessor_config.json").is_file():
+        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    hp = dict(image_size=224, patch_size=vc["patch_size"], n_embd=vc["hidden_size"], n_ff=vc["intermediate_size"],
+              n_layer=vc["num_hidden_layers"], n_head=vc["num_attention_heads"], eps=float(vc.get("rms_norm_eps") or 1e-6),
+              proj_dim=int(tc.get("hidden_size") or 0), scale=int(vc.get("pooling_kernel_size") or 3),
+              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
+              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
+    if hp["proj_dim"] <= 0:
+        raise ConversionError("config.json: text_config.hidden_size is missing")
+    outq = MMPROJ_TYPES[outtype][1]
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, hp["n_layer"])
+    tensors, skipped, unknown = [], [], []
+    by_file: dict[Path, list[str]] = {}
+    for k, f in checkpoint_files(model_dir).items():
+        by_file.setdefault(f, []).append(k)
+    for f, keys in by_file.items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            if not hf.startswith(("model.vision_tower.", "model.embed_vision.")):
+                continue
+            n = hf.replace("model.vision_tower.encoder.", "vision_model.model.").replace(".linear.weight", ".weight")
+            if n.endswith(("layer_scalar", "position_embedding_table")):
+                n += ".weight"
+            name = tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
+            if name is None:
+                unknown.append(hf)
+                continue
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            shape = shape or (1,)  # scalars become 1-element tensors
+            reorder = None
+            if name == "v.patch_embd.weight":
+                e, k3 = shape
+                p = math.isqrt(k3 // 3)
+                if 3 * p * p != k3:
+                    raise ConversionError(f"{hf}: {k3} columns is not 3 x patch^2")
+                shape, reorder = (e, 3, p, p), ("hwc_to_chw", p)
+            if name == "v.position_embd.weight" or name.endswith(GEMMA4V_SCALAR_SUFFIXES) or len(shape) <= 1:
+                qtype = Q.F32
+            elif name == "v.patch_embd.weight":
+                qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+            elif name.endswith("_norm.weight") or name.endswith(".bias"):
+                qtype = Q.F32
+            elif outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
+                qtype = Q.F16
+            else:
+                qtype = outq  # unlike Gemma 3, llama.cpp does not force Gemma 4's input projection to F16
+            t = ProjTensor(name, shape, qtype, hf, f, dtype, start)
+            t.reorder = reorder  # type: ignore[attr-defined]
+            tensors.append(t)
+    if unknown:
+        raise ConversionError(f"{len(unknown)} vision tensors have no mmproj name: {', '.join(unknown[:5])}")
+    names = {t.name for t in tensors}
+    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight"):
+        if required not in names:
+            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 vision checkpoint?)")
+    tensors.sort(key=lambda t: (0 if not t.name.startswith("v.blk.") else 1,
+                                int(t.name.split(".")[2]) if t.name.startswith("v.blk.") else 0, t.name))
+    return MmprojPlan(model_dir, outtype, "gemma4v", hp, tensors, skipped)
+
+
+def _hwc_to_chw(p: int) -> np.ndarray:
+    """Column order that puts an HWC-flattened patch (HF) in ggml im2col's CHW order (llama.cpp's converter)."""
+    i = np.arange(p * p * 3)
+    ch, row, col = i // (p * p), (i % (p * p)) // p, i % p
+    return row * p * 3 + col * 3 + ch
+
+
+_G4UV = {"patch_dense.weight": "v.patch_embd.weight", "patch_dense.bias": "v.patch_embd.bias",
+         "patch_ln1.weight": "v.patch_norm.1.weight", "patch_ln1.bias": "v.patch_norm.1.bias",
+         "patch_ln2.weight": "v.patch_norm.2.weight", "patch_ln2.bias": "v.patch_norm.2.bias",
+         "pos_norm.weight": "v.patch_norm.3.weight", "pos_norm.bias": "v.patch_norm.3.bias",
+         "pos_embedding": "v.position_embd.weight"}
+
+
+def _plan_gemma4uv(model_dir: Path, config: dict[str, Any], outtype: str) -> MmprojPlan:
+    """Gemma 4 unified (12B)'s encoder-free vision embedder (gemma4uv): LayerNorm -> dense -> LayerNorm on
+    raw merged patches, a factorised 2-D position table and a final projection, as llama.cpp's
+    Gemma4UnifiedVisionAudioModel writes them (patch columns and the first norm reordered HWC -> CHW, the
+    position table transposed to [2, rows, E]). The audio embedder is not written."""
+    vc = config["vision_config"]
+    tc = config.get("text_config") or {}
+    patch, pool = int(vc.get("patch_size") or 16), int(vc.get("pooling_kernel_size") or 3)
+    p = patch * pool
+    pre: dict[str, Any] = {}
+    if (model_dir / "preprocessor_config.json").is_file():
+        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    hp = dict(image_size=224, patch_size=patch, n_embd=int(vc.get("mm_embed_dim") or 3840), n_ff=0, n_layer=0, n_head=0,
+              eps=float(vc.get("rms_norm_eps") or 1e-6), proj_dim=int(tc.get("hidden_size") or 0), scale=pool,
+              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
+              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
+    if hp["proj_dim"] <= 0:
+        raise ConversionError("config.json: text_config.hidden_size is missing")
+    outq = MMPROJ_TYPES[outtype][1]
+    tensors = []
+    for f, keys in _by_file(model_dir).items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            if hf.startswith("model.vision_embedder."):
+                name = _G4UV.get(hf[len("model.vision_embedder."):])
+            elif hf == "model.embed_vision.embedding_projection.weight":
+                name = "mm.input_projection.weight"
+            else:
+                continue
+            if name is None:
+                raise ConversionError(f"{hf} has no mmproj name")
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            reorder = None
+            if name == "v.patch_embd.weight":
+                if shape[1] != p * p * 3:
+                    raise ConversionError(f"{hf}: {shape[1]} columns, expected {p}x{p}x3 for the merged patch")
+                reorder = ("cols", _hwc_to_chw(p))
+                qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+            elif name == "v.patch_norm.1.weight" or name == "v.patch_norm.1.bias":
+                reorder, qtype = ("rows", _hwc_to_chw(p)), Q.F32
+            elif name == "v.position_embd.weight":
+                reorder, shape = ("permute102", None), (shape[1], shape[0], shape[2])
+                qtype = Q.F16 if outq == Q.Q8_0 and shape[-1] % 32 else outq
+            elif len(shape) <= 1:
+                qtype = Q.F32
+            else:
+                qtype = Q.F16 if outq == Q.Q8_0 and shape[-1] % 32 else outq
+            t = ProjTensor(name, tuple(shape), qtype, hf, f, dtype, start)
+            t.reorder = reorder  # type: ignore[attr-defined]
+            tensors.append(t)
+    names = {t.name for t in tensors}
+    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight", "v.patch_norm.3.weight"):
+        if required not in names:
+            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 unified checkpoint?)")
+    tensors.sort(key=lambda t: t.name)
+    return MmprojPlan(model_dir, outtype, "gemma4uv", hp, tensors, [])
+
+
+def _by_file(model_dir: Path) -> dict[Path, list[str]]:
+    out: dict[Path, list[str]] = {}
+    for k, f in checkpoint_files(model_dir).items():
+        out.setdefault(f, []).append(k)
+    return out
+
+
+def _load(t: ProjTensor, fd: int) -> np.ndarray:
+    src = _ST_DTYPES[t.src_dtype]
+    n = int(np.prod(t.shape)) * src.itemsize
+    buf = _read_at(fd, n, t.offset)
+    if len(buf) != n:
+        raise ConversionError(f"{t.src}: short read from {t.file.name} (file truncated?)")
+    raw = np.frombuffer(buf, dtype=src)
+    x = _bf16_to_f32(raw) if t.src_dtype == "BF16" else raw.astype(np.float32)
+    if t.add:
+        x = x + np.float32(t.add)
+    reorder = getattr(t, "reorder", None)
+    if reorder and reorder[0] == "hwc_to_chw":
+        p = reorder[1]
+        x = x.reshape(t.shape[0], p, p, 3).transpose(0, 3, 1, 2)
+    elif reorder and reorder[0] == "cols":
+        x = x.reshape(t.shape)[:, reorder[1]]
+    elif reorder and reorder[0] == "rows":
+        x = x.reshape(t.shape)[reorder[1]]
+    elif reorder and reorder[0] == "permute102":
+        x = x.reshape(t.shape[1], t.shape[0], t.shape[2]).transpose(1, 0, 2)
+    x = np.ascontiguousarray(x.reshape(t.shape))
+    if t.qtype == Q.F32:
+        return x
+    if t.qtype == Q.F16:
+        out = x.astype(np.float16)
+        if np.isinf(out).any() and not np.isinf(x).any():
+            raise ConversionError(f"{t.src} overflows float16; write the projector as bf16")
+        return out
+    if t.qtype == Q.BF16:
+        return _f32_to_bf16(x)
+    return gguf.quants.quantize(x, Q.Q8_0)
+
+
+def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f16", force: bool = False,
+                 progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """Write the Gemma 3 vision projector GGUF; returns out_path. Leaves no partial file behind."""
+    out_path = Path(out_path)
+    if out_path.exists() and not force:
+        raise OutputExistsError(f"{out_path} already exists")
+    plan = plan_mmproj(model_dir, outtype)
+    hp = plan.hparams
+    from planner.outputs import place, temp_name
+
+    tmp = temp_name(out_path.parent, out_path.name, ".partial")
+    w = gguf.GGUFWriter(tmp, "clip")
+    try:
+        w.add_type(gguf.GGUFType.MMPROJ)
+        w.add_name(plan.model_dir.name + "-mmproj")
+        w.add_file_type(int(MMPROJ_TYPES[outtype][0]))
+        w.add_clip_has_vision_encoder(True)
+        if plan.projector in ("gemma4v", "gemma4uv"):
+            w.add_clip_vision_projector_type(plan.projector)  # as llama.cpp's Gemma4(Unified)VisionAudioModel
+        else:
+            w.add_clip_projector_type(plan.projector)
+        w.add_vision_projection_dim(hp["proj_dim"])
+        w.add_vision_image_size(hp["image_size"])
+        w.add_vision_patch_size(hp["patch_size"])
+        w.add_vision_embedding_length(hp["n_embd"])
+        w.add_vision_feed_forward_length(hp["n_ff"])
+        w.add_vision_block_count(hp["n_layer"])
+        w.add_vision_head_count(hp["n_head"])
+        w.add_vision_image_mean(hp["image_mean"])
+        w.add_vision_image_std(hp["image_std"])
+        w.add_vision_attention_layernorm_eps(hp["eps"])
+        if plan.projector == "gemma3":
+            w.add_vision_use_gelu(True)
+            if hp["scale"] != GEMMA3_DEFAULT_SCALE:
+                w.add_vision_projector_scale_factor(hp["scale"])
+        elif hp["scale"] != 3:  # clip.cpp: n_merge = 3 (pooling_kernel_size) for gemma4v unless the key says otherwise
+            w.add_vision_projector_scale_factor(hp["scale"])
+        for t in plan.tensors:
+            if t.qtype == Q.Q8_0:
+                shape = gguf.quant_shape_to_byte_shape(t.shape, Q.Q8_0)
+                w.add_tensor_info(t.name, shape, np.dtype(np.uint8), t.nbytes, raw_dtype=Q.Q8_0)
+            else:
+                np_dtype = {Q.F32: np.float32, Q.F16: np.float16, Q.BF16: np.uint16}[t.qtype]
+                w.add_tensor_info(t.name, t.shape, np.dtype(np_dtype), t.nbytes,
+                                  raw_dtype=Q.BF16 if t.qtype == Q.BF16 else None)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        fout = w.fout[0]  # type: ignore[index]
+        done = 0
+        fds: dict[Path, int] = {}
+        try:
+            for t in plan.tensors:
+                if t.file not in fds:
+                    fds[t.file] = os.open(t.file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                data = _load(t, fds[t.file])
+                if data.nbytes != t.nbytes:
+                    raise ConversionError(f"{t.name}: {data.nbytes} bytes, planned {t.nbytes}")
+                w.write_padding(fout, fout.tell())
+                data.tofile(fout)
+                w.write_padding(fout, data.nbytes)
+                done += data.nbytes
+                if progress:
+                    progress(done, plan.tensor_bytes, t.name)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        w.close()
+        place(tmp, out_path, overwrite=force)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# proof with the engine: llama-cpp-python + the libmtmd.so built by quantize.llama_bins --mtmd
+
+
+@dataclass
+class ImageEncode:
+    """What llama.cpp's multimodal library did with one image."""
+
+    image_tokens: int  # soft tokens the image occupies in the context
+    n_embd: int  # width of each soft token (the text model's)
+    embd_finite: bool
+    embd_std: float
+    embd: np.ndarray  # (image_tokens, n_embd) as the encoder produced them
+    clip_buffers: dict[str, int]  # clip's own log: "model" (weights), "<backend> compute" -> bytes (0.01 MiB steps)
+    generated: list[int]
+    log: str
+
+
+def _mtmd_module():
+    """llama_cpp.mtmd_cpp loaded with the libmtmd.so built for the pinned llama-cpp-python."""
+    from .llama_bins import mtmd_lib
+
+    lib = mtmd_lib()
+    if lib is None:
+        raise ConversionError("llama.cpp's multimodal library is not built: run `python -m quantize.llama_bins --mtmd`")
+    os.environ.setdefault("MTMD_CPP_LIB", str(lib.parent))
+    import llama_cpp.mtmd_cpp as mtmd_cpp  # noqa: E402  (reads MTMD_CPP_LIB at import)
+
+    return mtmd_cpp
+
+
+# clip.cpp's own log lines (load_hparams / reserve_compute_meta), two decimals of MiB
+_CLIP_MODEL = __import__("re").compile(r"load_hparams: model size:\s+([\d.]+) MiB")
+_CLIP_COMPUTE = __import__("re").compile(r"reserve_compute_meta:\s+(\w+) compute buffer size =\s+([\d.]+) MiB")
+
+
+def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, prompt: str = "Describe: ",
+                 n_ctx: int = 512, n_tokens: int = 3) -> ImageEncode:
+    """Load the text GGUF and the projector with llama.cpp, put one image (H x W x 3 uint8) in a prompt,
+    encode it, decode the whole prompt and generate n_tokens greedily."""
+    import ctypes
+
+    import llama_cpp
+
+    mtmd_cpp = _mtmd_module()
+    img = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ConversionError(f"image must be H x W x 3 uint8, got shape {img.shape}")
+    chunks_log: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def capture(level, text, user_data):  # noqa: ARG001
+        chunks_log.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_log_set(capture, ctypes.c_void_p(0))
+    llm = llama_cpp.Llama(str(text_gguf), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_gpu_layers=0, verbose=False)
+    mctx = None
+    chunks = None
+    bitmap = None
+    try:
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = False
+        params.n_threads = max(1, min(4, os.cpu_count() or 1))
+        params.print_timings = False
+        mctx = mtmd_cpp.mtmd_init_from_file(str(mmproj).encode(), llm.model, params)
+        if not mctx:
+            raise ConversionError(f"llama.cpp could not load {Path(mmproj).name}: {''.join(chunks_log)[-600:]}")
+        if not mtmd_cpp.mtmd_support_vision(mctx):
+            raise ConversionError(f"{Path(mmproj).name} loaded but reports no vision support")
+        h, w = img.shape[:2]
+        bitmap = mtmd_cpp.mtmd_bitmap_init(w, h, (ctypes.c_uint8 * img.nbytes).from_buffer_copy(img.tobytes()))
+        marker = mtmd_cpp.mtmd_default_marker().decode()
+        text = f"{prompt}{marker}\n".encode()
+        inp = mtmd_cpp.mtmd_input_text()
+        inp.text, inp.text_len, inp.add_special, inp.parse_special = text, len(text), True, True
+        chunks = mtmd_cpp.mtmd_input_chunks_init()
+        arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
+        rc = mtmd_cpp.mtmd_tokenize(mctx, chunks, ctypes.byref(inp), arr, 1)
+        if rc != 0:
+            raise ConversionError(f"mtmd_tokenize failed ({rc})")
+        image_tokens, n_embd, finite, std, emb = 0, 0, False, 0.0, np.zeros(0, np.float32)
+        for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
+            ch = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
+            if mtmd_cpp.mtmd_input_chunk_get_type(ch) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                image_tokens = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(ch))
+                if mtmd_cpp.mtmd_encode_chunk(mctx, ch) != 0:
+                    raise ConversionError("mtmd_encode_chunk failed")
+                n_embd = int(llama_cpp.llama_model_n_embd(llm.model))
+                out = mtmd_cpp.mtmd_get_output_embd(mctx)
+                emb = np.ctypeslib.as_array(out, shape=(image_tokens * n_embd,)).copy()
+                finite, std = bool(np.isfinite(emb).all()), float(emb.std())
+        if not image_tokens:
+            raise ConversionError("the prompt produced no image chunk")
+        n_past = llama_cpp.llama_pos(0)
+        rc = mtmd_cpp.mtmd_helper_eval_chunks(mctx, llm.ctx, chunks, 0, 0, n_ctx, True, ctypes.byref(n_past))
+        if rc != 0:
+            raise ConversionError(f"evaluating the prompt with the image failed ({rc})")
+        generated: list[int] = []
+        pos = n_past.value
+        n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
+        for _ in range(n_tokens):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            tok = int(logits.argmax())
+            generated.append(tok)
+            batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(tok), 1)
+            if llama_cpp.llama_decode(llm.ctx, batch) != 0:
+                raise ConversionError("decoding after the image failed")
+            pos += 1
+        log = "".join(chunks_log)
+        bufs = {"model": int(float(m.group(1)) * 2**20) for m in _CLIP_MODEL.finditer(log)}
+        bufs.update({f"{m.group(1)} compute": int(float(m.group(2)) * 2**20) for m in _CLIP_COMPUTE.finditer(log)})
+        return ImageEncode(image_tokens, n_embd, finite, std, emb.reshape(image_tokens, n_embd), bufs, generated, log)
+    finally:
+        if chunks is not None:
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
+        if bitmap is not None:
+            mtmd_cpp.mtmd_bitmap_free(bitmap)
+        if mctx:
+            mtmd_cpp.mtmd_free(mctx)
+        llm.close()
+        llama_cpp.llama_log_set(llama_cpp.llama_log_callback(0), ctypes.c_void_p(0))

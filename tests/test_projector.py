@@ -1,0 +1,102 @@
+"""The planner's vision projector memory (planner/projector.py) and the --vision flag."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.projector import ENCODER_COMPUTE, GEMMA3_SIGLIP, mmproj_weight_bytes
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_gemma3_weights_match_the_published_mmproj():
+    # google/gemma-3-4b-it's mmproj F16 file is 851,251,424 bytes (reference gemma_architectures.md 1.2):
+    # the tensors account for all but the GGUF header and metadata
+    w = mmproj_weight_bytes(GEMMA3_SIGLIP, 2560, "f16")
+    assert 0 < 851_251_424 - w < 64 * 1024
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    pytest.importorskip("torch")
+    from quantize.mmproj import plan_mmproj
+
+    tower = dataclasses.replace(GEMMA3_SIGLIP, n_embd=64, n_ff=128, n_layer=1, n_head=2, image_size=28)
+    assert mmproj_weight_bytes(tower, 256, outtype) == plan_mmproj(tiny_model("gemma3"), outtype).tensor_bytes
+
+
+def _plan(*extra):
+    r = run("estimate", "--model", "gemma-3-27b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192", "--json", *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)["plan"]
+
+
+def test_vision_flag_puts_the_projector_on_the_gpu():
+    off, on = _plan(), _plan("--vision")
+    gpu_off, gpu_on = off["memory"]["devices"][0], on["memory"]["devices"][0]
+    pm = gpu_on["detail"]["projector"]
+    assert pm["compute_bytes"] == ENCODER_COMPUTE[("gemma3", 1152)] and pm["tokens_per_image"] == 256
+    assert gpu_on["projector_bytes"] == pm["weights_bytes"] + pm["compute_bytes"]
+    assert gpu_on["total_bytes"] - gpu_off["total_bytes"] == gpu_on["projector_bytes"]
+    assert gpu_off["projector_bytes"] == 0 and any("separate mmproj" in n for n in off["notes"])
+    assert any("256 tokens" in n for n in on["notes"])
+    assert _plan("--no-vision")["memory"]["devices"][0]["projector_bytes"] == 0
+
+
+def test_vision_on_a_text_only_model_changes_nothing():
+    r = run("estimate", "--model", "gemma-3-1b", "--quant", "Q8_0", "--target", "rtx4090", "--ctx", "4096", "--vision", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["plan"]["memory"]["devices"][0]["projector_bytes"] == 0
+
+
+@pytest.mark.parametrize("model, target, says", [
+    ("gemma-3-270m", "pixel-9", "text only (gemma-3-270m has no vision or audio tower)"),
+    ("gemma-3n-e2b", "pixel-9", "vision ~300M, audio ~300M params) are not counted"),
+    ("gemma-3-270m", "galaxy-s24", "text only (gemma-3-270m has no vision or audio tower)"),
+    ("gemma-4-e2b", "pixel-9", "vision ~150M, audio ~300M params) are not counted"),
+    ("gemma-3n-e4b", "pixel-9", "text only is planned (vision ~300M, audio ~300M params not loaded; the vision projector"),
+])
+def test_phone_plans_state_the_modalities(model, target, says):
+    r = run("recommend", "--model", model, "--target", target, "--json")
+    assert r.exit_code == 0, r.output
+    notes = [n for n in json.loads(r.output)["plan"]["notes"] if n.startswith("modalities:")]
+    assert len(notes) == 1 and says in notes[0], notes
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_gemma4_vision_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    pytest.importorskip("torch")
+    from planner.projector import GEMMA4_VISION_LARGE
+    from quantize.mmproj import plan_mmproj
+
+    tower = dataclasses.replace(GEMMA4_VISION_LARGE, n_embd=64, n_ff=128, n_layer=1, n_head=2, head_dim=32, pos_table=64)
+    assert mmproj_weight_bytes(tower, 256, outtype) == plan_mmproj(tiny_model("gemma4"), outtype).tensor_bytes
+
+
+def test_gemma4_31b_vision_plan():
+    r = run("estimate", "--model", "gemma-4-31b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192", "--vision", "--json")
+    assert r.exit_code == 0, r.output
+    pm = json.loads(r.output)["plan"]["memory"]["devices"][0]["detail"]["projector"]
+    assert pm["kind"] == "gemma4v" and pm["compute_bytes"] == ENCODER_COMPUTE[("gemma4v", 1152)]
+    assert 1.0 * 2**30 < pm["weights_bytes"] < 1.2 * 2**30  # ~550M params, mostly F16
+
+
+def test_gemma4_e2b_vision_plan_on_a_phone_with_llama_cpp():
+    """E2B with --vision planned for llama.cpp on a Pixel 9: the smaller gemma4v tower's weights and compute
+    (measured at its widths) join the plan, and the modalities line says vision is planned, audio is not."""
+    from planner.projector import GEMMA4_VISION_SMALL
+
+    r = run("recommend", "--model", "gemma-4-e2b", "--target", "pixel-9", "--engine", "llama.cpp", "--vision", "--json")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.output)["plan"]
+    pm = next(d["detail"]["projector"] for d in plan["memory"]["devices"] if "projector" in d["detail"])
+    assert pm["compute_bytes"] == ENCODER_COMPUTE[("gemma4v", 768)]
+    assert pm["weights_bytes"] == mmproj_weight_bytes(GEMMA4_VISION_SMALL, 1536, "f16")
+    line = next(n for n in plan["notes"] if n.startswith("modalities:"))
+    assert "text + vision planned" in line and "audio ~300M params not planned" in line
