@@ -68,6 +68,10 @@ def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str])
 
         hw = detect_hardware()
         note = f"planning for this machine ({hw.name}, detected): free memory now, with the safety margin"
+        from profiles.llama_bench import apply_measured
+
+        if apply_measured(hw):
+            note += "; speed from this machine's llama.cpp rates measured by detect --bench"
     else:
         from profiles.targets import load_target
 
@@ -670,24 +674,29 @@ def bench():
 
 
 @bench.command("speed")
-@click.option("--rows", "rows_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format")
+@click.option("--rows", "rows_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format; repeat to score several files")
+@click.option("--split", type=click.Choice(["all", "fit", "held-out"]), default="all", show_default=True,
+              help="score only the rows of this split (a row's 'split' field, else planner.speed.row_split)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def bench_speed(rows_file, as_json):
+def bench_speed(rows_files, split, as_json):
     """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
     from planner import report
     from planner.speed import check_rows, score_rows
 
-    try:
-        with open(rows_file, "rb") as f:
-            data = json.loads(f.read(B.MAX_JSON_BYTES + 1))
-    except (ValueError, RecursionError) as exc:
-        raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
-    rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
-    check_rows(rows, rows_file)
-    result = score_rows(rows)
+    all_rows: list = []
+    for rows_file in rows_files:
+        try:
+            with open(rows_file, "rb") as f:
+                data = json.loads(f.read(B.MAX_JSON_BYTES + 1))
+        except (ValueError, RecursionError) as exc:
+            raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
+        rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
+        check_rows(rows, rows_file)
+        all_rows += rows
+    result = score_rows(all_rows, split=split)
     if as_json:
         _emit(result)
     else:

@@ -302,6 +302,18 @@ class SpeedEstimate:
     efficiency: float
     basis: str  # how it was calibrated
     expected_error: str
+    # added with the two-limit model (docs/json.md): ranges from the held-out error table, decode at the
+    # plan's full context, what bound decode, which basis ("published" constants or this machine "measured")
+    decode_range_tokens_per_s: list = field(default_factory=list)  # [low, high]
+    prefill_range_tokens_per_s: list = field(default_factory=list)
+    decode_depth_tokens: int = 0  # the depth decode_tokens_per_s is quoted at
+    decode_at_context_tokens_per_s: float = 0.0  # with the KV cache full: context_tokens deep
+    context_tokens: int = 0  # per slot
+    decode_bound: str = ""  # memory, arithmetic, measured or cap
+    basis_kind: str = ""  # published or measured
+    speed_class: str = ""  # the efficiency class of speed.json decode used (the device reading the most bytes)
+    prefill_class: str = ""  # the class of the device(s) running the prompt's matmuls
+    capped_by: list = field(default_factory=list)  # why a rate was lowered to a published best
 
     def to_dict(self) -> dict:
         return asdict(self)
