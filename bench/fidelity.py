@@ -98,7 +98,7 @@ def part_arch(hw: Hardware, work: Path, quick: bool, log) -> list[dict]:
     return rows
 
 
-from planner.slices import reduced_config as _reduced_config, width_spec  # noqa: E402,F401  (shared with detect --bench)
+from quantize.slices import reduced_config as _reduced_config, width_spec  # noqa: E402,F401  (shared with detect --bench)
 
 
 def write_width_gguf(entry: dict, path: Path, n_layers: int) -> Path:

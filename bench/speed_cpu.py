@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from profiles import llama_bench as LB  # noqa: E402
+from quantize import llama_bench as LB  # noqa: E402
 
 KERNEL_FTYPES = ["Q4_K_M", "Q8_0", "Q4_0", "Q6_K", "Q5_K_M", "F16"]
 BENCH_MODEL = "gemma-3-4b"  # detect --bench measures slices of the model the plans are for (2 and 8 layers)
@@ -64,7 +64,7 @@ def check(args) -> None:
     import psutil
 
     from planner.catalog import resolve_entry
-    from planner.slices import write_slice_gguf
+    from quantize.slices import write_slice_gguf
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.time()

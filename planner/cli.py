@@ -68,7 +68,7 @@ def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str])
 
         hw = detect_hardware()
         note = f"planning for this machine ({hw.name}, detected): free memory now, with the safety margin"
-        from profiles.llama_bench import apply_measured
+        from profiles.speed_basis import apply_measured
 
         if apply_measured(hw):
             note += "; speed from this machine's llama.cpp rates measured by detect --bench"

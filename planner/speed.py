@@ -80,7 +80,7 @@ class Part:
     backend: str = ""
     arith_bytes_per_s: Optional[float] = None  # dequantize-and-multiply rate (None: not limiting)
     flops: Optional[float] = None  # FLOP/s for prefill before the class efficiency
-    measured: Optional[dict] = None  # this machine's llama.cpp rates (profiles.llama_bench.SpeedBasis)
+    measured: Optional[dict] = None  # this machine's llama.cpp rates (quantize.llama_bench.SpeedBasis)
     output_bytes: float = 0.0  # of weight_bytes, the output matrix (measured basis times it apart)
     attn_flops: float = 0.0  # attention FLOPs per prompt token at the prompt's depth
     name: str = ""  # the device as the memory breakdown names it ("CPU", "RTX 4090" ...)

@@ -145,7 +145,7 @@ def test_saved_target_keeps_the_measurement(tmp_path, monkeypatch):
 
 
 def test_auto_reuses_only_this_machines_measurement(tmp_path):
-    from profiles.llama_bench import apply_measured, save_measured
+    from profiles.speed_basis import apply_measured, save_measured
 
     basis = {"ftype": "Q4_K_M", "model": "gemma-3-1b", "threads": 2, "layer_decode_bytes_per_s": 4e9,
              "output_decode_bytes_per_s": 8e9, "prefill_flops_per_s": 1e11}
@@ -186,7 +186,7 @@ def test_slice_gguf_is_what_the_planner_counts(tmp_path):
     llama_cpp = pytest.importorskip("llama_cpp")
     from planner.catalog import resolve_entry
     from planner.formats import weight_bytes
-    from planner.slices import write_slice_gguf
+    from quantize.slices import write_slice_gguf
 
     entry, _ = resolve_entry("gemma-3-270m")
     path, spec = write_slice_gguf(entry, "Q4_K_M", tmp_path / "s.gguf", 3)
@@ -202,12 +202,13 @@ def test_slice_gguf_is_what_the_planner_counts(tmp_path):
 @pytest.mark.slow
 def test_detect_bench_measures_llamacpp(monkeypatch, tmp_path):
     pytest.importorskip("llama_cpp")
-    from profiles import llama_bench as LB
+    from profiles import speed_basis as SB
+    from quantize import llama_bench as LB
 
     monkeypatch.setattr(LB, "REPEATS", 1)
     monkeypatch.setattr(LB, "PROMPT", 32)
     monkeypatch.setattr(LB, "DECODE", 4)
-    monkeypatch.setattr(LB, "cache_path", lambda: tmp_path / "speed_basis.json")
+    monkeypatch.setattr(SB, "cache_path", lambda: tmp_path / "speed_basis.json")
     r = CliRunner().invoke(main, ["detect", "--bench", "--bench-model", "gemma-3-270m", "--bench-quant", "Q4_0", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output[r.output.index("{"):])

@@ -58,7 +58,7 @@ def detect(as_json: bool, bench: bool, bench_model: Optional[str], bench_quant: 
 
 def _speed_bench_plan(model: Optional[str], quant: Optional[str]):
     """Check --bench-model / --bench-quant before any measuring: (model, ftypes)."""
-    from profiles.llama_bench import BENCH_FTYPES, DEFAULT_FTYPES, DEFAULT_MODEL
+    from quantize.llama_bench import BENCH_FTYPES, DEFAULT_FTYPES, DEFAULT_MODEL
 
     ftypes = tuple(q.strip().upper() for q in quant.split(",") if q.strip()) if quant else DEFAULT_FTYPES
     bad = [f for f in ftypes if f not in BENCH_FTYPES]
@@ -88,7 +88,8 @@ def _speed_bench(report, plan) -> str:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from profiles.llama_bench import default_threads, run_speed_bench, save_measured
+    from profiles.speed_basis import save_measured
+    from quantize.llama_bench import default_threads, run_speed_bench
 
     hw = report.hardware
     model, ftypes = plan

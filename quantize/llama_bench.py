@@ -1,6 +1,6 @@
 """This machine's llama.cpp CPU speed, measured on real-width slices of a Gemma model.
 
-For each file type, two zero-weight slices of the model (``planner.slices``: the real hidden size, heads,
+For each file type, two zero-weight slices of the model (``quantize.slices``: the real hidden size, heads,
 FFN and 262k-entry output matrix, with ``LAYERS[0]`` and ``LAYERS[1]`` layers) are loaded in
 llama-cpp-python on the CPU with the thread count llama.cpp's CLI uses (the physical cores), and a
 prompt of ``PROMPT`` tokens then ``DECODE`` single tokens are timed, ``REPEATS`` times, the slices
@@ -15,6 +15,7 @@ fixed cost. From these come the rates the speed model uses in place of published
 
 Timings are medians (of the prompts, and of every decoded token); the load average before and after is recorded, since another
 process on the same cores slows every number down. Needs the [gguf] extra (llama-cpp-python, numpy).
+The rates are kept for ``--target auto`` by ``profiles.speed_basis``.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _layer_and_output_bytes(spec, ftype: str) -> tuple[float, float, float]:
 
 def measure_ftype(entry: dict, ftype: str, threads: int, work: Path,
                   tick: Optional[Callable[[], None]] = None, repeats: Optional[int] = None) -> SpeedBasis:
-    from planner.slices import write_slice_gguf
+    from quantize.slices import write_slice_gguf
 
     load = [_loadavg()]
     written = [write_slice_gguf(entry, ftype, work / f"slice-{n}.gguf", n) for n in LAYERS]
@@ -199,66 +200,3 @@ def run_speed_bench(model: str = DEFAULT_MODEL, ftypes=DEFAULT_FTYPES, threads: 
         for f in ftypes:
             out.append(measure_ftype(entry, f, threads, Path(tmp), tick=tick, repeats=repeats))
     return out
-
-
-# --------------------------------------------------------------------------- kept for --target auto
-
-CACHE_NAME = "speed_basis.json"
-
-
-def cache_path() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gemma-plan")) / CACHE_NAME
-
-
-def machine_key(hw) -> str:
-    """What a measurement belongs to: the CPU and its core counts (another machine never reuses it)."""
-    return f"{hw.cpu.name}|{hw.cpu.cores_physical}|{hw.cpu.cores_logical}|{hw.cpu.arch}"
-
-
-def save_measured(hw, path: Optional[Path] = None) -> Path:
-    """Keep this machine's measured rates (and measured RAM bandwidth) for ``--target auto``."""
-    import json
-
-    path = path or cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"machine": machine_key(hw), "speed_basis": list(hw.speed_basis),
-            "ram_bandwidth_bytes_per_s": hw.ram_bandwidth_bytes_per_s if hw.ram_bandwidth_source == "measured" else None}
-    fd, tmp = tempfile.mkstemp(prefix=".speed_basis.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-    return path
-
-
-def apply_measured(hw, path: Optional[Path] = None) -> bool:
-    """Give a detected ``hw`` the rates ``detect --bench`` measured on this same machine; False if none."""
-    import json
-
-    path = path or cache_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict) or data.get("machine") != machine_key(hw):
-        return False
-    basis = [b for b in data.get("speed_basis") or [] if isinstance(b, dict) and _valid_basis(b)]
-    if not basis:
-        return False
-    hw.speed_basis = basis
-    bw = data.get("ram_bandwidth_bytes_per_s")
-    if isinstance(bw, (int, float)) and 1e6 < bw < 1e14 and hw.ram_bandwidth_source != "measured":
-        hw.ram_bandwidth_bytes_per_s, hw.ram_bandwidth_source = int(bw), "measured"
-    return True
-
-
-def _valid_basis(b: dict) -> bool:
-    import math
-
-    try:
-        return (isinstance(b.get("ftype"), str) and isinstance(b.get("threads"), int) and b["threads"] > 0
-                and all(isinstance(b.get(k), (int, float)) and math.isfinite(b[k]) and 0 < b[k] < 1e16
-                        for k in ("layer_decode_bytes_per_s", "output_decode_bytes_per_s", "prefill_flops_per_s")))
-    except (TypeError, KeyError):
-        return False
