@@ -26,12 +26,11 @@ from planner.search import recommend, require_fit
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
-from quantize.files import sha256_file
+from quantize.files import MANIFEST_SCHEMA, sha256_file
 
 from profiles.units import GiB
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
 DISK_SLACK = 256 << 20
-MANIFEST_SCHEMA = "gemma-plan.manifest/1"
 
 
 @dataclass
@@ -209,7 +208,7 @@ def plan_job(
         else:
             intermediate = out_dir / f".{spec.name}-{outtype}.gguf.tmp"
             need = p.weight_file_bytes + sum(t.n_elements for t in spec.tensors) * (4 if outtype == "f32" else 2)
-    mmproj = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force)
+    mmproj, p = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force)
     if mmproj is not None:
         need += mmproj.weights_bytes
     need += DISK_SLACK
@@ -221,14 +220,15 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
                     mmproj_type: str, force: bool):
     """The vision projector to write beside the GGUF: on by default when the checkpoint has a tower the writer
     knows (Gemma 3 SigLIP, Gemma 4 vision), refused with --vision when it has none. Its weights (the
-    writer's own plan) and clip's compute buffer (measured for the released tower) join the plan."""
+    writer's own plan) and clip's compute buffer (measured for the released tower) join the plan. Returns (the
+    projector or None, the plan with it)."""
     if vision is False:
-        return None
+        return None, p
     if kind != "hf-dir":
         if vision:
             raise InvalidSettingsError("--vision needs the Hugging Face checkpoint: a GGUF file holds no vision tower",
                                        hint="pass the checkpoint directory, or drop --vision")
-        return None
+        return None, p
     from planner.projector import ProjectorMemory, encoder_compute_bytes, tower_for
     from planner.search import add_projector
     from quantize.errors import UnsupportedArchitectureError
@@ -239,7 +239,7 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
     except UnsupportedArchitectureError as e:
         if vision:
             raise InvalidSettingsError(f"--vision: {e}", hint="drop --vision to quantize the text model only") from None
-        return None
+        return None, p
     path = gguf_path.with_name(gguf_path.name[:-5] + f"-mmproj-{mmproj_type.upper()}.gguf")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists")
@@ -251,8 +251,7 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
                          compute_bytes=(encoder_compute_bytes(released) or 0) if same else 0,
                          tokens_per_image=hp["tokens_per_image"], image_size=hp["image_size"],
                          source=f"{source.name}/config.json vision_config", path=str(path))
-    add_projector(p, spec, p.settings, pm)
-    return pm
+    return pm, add_projector(p, spec, p.settings, pm)
 
 
 def _source_outtype(spec: ModelSpec) -> str:
@@ -334,7 +333,7 @@ def run_job(
         manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
         if mmproj_built is not None:
             manifest["mmproj"] = _mmproj_manifest(job, built, mmproj_built, validate)
-        staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
+        staged.write("recipe.json", json.dumps(job_recipe_document(job), indent=2, ensure_ascii=False) + "\n")
         staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         staged.commit([job.gguf_path.name] + ([job.mmproj_path.name] if mmproj_built else []) + ["recipe.json", "manifest.json"])
     return manifest
@@ -367,7 +366,7 @@ def validate_gguf(job: QuantizeJob, built: Optional[Path] = None) -> dict:
     gguf_path = built or job.gguf_path
     spec, _ = load_model(str(gguf_path))
     local = Hardware("validation host", [], 1 << 50, CPU(flags=_cpu_flags()))
-    predicted = make_plan(spec, parse_format(job.plan.weight_format, "llama.cpp"), s, local, margin=0).memory
+    predicted = make_plan(spec, job.plan.fmt, s, local, margin=0).memory
     m = load_and_measure(
         gguf_path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
         flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, swa_full=s.swa_full, n_gpu_layers=0,
@@ -499,7 +498,7 @@ def _versions() -> dict:
     return out
 
 
-def build_recipe(job: QuantizeJob) -> dict:
+def job_recipe_document(job: QuantizeJob) -> dict:
     """Launch recipes for this artifact, rendered from the same plan (planner.recipes)."""
     from planner.recipes import recipe_document
 
