@@ -129,3 +129,16 @@ def test_vllm_kv_read_uses_the_model_dtype_or_one_byte_for_fp8():
     spec, _ = _plan_on("h100", "gemma-3-1b", "bf16", "vllm", n_ctx=8192)
     assert got["auto"] == weight_bytes(spec, parse_format("bf16", "vllm")) + KV_1B
     assert got["auto"] - got["fp8"] == KV_1B // 2
+
+
+def test_moe_decode_takes_the_moe_factor(monkeypatch):
+    # MoE decode reaches a smaller share of the ceiling than a dense model reading the same bytes (router,
+    # scattered expert reads): the estimate is the dense-rule time divided by speed.moe_factor() (< 1)
+    import planner.speed as speed
+
+    factor = speed.moe_factor()
+    assert 0 < factor < 1
+    _, moe = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    monkeypatch.setattr(speed, "moe_factor", lambda: 1.0)
+    _, dense_rule = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    assert moe.speed.decode_tokens_per_s == pytest.approx(dense_rule.speed.decode_tokens_per_s * factor, abs=0.011)
