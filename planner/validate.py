@@ -98,6 +98,9 @@ _SETTINGS_BOUNDS = {"n_ctx": (1, B.MAX_CTX), "n_parallel": (1, B.MAX_PARALLEL), 
                     "n_ubatch": (1, B.MAX_UBATCH), "n_gpu_layers": (-1, B.MAX_LAYERS + 1),
                     "tensor_parallel": (1, B.MAX_DEVICES), "pipeline_parallel": (1, B.MAX_DEVICES),
                     "max_num_seqs": (1, 1 << 20), "max_num_batched_tokens": (1, B.MAX_CTX), "n_outputs_max": (0, B.MAX_CTX)}
+# every byte count a device holds (DeviceMemory's *_bytes fields), so a part added there is checked here too
+_DEVICE_PARTS = tuple(f.name for f in dataclasses.fields(DeviceMemory)
+                      if f.name.endswith("_bytes") and f.name not in ("budget_bytes", "capacity_bytes"))
 _SETTINGS_FLAGS = ("flash_attn", "swa_full", "kv_unified", "offload_kqv", "experts_on_cpu", "use_mmap", "enforce_eager")
 
 
@@ -140,7 +143,7 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
         raise B.BoundsError(src, "plan.memory.devices", devices, f"is not a list of at most {B.MAX_DEVICES + 1} devices", fix)
     for i, dev in enumerate(devices):
         obj(dev, f"plan.memory.devices[{i}]")
-        for key in ("weights_bytes", "kv_bytes", "compute_bytes", "output_bytes", "overhead_bytes"):
+        for key in _DEVICE_PARTS:
             B.check_int(src, f"plan.memory.devices[{i}].{key}", dev.get(key, 0), 0, B.MAX_MEMORY, fix)
         for key in ("budget_bytes", "capacity_bytes"):  # None: no limit recorded
             B.opt_int(src, f"plan.memory.devices[{i}].{key}", dev.get(key), -B.MAX_MEMORY, B.MAX_MEMORY, fix)
