@@ -51,6 +51,7 @@ class QuantizeJob:
     notes: list[str] = field(default_factory=list)
     mmproj_path: Optional[Path] = None  # the vision projector written beside the GGUF (--vision)
     mmproj_type: str = "f16"
+    mmproj_audio: bool = False  # also write the audio encoder into the projector (Gemma 4 E2B/E4B's gemma4a)
 
     def describe(self) -> list[str]:
         p = self.plan
@@ -235,7 +236,7 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
     from quantize.mmproj import plan_mmproj
 
     try:
-        mp = plan_mmproj(source, mmproj_type)
+        mp = plan_mmproj(source, mmproj_type, audio=False)  # the vision projector the plan counts
     except UnsupportedArchitectureError as e:
         if vision:
             raise InvalidSettingsError(f"--vision: {e}", hint="drop --vision to quantize the text model only") from None
@@ -323,7 +324,7 @@ def run_job(
 
             say("mmproj", 0.0)
             mmproj_built = staged.path(job.mmproj_path.name)
-            write_mmproj(job.source, mmproj_built, job.mmproj_type, force=True,
+            write_mmproj(job.source, mmproj_built, job.mmproj_type, force=True, audio=job.mmproj_audio,
                          progress=lambda done, total, name: say("mmproj", done / max(1, total)))
         if validate:
             say("validate", 0.0)
@@ -431,7 +432,7 @@ def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool
     from quantize.llama_bins import mtmd_lib
     from quantize.mmproj import encode_image, plan_mmproj
 
-    mp = plan_mmproj(job.source, job.mmproj_type)
+    mp = plan_mmproj(job.source, job.mmproj_type, audio=job.mmproj_audio)
     planned = next((d.detail["projector"] for d in job.plan.memory.devices if "projector" in d.detail), {})
     out = {"path": str(job.mmproj_path), "sha256": sha256_file(mmproj), "bytes": mmproj.stat().st_size,
            "type": job.mmproj_type, "projector": mp.projector,

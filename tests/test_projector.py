@@ -100,3 +100,18 @@ def test_gemma4_e2b_vision_plan_on_a_phone_with_llama_cpp():
     assert pm["weights_bytes"] == mmproj_weight_bytes(GEMMA4_VISION_SMALL, 1536, "f16")
     line = next(n for n in plan["notes"] if n.startswith("modalities:"))
     assert "text + vision planned" in line and "audio ~300M params not planned" in line
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_gemma4_audio_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    """The E2B/E4B conformer's bytes from its shapes equal the audio tensors quantize.mmproj writes."""
+    pytest.importorskip("torch")
+    from planner.projector import GEMMA4_AUDIO, audio_weight_bytes
+    from quantize.mmproj import plan_mmproj
+
+    tower = dataclasses.replace(GEMMA4_AUDIO, n_embd=64, n_layer=1, n_head=2, conv_channels=(128, 8), out_dim=48)
+    plan = plan_mmproj(tiny_model("gemma4_audio"), outtype)
+    audio = sum(t.nbytes for t in plan.tensors if t.name.startswith(("a.", "mm.a.")))
+    assert audio > 0 and audio_weight_bytes(tower, 256, outtype) == audio
+    vision_only = plan_mmproj(tiny_model("gemma4_audio"), outtype, audio=False)
+    assert plan.tensor_bytes - vision_only.tensor_bytes == audio
