@@ -513,13 +513,15 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 @click.option("--engine", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="GPTQ: engine to plan for")
 @click.option("--vision/--no-vision", "vision", default=None,
               help="GGUF: also write the vision projector (mmproj) beside the model; default: when the checkpoint has one")
+@click.option("--audio/--no-audio", "audio", default=None,
+              help="GGUF: also write Gemma 4 E2B/E4B's audio encoder into the projector; default: when the checkpoint has one")
 @click.option("--mmproj-type", type=click.Choice(["f16", "bf16", "q8_0"]), default="f16", show_default=True,
               help="type of the projector's matrices")
 @click.option("--no-validate", is_flag=True, help="skip loading and measuring the result")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 def quantize(model, from_recipe, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits,
-             group_size, calib, engine, vision, mmproj_type, no_validate, force, as_json):
+             group_size, calib, engine, vision, mmproj_type, audio, no_validate, force, as_json):
     """Produce the artifact that fits the target, then load it and measure it."""
     from pathlib import Path
 
@@ -559,7 +561,7 @@ def quantize(model, from_recipe, target, fmt, quant, ctx, parallel, kv_type, vra
 
         job = plan_job(model, hw, quant=quant, ctx=n_ctx, ctx_max=is_max, parallel=parallel, kv=kv, out_dir=Path(out_dir),
                        margin=_margin(margin), target=target or hw.name, force=force, out_name=out_name, vision=vision,
-                       mmproj_type=mmproj_type)
+                       mmproj_type=mmproj_type, audio=audio)
         run = run_job
     for line in job.describe():
         console.print(line)

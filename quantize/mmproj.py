@@ -572,7 +572,7 @@ class ImageEncode:
     embd_finite: bool
     embd_std: float
     embd: np.ndarray  # (image_tokens, n_embd) as the encoder produced them
-    clip_buffers: dict[str, int]  # clip's own log: "model" (weights), "<backend> compute" -> bytes (0.01 MiB steps)
+    clip_buffers: dict[str, int]  # clip's own log: "model" (the whole file), "<backend> compute", "audio <backend> compute" -> bytes (0.01 MiB steps)
     generated: list[int]
     log: str
 
@@ -592,6 +592,7 @@ def _mtmd_module():
 
 # clip.cpp's own log lines (load_hparams / reserve_compute_meta), two decimals of MiB
 _CLIP_MODEL = __import__("re").compile(r"load_hparams: model size:\s+([\d.]+) MiB")
+_CLIP_WARMUP = __import__("re").compile(r"warmup with (image|audio) size")
 _CLIP_COMPUTE = __import__("re").compile(r"reserve_compute_meta:\s+(\w+) compute buffer size =\s+([\d.]+) MiB")
 
 
@@ -694,7 +695,15 @@ def _encode(text_gguf: str | Path, mmproj: str | Path, media: np.ndarray, kind: 
             pos += 1
         log = "".join(chunks_log)
         bufs = {"model": int(float(m.group(1)) * 2**20) for m in _CLIP_MODEL.finditer(log)}
-        bufs.update({f"{m.group(1)} compute": int(float(m.group(2)) * 2**20) for m in _CLIP_COMPUTE.finditer(log)})
+        # a file with both encoders logs one reservation each, after its "warmup with image/audio size" line:
+        # the image encoder's keep their plain key, the audio encoder's are prefixed "audio "
+        modality = "image"
+        for line in log.splitlines():
+            if _CLIP_WARMUP.search(line):
+                modality = _CLIP_WARMUP.search(line).group(1)
+            m = _CLIP_COMPUTE.search(line)
+            if m:
+                bufs[("audio " if modality == "audio" else "") + f"{m.group(1)} compute"] = int(float(m.group(2)) * 2**20)
         return ImageEncode(image_tokens, n_embd, finite, std, emb.reshape(image_tokens, n_embd), bufs, generated, log)
     finally:
         if chunks is not None:

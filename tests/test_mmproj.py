@@ -168,6 +168,8 @@ def test_gemma4_audio_projector_encodes_like_transformers(outtype, bound, tiny_m
     pcm = _clip()
     enc = encode_audio(tiny_gguf("gemma4_audio", outtype="f16"), path, pcm)
     assert enc.image_tokens == 25 and enc.n_embd == 256 and enc.embd_finite and len(enc.generated) == 3
+    # both encoders loaded: the vision one reserves first, the audio one for its 3000-frame warmup clip
+    assert enc.clip_buffers["CPU compute"] < 50 * 2**20 < enc.clip_buffers["audio CPU compute"]
     feats = transformers.Gemma4AudioFeatureExtractor()([pcm], sampling_rate=16000, return_tensors="pt")
     m = transformers.Gemma4ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
