@@ -98,46 +98,7 @@ def part_arch(hw: Hardware, work: Path, quick: bool, log) -> list[dict]:
     return rows
 
 
-def _reduced_config(entry: dict, n_layers: int) -> dict:
-    """The catalog entry as an HF text config with the real widths and only a few layers (S..F pattern kept)."""
-    family = entry["family"]
-    cfg = {k: v for k, v in entry.items() if not isinstance(v, (list, dict)) or k in ("moe",)}
-    types = entry["layer_types"]
-    # the first layers plus the first full layer, so both caches exist
-    first_full = types.index("F")
-    keep = sorted(set(range(n_layers - 1)) | {first_full})[:n_layers]
-    lt = "".join(types[i] for i in keep)
-    if "F" not in lt:
-        lt = lt[:-1] + "F"
-    cfg.update(num_hidden_layers=len(lt), layer_types=["full_attention" if c == "F" else "sliding_attention" for c in lt],
-               rms_norm_eps=1e-6, tie_word_embeddings=True, model_type={"gemma2": "gemma2", "gemma3": "gemma3_text",
-                                                                        "gemma4": "gemma4_text"}[family])
-    ff = entry["intermediate_size"]
-    cfg["intermediate_size"] = ff[0] if isinstance(ff, list) else ff
-    if entry.get("num_kv_shared_layers"):
-        # llama.cpp maps a shared layer to the last KV layer of its kind (n_kv_from_start - 1 full, - 2 sliding),
-        # so the KV-storing layers must end "S F", as the real models' do
-        lt = "SF" * (n_layers // 2)
-        cfg["layer_types"] = ["full_attention" if c == "F" else "sliding_attention" for c in lt]
-        cfg["num_hidden_layers"] = len(lt)
-        cfg["num_kv_shared_layers"] = len(lt) - 2
-    if family == "gemma4" and entry.get("moe"):
-        mo = entry["moe"]
-        cfg.update(num_experts=mo["num_experts"], top_k_experts=mo["top_k_experts"],
-                   moe_intermediate_size=mo["moe_intermediate_size"], enable_moe_block=True)
-    cfg.pop("moe", None)
-    cfg.setdefault("hidden_size_per_layer_input", 0)  # Gemma4TextConfig would default it to 256
-    return cfg
-
-
-def width_spec(entry: dict, n_layers: int):
-    """(HF text config, planner ModelSpec) of a catalog model at its real widths with n_layers layers."""
-    from planner.catalog import spec_from_config
-
-    cfg = _reduced_config(entry, n_layers)
-    spec = spec_from_config(dict(cfg, layer_types="".join("F" if t.startswith("full") else "S" for t in cfg["layer_types"])),
-                            name=entry["name"], source="bench")
-    return cfg, spec
+from quantize.slices import reduced_config as _reduced_config, width_spec  # noqa: E402,F401  (shared with detect --bench)
 
 
 def write_width_gguf(entry: dict, path: Path, n_layers: int) -> Path:
@@ -280,17 +241,9 @@ def write_markdown(path: Path, summary: list[dict], rows: list[dict], command: s
               "Memory against context per KV type (stacked weights, KV, compute; the device's usable memory as a line):", ""]
     lines += [f"![{m} on {t}](memory_{m}_{t}.png)" for m, t, _ in PLOT_CASES] + [""]
     lines += _compute_section(rows)
-    speed = [r for r in rows if r["part"] == "speed"]
-    if speed:
-        lines += ["## Speed on this machine's CPU", "",
-                  "llama.cpp (llama-cpp-python 0.3.36, CPU) on real-width 2-layer Q4_K_M models; prediction from "
-                  "`planner.speed.estimate_speed` with this machine's RAM bandwidth measured by `gemma-plan detect --bench`.", "",
-                  "| model | RAM GB/s | decode measured | decode predicted | prefill measured | prefill predicted |", "|---|---|---|---|---|---|"]
-        for r in speed:
-            lines.append(f"| {r['model']} | {r['ram_bandwidth_gb_s']} ({r['bandwidth_source']}) | {r['measured_tg_tps']} | "
-                         f"{r['predicted_tg_tps']} | {r['measured_pp_tps']} | {r['predicted_pp_tps']} |")
-        lines.append("")
-    lines += _published_speed_section()
+    from bench.speed_fit import markdown_section as speed_section  # bench/speed_fit.py and bench/speed_cpu.py
+
+    lines += speed_section()
     from bench.mlx_memory import markdown_section  # MLX's rows, measured by bench/mlx_memory.py
 
     lines += markdown_section()
@@ -344,26 +297,6 @@ def _compute_section(rows: list[dict]) -> list[str]:
                          f"fa {'on' if s['flash_attn'] else 'off'}, swa_full {'on' if s['swa_full'] else 'off'}, ub {s['n_ubatch']} | "
                          f"{_b(p)} | {_b(m)} | {(p - m) / m * 100:+.1f}% |")
         lines.append("")
-    return lines
-
-
-def _published_speed_section() -> list[str]:
-    from planner.speed import score_rows
-
-    data = json.loads((ROOT / "bench/data/calibration_rows.json").read_text())
-    res = score_rows(data["rows"])
-    lines = ["## Speed against published measurements", "",
-             "`gemma-plan bench speed --rows bench/data/calibration_rows.json`: absolute error of predicted decode "
-             "tokens/s. In-sample: the per-class efficiencies are the medians of these same rows, so this shows the "
-             "spread around the medians, not out-of-sample accuracy.", "",
-             "| class | rows | median abs error % | 90th percentile % |", "|---|---|---|---|"]
-    for cls, v in res["summary"]["tg"]["by_class"].items():
-        lines.append(f"| {cls} | {v['n']} | {v['median']} | {v['p90']} |")
-    t, p = res["summary"]["tg"], res["summary"]["pp"]
-    lines += [f"| all decode | {t['n']} | {t['median_abs_error_pct']} | {t['p90_abs_error_pct']} |",
-              f"| all prefill | {p['n']} | {p['median_abs_error_pct']} | {p['p90_abs_error_pct']} |", "",
-              "Weak spots: MoE decode (2 Gemma rows set the MoE factor), prefill (a FLOPs rule), rows from other engines "
-              "(LiteRT-LM, MLX, Core AI) scored with llama.cpp efficiencies, and speculative decoding rows.", ""]
     return lines
 
 

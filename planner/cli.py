@@ -68,6 +68,10 @@ def resolve_target(name: Optional[str], vram: Optional[str], ram: Optional[str])
 
         hw = detect_hardware()
         note = f"planning for this machine ({hw.name}, detected): free memory now, with the safety margin"
+        from profiles.speed_basis import apply_measured
+
+        if apply_measured(hw):
+            note += "; speed from this machine's llama.cpp rates measured by detect --bench"
     else:
         from profiles.targets import load_target
 
@@ -272,9 +276,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
                             n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
     _slots(s.n_ctx, parallel, given=n_ctx, is_max=is_max, ceiling=spec.ctx_train)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
-    for n in (mnote, tnote):
-        if n:
-            p.notes.insert(0, n)
+    p = p.noted(*(n for n in (tnote, mnote) if n), first=True)
     if as_json:
         _emit({"plan": p.to_dict()})
     else:
@@ -333,11 +335,11 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
                        base=base, target=target or hw.name, use=use, min_speed=min_speed)
     rec.notes[:0] = notes
     _attach_artifact(rec, specs[0] if specs else None)
-    recipes, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
+    run_it, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
         out = rec.to_dict()
         if out.get("plan") is not None:
-            out["plan"]["launch"] = _launch(recipes)
+            out["plan"]["launch"] = _launch(run_it)
         if emitted is not None:
             out["emitted"] = emitted
         _emit(out)
@@ -347,10 +349,8 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             from planner.utility import explain_lines
 
             report.print_lines(explain_lines(rec))
-        if recipes:
-            from planner.recipes import primary
-
-            report.print_run_it(primary(recipes), emitted)
+        if run_it:
+            report.print_run_it(run_it[1], emitted)
     if plot_path and rec.plan is not None:
         from planner.catalog import get_model
         from planner.plot import memory_vs_context
@@ -374,33 +374,30 @@ def _attach_artifact(rec, spec) -> None:
 
         remote = artifact_for(spec)
     if remote:
-        rec.plan.artifact = dict(remote)
+        rec.plan = dataclasses.replace(rec.plan, artifact=dict(remote))
         return
     if spec is not None and spec.source.startswith("gguf:"):
         path = spec.source[5:]
-        rec.plan.artifact = {"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": path, "quant": spec.gguf_file_type,
+        rec.plan = dataclasses.replace(rec.plan, artifact={"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": path, "quant": spec.gguf_file_type,
                              "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None, "fetch": [],
-                             "weights_basis": "header"}
+                             "weights_basis": "header"})
         return
     if spec is not None and spec.source != "catalog":
         return
     from planner.artifacts import choose
 
     art, notes = choose(rec.plan.model, rec.plan.weight_format, rec.plan.engine, rec.plan.weight_file_bytes)
-    rec.plan.artifact = art
+    rec.plan = dataclasses.replace(rec.plan, artifact=art)
     rec.notes.extend(notes)
 
 
-def _launch(recipes) -> Optional[dict]:
+def _launch(named) -> Optional[dict]:
     """The chosen engine's launch command (the primary recipe's last step) for ``plan.launch`` in --json."""
-    if not recipes:
+    if not named:
         return None
-    from planner.recipes import primary
-
-    r = primary(recipes)
+    name, r = named
     if r is None or not r.steps:
         return None
-    name = next(k for k, v in recipes.items() if v is r)
     return {"recipe": name, "argv": [str(a) for a in r.steps[-1].argv], "env": {**r.env, **r.steps[-1].env}}
 
 
@@ -437,8 +434,8 @@ def _gguf_quant(spec, quant: Optional[str], engine: str, model: str) -> Optional
 
 
 def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
-    """Every engine's recipe for the chosen plan; with --emit, written to the directory (refused before
-    anything is written if a file exists and --force is off)."""
+    """The recipe to show (the plan's engine's), and with --emit every engine's recipe written to the directory
+    (refused before anything is written if a file exists and --force is off). Returns (recipe to show, emitted)."""
     if rec.plan is None:
         if emit_dir:
             rec.notes.append(f"nothing fits, so nothing was written to {emit_dir}")
@@ -446,13 +443,13 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
     from pathlib import Path
 
     from planner.catalog import all_models
-    from planner.recipes import context_for, document, render_all
+    from planner.recipes import context_for, document, named_primary, render_all, render_primary
 
     spec = next((m for m in (specs or all_models()) if m.name == rec.plan.model), None)
+    if not emit_dir:
+        return render_primary(rec.plan, hw, None, spec), None
     rctx = context_for(rec.plan, hw, None, spec)
     recipes = render_all(rec.plan, hw, None, rctx.spec)
-    if not emit_dir:
-        return recipes, None
     from planner.recipes.emit import plan_files, write_files
 
     files = plan_files(Path(emit_dir), document(rec.plan, hw, recipes, rctx), recipes, force=force)
@@ -461,7 +458,7 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
 
         report.print_emit_plan(files)
     written = write_files(files, force=force)
-    return recipes, {"dir": str(Path(emit_dir)), "files": [str(p) for p in written]}
+    return named_primary(recipes), {"dir": str(Path(emit_dir)), "files": [str(p) for p in written]}
 
 
 @main.command()
@@ -476,8 +473,11 @@ def _recipes_for(rec, hw, specs, emit_dir, force, as_json):
 def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
     """Re-check a recipe.json against its plan, the model file and the hardware (exit 4 if a check fails)."""
     from planner import report
-    from planner.validate import validate as do_validate
 
+    if run:  # the measuring half lives with the engines (quantize/measure.py)
+        from quantize.measure import validate as do_validate
+    else:
+        from planner.validate import validate as do_validate
     if not 0 < timeout <= 86400:
         raise InvalidSettingsError(f"--timeout must be 0..86400 seconds, got {timeout}", hint="pass --timeout 180")
     hw, note = resolve_target(target, vram, ram)
@@ -679,24 +679,29 @@ def bench():
 
 
 @bench.command("speed")
-@click.option("--rows", "rows_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format")
+@click.option("--rows", "rows_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSON list of rows (or {'rows': [...]}) in the calibration_benchmarks format; repeat to score several files")
+@click.option("--split", type=click.Choice(["all", "fit", "held-out"]), default="all", show_default=True,
+              help="score only the rows of this split (a row's 'split' field, else planner.speed.row_split)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def bench_speed(rows_file, as_json):
+def bench_speed(rows_files, split, as_json):
     """Predicted vs measured decode (and prefill) tokens/s for every row of a measurements file."""
     from planner import report
     from planner.speed import check_rows, score_rows
 
-    try:
-        with open(rows_file, "rb") as f:
-            data = json.loads(f.read(B.MAX_JSON_BYTES + 1))
-    except (ValueError, RecursionError) as exc:
-        raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
-    rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
-    check_rows(rows, rows_file)
-    result = score_rows(rows)
+    all_rows: list = []
+    for rows_file in rows_files:
+        try:
+            with open(rows_file, "rb") as f:
+                data = json.loads(f.read(B.MAX_JSON_BYTES + 1))
+        except (ValueError, RecursionError) as exc:
+            raise InvalidSettingsError(f"{rows_file} is not JSON ({exc})", hint="give a JSON list of rows") from None
+        rows = data.get("rows", data.get("calibration_benchmarks")) if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InvalidSettingsError(f"{rows_file} holds no list of rows", hint="give a JSON list of objects with model, quant, tg_tps ...")
+        check_rows(rows, rows_file)
+        all_rows += rows
+    result = score_rows(all_rows, split=split)
     if as_json:
         _emit(result)
     else:

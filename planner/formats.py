@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import re
 import weakref
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 from planner.errors import UnknownFormatError
 from planner.ggml import quant_size
-from planner.types import ModelSpec, TensorSpec
+from planner.types import ModelSpec, TensorSpec, WeightFormat  # noqa: F401 (WeightFormat: re-exported)
 
 
 @lru_cache(maxsize=4096)
@@ -61,24 +60,6 @@ GPTQ_GROUP_SIZE = 128
 _QUANTIZED = {n for n in GGUF_FTYPES if n not in ("F32", "F16", "BF16")}
 # derived tables per spec (frozen, so the object is the key; entries go with the spec), then per format
 _SIZES_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class WeightFormat:
-    name: str  # canonical: "Q4_K_M", "bf16", "gptq-int4"
-    kind: str  # "gguf", "dense", "gptq"
-    bits: float  # nominal bits of the main tensors (for display)
-    group_size: int = 0  # GPTQ
-
-    @property
-    def engines(self) -> tuple[str, ...]:
-        if self.kind == "gguf":
-            return ("llama.cpp",)
-        if self.kind == "gptq":
-            return ("vllm", "transformers")
-        if self.name == "fp8":
-            return ("vllm",)
-        return ("vllm", "transformers")
 
 
 def parse_format(name: str, engine: str | None = None) -> WeightFormat:
@@ -155,8 +136,12 @@ def _use_more_bits(i: int, n: int) -> bool:
 
 
 def _fallback(t: TensorSpec, typ: str) -> str:
+    return _fallback_row(t.row, typ)
+
+
+@lru_cache(maxsize=1024)
+def _fallback_row(ncols: int, typ: str) -> str:
     """tensor_type_fallback: rows that are not a multiple of the block size."""
-    ncols = t.row
     if ncols % block_size(typ) == 0:
         return typ
     alt = {"IQ4_XS": "IQ4_NL", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}.get(typ, typ)
@@ -188,21 +173,20 @@ def _gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) ->
     first = spec.layers[0] if spec.layers else None
     n_gqa = (first.n_head // first.n_head_kv) if first else 1
     n_expert = spec.moe.n_expert if spec.moe else 0
-    n_attn_v = sum(1 for t in spec.tensors if _category(t.name) == "attn_v")
+    static = _static(spec)
+    n_attn_v = sum(1 for x in static if x[1] == "attn_v")
     n_layer = spec.n_layers
     i_attn_v = 0
     i_ffn_down = 0
     out = []
-    for t in spec.tensors:
+    for t, cat, allowed, source_type, keep_f32 in static:
         if not quantized:
             # a float file is what the converter writes: 1-D tensors and the router in F32, the rest in that type
-            keep_f32 = len(t.shape) < 2 or t.name.endswith("ffn_gate_inp.weight")
             out.append((t, "F32" if keep_f32 else default))
             continue
-        if not _allows_quantization(t):
-            out.append((t, _source_type(t)))
+        if not allowed:
+            out.append((t, source_type))
             continue
-        cat = _category(t.name)
         new = default
         if cat == "output" or (tied and cat == "token_embd"):
             if t.row % block_size(new) != 0:
@@ -268,7 +252,18 @@ def _gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) ->
                 new = "Q4_K"
             elif ftype == "Q3_K_L":
                 new = "Q5_K"
-        out.append((t, _fallback(t, new)))
+        out.append((t, _fallback_row(t.row, new)))
+    return out
+
+
+def _static(spec: ModelSpec) -> tuple:
+    """Per tensor, what no file type changes: (tensor, category, quantizable, source type, kept F32 in a float file)."""
+    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    out = per_spec.get("static")
+    if out is None:
+        out = per_spec["static"] = tuple(
+            (t, _category(t.name), _allows_quantization(t), _source_type(t), len(t.shape) < 2 or t.name.endswith("ffn_gate_inp.weight"))
+            for t in spec.tensors)
     return out
 
 
@@ -327,7 +322,7 @@ def _is_linear(t: TensorSpec) -> bool:
 _GPTQ_EXTRA_LINEARS = ("inp_gate.weight", "proj.weight")
 
 
-def _gptq_quantized(t: TensorSpec) -> bool:
+def gptq_quantized(t: TensorSpec) -> bool:
     """The tensors GPTQModel 7.6 replaces by a QuantLinear for Gemma 2/3/3n/4 (its module_tree).
 
     MoE expert stacks are not among them: transformers 5 stores Gemma 4 experts as fused 3-D
@@ -351,7 +346,7 @@ def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
     Unquantized tensors, norms included, load in the model's 16-bit dtype: GPTQ kernels run in
     fp16/bf16 only, so a checkpoint's F32 norms are cast too (measured on tiny Gemma 3/4 models).
     """
-    if not _gptq_quantized(t):
+    if not gptq_quantized(t):
         return t.n_elements * 2
     out_f, in_f = t.shape
     g = group if group > 0 else in_f

@@ -253,7 +253,7 @@ def _offline_fallback(repo: str, selector: str):
 
 def load_remote_safetensors(repo: str):
     """(ModelSpec, note) from a hub checkpoint's config.json and safetensors headers (no weights)."""
-    from planner.sources import InvalidModelFileError, _check_st_entry, spec_from_config_and_header
+    from planner.sources import InvalidModelFileError, check_safetensors_entry, spec_from_config_and_header
 
     cpath = cache_dir() / "safetensors" / f"{repo.replace('/', '--')}.json"
     note = ""
@@ -293,6 +293,6 @@ def load_remote_safetensors(repo: str):
         tmp.write_text(json.dumps({"config": cfg, "header": header}))
         os.replace(tmp, cpath)
     for name, info in header.items():
-        _check_st_entry(Path(f"hf.co/{repo}"), name, info, B.MAX_TENSOR_ELEMENTS * 8)
+        check_safetensors_entry(Path(f"hf.co/{repo}"), name, info, B.MAX_TENSOR_ELEMENTS * 8)
     spec = spec_from_config_and_header(cfg, header, name=repo.split("/")[1], source=f"hub:{repo}")
     return dataclasses.replace(spec, hf_repo=repo), note

@@ -26,7 +26,6 @@ from planner.types import (
     TensorSpec,
 )
 from planner.llama_versions import DEFAULT_BUILD, UNVERIFIED_MARGIN_FRACTION, UNVERIFIED_MARGIN_MIN, LlamaBuild, parse_build, version_label
-from planner.vllm_memory import vllm_memory
 from profiles.hardware import Device, Hardware
 from profiles.units import GiB, MiB
 
@@ -51,7 +50,7 @@ def cdiv(a: int, b: int) -> int:
 
 @dataclass(frozen=True)
 class KVCells:
-    """Cell counts of llama.cpp's KV caches for one setting (not to be confused with quantize.llamacpp.KVCells,
+    """Cell counts of llama.cpp's KV caches for one setting (not to be confused with quantize.llamacpp.KVLayout,
     the per-layer widths read back from a GGUF)."""
 
     n_ctx: int  # padded total cells over all streams (cparams.n_ctx)
@@ -209,10 +208,13 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
         return hit
     L = spec.n_layers
     w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
-    for t, typ, nbytes in _gguf_types(spec, fmt):
-        role, layer = _tensor_layer_role(t, spec)
+    roles = per_spec.get("roles")
+    if roles is None:  # where each tensor goes does not depend on the format
+        roles = per_spec["roles"] = tuple((*_tensor_layer_role(t, spec), len(t.shape) >= 2 and t.shape[-2] % 8 == 0)
+                                          for t in spec.tensors)
+    for (t, typ, nbytes), (role, layer, rows8) in zip(_gguf_types(spec, fmt), roles):
         matmul = len(t.shape) >= 2
-        rep = nbytes if (typ in repackable and matmul and t.shape[-2] % 8 == 0) else 0
+        rep = nbytes if (typ in repackable and rows8) else 0
         if role == "input":
             w.input_bytes += nbytes
             if t.name == "token_embd.weight" and spec.tied_embeddings:
@@ -235,16 +237,24 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
     return w
 
 
-def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
-    check_kv_types(spec, s)
-    layout = llamacpp_kv_layout(spec, s)
-    gpus = list(hw.devices)
+@dataclass(frozen=True)
+class _Placed:
+    devices: tuple  # per GPU, then the host: (weights bytes, repeating layers, detail items in order)
+    cpu_matmul_max: int  # largest CPU-resident matmul weight (the op-offload copy)
+
+
+def _placed_weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset, dev_of: tuple, n_gpus: int,
+                    experts_on_cpu: bool, use_mmap: bool) -> _Placed:
+    """Weight bytes, layer counts and named parts per device for one placement (llama_model_base::load_tensors)."""
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("placed", fmt, repackable, dev_of, n_gpus, experts_on_cpu, use_mmap)
+    hit = per_spec.get(key)
+    if hit is not None:
+        return hit
     L = spec.n_layers
-    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
-    names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
-    mems = [DeviceMemory(n) for n in names]
+    w = weights_by_placement(spec, fmt, repackable)
+    mems = [DeviceMemory("") for _ in range(n_gpus)]
     host = DeviceMemory(CPU_NAME)
-    w = weights_by_placement(spec, fmt, frozenset(repack_types(hw.cpu.flags)))
     out_dev = dev_of[L]
 
     def mem(idx: Optional[int]) -> DeviceMemory:
@@ -266,13 +276,13 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         if out_dev is not None:
             mems[out_dev].weights_bytes += w.tied_bytes
             mems[out_dev].detail["tied_output_copy_bytes"] = w.tied_bytes
-        elif spec.arch == "gemma4" and not s.use_mmap:
+        elif spec.arch == "gemma4" and not use_mmap:
             host.weights_bytes += w.tied_bytes
             host.detail["tied_output_copy_bytes"] = w.tied_bytes
     for il in range(L):
         d = dev_of[il]
         mem(d).weights_bytes += w.layer_bytes[il]
-        ed = None if s.experts_on_cpu else d
+        ed = None if experts_on_cpu else d
         mem(ed).weights_bytes += w.layer_expert_bytes[il]
         if d is None:
             add_repack(w.layer_repack[il])
@@ -280,9 +290,34 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         if ed is None:
             add_repack(w.layer_expert_repack[il])
             cpu_matmul_max = max(cpu_matmul_max, w.layer_max_matmul[il])
-
-    for il, d in enumerate(dev_of[:L]):
+    for d in dev_of[:L]:
         mem(d).layers += 1
+    out = _Placed(tuple((m.weights_bytes, m.layers, tuple(m.detail.items())) for m in mems + [host]), cpu_matmul_max)
+    per_spec[key] = out
+    return out
+
+
+def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware, margin: int = DEFAULT_MARGIN) -> MemoryBreakdown:
+    check_kv_types(spec, s)
+    layout = llamacpp_kv_layout(spec, s)
+    gpus = list(hw.devices)
+    L = spec.n_layers
+    dev_of = layer_devices(L, s.n_gpu_layers, gpus, s.tensor_split)
+    names = [d.name if len({g.name for g in gpus}) == len(gpus) else f"{d.name} #{i}" for i, d in enumerate(gpus)]
+    mems = [DeviceMemory(n) for n in names]
+    host = DeviceMemory(CPU_NAME)
+    out_dev = dev_of[L]
+
+    def mem(idx: Optional[int]) -> DeviceMemory:
+        return host if idx is None else mems[idx]
+
+    # weights by device: the same for every context, so computed once per placement
+    placed = _placed_weights(spec, fmt, frozenset(repack_types(hw.cpu.flags)), tuple(dev_of), len(gpus), s.experts_on_cpu,
+                             s.use_mmap)
+    for m, (weights, layers, detail) in zip(mems + [host], placed.devices):
+        m.weights_bytes, m.layers = weights, layers
+        m.detail.update(detail)
+    cpu_matmul_max = placed.cpu_matmul_max
 
     # KV lives with its layer's weights unless offload_kqv is off.
     for il, nbytes in llamacpp_kv_layer_bytes(spec, s, layout).items():
@@ -527,9 +562,21 @@ def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
     matmul weights held by this device (layers in on_gpu; None = the output layer)."""
     if device.backend not in ("CUDA", "ROCm"):
         return 0
-    worst = 0
+    by_layer = _pool_by_layer(spec, fmt, device, ub, experts_on_cpu)
+    return max((need for where, need in by_layer.items() if where in on_gpu), default=0)
+
+
+def _pool_by_layer(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, experts_on_cpu: bool) -> dict:
+    """The largest op temporary per layer (None = the output layer); the same for every context and placement,
+    so computed once per (spec, format, backend and capability, ubatch)."""
+    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("pool", fmt, device.backend, device.compute_capability, ub, experts_on_cpu)
+    hit = per_spec.get(key)
+    if hit is not None:
+        return hit
+    out: dict = {}
     for where, typ, n, k, experts in _matmul_weights(spec, fmt):
-        if where not in on_gpu or (experts and experts_on_cpu):
+        if experts and experts_on_cpu:
             continue
         rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
         if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and experts) else 0):
@@ -538,8 +585,9 @@ def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
             need = 2 * rows * (k + n)
         else:
             need = 2 * n * k + 2 * rows * (k + n)
-        worst = max(worst, need)
-    return worst
+        out[where] = max(out.get(where, 0), need)
+    per_spec[key] = out
+    return out
 
 
 def _gpu_backend_notes(gpus: list[Device], mems: list[DeviceMemory], build: LlamaBuild, verified: bool, margin: int) -> list[str]:
@@ -618,6 +666,8 @@ def estimate_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     if fmt.kind == "gguf":
         raise InvalidSettingsError(f"{s.engine} does not run GGUF type {fmt.name}", hint="use --quant bf16, fp8 or gptq-int4, or --engine llama.cpp")
     if s.engine == "vllm":
+        from planner.vllm_memory import vllm_memory  # loaded when a vLLM plan is made
+
         return vllm_memory(spec, fmt, s, hw, margin)
     if s.engine == "transformers":
         if fmt.name == "fp8":

@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 
 from planner.errors import BackendUnavailableError
-from planner.formats import parse_format
 from planner.memory import estimate_memory
 from planner.policy import v_cache_allowed
 from planner.types import ModelSpec, Plan
@@ -39,7 +38,7 @@ def memory_vs_context(plan: Plan, spec: ModelSpec, hw: Hardware, path: str | Pat
                       margin: int = GiB) -> Path:
     """One panel per KV type: weights, KV and compute of the plan's busiest device against context."""
     plt = _pyplot()
-    fmt = parse_format(plan.weight_format, plan.engine)
+    fmt = plan.fmt
     device = max(plan.memory.devices, key=lambda d: d.total_bytes).device
     kv_types = kv_types if plan.settings.engine == "llama.cpp" else (plan.settings.kv_cache_dtype,)
     fig, axes = plt.subplots(1, len(kv_types), figsize=(4.2 * len(kv_types), 3.6), sharey=True, squeeze=False)

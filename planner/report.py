@@ -216,6 +216,13 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
     return build(False, BAR_MIN), False
 
 
+def _range(r, fmt: str) -> str:
+    """' (expected 12.3-18.0)' from a [low, high] range; empty when there is none."""
+    if not r or len(r) != 2:
+        return ""
+    return f" (expected {format(r[0], fmt)}-{format(r[1], fmt)})"
+
+
 def _summary(p: Plan) -> str:
     s = p.settings
     parts = [f"{p.engine}", f"ctx {p.ctx:,}", f"{s.n_parallel} slot" + ("s" if s.n_parallel != 1 else "")]
@@ -248,11 +255,14 @@ def print_plan(p: Plan, hw=None, notes=()) -> None:
     con.print(f"[dim]{escape(legend)}[/]")
     if p.speed:
         sp = p.speed
-        con.print(f"speed: ~{sp.decode_tokens_per_s:.1f} tok/s decode, ~{sp.prefill_tokens_per_s:.0f} tok/s prefill, "
-                  f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens")
-        con.print(f"[dim]{escape(sp.basis)}; {escape(sp.expected_error)}[/]")
+        at_ctx = (f"; ~{sp.decode_at_context_tokens_per_s:.1f} tok/s decode with the full {sp.context_tokens:,}-token context"
+                  if sp.context_tokens and sp.context_tokens > sp.decode_depth_tokens else "")
+        con.print(f"speed: ~{sp.decode_tokens_per_s:.1f} tok/s decode{_range(sp.decode_range_tokens_per_s, '.1f')}, "
+                  f"~{sp.prefill_tokens_per_s:.0f} tok/s prefill{_range(sp.prefill_range_tokens_per_s, '.0f')}, "
+                  f"first token after {sp.time_to_first_token_s:.2f} s for {sp.prompt_tokens} prompt tokens{at_ctx}")
+        con.print(f"[dim]basis: {escape(sp.basis)}" + (f"; {escape('; '.join(sp.capped_by))}" if sp.capped_by else "") + "[/]")
     con.print(f"weights file: {p.weight_file_bytes / GiB:.2f} GiB; quality: +{p.quality_loss:.3f} ppl at Llama-3-8B scale vs 16-bit")
-    for n in p.notes + p.memory.notes:
+    for n in (*p.notes, *p.memory.notes):
         con.print(f"[dim]- {escape(n)}[/]")
 
 
@@ -496,6 +506,15 @@ def print_speed_scores(result: dict) -> None:
         if "skipped" in r:
             con.print(f"[dim]skipped {escape(str(r['model']))} {escape(str(r['quant']))} on {escape(str(r['hardware']))}: "
                       f"{escape(str(r['skipped']))}[/]")
+    split = result.get("split", "all")
     for key, label in (("tg", "decode"), ("pp", "prefill")):
         s = result["summary"][key]
-        _console().print(f"{label}: {s['n']} rows, median |error| {s['median_abs_error_pct']}%, 90th percentile {s['p90_abs_error_pct']}%")
+        _console().print(f"{label}{'' if split == 'all' else f' ({split} rows)'}: {s['n']} rows, median |error| "
+                         f"{s['median_abs_error_pct']}%, 90th percentile {s['p90_abs_error_pct']}%")
+    if split == "all":
+        for sp, name in (("fit", "in-sample (fit rows)"), ("held-out", "held-out rows")):
+            by = result.get("summary_by_split", {}).get(sp)
+            if by and (by["tg"]["n"] or by["pp"]["n"]):
+                _console().print(f"{name}: decode median {by['tg']['median_abs_error_pct']}% p90 {by['tg']['p90_abs_error_pct']}% "
+                                 f"(n={by['tg']['n']}); prefill median {by['pp']['median_abs_error_pct']}% p90 "
+                                 f"{by['pp']['p90_abs_error_pct']}% (n={by['pp']['n']})")

@@ -8,6 +8,7 @@ back as an alternative with the reason it lost.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,7 +18,7 @@ from planner.formats import WeightFormat, parse_format, quality_loss, weight_byt
 from planner.memory import DEFAULT_MARGIN, estimate_memory
 from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx, v_cache_allowed  # noqa: F401 (planned_ctx: API)
 from planner.speed import estimate_speed
-from planner.types import Alternative, ModelSpec, Plan, RuntimeSettings
+from planner.types import Alternative, ModelSpec, Placement, Plan, RuntimeSettings
 from planner.utility import DEFAULT_USE, USES, Utility, is_phone, make_utility, met_line, rank, terms, why_lost
 from profiles.hardware import Hardware
 
@@ -49,9 +50,15 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         s = dataclasses.replace(s, type_k=s.kv_cache_dtype, type_v=s.kv_cache_dtype)
     memory = estimate_memory(spec, fmt, s, hw, margin)
     speed = estimate_speed(spec, fmt, s, hw, memory) if with_speed else None
+    notes = []
+    if spec.vision_params and s.engine == "vllm":
+        notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
+                     f"is neither loaded nor profiled")
+    elif spec.vision_params and not (vision_enabled(spec, s) or audio_enabled(spec, s)):
+        notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
     p = Plan(
         model=spec.name,
-        weight_format=fmt.name,
+        fmt=fmt,
         engine=s.engine,
         target=target or hw.name,
         settings=s,
@@ -59,16 +66,12 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         speed=speed,
         weight_file_bytes=weight_bytes(spec, fmt),
         quality_loss=round(quality_loss(fmt.name) + KV_QUALITY.get(s.type_k, 0) / 2 + KV_QUALITY.get(s.type_v, 0) / 2, 4),
+        notes=tuple(notes),
     )
-    if spec.vision_params and s.engine == "vllm":
-        p.notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
-                       f"is neither loaded nor profiled")
-    elif spec.vision_params and (vision_enabled(spec, s) or audio_enabled(spec, s)):
-        add_projector(p, spec, s)
+    if spec.vision_params and s.engine != "vllm" and (vision_enabled(spec, s) or audio_enabled(spec, s)):
+        p = add_projector(p, spec, s)
         if audio_enabled(spec, s):
-            add_audio_projector(p, spec, s)
-    elif spec.vision_params:
-        p.notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
+            p = add_audio_projector(p, spec, s)
     return p
 
 
@@ -104,22 +107,22 @@ def audio_enabled(spec: ModelSpec, s: RuntimeSettings) -> bool:
     return vision_enabled(spec, s)
 
 
-def add_audio_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, am: dict | None = None) -> None:
-    """Put the audio encoder's weights and compute reservation beside the vision projector (same file, same
-    device) and say what audio costs in context. ``am``: computed elsewhere (quantize, from the checkpoint)."""
+def add_audio_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, am: dict | None = None) -> Plan:
+    """A copy of the plan with the audio encoder's weights and compute reservation beside the vision projector
+    (same file, same device), saying what audio costs in context. ``am``: computed elsewhere (quantize, from the checkpoint)."""
     from planner.projector import audio_projector_memory
 
     if am is None:
         am = audio_projector_memory(spec.name, bool(spec.audio_params), spec.hidden)
     dev = next((d for d in p.memory.devices if "projector" in d.detail), None)
     if am is None or dev is None:
-        return
+        return p
     dev.projector_bytes += am["weights_bytes"] + am["compute_bytes"]
     dev.detail["audio_projector"] = am
     tokens = int(am["tokens_per_second"] * am["slice_seconds"])
     compute = (f"encoder compute {am['compute_bytes'] / 2**20:,.0f} MiB" if am["compute_bytes"]
                else "encoder compute not measured for this tower (not counted)")
-    p.notes.append(f"audio: the mmproj's {am['kind']} encoder {am['file_type'].upper()} {am['weights_bytes'] / 2**20:,.0f} MiB + "
+    return p.noted(f"audio: the mmproj's {am['kind']} encoder {am['file_type'].upper()} {am['weights_bytes'] / 2**20:,.0f} MiB + "
                    f"{compute} on {dev.device}; audio takes {am['tokens_per_second']} tokens a second of the {p.ctx:,}-token "
                    f"context, encoded in {am['slice_seconds']:.0f} s slices of {tokens} tokens")
 
@@ -149,8 +152,8 @@ def modalities_note(spec: ModelSpec, p: Plan) -> str:
                else "; no projector is planned for this engine)"))
 
 
-def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None:
-    """Put the projector's weights and encoder compute buffer on the device mtmd loads it on (the first GPU
+def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> Plan:
+    """A copy of the plan with the projector's weights and encoder compute buffer on the device mtmd loads it on (the first GPU
     holding layers, else system RAM) and say what an image costs in context. ``pm``: a ProjectorMemory
     computed elsewhere (quantize, from the checkpoint's own tower); default: the catalog tower."""
     from planner.projector import ENGINES_WITH_MMPROJ, projector_memory
@@ -159,13 +162,11 @@ def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None
         pm = (projector_memory(spec.family, bool(spec.vision_params), spec.hidden, name=spec.name)
               if spec.source == "catalog" else None)
     if s.engine not in ENGINES_WITH_MMPROJ:
-        p.notes.append(f"vision: not modelled for {s.engine}")
-        return
+        return p.noted(f"vision: not modelled for {s.engine}")
     if pm is None:
-        p.notes.append(f"vision: the {spec.family} projector's memory is not modelled for this model; the plan holds the "
+        return p.noted(f"vision: the {spec.family} projector's memory is not modelled for this model; the plan holds the "
                        f"text weights only (+~{spec.vision_params / 1e6:.0f}M vision params)")
-        return
-    p.notes = [n for n in p.notes if not n.startswith("text weights only")]
+    p = dataclasses.replace(p, notes=tuple(n for n in p.notes if not n.startswith("text weights only")))
     gpus = [d for d in p.memory.devices if d.device != "CPU" and (d.weights_bytes or d.layers)]
     dev = gpus[0] if gpus else next((d for d in p.memory.devices if d.device == "CPU"), p.memory.devices[0])
     dev.projector_bytes += pm.weights_bytes + pm.compute_bytes
@@ -179,7 +180,7 @@ def add_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, pm=None) -> None
              if pm.kind != "gemma4v" else
              f"images take 70-1120 tokens of the {p.ctx:,}-token context by size (planned: a {pm.image_size} px image, "
              f"{pm.tokens_per_image} tokens, the size clip reserves for; larger images grow the encoder buffer)")
-    p.notes.append(f"vision: mmproj {pm.file_type.upper()} {mib(pm.weights_bytes)} + {compute} on {dev.device}; {image}")
+    return p.noted(f"vision: mmproj {pm.file_type.upper()} {mib(pm.weights_bytes)} + {compute} on {dev.device}; {image}")
 
 
 def shortfall(p: Plan) -> str:
@@ -226,7 +227,7 @@ def _fits(spec, fmt, s, hw, margin) -> tuple[bool, Plan]:
 
 def _with_speed(p: Plan, spec: ModelSpec, hw: Hardware) -> Plan:
     if p.speed is None:
-        p.speed = estimate_speed(spec, parse_format(p.weight_format, p.engine), p.settings, hw, p.memory)
+        p = dataclasses.replace(p, speed=estimate_speed(spec, p.fmt, p.settings, hw, p.memory))
     return p
 
 
@@ -236,16 +237,57 @@ def max_context(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     The result is the total over all slots (what n_ctx means), kept within the limit or trained maximum.
     """
     step = max(1, s.n_parallel) if s.engine == "llama.cpp" and not s.kv_unified else 1
-    hi = (limit or spec.ctx_train) // (256 * step)
-    lo = 0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        ok, _ = _fits(spec, fmt, dataclasses.replace(s, n_ctx=mid * 256 * step), hw, margin)
+    unit = 256 * step
+
+    def at(k: int) -> tuple[bool, int]:
+        ok, p = _fits(spec, fmt, dataclasses.replace(s, n_ctx=k * unit), hw, margin)
+        return ok, _slack(p)
+
+    return _largest(1, (limit or spec.ctx_train) // unit, at) * unit
+
+
+def _slack(p: Plan) -> int:
+    """Bytes left on the tightest device (negative when over)."""
+    return min((d.budget_bytes - d.total_bytes for d in p.memory.devices if d.budget_bytes is not None), default=0)
+
+
+def _largest(lo: int, hi: int, at) -> int:
+    """Largest k in lo..hi with at(k) fitting (0 if none), for a fit that holds up to some k and fails above it,
+    as memory does when only the context grows. The free bytes left are nearly linear in k, so the next probe is
+    interpolated from them (2-4 probes instead of ~10 bisection steps), checked from both sides, and bisection
+    takes over whenever interpolation does not narrow the bracket."""
+    if hi < lo:
+        return 0
+    ok, hi_slack = at(hi)
+    if ok:
+        return hi
+    ok, lo_slack = at(lo)
+    if not ok:
+        return 0
+    local = None  # (k, slack there, bytes per step) from the last pair of neighbouring probes
+    while hi - lo > 1:
+        guess = lo + (hi - lo) // 2
+        if local is not None and local[2] > 0:
+            guess = local[0] + math.floor(local[1] / local[2])  # where the local slope crosses zero
+        elif lo_slack > hi_slack:
+            guess = lo + int((hi - lo) * lo_slack / (lo_slack - hi_slack))
+        guess = min(max(guess, lo + 1), hi - 1)
+        ok, slack = at(guess)
         if ok:
-            lo = mid
+            lo, lo_slack = guess, slack
+            if guess + 1 < hi:  # the crossing is usually right above a guess that fits
+                ok, nxt = at(guess + 1)
+                if not ok:
+                    return guess
+                lo, lo_slack, local = guess + 1, nxt, (guess + 1, nxt, slack - nxt)
         else:
-            hi = mid - 1
-    return lo * 256 * step
+            hi, hi_slack = guess, slack
+            if guess - 1 > lo:
+                ok, prev = at(guess - 1)
+                if ok:
+                    return guess - 1
+                hi, hi_slack, local = guess - 1, prev, (guess - 1, prev, prev - slack)
+    return lo
 
 
 def _placements(spec: ModelSpec, hw: Hardware, s: RuntimeSettings) -> list[RuntimeSettings]:
@@ -349,21 +391,20 @@ def recommend(
         rec.alternatives.sort(key=lambda a: a.plan.memory.total_bytes)
         return rec
 
-    for p in candidates:
-        p.utility = terms(p, u, specs[p.model].ctx_train)
+    candidates = [dataclasses.replace(p, utility=terms(p, u, specs[p.model].ctx_train)) for p in candidates]
     ranked = rank(candidates, u)
-    rec.plan = ranked[0]
+    chosen = ranked[0]
     misses = rec.alternatives
-    rec.alternatives = [Alternative(p, why_lost(rec.plan, p, u)) for p in ranked[1:]]
+    rec.alternatives = [Alternative(p, why_lost(chosen, p, u)) for p in ranked[1:]]
     rec.alternatives += sorted(misses, key=lambda a: a.plan.memory.total_bytes)
-    chosen = rec.plan
     if not u.speed_floor_reached:
         rec.notes.append(f"nothing that fits {target or hw.name} reaches the {u.speed_floor:g} tok/s floor ({u.speed_floor_source}); "
                          f"the closest is {chosen.model} {chosen.weight_format} at {chosen.utility['decode_tokens_per_s']:.1f} tok/s")
-    chosen.notes.insert(0, met_line(chosen, u))
-    # one line for what the plan covers: it replaces plan()'s "text weights only" note
-    chosen.notes = [n for n in chosen.notes if not n.startswith("text weights only")]
-    chosen.notes.append(modalities_note(specs[chosen.model], chosen))
+    # the first note says which floors the plan met; one line for what the plan covers replaces plan()'s
+    # "text weights only" note
+    notes = (met_line(chosen, u), *(n for n in chosen.notes if not n.startswith("text weights only")),
+             modalities_note(specs[chosen.model], chosen))
+    chosen = rec.plan = dataclasses.replace(chosen, notes=notes)
     if chosen.engine == "litert-lm":
         return rec  # the bundle's KV size is fixed when it is exported
     spec = specs[chosen.model]
@@ -371,12 +412,12 @@ def recommend(
         s1 = dataclasses.replace(chosen.settings, type_k=k, type_v=v, kv_cache_dtype=k if engine == "vllm" else chosen.settings.kv_cache_dtype)
         if not v_cache_allowed(engine, v, s1.flash_attn):
             continue
-        rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, parse_format(chosen.weight_format, engine), s1, hw, margin)
+        rec.max_context[f"{k}/{v}" if k != v else k] = max_context(spec, chosen.fmt, s1, hw, margin)
     return rec
 
 
 def _partial(p: Plan) -> bool:
-    return any("partial" in n for n in p.notes)
+    return p.placement in (Placement.PARTIAL, Placement.EXPERTS_ON_CPU)
 
 
 def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: Hardware, margin: int, want: int, floor: int) -> list[Plan]:
@@ -389,9 +430,9 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
         ok, p = _fits(spec, fmt, s1, hw, margin)
         if ok:
             if s1.experts_on_cpu:
-                p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+                p = p.noted("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
             if s1.pipeline_parallel > 1 and hw.is_cluster:
-                p.notes.append(_multi_node_note(s1, hw))
+                p = p.noted(_multi_node_note(s1, hw))
             out.append(p)
             if s1.engine == "vllm" or not s1.experts_on_cpu:
                 break  # the first layout that holds the wanted context is the fastest one
@@ -401,9 +442,9 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
         c = max_context(spec, fmt, s1, hw, margin, limit=want)
         if c >= floor:
             p = plan(spec, fmt, dataclasses.replace(s1, n_ctx=c), hw, margin=margin, with_speed=False)
-            p.notes.append(f"context reduced from {want} to {c} to fit")
+            p = p.noted(f"context reduced from {want} to {c} to fit")
             if s1.experts_on_cpu:
-                p.notes.append("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
+                p = p.noted("partial offload: MoE expert tensors on the CPU (-ot exps=CPU)")
             out.append(p)
     # Layer offload when no layout holds the wanted context with every layer on the GPU. MoE models skip it
     # when their experts alone fit on the CPU (llama.cpp's --cpu-moe): attention, KV and the shared MLP stay
@@ -413,8 +454,7 @@ def _fitting_plans(spec: ModelSpec, fmt: WeightFormat, s0: RuntimeSettings, hw: 
         for n_ctx in dict.fromkeys((want, floor)):
             part = _best_partial(spec, fmt, dataclasses.replace(s0, n_ctx=n_ctx), hw, margin)
             if part is not None and part.settings.n_gpu_layers > 0:
-                part.notes.append(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU")
-                out.append(part)
+                out.append(part.noted(f"partial offload: {part.settings.n_gpu_layers} of {spec.n_layers + 1} layers on the GPU"))
                 break
     return out
 
@@ -447,13 +487,13 @@ def _litert_plans(models: list[ModelSpec], hw: Hardware, u, margin: int, base: R
             if extra > 0:
                 holder.weights_bytes += extra
             holder.detail["litert_bundle_bytes"] = b.size_bytes
-            p.weight_file_bytes = b.size_bytes
+            p = dataclasses.replace(p, weight_file_bytes=b.size_bytes)
         if not p.fits:
             continue
-        p.engine = "litert-lm"
-        p.notes.append(f"LiteRT-LM bundle {b.repo} (4-bit, exported with a {b.max_tokens}-token KV cache; {b.source})")
-        p.notes.append("LiteRT-LM's allocator is not modelled: memory and speed are those of the equivalent Q4_0 GGUF "
-                       "(settings.engine names the model that sized it)")
+        p = dataclasses.replace(p, engine="litert-lm").noted(
+            f"LiteRT-LM bundle {b.repo} (4-bit, exported with a {b.max_tokens}-token KV cache; {b.source})",
+            "LiteRT-LM's allocator is not modelled: memory and speed are those of the equivalent Q4_0 GGUF "
+            "(settings.engine names the model that sized it)")
         out.append(p)
     return out
 

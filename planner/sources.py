@@ -92,7 +92,7 @@ def read_safetensors_header(path: Path) -> dict:
         raise B.BoundsError(str(path), "tensor count", len(header), f"is above {B.MAX_TENSORS:,}", _ST_FIX)
     body = size - 8 - n
     for name, info in header.items():
-        _check_st_entry(path, name, info, body)
+        check_safetensors_entry(path, name, info, body)
     return header
 
 
@@ -102,7 +102,7 @@ _ST_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_
                    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 
 
-def _check_st_entry(path: Path, name: str, info, body: int) -> None:
+def check_safetensors_entry(path: Path, name: str, info, body: int) -> None:
     where = f"tensor {name[:80]!r}"
     if not isinstance(info, dict):
         raise B.BoundsError(str(path), where, info, "is not an object with dtype, shape and data_offsets", _ST_FIX)

@@ -5,9 +5,11 @@ The JSON forms are documented in ``docs/json.md``; keys are a contract: extend, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from functools import cached_property
-from typing import Optional
+from typing import Any, Optional
 
 # The llama.cpp this memory model mirrors: the copy vendored in llama-cpp-python 0.3.36.
 LLAMA_CPP_VERSION = "llama.cpp b11312 (0c1e57098, as vendored in llama-cpp-python 0.3.36)"
@@ -109,7 +111,39 @@ class ModelSpec:
         return tuple(lay for lay in self.layers if lay.has_kv)
 
 
-@dataclass
+@dataclass(frozen=True)
+class WeightFormat:
+    """A weight format, parsed once (planner.formats.parse_format) and carried as this type."""
+
+    name: str  # canonical: "Q4_K_M", "bf16", "gptq-int4"
+    kind: str  # "gguf", "dense", "gptq"
+    bits: float  # nominal bits of the main tensors (for display)
+    group_size: int = 0  # GPTQ
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        if self.kind == "gguf":
+            return ("llama.cpp",)
+        if self.kind == "gptq":
+            return ("vllm", "transformers")
+        if self.name == "fp8":
+            return ("vllm",)
+        return ("vllm", "transformers")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Placement(str, Enum):
+    """Where a plan's weights live."""
+
+    GPU = "gpu"  # every layer on accelerators (or unified memory)
+    PARTIAL = "partial"  # some repeating layers (or the output layer) on the CPU
+    EXPERTS_ON_CPU = "experts-on-cpu"  # layers on the GPU, MoE expert tensors on the CPU (-ot exps=CPU)
+    CPU = "cpu"  # no accelerator holds weights
+
+
+@dataclass(frozen=True)
 class RuntimeSettings:
     """Engine settings a plan fixes. Defaults follow the llama.cpp CLI, not llama-cpp-python's."""
 
@@ -147,6 +181,16 @@ class RuntimeSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RuntimeSettings":
+        return cls(**_known(cls, d))
+
+
+def _known(cls, d: dict) -> dict:
+    """The keys of ``d`` that are fields of ``cls``: JSON written by a newer version still loads."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass
@@ -220,6 +264,12 @@ class MemoryBreakdown:
     def fits(self) -> bool:
         return all(d.fits for d in self.devices)
 
+    @classmethod
+    def from_dict(cls, m: dict, engine: str = "", engine_version: str = "") -> "MemoryBreakdown":
+        devices = [DeviceMemory(**_known(DeviceMemory, dev)) for dev in m.get("devices", [])]
+        return cls(m.get("engine", engine), m.get("engine_version", engine_version), devices, dict(m.get("kv_cells", {})),
+                   list(m.get("notes", [])))
+
     def device(self, name: str) -> DeviceMemory:
         for d in self.devices:
             if d.device == name:
@@ -254,15 +304,30 @@ class SpeedEstimate:
     efficiency: float
     basis: str  # how it was calibrated
     expected_error: str
+    # added with the two-limit model (docs/json.md): ranges from the held-out error table, decode at the
+    # plan's full context, what bound decode, which basis ("published" constants or this machine "measured")
+    decode_range_tokens_per_s: list = field(default_factory=list)  # [low, high]
+    prefill_range_tokens_per_s: list = field(default_factory=list)
+    decode_depth_tokens: int = 0  # the depth decode_tokens_per_s is quoted at
+    decode_at_context_tokens_per_s: float = 0.0  # with the KV cache full: context_tokens deep
+    context_tokens: int = 0  # per slot
+    decode_bound: str = ""  # memory, arithmetic, measured or cap
+    basis_kind: str = ""  # published or measured
+    speed_class: str = ""  # the efficiency class of speed.json decode used (the device reading the most bytes)
+    prefill_class: str = ""  # the class of the device(s) running the prompt's matmuls
+    capped_by: list = field(default_factory=list)  # why a rate was lowered to a published best
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """One configuration and what it needs. Frozen: changed copies come from ``noted`` / ``dataclasses.replace``.
+    JSON: ``to_dict`` / ``from_dict`` (docs/json.md), the one place a plan is written and read back."""
+
     model: str
-    weight_format: str  # "Q4_K_M", "bf16", "gptq-int4" ...
+    fmt: WeightFormat
     engine: str
     target: str
     settings: RuntimeSettings
@@ -270,9 +335,18 @@ class Plan:
     speed: Optional[SpeedEstimate]
     weight_file_bytes: int = 0  # size of the artifact on disk (approx. for GGUF: tensors + metadata)
     quality_loss: float = 0.0  # published perplexity increase (%) vs 16-bit, lower is better
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
     utility: Optional[dict] = None  # recommend: the utility's terms for this plan (planner/utility.py)
     artifact: Optional[dict] = None  # recommend: the published file this plan loads (planner/artifacts.py, docs/json.md)
+
+    def __post_init__(self):
+        if not isinstance(self.notes, tuple):
+            object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def weight_format(self) -> str:
+        """The format's name ("Q4_K_M", "bf16", "gptq-int4"), as JSON and every display write it."""
+        return self.fmt.name
 
     @property
     def ctx(self) -> int:
@@ -282,10 +356,30 @@ class Plan:
     def fits(self) -> bool:
         return self.memory.fits
 
+    @property
+    def placement(self) -> Placement:
+        """Where the weights live, read from the memory plan (llama.cpp counts the layers each device holds)."""
+        gpu = [d for d in self.memory.devices if d.device != "CPU"]
+        if not gpu or not any(d.weights_bytes for d in gpu):
+            return Placement.CPU
+        if self.settings.experts_on_cpu:
+            return Placement.EXPERTS_ON_CPU
+        n_layers = sum(d.layers for d in self.memory.devices)  # llama.cpp: repeating layers per device
+        ngl = self.settings.n_gpu_layers
+        if self.settings.engine == "llama.cpp" and 0 <= ngl < n_layers + 1:
+            return Placement.PARTIAL  # -ngl below n_layer + 1 leaves layers (or the output layer) on the CPU
+        return Placement.GPU
+
+    def noted(self, *lines: str, first: bool = False) -> "Plan":
+        """A copy with notes added (at the front with ``first``)."""
+        notes = (*lines, *self.notes) if first else (*self.notes, *lines)
+        return dataclasses.replace(self, notes=notes)
+
     def to_dict(self) -> dict:
         return {
             "model": self.model,
             "weight_format": self.weight_format,
+            "format": self.fmt.to_dict(),
             "engine": self.engine,
             "engine_version": self.memory.engine_version,
             "target": self.target,
@@ -293,6 +387,7 @@ class Plan:
             "parallel": self.settings.n_parallel,
             "kv_type": {"k": self.settings.type_k, "v": self.settings.type_v},
             "fits": self.fits,
+            "placement": self.placement.value,
             "weight_file_bytes": self.weight_file_bytes,
             "quality_loss": self.quality_loss,
             "settings": self.settings.to_dict(),
@@ -302,6 +397,27 @@ class Plan:
             "utility": self.utility,
             "artifact": self.artifact,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        """Inverse of ``to_dict``. A plan written before "format" existed has its format parsed from the name."""
+        from planner.formats import parse_format
+
+        # the name is parsed (kind and bits are never taken from the file); GPTQ keeps its stored group size
+        fmt = parse_format(d["weight_format"], d.get("engine") if d.get("engine") in ("llama.cpp", "vllm", "transformers") else None)
+        f = d.get("format")
+        if fmt.kind == "gptq" and isinstance(f, dict) and isinstance(f.get("group_size"), int) and not isinstance(f["group_size"], bool):
+            fmt = dataclasses.replace(fmt, group_size=f["group_size"])
+        sp = d.get("speed")
+        speed = SpeedEstimate(**_known(SpeedEstimate, sp)) if isinstance(sp, dict) and set(_fields(SpeedEstimate)) <= set(sp) else None
+        return cls(d["model"], fmt, d["engine"], d.get("target", ""), RuntimeSettings.from_dict(d.get("settings", {})),
+                   MemoryBreakdown.from_dict(d.get("memory", {}), d.get("engine", ""), d.get("engine_version", "")), speed,
+                   int(d.get("weight_file_bytes", 0)), float(d.get("quality_loss", 0.0)), tuple(d.get("notes", [])),
+                   d.get("utility"), d.get("artifact"))
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 @dataclass

@@ -225,8 +225,8 @@ def why_lost(best: Plan, p: Plan, u: Utility) -> str:
     v, bv = t["value"], b["value"]
     if u.priority == "quality" and v < bv - NOTICEABLE_POINTS:
         if q > bq:
-            return (f"quality {q:.1f} vs {bq:.1f} does not pay for {spd:.1f} vs {bspd:.1f} tok/s "
-                    f"(value {v:.1f} vs {bv:.1f}: {SPEED_POINTS_PER_DOUBLING:g} points per doubling of speed)")
+            # one line at 80 columns; --explain gives the points per doubling of speed
+            return f"quality {q:.1f} vs {bq:.1f} not worth {spd:.1f} vs {bspd:.1f} tok/s (value {v:.1f} vs {bv:.1f})"
         return f"lower quality: {q:.1f} vs {bq:.1f}" + (f" (value {v:.1f} vs {bv:.1f})" if round(v - q, 1) != round(bv - bq, 1) else "")
     if u.priority != "quality" and q < bq - NOTICEABLE_POINTS:
         return f"lower quality: {q:.1f} vs {bq:.1f}"

@@ -9,11 +9,9 @@ the one this gemma-plan models, and the plan still fits this machine (or ``--tar
 changed since the recipe was written.
 
 ``--run`` (GGUF recipes) runs only what it regenerated, and nothing at all when the folder or
-recipe.json differs from it: loads the model with llama-cpp-python through
-``quantize.llamacpp.load_and_measure`` with the regenerated settings and compares what llama.cpp
-allocated with the plan; then starts the regenerated llama-cpp-python server on 127.0.0.1, waits for it,
-sends one chat completion through the OpenAI-compatible API, checks the reply and the KV buffer the
-server logged, and stops the server (its whole process group) within a bounded time.
+recipe.json differs from it. That half measures with the engine, so it lives beside the engine code in
+``quantize/measure.py`` (``quantize.measure.validate`` = these checks + the run); this module imports
+nothing of ``quantize``.
 """
 
 from __future__ import annotations
@@ -21,21 +19,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import shlex
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from planner.errors import BackendUnavailableError, PlanError
+from planner.errors import PlanError
 from planner.types import (LLAMA_CPP_VERSION, TRANSFORMERS_VERSION, VLLM_VERSION, DeviceMemory, MemoryBreakdown, ModelSpec, Plan,
                            RuntimeSettings)
 from profiles import bounds as B
@@ -43,9 +32,7 @@ from profiles.errors import ProfileError
 from profiles.hardware import Hardware
 
 from profiles.units import GiB
-MiB = 1 << 20
 CURRENT_VERSIONS = {"llama.cpp": LLAMA_CPP_VERSION, "vllm": VLLM_VERSION, "transformers": TRANSFORMERS_VERSION}
-SERVER_DEPS = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 OK, WARN, FAIL, SKIP, INFO = "ok", "warn", "fail", "skip", "info"
 MAX_RECIPE_FILE_BYTES = 1 << 20  # every file a recipe writes is a few KiB; anything larger is not one of them
 
@@ -110,7 +97,8 @@ def load_document(path: str | Path) -> tuple[dict, Path]:
 _SETTINGS_BOUNDS = {"n_ctx": (1, B.MAX_CTX), "n_parallel": (1, B.MAX_PARALLEL), "n_batch": (1, B.MAX_CTX),
                     "n_ubatch": (1, B.MAX_UBATCH), "n_gpu_layers": (-1, B.MAX_LAYERS + 1),
                     "tensor_parallel": (1, B.MAX_DEVICES), "pipeline_parallel": (1, B.MAX_DEVICES),
-                    "max_num_seqs": (1, 1 << 20), "max_num_batched_tokens": (1, B.MAX_CTX)}
+                    "max_num_seqs": (1, 1 << 20), "max_num_batched_tokens": (1, B.MAX_CTX), "n_outputs_max": (0, B.MAX_CTX)}
+_SETTINGS_FLAGS = ("flash_attn", "swa_full", "kv_unified", "offload_kqv", "experts_on_cpu", "use_mmap", "enforce_eager")
 
 
 def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
@@ -131,9 +119,12 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
             B.check_int(src, f"plan.settings.{key}", settings[key], lo, hi, fix)
     if "gpu_memory_utilization" in settings:
         B.check_number(src, "plan.settings.gpu_memory_utilization", settings["gpu_memory_utilization"], 0, 1, fix, lo_open=True)
-    for key in ("type_k", "type_v", "engine", "kv_cache_dtype"):
+    for key in ("type_k", "type_v", "engine", "kv_cache_dtype", "engine_version"):
         if key in settings and not isinstance(settings[key], str):
             raise B.BoundsError(src, f"plan.settings.{key}", settings[key], "is not a string", fix)
+    for key in _SETTINGS_FLAGS:
+        if key in settings and not isinstance(settings[key], bool):
+            raise B.BoundsError(src, f"plan.settings.{key}", settings[key], "is not true or false", fix)
     if settings.get("tensor_split") is not None:
         ts = settings["tensor_split"]
         if not isinstance(ts, list) or len(ts) > B.MAX_DEVICES:
@@ -167,6 +158,12 @@ def read_document(doc: dict, origin: Path) -> tuple[Plan, Hardware, dict]:
     ref = obj(model.get("ref") or {"kind": "placeholder-gguf", "value": ""}, "model.ref")
     if not isinstance(ref.get("kind", ""), str) or not isinstance(ref.get("value", ""), str) or "\0" in ref.get("value", ""):
         raise B.BoundsError(src, "model.ref", ref, "needs string kind and value", fix)
+    for where, art in (("model.ref.artifact", ref.get("artifact")), ("plan.artifact", d.get("artifact"))):
+        if art is None:
+            continue
+        fetch = obj(art, where).get("fetch", [])
+        if not isinstance(fetch, list) or not all(isinstance(a, str) for a in fetch) or not isinstance(art.get("kind", ""), (str, type(None))):
+            raise B.BoundsError(src, where, art, "needs a string kind and fetch as a list of strings", fix)
     B.opt_int(src, "model.ctx_train", model.get("ctx_train"), 1, B.MAX_CTX, fix)
     recipes = obj(doc.get("recipes") or {}, "recipes")
     for name, r in recipes.items():
@@ -209,14 +206,8 @@ def _known(cls, d: dict) -> dict:
 
 
 def plan_from_dict(d: dict) -> Plan:
-    """The Plan a recipe was rendered from (speed is not needed and left out)."""
-    s = RuntimeSettings(**_known(RuntimeSettings, d.get("settings", {})))
-    m = d.get("memory", {})
-    devices = [DeviceMemory(**_known(DeviceMemory, dev)) for dev in m.get("devices", [])]
-    mem = MemoryBreakdown(m.get("engine", d.get("engine", "")), m.get("engine_version", d.get("engine_version", "")), devices,
-                          m.get("kv_cells", {}), list(m.get("notes", [])))
-    return Plan(d["model"], d["weight_format"], d["engine"], d.get("target", ""), s, mem, None,
-                int(d.get("weight_file_bytes", 0)), float(d.get("quality_loss", 0.0)), list(d.get("notes", [])))
+    """The Plan a recipe was rendered from (planner.types.Plan.from_dict: the one JSON reader of plans)."""
+    return Plan.from_dict(d)
 
 
 def _model_path(doc: dict, recipe_path: Path) -> Optional[Path]:
@@ -363,8 +354,15 @@ def check_files(v: Validation, doc: dict, rpath: Path, recipes: dict) -> bool:
 
 
 def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = "", run: bool = False,
-             serve: bool = True, timeout: float = 180.0, margin: Optional[int] = None) -> Validation:
-    """Every check on one recipe document; ``hw`` is the hardware to check against (None: skip that check)."""
+             serve: bool = True, timeout: float = 180.0, margin: Optional[int] = None,
+             runner: Optional[Callable[..., None]] = None) -> Validation:
+    """Every check on one recipe document; ``hw`` is the hardware to check against (None: skip that check).
+
+    ``run``: load and serve with the engine through ``runner`` (``quantize.measure.run_recipe``: the planner
+    does not import the engines' side; ``quantize.measure.validate`` passes it)."""
+    if run and runner is None:
+        raise PlanError("validate(run=True) needs the measuring half: call quantize.measure.validate",
+                        hint="or pass runner=quantize.measure.run_recipe")
     from planner.recipes import Recipe, check_recipe
     from planner.recipes.base import Context, ModelRef
 
@@ -458,7 +456,7 @@ def validate(path: str | Path, *, hw: Optional[Hardware] = None, hw_note: str = 
             v.add("run", FAIL, "nothing was started: the folder or recipe.json differs from what the plan renders (diff below); "
                                "re-emit with `gemma-plan recommend --emit DIR --force`")
             return v
-        _run(v, regenerated, plan, ref, model_path, spec, serve=serve, timeout=timeout, rpath=rpath)
+        runner(v, regenerated, plan, ref, model_path, spec, serve=serve, timeout=timeout, rpath=rpath)
     return v
 
 
@@ -486,7 +484,6 @@ def _hw_changes(recorded: Hardware, hw: Hardware) -> list[str]:
 
 def _check_hardware(v: Validation, plan: Plan, spec: ModelSpec, recorded: Hardware, hw: Hardware, hw_note: str,
                     margin: Optional[int]) -> None:
-    from planner.formats import parse_format
     from planner.search import plan as make_plan
     from planner.search import shortfall
 
@@ -496,7 +493,7 @@ def _check_hardware(v: Validation, plan: Plan, spec: ModelSpec, recorded: Hardwa
                                     "re-run recommend --emit for this machine")
     settings = plan.settings
     try:
-        now = make_plan(spec, parse_format(plan.weight_format, plan.engine), settings, hw,
+        now = make_plan(spec, plan.fmt, settings, hw,
                         margin=_margin_of(plan) if margin is None else margin, target=hw.name, with_speed=False)
     except PlanError as exc:
         v.add("hardware", FAIL, f"cannot re-plan on {hw.name}: {exc}")
@@ -516,203 +513,3 @@ def _check_hardware(v: Validation, plan: Plan, spec: ModelSpec, recorded: Hardwa
 # ---------------------------------------------------------------- --run
 
 
-def _load_kwargs(plan: Plan, recipes: dict) -> dict:
-    """load_and_measure arguments from the regenerated llama-server command (what a user would run)."""
-    from planner.recipes.llamacpp import parse_argv
-
-    server = recipes.get("llama-server")
-    if server and server.steps:
-        got = parse_argv([str(a) for a in server.steps[0].argv])
-    else:
-        s = plan.settings
-        got = dataclasses.asdict(s) | {"n_gpu_layers": s.n_gpu_layers}
-    return dict(n_ctx=got["n_ctx"], n_batch=got["n_batch"], n_ubatch=got["n_ubatch"], n_seq_max=got["n_parallel"],
-                flash_attn=got["flash_attn"], type_k=got["type_k"], type_v=got["type_v"], swa_full=got["swa_full"],
-                n_gpu_layers=got["n_gpu_layers"], kv_unified=got["kv_unified"], use_mmap=got["use_mmap"],
-                offload_kqv=got["offload_kqv"])
-
-
-def _llamacpp():
-    try:
-        from quantize import llamacpp
-        from quantize.llamacpp import _llama_cpp
-
-        _llama_cpp()
-    except ImportError as exc:
-        raise BackendUnavailableError(f"validate --run needs llama-cpp-python ({exc.name or exc} is missing)",
-                                      hint="install the [gguf] extra: pip install 'gemma-plan[gguf]'") from None
-    return llamacpp
-
-
-def _run(v: Validation, recipes: dict, plan: Plan, ref, model_path: Optional[Path], spec, *, serve: bool, timeout: float,
-         rpath: Path) -> None:
-    """Load and serve with what ``regenerate`` rendered (the caller has checked the folder holds the same)."""
-    if plan.engine != "llama.cpp" or ref.kind not in ("gguf-file", "placeholder-gguf"):
-        raise RecipeFileError("--run loads GGUF recipes only; this recipe is for "
-                              f"{plan.engine} ({plan.weight_format})", hint="drop --run, or validate a recipe for a local .gguf file")
-    if model_path is None or not model_path.is_file():
-        raise RecipeFileError(f"--run needs the model file, and {model_path} is not there",
-                              hint="produce it with `gemma-plan quantize` or point the recipe at your copy")
-    lc = _llamacpp()
-    kwargs = _load_kwargs(plan, recipes)
-    m = lc.load_and_measure(model_path, **kwargs)
-    kv_plan = plan.memory.kv_bytes
-    measured = {"library": m.library, "settings": kwargs, "n_ctx": m.n_ctx, "kv_bytes": m.kv_bytes, "kv_bytes_planned": kv_plan,
-                "model_bytes": m.model_size, "model_bytes_planned": plan.weight_file_bytes,
-                "compute_bytes": sum(m.compute_buffers.values()), "compute_bytes_planned": plan.memory.compute_bytes,
-                "model_buffers": m.model_buffers, "kv_buffers": m.kv_buffers, "compute_buffers": m.compute_buffers,
-                "generated_tokens": len(m.generated_tokens), "seconds": round(m.seconds, 2)}
-    v.measured = measured
-    if m.kv_bytes == kv_plan:
-        v.add("run: KV cache", OK, f"{m.kv_bytes / MiB:.2f} MiB, exactly as planned ({m.library})")
-    elif kv_plan and abs(m.kv_bytes - kv_plan) <= kv_plan * 0.01:
-        v.add("run: KV cache", WARN, f"{m.kv_bytes / MiB:.2f} MiB measured, {kv_plan / MiB:.2f} MiB planned (within 1%)")
-    else:
-        v.add("run: KV cache", FAIL, f"{m.kv_bytes / MiB:.2f} MiB measured, {kv_plan / MiB:.2f} MiB planned")
-    wp = plan.weight_file_bytes
-    if wp and abs(m.model_size - wp) <= wp * 0.01:
-        v.add("run: weights", OK, f"{m.model_size / MiB:.2f} MiB of tensors, {wp / MiB:.2f} MiB planned")
-    else:
-        v.add("run: weights", FAIL if wp else INFO, f"{m.model_size / MiB:.2f} MiB of tensors, {wp / MiB:.2f} MiB planned")
-    v.add("run: compute", INFO, f"{measured['compute_bytes'] / MiB:.2f} MiB of compute buffers on this machine, "
-                                f"{plan.memory.compute_bytes / MiB:.2f} MiB planned on {plan.target}")
-    v.add("run: generate", OK if m.generated_tokens else FAIL, f"{len(m.generated_tokens)} tokens in {m.seconds:.1f} s")
-    if not serve:
-        v.add("run: server", SKIP, "--no-serve")
-        return
-    missing = [d for d in SERVER_DEPS if not _importable(d)]
-    if missing:
-        v.add("run: server", SKIP, f"llama-cpp-python's server needs {', '.join(missing)}: pip install 'llama-cpp-python[server]'")
-        return
-    lcp = recipes.get("llama-cpp-python")
-    script = lcp.files.get("serve_llama_cpp_python.py") if lcp else None
-    if not script:
-        v.add("run: server", SKIP, "the plan has no llama-cpp-python server launcher")
-        return
-    v.served = serve_once(script, model_path, timeout=timeout)
-    s = v.served
-    if s.get("error"):
-        v.add("run: server", FAIL, s["error"])
-        return
-    v.add("run: server", OK, f"answered {s['completion_tokens']} token(s) in {s['seconds']:.1f} s: {s['reply'][:60]!r}; stopped")
-    if s.get("kv_bytes") is not None:
-        if plan.settings.n_parallel == 1:
-            same = s["kv_bytes"] == kv_plan
-            v.add("run: server KV", OK if same else FAIL,
-                  f"{s['kv_bytes'] / MiB:.2f} MiB logged by the server, {kv_plan / MiB:.2f} MiB planned")
-        else:
-            v.add("run: server KV", INFO, f"{s['kv_bytes'] / MiB:.2f} MiB for one sequence (llama-cpp-python has no parallel slots)")
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _http(method: str, url: str, body: Optional[dict] = None, timeout: float = 5.0) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (127.0.0.1 only)
-        return json.loads(resp.read().decode("utf-8"))
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL after 10 s: nothing is left running."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
-def serve_once(script_text: str, model_path: Path, *, timeout: float = 180.0,
-               prompt: str = "Say hello.", max_tokens: int = 8) -> dict:
-    """Start the launcher on a free 127.0.0.1 port, wait for /v1/models, send one chat completion, stop it.
-
-    Returns {"reply", "completion_tokens", "seconds", "port", "kv_bytes" (parsed from its log)} or {"error": ...}.
-    """
-    t0 = time.monotonic()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/v1"
-    with tempfile.TemporaryDirectory(prefix="gemma-plan-serve-") as tmp:
-        script = Path(tmp) / "serve_llama_cpp_python.py"
-        script.write_text(script_text, encoding="utf-8")
-        log_path = Path(tmp) / "server.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port), "--verbose",
-                                     "--model", str(model_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=tmp, start_new_session=True)
-        out: dict = {"port": port}
-        try:
-            deadline = t0 + timeout
-            while True:
-                if proc.poll() is not None:
-                    tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                    out["error"] = f"the server exited with code {proc.returncode}: {' | '.join(tail)}"
-                    return out
-                try:
-                    _http("GET", f"{base}/models", timeout=2)
-                    break
-                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
-                    if time.monotonic() > deadline:
-                        out["error"] = f"the server did not answer on port {port} within {timeout:.0f} s"
-                        return out
-                    time.sleep(0.5)
-            remaining = max(5.0, deadline - time.monotonic())
-            try:
-                reply = _http("POST", f"{base}/chat/completions", {
-                    "model": "planned", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                    "temperature": 0.0}, timeout=remaining)
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError) as exc:
-                out["error"] = f"the chat completion failed: {exc}"
-                return out
-            choices = reply.get("choices") or []
-            usage = reply.get("usage") or {}
-            if not choices or "message" not in choices[0]:
-                out["error"] = f"the reply has no message: {json.dumps(reply)[:200]}"
-                return out
-            out["reply"] = choices[0]["message"].get("content") or ""
-            out["finish_reason"] = choices[0].get("finish_reason")
-            out["completion_tokens"] = int(usage.get("completion_tokens", 0))
-            if out["completion_tokens"] < 1:
-                out["error"] = "the server answered with no tokens"
-        finally:
-            _stop(proc)
-            out["seconds"] = time.monotonic() - t0
-            out["kv_bytes"] = _kv_from_log(log_path, model_path)
-    return out
-
-
-def _kv_from_log(path: Path, model_path: Path) -> Optional[int]:
-    """KV bytes the server's llama.cpp logged, made exact from the GGUF's widths (the log rounds to 0.01 MiB)."""
-    try:
-        from quantize.llamacpp import exact_kv_bytes, kv_layout_from_gguf, parse_llama_log
-
-        parsed = parse_llama_log(path.read_text(errors="replace"))
-        layout = kv_layout_from_gguf(model_path)
-    except (ImportError, OSError, KeyError, ValueError):
-        return None
-    if not parsed.kv_caches:
-        return None
-    for c in parsed.kv_caches:
-        if layout is not None:
-            c.exact_bytes = exact_kv_bytes(c, layout, False)
-            if c.exact_bytes is None:
-                c.exact_bytes = exact_kv_bytes(c, layout, True)
-    return sum(c.bytes for c in parsed.kv_caches)

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from planner.errors import InvalidSettingsError
-from planner.formats import WeightFormat, _gptq_quantized, tensor_sizes
+from planner.formats import WeightFormat, gptq_quantized, tensor_sizes
 from planner.types import VLLM_VERSION, DeviceMemory, LayerSpec, MemoryBreakdown, ModelSpec, RuntimeSettings
 from profiles.hardware import Device, Hardware
 
@@ -285,7 +285,7 @@ def rank_weights(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, stage: 
     has_v: set[int] = set()
     out = {"embed": 0, "layers": 0, "other": 0}
     for t, b in sizes:
-        if fmt.kind == "gptq" and _gptq_quantized(t):
+        if fmt.kind == "gptq" and gptq_quantized(t):
             b -= t.shape[1] * 4  # Marlin: no g_idx
         if t.layer is None:
             if t.name == "token_embd.weight":

@@ -93,6 +93,8 @@ class Hardware:
     detected: bool = False
     hardware_ids: list[str] = field(default_factory=list)  # ids in hardware_specs.json this target stands for
     ram_bandwidth_source: str = ""  # "measured" (detect --bench), "catalog", or "" when unknown
+    # this machine's llama.cpp CPU rates per file type (quantize.llama_bench.SpeedBasis dicts), from detect --bench
+    speed_basis: list[dict] = field(default_factory=list)
 
     def host_budget_bytes(self) -> int:
         """RAM a process may use: the smaller of available RAM and the cgroup limit."""

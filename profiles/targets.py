@@ -55,7 +55,7 @@ _FLOPS = {"flops": 1, "tflops": TFLOPS}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
 
 _TOP_KEYS = {"name", "kind", "source", "hardware_ids", "notes", "cpu", "devices", "hosts",
-             "ram_bandwidth_source"}
+             "ram_bandwidth_source", "speed"}
 _TOP_QUANTITIES = {"ram": _BYTES, "ram_bandwidth": _RATE, "memory_limit": _BYTES, "network": _NETWORK}
 _DEVICE_KEYS = {"name", "aliases", "vendor", "backend", "unified", "integrated", "compute_capability",
                 "device_class", "notes", "count", "ram_options_gb", "partition", "memory_rule"}
@@ -235,6 +235,7 @@ def parse_target(data: dict, origin: str = "<dict>", default_name: str = "") -> 
     ram_bw = _quantity(data, "ram_bandwidth", _RATE, origin, "")
     if ram_bw is not None and not bw_source:
         bw_source = "catalog"
+    speed = _parse_speed(data.get("speed", []), origin)
     return Hardware(
         name=name,
         devices=devices,
@@ -249,7 +250,37 @@ def parse_target(data: dict, origin: str = "<dict>", default_name: str = "") -> 
         network_bytes_per_s=_quantity(data, "network", _NETWORK, origin, ""),
         hardware_ids=list(ids),
         ram_bandwidth_source=bw_source,
+        speed_basis=speed,
     )
+
+
+_SPEED_NUMBERS = ("layer_decode_bytes_per_s", "output_decode_bytes_per_s", "prefill_flops_per_s")
+_SPEED_KEYS = set(_SPEED_NUMBERS) | {"ftype", "model", "threads", "slice_layers", "decode_tps", "prefill_tps",
+                                     "load_average", "engine", "measured_at"}
+
+
+def _parse_speed(items: Any, origin: str) -> list[dict]:
+    """[[speed]]: this machine's llama.cpp rates per file type, written by detect --bench --save."""
+    if not isinstance(items, list) or len(items) > 64:
+        raise InvalidTargetError(origin, "speed", "must be an array of at most 64 tables ([[speed]])")
+    out = []
+    for i, t in enumerate(items):
+        where = f"speed[{i}]"
+        if not isinstance(t, dict):
+            raise InvalidTargetError(origin, where, "must be a table")
+        unknown = set(t) - _SPEED_KEYS
+        if unknown:
+            raise InvalidTargetError(origin, f"{where}.{sorted(unknown)[0]}", "unknown key")
+        if not isinstance(t.get("ftype"), str) or not t["ftype"]:
+            raise InvalidTargetError(origin, f"{where}.ftype", "missing: the GGUF file type measured (e.g. \"Q4_K_M\")")
+        t = dict(t)
+        t["threads"] = _positive_int(t.get("threads", 0), origin, f"{where}.threads")
+        for k in _SPEED_NUMBERS:
+            v = t.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1e16:
+                raise InvalidTargetError(origin, f"{where}.{k}", "must be a positive number below 1e16")
+        out.append(t)
+    return out
 
 
 def _parse_cpu(table: Any, origin: str) -> CPU:
@@ -488,6 +519,9 @@ def hardware_to_toml(hw: Hardware) -> str:
         ("flags", list(hw.cpu.flags)),
         ("arch", hw.cpu.arch),
     ])
+    for b in getattr(hw, "speed_basis", None) or []:
+        lines += ["", "[[speed]]"]
+        lines += _kv_lines([(k, b[k]) for k in sorted(b) if k in _SPEED_KEYS and b[k] is not None])
     if hw.hosts:
         for host in hw.hosts:
             lines += ["", "[[hosts]]"]

@@ -6,6 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
+# The manifest every artifact gets (GGUF: quantize/pipeline.py, GPTQ: quantize/gptq.py); docs/json.md.
+MANIFEST_SCHEMA = "gemma-plan.manifest/1"
+
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()

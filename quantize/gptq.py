@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from planner.errors import BackendUnavailableError, PlanError
-from quantize.files import sha256_file, write_json
+from quantize.files import MANIFEST_SCHEMA, sha256_file, write_json
 
 from .errors import InsufficientDiskError, OutputExistsError, QuantizationError
 
-MANIFEST_SCHEMA = "gemma-plan.manifest/1"
 RECIPE_SCHEMA = "gemma-plan.gptq-recipe/1"
 SUPPORTED_BITS = (4, 8)  # the planner's gptq-int4 / gptq-int8 formats
 DEFAULT_GROUP_SIZE = 128

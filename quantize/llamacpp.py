@@ -242,7 +242,7 @@ def exact_kv_bytes(cache: KVCache, layout: KVLayout, v_trans: bool) -> int | Non
 # llama-cpp-python access
 
 
-def _llama_cpp():
+def llama_cpp_module():
     try:
         import llama_cpp
     except ImportError as e:
@@ -252,7 +252,7 @@ def _llama_cpp():
 
 def ftype_ids() -> dict[str, int]:
     """File-type name (as llama-quantize spells it: Q4_K_M, Q8_0, F16...) -> llama_ftype id, read from the binding."""
-    lc = _llama_cpp()
+    lc = llama_cpp_module()
     out: dict[str, int] = {}
     for attr in dir(lc):
         if attr.startswith("LLAMA_FTYPE_MOSTLY_"):
@@ -266,7 +266,7 @@ def ggml_type_id(t: str | int) -> int:
     """"f16", "q8_0"... or an int -> ggml_type id (from the binding's GGML_TYPE_* constants)."""
     if isinstance(t, int):
         return t
-    lc = _llama_cpp()
+    lc = llama_cpp_module()
     val = getattr(lc, f"GGML_TYPE_{t.upper()}", None)
     if val is None:
         raise ValueError(f"unknown ggml type {t!r}")
@@ -348,7 +348,7 @@ def quantize_gguf(
     The output is written to a temporary name in the same directory and renamed; on failure or
     KeyboardInterrupt the temporary file is removed and nothing exists at out_path.
     """
-    lc = _llama_cpp()
+    lc = llama_cpp_module()
     in_path, out_path = Path(in_path), Path(out_path)
     ids = ftype_ids()
     key = ftype.upper()
@@ -459,7 +459,7 @@ _LOG_LOCK = threading.RLock()
 def captured_llama_log() -> Iterator[list[str]]:
     """Route llama.cpp's log (every level) into a list for the duration, then restore the
     previous callback (llama-cpp-python's own, which prints to stderr when verbose)."""
-    lc = _llama_cpp()
+    lc = llama_cpp_module()
     chunks: list[str] = []
 
     @lc.llama_log_callback
@@ -489,7 +489,7 @@ def _session(path: Path, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seq_max: 
              use_mmap: bool, offload_kqv: bool, n_threads: int | None) -> Iterator[tuple[Any, Any, Any, list[str]]]:
     """Model + context created from explicit settings (llama_model_default_params and
     llama_context_default_params overwritten field by field), log captured, both freed on exit."""
-    lc = _llama_cpp()
+    lc = llama_cpp_module()
     if not path.is_file():
         raise QuantizationError(f"{path} does not exist")
     with captured_llama_log() as chunks:

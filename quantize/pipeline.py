@@ -26,12 +26,11 @@ from planner.search import recommend, require_fit
 from planner.types import ModelSpec, Plan, RuntimeSettings
 from profiles.hardware import Hardware
 from quantize.errors import InsufficientDiskError, OutputExistsError
-from quantize.files import sha256_file
+from quantize.files import MANIFEST_SCHEMA, sha256_file
 
 from profiles.units import GiB
 # Room kept on the output disk beyond the files themselves (filesystem metadata, the manifest, logs).
 DISK_SLACK = 256 << 20
-MANIFEST_SCHEMA = "gemma-plan.manifest/1"
 
 
 @dataclass
@@ -211,7 +210,7 @@ def plan_job(
         else:
             intermediate = out_dir / f".{spec.name}-{outtype}.gguf.tmp"
             need = p.weight_file_bytes + sum(t.n_elements for t in spec.tensors) * (4 if outtype == "f32" else 2)
-    mmproj, mmproj_audio = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force, audio)
+    mmproj, mmproj_audio, p = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force, audio)
     if mmproj is not None:
         need += mmproj.weights_bytes + mmproj_audio
     need += DISK_SLACK
@@ -226,18 +225,19 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
     knows (Gemma 3 SigLIP, Gemma 4 vision), refused with --vision when it has none. Its weights (the
     writer's own plan) and clip's compute buffer (measured for the released tower) join the plan.
     Gemma 4 E2B/E4B's audio encoder goes into the same file unless audio is False (refused with audio=True
-    where the checkpoint has none). Returns (ProjectorMemory or None, bytes of the audio encoder's tensors)."""
+    where the checkpoint has none). Returns (the projector or None, bytes of the audio encoder's tensors, the
+    plan with them)."""
     if audio and vision is False:
         raise InvalidSettingsError("--audio with --no-vision: the audio encoder is written into the vision projector's "
                                    "mmproj file, which llama.cpp loads whole", hint="drop --no-vision")
     if vision is False:
-        return None, 0
+        return None, 0, p
     if kind != "hf-dir":
         if vision or audio:
             flag = "--vision" if vision else "--audio"
             raise InvalidSettingsError(f"{flag} needs the Hugging Face checkpoint: a GGUF file holds no vision or audio tower",
                                        hint=f"pass the checkpoint directory, or drop {flag}")
-        return None, 0
+        return None, 0, p
     from planner.projector import ProjectorMemory, encoder_compute_bytes, tower_for
     from planner.search import add_projector
     from quantize.errors import UnsupportedArchitectureError
@@ -249,7 +249,7 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
         if vision or audio:
             flag = "--vision" if vision else "--audio"
             raise InvalidSettingsError(f"{flag}: {e}", hint=f"drop {flag} to quantize the text model only") from None
-        return None, 0
+        return None, 0, p
     path = gguf_path.with_name(gguf_path.name[:-5] + f"-mmproj-{mmproj_type.upper()}.gguf")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists")
@@ -261,7 +261,7 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
                          compute_bytes=(encoder_compute_bytes(released) or 0) if same else 0,
                          tokens_per_image=hp["tokens_per_image"], image_size=hp["image_size"],
                          source=f"{source.name}/config.json vision_config", path=str(path))
-    add_projector(p, spec, p.settings, pm)
+    p = add_projector(p, spec, p.settings, pm)
     audio_bytes = 0
     if audio is not False:
         full = plan_mmproj(source, mmproj_type, audio=True)
@@ -276,12 +276,12 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
 
             audio_bytes = full.tensor_bytes - mp.tensor_bytes
             same = (a["n_embd"], a["n_mel"]) == (GEMMA4_AUDIO.n_embd, GEMMA4_AUDIO.n_mel)
-            add_audio_projector(p, spec, p.settings, dict(
+            p = add_audio_projector(p, spec, p.settings, dict(
                 kind="gemma4a", file_type=mmproj_type, weights_bytes=audio_bytes,
                 compute_bytes=AUDIO_ENCODER_COMPUTE[("gemma4a", GEMMA4_AUDIO.n_embd)] if same else 0,
                 tokens_per_second=GEMMA4_AUDIO.tokens_per_second, slice_seconds=GEMMA4_AUDIO.warmup_seconds,
                 source=f"{source.name}/config.json audio_config"))
-    return pm, audio_bytes
+    return pm, audio_bytes, p
 
 
 def _source_outtype(spec: ModelSpec) -> str:
@@ -363,7 +363,7 @@ def run_job(
         manifest = build_manifest(job, validation, imatrix=imatrix, seconds=time.time() - started, built=built)
         if mmproj_built is not None:
             manifest["mmproj"] = _mmproj_manifest(job, built, mmproj_built, validate)
-        staged.write("recipe.json", json.dumps(build_recipe(job), indent=2, ensure_ascii=False) + "\n")
+        staged.write("recipe.json", json.dumps(job_recipe_document(job), indent=2, ensure_ascii=False) + "\n")
         staged.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         staged.commit([job.gguf_path.name] + ([job.mmproj_path.name] if mmproj_built else []) + ["recipe.json", "manifest.json"])
     return manifest
@@ -396,7 +396,7 @@ def validate_gguf(job: QuantizeJob, built: Optional[Path] = None) -> dict:
     gguf_path = built or job.gguf_path
     spec, _ = load_model(str(gguf_path))
     local = Hardware("validation host", [], 1 << 50, CPU(flags=_cpu_flags()))
-    predicted = make_plan(spec, parse_format(job.plan.weight_format, "llama.cpp"), s, local, margin=0).memory
+    predicted = make_plan(spec, job.plan.fmt, s, local, margin=0).memory
     m = load_and_measure(
         gguf_path, n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_seq_max=s.n_parallel,
         flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v, swa_full=s.swa_full, n_gpu_layers=0,
@@ -541,7 +541,7 @@ def _versions() -> dict:
     return out
 
 
-def build_recipe(job: QuantizeJob) -> dict:
+def job_recipe_document(job: QuantizeJob) -> dict:
     """Launch recipes for this artifact, rendered from the same plan (planner.recipes)."""
     from planner.recipes import recipe_document
 

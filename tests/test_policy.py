@@ -142,7 +142,7 @@ def test_quantize_progress_moves_through_every_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(llamacpp, "quantize_gguf", fake_quantize)
     monkeypatch.setattr(pipeline, "validate_gguf", lambda job, built: {"ok": True})
     monkeypatch.setattr(pipeline, "build_manifest", lambda job, v, **kw: {"validation": v})
-    monkeypatch.setattr(pipeline, "build_recipe", lambda job: {})
+    monkeypatch.setattr(pipeline, "job_recipe_document", lambda job: {})
     seen: dict[str, list[float]] = {}
     pipeline.run_job(job, progress=lambda stage, frac: seen.setdefault(stage, []).append(frac))
     assert list(seen) == ["convert", "quantize", "validate"]

@@ -259,5 +259,7 @@ def test_run_loads_measures_serves_and_stops(tiny_q8, tmp_path):
 @pytest.mark.slow
 def test_run_with_parallel_slots_measures_every_stream(tiny_q8, tmp_path):
     out = _emit(tmp_path, "--model", tiny_q8, "--quant", "Q8_0", "--target", "cpu-16gb", "--ctx", "4096", "--parallel", "2")
-    v = validate(out, hw=load_target("cpu-16gb"), run=True, serve=False)
+    from quantize.measure import validate as validate_and_run
+
+    v = validate_and_run(out, hw=load_target("cpu-16gb"), run=True, serve=False)
     assert v.ok and _status(v, "run: KV cache") == OK and v.measured["settings"]["n_seq_max"] == 2

@@ -15,13 +15,19 @@ from profiles.units import fmt_gib
 
 @click.command("detect")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/detect.md).")
-@click.option("--bench", is_flag=True, help="Also measure RAM bandwidth (a copy benchmark, a few seconds).")
+@click.option("--bench", is_flag=True, help="Also measure RAM bandwidth (a copy benchmark, a few seconds) and, with the "
+              "[gguf] extra, llama.cpp's CPU decode and prefill on real-width slices of --bench-model (under a minute).")
+@click.option("--bench-model", default=None, metavar="MODEL",
+              help="With --bench: the catalog model whose widths the llama.cpp slices take (default gemma-3-1b).")
+@click.option("--bench-quant", default=None, metavar="TYPES",
+              help="With --bench: GGUF file types to measure, comma-separated (default Q4_K_M,Q8_0).")
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None,
               help="Where models will live; free disk is measured there (default: the Hugging Face cache).")
 @click.option("--save", "save_name", metavar="NAME", default=None,
               help="Save this machine as a target profile, usable later as --target NAME.")
 @click.option("--force", is_flag=True, help="With --save: replace an existing target of that name.")
-def detect(as_json: bool, bench: bool, model_dir: Optional[str], save_name: Optional[str], force: bool) -> None:
+def detect(as_json: bool, bench: bool, bench_model: Optional[str], bench_quant: Optional[str], model_dir: Optional[str],
+           save_name: Optional[str], force: bool) -> None:
     """Detect accelerators, RAM, cgroup limit, CPU, OS and free disk of this machine."""
     from profiles.detect import detect as run_detect
     from profiles.errors import ProfileError
@@ -30,7 +36,11 @@ def detect(as_json: bool, bench: bool, model_dir: Optional[str], save_name: Opti
     try:
         if save_name is not None:
             target_save_path(save_name, force)  # refuse before spending seconds on --bench
+        if (bench_model or bench_quant) and not bench:
+            raise click.UsageError("--bench-model and --bench-quant go with --bench")
+        plan = _speed_bench_plan(bench_model, bench_quant) if bench else None
         report = _run_with_progress(run_detect, bench, model_dir)
+        speed_note = _speed_bench(report, plan) if bench else None
         saved = save_target(report.hardware, save_name, force=force) if save_name is not None else None
     except ProfileError as e:
         raise click.ClickException(f"{e}; {e.hint}" if e.hint else str(e)) from None
@@ -38,9 +48,78 @@ def detect(as_json: bool, bench: bool, model_dir: Optional[str], save_name: Opti
     if as_json:
         data = report.to_dict()
         data["saved_to"] = str(saved) if saved else None
+        data["speed_bench_note"] = speed_note
         click.echo(json.dumps(data, indent=2))
         return
     _render(report, saved)
+    if bench:
+        _render_speed(report.hardware, speed_note)
+
+
+def _speed_bench_plan(model: Optional[str], quant: Optional[str]):
+    """Check --bench-model / --bench-quant before any measuring: (model, ftypes)."""
+    from quantize.llama_bench import BENCH_FTYPES, DEFAULT_FTYPES, DEFAULT_MODEL
+
+    ftypes = tuple(q.strip().upper() for q in quant.split(",") if q.strip()) if quant else DEFAULT_FTYPES
+    bad = [f for f in ftypes if f not in BENCH_FTYPES]
+    if bad or not ftypes or len(ftypes) > 4:
+        raise click.BadParameter(f"{quant!r}: give 1-4 of {', '.join(BENCH_FTYPES)}", param_hint="--bench-quant")
+    name = model or DEFAULT_MODEL
+    from planner.catalog import resolve_entry
+    from planner.errors import PlanError
+
+    try:
+        entry, _ = resolve_entry(name)
+    except PlanError as e:
+        raise click.BadParameter(f"{e}; {e.hint}" if e.hint else str(e), param_hint="--bench-model") from None
+    if entry.get("moe"):
+        raise click.BadParameter(f"{entry['name']} is a mixture of experts; give a dense model of the same family",
+                                 param_hint="--bench-model")
+    return entry["name"], ftypes
+
+
+def _speed_bench(report, plan) -> str:
+    """llama.cpp on slices of the model: the measured rates go into the hardware (saved with --save and
+    kept for --target auto). Returns a line saying what happened."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama.cpp speed not measured: llama-cpp-python is not installed (pip install 'gemma-plan[gguf]')"
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from profiles.speed_basis import save_measured
+    from quantize.llama_bench import default_threads, run_speed_bench
+
+    hw = report.hardware
+    model, ftypes = plan
+    threads = default_threads(hw.cpu.cores_physical, hw.cpu.cores_logical)
+    with Progress(TextColumn(f"llama.cpp on {model} slices ({', '.join(ftypes)}, {threads} threads)"), BarColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("speed", total=1.0)
+        basis = run_speed_bench(model, ftypes, threads=threads, progress=lambda f: progress.update(task, completed=f))
+    hw.speed_basis = [b.to_dict() for b in basis]
+    where = save_measured(hw)
+    return f"llama.cpp CPU rates measured for {', '.join(ftypes)} on {model} slices; kept for --target auto in {where}"
+
+
+def _render_speed(hw, note: Optional[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if hw.speed_basis:
+        t = Table(title="llama.cpp on this CPU (measured; used by --target auto and saved targets)", title_justify="left")
+        for col in ("file type", "threads", "layer decode GB/s", "output GB/s", "prefill GFLOP/s", "slice tok/s (tg, pp)", "load avg"):
+            t.add_column(col, justify="left" if col == "file type" else "right")
+        for b in hw.speed_basis:
+            t.add_row(b["ftype"], str(b["threads"]), f"{b['layer_decode_bytes_per_s'] / 1e9:.1f}", f"{b['output_decode_bytes_per_s'] / 1e9:.1f}",
+                      f"{b['prefill_flops_per_s'] / 1e9:.0f}",
+                      " / ".join(f"{tg:.1f}, {pp:.0f}" for tg, pp in zip(b.get("decode_tps", []), b.get("prefill_tps", []))),
+                      " -> ".join(f"{x:.1f}" for x in b.get("load_average", [])))
+        console.print(t)
+    if note:
+        console.print(f"[dim]{note}[/]", highlight=False)
 
 
 def _run_with_progress(run_detect, bench: bool, model_dir: Optional[str]):

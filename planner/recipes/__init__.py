@@ -80,6 +80,32 @@ def render_context(ctx: Context) -> dict[str, Recipe]:
     return out
 
 
+def render_primary(plan: Plan, hw: Hardware, model_ref: Optional[str] = None,
+                   spec: Optional[ModelSpec] = None) -> Optional[tuple[str, Recipe]]:
+    """(name, recipe) of ``primary(render_all(...))`` without rendering the other engines' recipes (what
+    recommend shows and its --json ``plan.launch`` names)."""
+    ctx = context_for(plan, hw, model_ref, spec)
+    if plan.engine == "llama.cpp":
+        from planner.recipes import llamacpp
+
+        return "llama-server", llamacpp.server(ctx)
+    if plan.engine == "vllm":
+        from planner.recipes import vllm
+
+        return "vllm", vllm.recipe(ctx)
+    if plan.engine == "transformers":
+        from planner.recipes import transformers
+
+        return "transformers", transformers.recipe(ctx)
+    return named_primary(render_context(ctx))
+
+
+def named_primary(recipes: dict[str, Recipe]) -> Optional[tuple[str, Recipe]]:
+    """(name, recipe) of ``primary(recipes)``."""
+    r = primary(recipes)
+    return None if r is None else (next(k for k, v in recipes.items() if v is r), r)
+
+
 def primary(recipes: dict[str, Recipe]) -> Optional[Recipe]:
     """The recipe to show first: llama-server, vLLM or transformers, whichever the plan's engine is."""
     for name in ("llama-server", "vllm", "transformers", "litert"):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, safe_name, shell_script
+from profiles.units import GiB
 
 DEVICE_DIR = "/data/local/tmp/gemma"
 REMOTE_MODEL = f"{DEVICE_DIR}/model.litertlm"
@@ -87,7 +88,7 @@ def _fetch_lines(bundle: Bundle, download: Step) -> list[str]:
 
 def recipe(ctx: Context) -> Recipe:
     dev = ctx.hw.devices[0] if ctx.hw.devices else None
-    budget = (dev.memory_bytes if dev else ctx.hw.ram_bytes) - (1 << 30)
+    budget = (dev.memory_bytes if dev else ctx.hw.ram_bytes) - GiB
     bundle, why = choose_bundle(ctx.plan.model, budget)
     notes = [why, "LiteRT-LM runs its own .litertlm bundles: the plan's GGUF memory numbers do not apply to it",
              "not automated: building litert_lm_main (Bazel 7.6 + Android NDK r28b, "

@@ -19,6 +19,7 @@ import re
 
 from planner.mlx_memory import GROUP_SIZE, MLX_LM_VERSION, mlx_kv_bytes, mlx_weight_bytes
 from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, safe_name, shell_script
+from profiles.units import GiB
 from profiles.unified import apple_gpu_limit_bytes
 
 SERVER_PORT = 8080
@@ -82,7 +83,7 @@ def recipe(ctx: Context) -> Recipe:
         ram = dev.total_bytes or ctx.hw.ram_bytes
         default = apple_gpu_limit_bytes(ram)
         planned = mem["weights_bytes"] + mem["kv_bytes"] if mem else gpu.total_bytes
-        need = max(planned, gpu.total_bytes) + (1 << 30)
+        need = max(planned, gpu.total_bytes) + GiB
         if need > default:
             mb = -(-need // MiB)
             steps.append(Step(["sudo", "sysctl", f"iogpu.wired_limit_mb={mb}"],

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, model_origin, shell_script
+from profiles.units import fmt_gib
 
 SERVER_HOST = "127.0.0.1"
 SERVER_PORT = 8000
@@ -92,7 +93,7 @@ def recipe(ctx: Context) -> Recipe:
                      f"{gib(d.compute_bytes)} (estimated), of {gib(d.detail.get('requested_bytes', 0))} claimed "
                      f"(--gpu-memory-utilization {s.gpu_memory_utilization:g} of the "
                      f"{gib(d.detail.get('cuda_total_bytes', 0))} CUDA reports)")
-        notes.append(f"vLLM should log about: Available KV cache memory: {d.detail.get('available_kv_bytes', 0) / (1 << 30):.2f} GiB; "
+        notes.append(f"vLLM should log about: Available KV cache memory: {fmt_gib(d.detail.get('available_kv_bytes', 0), 2)}; "
                      f"GPU KV cache size: {kvc.get('kv_cache_tokens', 0):,} tokens; Maximum concurrency for "
                      f"{s.n_ctx:,} tokens per request: {kvc.get('max_concurrency', 0):.2f}x")
     if language_model_only(ctx):
