@@ -200,7 +200,9 @@ def _make_config(family: str, overrides: dict[str, Any]):
                 hidden_size=64, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=[128, 8],
                 output_proj_dims=48,
             )
-        extra = dict(audio_token_id=v - 5, boa_token_id=v - 6, eoa_token_index=v - 7) if audio is not None else {}
+        # transformers masks the audio placeholder id out of the text embeddings: it must not be a piece the
+        # logits-parity prompt uses (the tiny vocabulary's top ids are single characters: 1016 is '日')
+        extra = dict(audio_token_id=v - 8, boa_token_id=v - 7, eoa_token_index=v - 6) if audio is not None else {}
         return transformers.Gemma4Config(
             text_config=text, vision_config=vision, audio_config=audio,
             boi_token_id=v - 4, eoi_token_id=v - 3, image_token_id=v - 2, video_token_id=v - 1, **extra,
