@@ -2,7 +2,8 @@
 
 Written for Gemma 3 (SigLIP, below), Gemma 4 (gemma4v, ``_plan_gemma4v``; on E2B/E4B with the audio
 conformer, gemma4a, ``_plan_gemma4a``, in the same file) and Gemma 4 unified (gemma4uv, ``_plan_gemma4uv``);
-Gemma 3n's MobileNet tower and its audio encoder, and Gemma 4 unified's audio embedder, are not written.
+Gemma 3n's MobileNet tower and Gemma 4 unified's audio embedder are not written; Gemma 3n's audio encoder is
+not either, since the vendored clip.cpp skips it (no ``gemma3na`` graph).
 
 Gemma 3 4B/12B/27B carry a SigLIP vision tower and a projector (RMS-normed average pooling to
 ``mm_tokens_per_image`` soft tokens, then a linear map into the text width). llama.cpp keeps them in a
