@@ -52,3 +52,18 @@ def tiny_gguf(tiny_model, tmp_path_factory) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def llama_cpp_module():
     return pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'gemma-plan[gguf]')")
+
+
+def cli_error(r, code: int = 1) -> str:
+    """The one-line error of a CliRunner result: the exit code, a handled exit (an unhandled exception would
+    be in r.exception; click's runner never prints a traceback into r.output), one line; returns that line."""
+    assert r.exit_code == code, r.output
+    assert isinstance(r.exception, SystemExit), f"unhandled {type(r.exception).__name__}: {r.exception}"
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    return cli_error

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from click.testing import CliRunner
 
 from planner.cli import main
@@ -37,14 +39,15 @@ def test_moe_reads_only_active_experts():
     assert moe["bytes_per_token"] < dense["bytes_per_token"] / 5
 
 
-def test_bad_rows_file_is_one_line(tmp_path):
+def test_bad_rows_file_is_one_line(tmp_path, one_line_error):
     bad = tmp_path / "rows.json"
     bad.write_text("{not json")
     r = CliRunner().invoke(main, ["bench", "speed", "--rows", str(bad)])
-    assert r.exit_code != 0 and "not JSON" in r.output and "Traceback" not in r.output
+    assert one_line_error(r, 1) == (f"Error: {bad} is not JSON (Expecting property name enclosed in double quotes: line 1 "
+                                    "column 2 (char 1)); give a JSON list of rows")
     bad.write_text('{"x": 1}')
     r = CliRunner().invoke(main, ["bench", "speed", "--rows", str(bad)])
-    assert r.exit_code != 0 and "no list of rows" in r.output
+    assert "no list of rows" in one_line_error(r, 1)
 
 
 def test_recommend_plot_writes_png(tmp_path):
@@ -55,3 +58,87 @@ def test_recommend_plot_writes_png(tmp_path):
     r = CliRunner().invoke(main, ["recommend", "--model", "gemma-3-4b", "--target", "rtx4090", "--plot", str(out), "--json"])
     assert r.exit_code == 0, r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- bytes read per token, through planner.search.plan
+# The traffic the decode estimate divides by, by hand: every weight once (the tied output matrix included, the
+# token-embedding rows not), MoE experts scaled by top-k, plus the KV cache read at the quoted depth (4096
+# tokens), where a sliding layer reads at most its window.
+
+
+def _plan_on(target, model, quant, engine=None, **settings):
+    from planner.catalog import get_model
+    from planner.formats import parse_format
+    from planner.search import plan
+    from planner.types import RuntimeSettings
+    from profiles.targets import load_target
+
+    spec, _ = get_model(model)
+    if engine:
+        settings["engine"] = engine
+    return spec, plan(spec, parse_format(quant, engine), RuntimeSettings(**settings), load_target(target))
+
+
+# Gemma 3 27B: 10 full + 52 sliding layers (window 1024), 16 KV heads x 128 x (K + V) x 2 bytes = 8 KiB per cell
+KV_27B = (10 * 4096 + 52 * 1024) * 8192
+# Gemma 3 1B: 4 full + 22 sliding layers (window 512), 1 KV head x 256 x (K + V) x 2 bytes = 1 KiB per cell
+KV_1B = (4 * 4096 + 22 * 512) * 1024
+
+
+def test_dense_bytes_per_token_is_the_file_once_plus_the_windowed_kv():
+    from planner.formats import parse_format, weight_bytes
+
+    spec, p = _plan_on("h100", "gemma-3-27b", "Q4_K_M", n_ctx=32768)
+    assert KV_27B == 771_751_936
+    assert p.speed.bytes_per_token == weight_bytes(spec, parse_format("Q4_K_M")) + KV_27B
+
+
+def test_kv_read_grows_with_depth_only_on_full_layers():
+    _, near = _plan_on("h100", "gemma-3-27b", "Q4_K_M", n_ctx=2048)  # depth = n_ctx when shorter than 4096
+    _, far = _plan_on("h100", "gemma-3-27b", "Q4_K_M", n_ctx=32768)
+    assert far.speed.bytes_per_token - near.speed.bytes_per_token == 10 * (4096 - 2048) * 8192
+
+
+def test_moe_bytes_per_token_reads_top_k_experts():
+    from planner.formats import parse_format, tensor_sizes
+
+    spec, p = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    sizes = tensor_sizes(spec, parse_format("Q4_K_M"))
+    emb = next(b for t, b in sizes if t.name == "token_embd.weight")
+    experts = sum(b for t, b in sizes if "_exps." in t.name)
+    dense = sum(b for t, b in sizes if t.name != "token_embd.weight" and "_exps." not in t.name)
+    # 8 of 128 experts per token; KV: 5 full layers (2 x 512) x 4096 cells, 25 sliding (8 x 256) x 1024, f16 K and V
+    kv = 5 * 4096 * 2 * 512 * 2 * 2 + 25 * 1024 * 8 * 256 * 2 * 2
+    assert p.speed.bytes_per_token == dense + experts * 8 // 128 + emb + kv
+
+
+@pytest.mark.parametrize("target", ["cpu-16gb", "raspberry-pi-5-8gb", "pixel-8", "macbook-air-16gb", "rtx3060-12gb", "h100"])
+def test_bytes_per_token_do_not_depend_on_the_device(target):
+    from planner.formats import parse_format, weight_bytes
+
+    spec, p = _plan_on(target, "gemma-3-1b", "Q4_0", n_ctx=8192)
+    assert p.speed.bytes_per_token == weight_bytes(spec, parse_format("Q4_0")) + KV_1B
+
+
+def test_vllm_kv_read_uses_the_model_dtype_or_one_byte_for_fp8():
+    # vLLM's cache: 'auto' stores K and V in the model dtype (2 bytes), fp8 in 1 byte
+    from planner.formats import parse_format, weight_bytes
+
+    got = {kv: _plan_on("h100", "gemma-3-1b", "bf16", "vllm", n_ctx=8192, kv_cache_dtype=kv)[1].speed.bytes_per_token
+           for kv in ("auto", "fp8")}
+    spec, _ = _plan_on("h100", "gemma-3-1b", "bf16", "vllm", n_ctx=8192)
+    assert got["auto"] == weight_bytes(spec, parse_format("bf16", "vllm")) + KV_1B
+    assert got["auto"] - got["fp8"] == KV_1B // 2
+
+
+def test_moe_decode_takes_the_moe_factor(monkeypatch):
+    # MoE decode reaches a smaller share of the ceiling than a dense model reading the same bytes (router,
+    # scattered expert reads): the estimate is the dense-rule time divided by speed.moe_factor() (< 1)
+    import planner.speed as speed
+
+    factor = speed.moe_factor()
+    assert 0 < factor < 1
+    _, moe = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    monkeypatch.setattr(speed, "moe_factor", lambda: 1.0)
+    _, dense_rule = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    assert moe.speed.decode_tokens_per_s == pytest.approx(dense_rule.speed.decode_tokens_per_s * factor, abs=0.011)

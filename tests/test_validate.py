@@ -130,7 +130,9 @@ def test_bad_recipe_files_are_one_line_errors(tmp_path):
     assert r.exit_code == 1 and "no recipe file" in r.output
     (tmp_path / "x.json").write_text("{not json")
     r = run("validate", tmp_path / "x.json")
-    assert r.exit_code == 1 and "not a readable JSON recipe" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and len(r.output.strip().splitlines()) == 1
+    assert r.output.splitlines()[0] == (f"Error: {tmp_path / 'x.json'} is not a readable JSON recipe (JSONDecodeError); pass "
+                                        "the recipe.json written by `gemma-plan recommend --emit DIR` or `gemma-plan quantize`")
     (tmp_path / "y.json").write_text(json.dumps({"hello": 1}))
     assert "not a gemma-plan recipe" in run("validate", tmp_path / "y.json").output
 

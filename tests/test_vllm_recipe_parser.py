@@ -30,6 +30,16 @@ PLANS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _hub_online_for_vllm(monkeypatch):
+    # With HF_HUB_OFFLINE (set for every test by the root conftest.py) EngineArgs.__post_init__ resolves the
+    # model id through the local hub cache (vllm.transformers_utils.repo_utils.get_model_path), which the
+    # hermetic cache does not have. Online, it only parses; sockets stay blocked to anything but loopback.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.fixture(scope="module")
 def vparse():
     from vllm.config.model import _FLOAT16_NOT_SUPPORTED_MODELS
