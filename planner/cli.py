@@ -151,6 +151,9 @@ def common_options(f):
         click.option("--vision/--no-vision", "vision", default=None,
                      help="plan the vision projector (mmproj weights + encoder compute); default: on for Ollama and "
                           "LM Studio, which load it, off for llama.cpp / llama-cpp-python"),
+        click.option("--audio/--no-audio", "audio", default=None,
+                     help="plan the audio encoder Gemma 4 E2B/E4B carry in the same mmproj (weights + encoder compute); "
+                          "default: with the vision projector, since llama.cpp loads every encoder the file holds"),
         click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/json.md)"),
     ]
     for o in reversed(opts):
@@ -173,13 +176,13 @@ def _engine_version(engine: str, value: Optional[str]) -> str:
                                    hint=f"use a tag like {', '.join(BUILDS)} (bNNNN), or 'vendored'") from None
 
 
-def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version=None, vision=None):
+def _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version=None, vision=None, audio=None):
     from planner.types import RuntimeSettings
 
     _positive("--parallel", parallel, B.MAX_PARALLEL)
     _positive("--ubatch", ubatch, B.MAX_UBATCH)
     s = RuntimeSettings(engine=engine, n_parallel=parallel, n_ubatch=ubatch, flash_attn=not no_flash_attn, swa_full=swa_full,
-                        engine_version=_engine_version(engine, engine_version), vision=vision)
+                        engine_version=_engine_version(engine, engine_version), vision=vision, audio=audio)
     if kv:
         if engine == "vllm":
             s = dataclasses.replace(s, kv_cache_dtype=kv[0])
@@ -247,7 +250,7 @@ def targets(as_json):
               help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
 def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, vram, ram, ctx, parallel, kv_type, engine, margin,
-             ubatch, no_flash_attn, swa_full, vision, as_json):
+             ubatch, no_flash_attn, swa_full, vision, audio, as_json):
     """Memory per device, speed and fit of one configuration."""
     from planner import report
     from planner.formats import parse_format
@@ -267,7 +270,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
                                    hint="add e.g. --quant Q4_K_M, or let gemma-plan recommend choose one")
     fmt = parse_format(quant, engine)
     hw, tnote = resolve_target(target, vram, ram)
-    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version, vision)
+    s = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version, vision, audio)
     s = dataclasses.replace(s, n_gpu_layers=ngl if hw.devices else 0, experts_on_cpu=experts_on_cpu,
                             tensor_parallel=tp, pipeline_parallel=pp,
                             n_ctx=planned_ctx(n_ctx, is_max, spec.ctx_train))
@@ -296,7 +299,7 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
               help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
 def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, engine_version, target, vram,
-              ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, vision, as_json):
+              ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, vision, audio, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
     from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx
@@ -324,7 +327,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         check_trained_max(n_ctx, specs[0].name, specs[0].ctx_train)
     _slots(planned_ctx(n_ctx, is_max, specs[0].ctx_train) if specs else (n_ctx or DEFAULT_CTX), parallel, given=n_ctx,
            is_max=is_max, ceiling=specs[0].ctx_train if specs else 0)
-    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version, vision)
+    base = _settings(engine, parallel, ubatch, no_flash_attn, swa_full, kv, engine_version, vision, audio)
     # --engine not given: the engine the target really uses (LiteRT-LM bundles on phones)
     pinned = click.get_current_context().get_parameter_source("engine") != click.core.ParameterSource.DEFAULT
     rec = do_recommend(hw, models=specs, formats=[quant] if quant else None, engine=engine if pinned else None, ctx=n_ctx,
@@ -510,13 +513,15 @@ def validate(recipe, target, vram, ram, run, no_serve, timeout, as_json):
 @click.option("--engine", type=click.Choice(["vllm", "transformers"]), default="vllm", show_default=True, help="GPTQ: engine to plan for")
 @click.option("--vision/--no-vision", "vision", default=None,
               help="GGUF: also write the vision projector (mmproj) beside the model; default: when the checkpoint has one")
+@click.option("--audio/--no-audio", "audio", default=None,
+              help="GGUF: also write Gemma 4 E2B/E4B's audio encoder into the projector; default: when the checkpoint has one")
 @click.option("--mmproj-type", type=click.Choice(["f16", "bf16", "q8_0"]), default="f16", show_default=True,
               help="type of the projector's matrices")
 @click.option("--no-validate", is_flag=True, help="skip loading and measuring the result")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 def quantize(model, from_recipe, target, fmt, quant, ctx, parallel, kv_type, vram, ram, margin, out_dir, imatrix, threads, bits,
-             group_size, calib, engine, vision, mmproj_type, no_validate, force, as_json):
+             group_size, calib, engine, vision, mmproj_type, audio, no_validate, force, as_json):
     """Produce the artifact that fits the target, then load it and measure it."""
     from pathlib import Path
 
@@ -556,7 +561,7 @@ def quantize(model, from_recipe, target, fmt, quant, ctx, parallel, kv_type, vra
 
         job = plan_job(model, hw, quant=quant, ctx=n_ctx, ctx_max=is_max, parallel=parallel, kv=kv, out_dir=Path(out_dir),
                        margin=_margin(margin), target=target or hw.name, force=force, out_name=out_name, vision=vision,
-                       mmproj_type=mmproj_type)
+                       mmproj_type=mmproj_type, audio=audio)
         run = run_job
     for line in job.describe():
         console.print(line)

@@ -173,3 +173,80 @@ def projector_memory(family: str, has_vision: bool, proj_dim: int, outtype: str 
     return ProjectorMemory(kind=tower.kind, file_type=outtype, weights_bytes=mmproj_weight_bytes(tower, proj_dim, outtype),
                            compute_bytes=compute or 0, tokens_per_image=tower.tokens_per_image,
                            image_size=tower.image_size, source=tower.source)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio: Gemma 4 E2B/E4B's conformer (gemma4a), written into the same mmproj as the vision tower
+
+
+@dataclass(frozen=True)
+class AudioTower:
+    kind: str  # clip.audio.projector_type
+    n_embd: int
+    n_layer: int
+    n_head: int
+    conv_channels: tuple[int, int]  # the two stride-2 subsampling convolutions
+    out_dim: int  # output_proj_dims: the width the audio embedder projects from
+    n_mel: int
+    conv_kernel: int
+    warmup_seconds: float  # clip.cpp reserves the encoder's compute for a 3000-frame (10 ms) warmup clip
+    tokens_per_second: int  # 100 mel frames / s, / 4 by the two stride-2 convolutions
+    source: str
+
+
+# google/gemma-4-E2B-it and -E4B-it config.json audio_config = Gemma4AudioConfig's defaults (reference
+# gemma_architectures.md: ~300M conformer, hidden 1024, 12 layers, 8 heads); 128 mel bins from the feature
+# extractor (feature_size), as llama.cpp's converter assumes.
+GEMMA4_AUDIO = AudioTower("gemma4a", n_embd=1024, n_layer=12, n_head=8, conv_channels=(128, 32), out_dim=1536,
+                          n_mel=128, conv_kernel=5, warmup_seconds=30.0, tokens_per_second=25,
+                          source="google/gemma-4-E2B-it config.json audio_config")
+AUDIO_TOWERS_BY_MODEL = {"gemma-4-e2b": GEMMA4_AUDIO, "gemma-4-e4b": GEMMA4_AUDIO}
+# clip.cpp's compute reservation for the audio encoder (CPU, the 3000-frame warmup clip; mtmd cuts longer audio
+# into 30 s slices, so it never grows), measured at the released widths with 1, 2 and 4 conformer layers:
+#   PYTHONPATH=. python -m quantize.mmproj_measure --gemma4a 1 40 --layers 1 2 4
+# -> 106,105,405 bytes (101.19 MiB) at every depth (the subsampling convolutions over 3000 x 128 mel frames
+# dominate; a 64-wide tower reserves 101.15 MiB). Keyed by (kind, width).
+AUDIO_ENCODER_COMPUTE: dict[tuple[str, int], int] = {("gemma4a", 1024): 106_105_405}
+
+
+def audio_encoder_compute_bytes(tower: AudioTower) -> Optional[int]:
+    ref = GEMMA4_AUDIO
+    if (tower.kind, tower.n_embd, tower.n_mel, tower.conv_channels) != (ref.kind, ref.n_embd, ref.n_mel, ref.conv_channels):
+        return None  # measured for the released tower only
+    return AUDIO_ENCODER_COMPUTE.get((tower.kind, tower.n_embd))
+
+
+def audio_projector_memory(name: str, has_audio: bool, proj_dim: int, outtype: str = "f16") -> Optional[dict]:
+    """The audio encoder's part of the mmproj: weights, compute reservation, tokens per 30 s slice."""
+    tower = audio_tower_for(name, has_audio)
+    if tower is None:
+        return None
+    return dict(kind=tower.kind, file_type=outtype, weights_bytes=audio_weight_bytes(tower, proj_dim, outtype),
+                compute_bytes=audio_encoder_compute_bytes(tower) or 0, tokens_per_second=tower.tokens_per_second,
+                slice_seconds=tower.warmup_seconds, source=tower.source)
+
+
+def audio_tower_for(name: str, has_audio: bool) -> Optional[AudioTower]:
+    """The audio encoder llama.cpp's mtmd runs for this model, or None (no tower, or not modelled)."""
+    return AUDIO_TOWERS_BY_MODEL.get(name) if has_audio else None
+
+
+def audio_weight_bytes(tower: AudioTower, proj_dim: int, outtype: str = "f16") -> int:
+    """Bytes of the audio encoder's tensors in the mmproj, as quantize.mmproj (and llama.cpp's converter)
+    writes them: the convolutions, the subsampler's input projection, norms, per-dim scales and the clip
+    bounds (1-element) F32, every other matrix in the file's type (Q8_0 rows not a multiple of 32 in F16)."""
+    if outtype not in ("f16", "bf16", "q8_0", "f32"):
+        raise ValueError(f"mmproj type {outtype!r}")
+    E, (c0, c1) = tower.n_embd, tower.conv_channels
+    total = (c0 * 9 + c0 + c1 * c0 * 9 + c1) * F32  # two 3x3 convolutions (no bias) and their norms
+    total += E * (c0 // 4) * c1 * F32  # subsampler input projection (F32: "_conv" in its name)
+    per_layer = 5 * _q(E, E, outtype)  # q, k, v, out, relative-position k
+    per_layer += 2 * (_q(4 * E, E, outtype) + _q(E, 4 * E, outtype))  # two half-step FFNs
+    per_layer += _q(2 * E, E, outtype) + _q(E, E, outtype)  # light conv: pointwise in (GLU) and out
+    per_layer += E * tower.conv_kernel * F32  # depthwise kernel
+    per_layer += 9 * E * F32 + (E // tower.n_head) * F32  # nine RMS norms, per-dim scale
+    per_layer += 40 * F32  # clip bounds: 4 each on q, k, v, out, four FFN and two light-conv linears
+    total += tower.n_layer * per_layer
+    total += _q(tower.out_dim, E, outtype) + tower.out_dim * F32  # output projection + bias
+    total += _q(proj_dim, tower.out_dim, outtype)  # mm.a.input_projection
+    return total

@@ -54,7 +54,7 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
     if spec.vision_params and s.engine == "vllm":
         notes.append(f"text only: vLLM starts with --language-model-only, so the vision tower (~{spec.vision_params / 1e6:.0f}M params) "
                      f"is neither loaded nor profiled")
-    elif spec.vision_params and not vision_enabled(spec, s):
+    elif spec.vision_params and not (vision_enabled(spec, s) or audio_enabled(spec, s)):
         notes.append(f"text weights only; the vision tower (~{spec.vision_params / 1e6:.0f}M params) is a separate mmproj file if you need images")
     p = Plan(
         model=spec.name,
@@ -68,8 +68,10 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         quality_loss=round(quality_loss(fmt.name) + KV_QUALITY.get(s.type_k, 0) / 2 + KV_QUALITY.get(s.type_v, 0) / 2, 4),
         notes=tuple(notes),
     )
-    if spec.vision_params and s.engine != "vllm" and vision_enabled(spec, s):
+    if spec.vision_params and s.engine != "vllm" and (vision_enabled(spec, s) or audio_enabled(spec, s)):
         p = add_projector(p, spec, s)
+        if audio_enabled(spec, s):
+            p = add_audio_projector(p, spec, s)
     return p
 
 
@@ -83,6 +85,48 @@ def vision_enabled(spec: ModelSpec, s: RuntimeSettings) -> bool:
     return bool(s.vision) if s.vision is not None else s.engine in LOADED_BY_DEFAULT
 
 
+def _audio_modelled(spec: ModelSpec) -> bool:
+    from planner.projector import audio_tower_for
+
+    return audio_tower_for(spec.name, bool(spec.audio_params)) is not None
+
+
+def audio_enabled(spec: ModelSpec, s: RuntimeSettings) -> bool:
+    """--audio / --no-audio, else with the projector: Gemma 4 E2B/E4B's audio encoder sits in the same mmproj
+    file as the vision tower, and llama.cpp's mtmd loads every encoder the file holds. Only where the tower is
+    modelled (planner.projector.AUDIO_TOWERS_BY_MODEL) and the engine runs mtmd."""
+    from planner.projector import ENGINES_WITH_MMPROJ, audio_tower_for
+
+    if not spec.audio_params or s.engine not in ENGINES_WITH_MMPROJ or audio_tower_for(spec.name, True) is None:
+        return False
+    if s.audio is not None:
+        if s.audio and s.vision is False:
+            raise InvalidSettingsError(f"--audio with --no-vision: {spec.name}'s audio encoder is in the same mmproj file "
+                                       "as its vision tower, and llama.cpp loads both", hint="drop --no-vision")
+        return bool(s.audio)
+    return vision_enabled(spec, s)
+
+
+def add_audio_projector(p: Plan, spec: ModelSpec, s: RuntimeSettings, am: dict | None = None) -> Plan:
+    """A copy of the plan with the audio encoder's weights and compute reservation beside the vision projector
+    (same file, same device), saying what audio costs in context. ``am``: computed elsewhere (quantize, from the checkpoint)."""
+    from planner.projector import audio_projector_memory
+
+    if am is None:
+        am = audio_projector_memory(spec.name, bool(spec.audio_params), spec.hidden)
+    dev = next((d for d in p.memory.devices if "projector" in d.detail), None)
+    if am is None or dev is None:
+        return p
+    dev.projector_bytes += am["weights_bytes"] + am["compute_bytes"]
+    dev.detail["audio_projector"] = am
+    tokens = int(am["tokens_per_second"] * am["slice_seconds"])
+    compute = (f"encoder compute {am['compute_bytes'] / 2**20:,.0f} MiB" if am["compute_bytes"]
+               else "encoder compute not measured for this tower (not counted)")
+    return p.noted(f"audio: the mmproj's {am['kind']} encoder {am['file_type'].upper()} {am['weights_bytes'] / 2**20:,.0f} MiB + "
+                   f"{compute} on {dev.device}; audio takes {am['tokens_per_second']} tokens a second of the {p.ctx:,}-token "
+                   f"context, encoded in {am['slice_seconds']:.0f} s slices of {tokens} tokens")
+
+
 def modalities_note(spec: ModelSpec, p: Plan) -> str:
     """Which inputs the plan's memory covers, said every time (on a phone the towers are a third of an E-model)."""
     towers = [f"vision ~{spec.vision_params / 1e6:.0f}M" if spec.vision_params else "",
@@ -94,10 +138,15 @@ def modalities_note(spec: ModelSpec, p: Plan) -> str:
     if p.engine == "litert-lm":
         return (f"modalities: text only is planned; {spec.name}'s encoders ({', '.join(towers)} params) are not counted "
                 f"(LiteRT-LM's allocator is not modelled), so image or audio input on this device is unchecked")
+    audio = [d.detail["audio_projector"]["kind"] for d in p.memory.devices if "audio_projector" in d.detail]
+    if planned and audio:
+        return f"modalities: text + vision + audio planned (projector {planned[0]} + {audio[0]}, one mmproj file)"
     if planned:
         rest = [t for t in towers if not t.startswith("vision")]
         return (f"modalities: text + vision planned (projector {planned[0]})"
-                + (f"; {', '.join(rest)} params not planned (no audio projector is modelled)" if rest else ""))
+                + (f"; {', '.join(rest)} params not planned ("
+                   + ("--audio plans the mmproj's audio encoder" if _audio_modelled(spec) else "no audio projector is modelled")
+                   + ")" if rest else ""))
     return (f"modalities: text only is planned ({', '.join(towers)} params not loaded"
             + ("; the vision projector is a separate mmproj file, --vision plans it)" if spec.vision_params and p.engine == "llama.cpp"
                else "; no projector is planned for this engine)"))

@@ -176,6 +176,8 @@ class RuntimeSettings:
     kv_cache_dtype: str = "auto"
     # multimodal: load the vision projector (llama.cpp family: the mmproj file; None = the engine's default)
     vision: Optional[bool] = None
+    # multimodal: also load the audio encoder (Gemma 4 E2B/E4B: in the same mmproj; None = with the projector)
+    audio: Optional[bool] = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,7 +1,9 @@
 """The vision projector file (``mmproj``) llama.cpp's multimodal library loads next to a Gemma GGUF.
 
-Written for Gemma 3 (SigLIP, below), Gemma 4 (gemma4v, ``_plan_gemma4v``) and Gemma 4 unified (gemma4uv,
-``_plan_gemma4uv``); Gemma 3n's MobileNet tower and the audio encoders are not written.
+Written for Gemma 3 (SigLIP, below), Gemma 4 (gemma4v, ``_plan_gemma4v``; on E2B/E4B with the audio
+conformer, gemma4a, ``_plan_gemma4a``, in the same file) and Gemma 4 unified (gemma4uv, ``_plan_gemma4uv``);
+Gemma 3n's MobileNet tower and Gemma 4 unified's audio embedder are not written; Gemma 3n's audio encoder is
+not either, since the vendored clip.cpp skips it (no ``gemma3na`` graph).
 
 Gemma 3 4B/12B/27B carry a SigLIP vision tower and a projector (RMS-normed average pooling to
 ``mm_tokens_per_image`` soft tokens, then a linear map into the text width). llama.cpp keeps them in a
@@ -119,8 +121,11 @@ def _mmproj_type(name: str, shape: tuple[int, ...], outq: gguf.GGMLQuantizationT
     return outq
 
 
-def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
-    """Read config.json and safetensors headers; decide every mmproj key and tensor. No tensor data is read."""
+def plan_mmproj(model_dir: str | Path, outtype: str = "f16", audio: bool = True) -> MmprojPlan:
+    """Read config.json and safetensors headers; decide every mmproj key and tensor. No tensor data is read.
+
+    audio: also write the audio encoder where the checkpoint has one llama.cpp runs (Gemma 4 E2B/E4B's
+    conformer, into the same file as the vision tower)."""
     model_dir = Path(model_dir)
     if outtype not in MMPROJ_TYPES:
         raise ConversionError(f"mmproj type must be one of {', '.join(MMPROJ_TYPES)}, got {outtype!r}")
@@ -130,7 +135,7 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
     mt = config.get("model_type")
     if mt == "gemma4" and config.get("vision_config"):
-        return _plan_gemma4v(model_dir, config, outtype)
+        return _plan_gemma4v(model_dir, config, outtype, audio)
     if mt == "gemma4_unified" and config.get("vision_config"):
         return _plan_gemma4uv(model_dir, config, outtype)
     if mt != "gemma3":
@@ -198,7 +203,7 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16") -> MmprojPlan:
 GEMMA4V_SCALAR_SUFFIXES = (".input_max", ".input_min", ".output_max", ".output_min")
 
 
-def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str) -> MmprojPlan:
+def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str, audio: bool = True) -> MmprojPlan:
     """Gemma 4's vision tower (gemma4v): what llama.cpp's Gemma4VisionAudioModel writes for vision.
 
     Renames model.vision_tower.encoder.* -> v.blk.*, the patch embedder's [n_embd, p*p*3] (HWC) matrix to a
@@ -270,7 +275,85 @@ def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str) -> Mmpr
             raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 vision checkpoint?)")
     tensors.sort(key=lambda t: (0 if not t.name.startswith("v.blk.") else 1,
                                 int(t.name.split(".")[2]) if t.name.startswith("v.blk.") else 0, t.name))
+    if audio and config.get("audio_config"):
+        # E2B/E4B: the audio conformer goes into the same file, as llama.cpp's converter writes it
+        hp["audio"], audio_tensors = _plan_gemma4a(model_dir, config, outq)
+        tensors += audio_tensors
     return MmprojPlan(model_dir, outtype, "gemma4v", hp, tensors, skipped)
+
+
+GEMMA4A_MEL_BINS = 128  # Gemma4AudioFeatureExtractor.feature_size; llama.cpp's converter defaults input_feat_size to it
+
+
+def _plan_gemma4a(model_dir: Path, config: dict[str, Any], outq: gguf.GGMLQuantizationType
+                  ) -> tuple[dict[str, Any], list[ProjTensor]]:
+    """Gemma 4 E2B/E4B's audio conformer (gemma4a) as llama.cpp's Gemma4VisionAudioModel writes it into the
+    same mmproj as the vision tower: model.audio_tower.* -> a.* (the ClippableLinear's ``.linear`` dropped),
+    per_dim_scale stored through softplus, the depthwise kernel [C, 1, K] as [C, K], the convolutions and
+    the subsampler's input projection F32, the clip bounds as 1-element F32 tensors; embed_audio -> mm.a.*."""
+    ac = config["audio_config"]
+    tc = config.get("text_config") or {}
+    need = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+    missing = [k for k in need if not isinstance(ac.get(k), int) or ac.get(k) <= 0]
+    if missing:
+        raise ConversionError(f"config.json: audio_config lacks positive integers for {', '.join(missing)}")
+    hp = dict(n_embd=ac["hidden_size"], n_ff=4 * ac["hidden_size"], n_layer=ac["num_hidden_layers"],
+              n_head=ac["num_attention_heads"], eps=float(ac.get("rms_norm_eps") or 1e-6),
+              n_mel=int(ac.get("input_feat_size") or GEMMA4A_MEL_BINS), proj_dim=int(tc.get("hidden_size") or 0),
+              out_dim=int(ac.get("output_proj_dims") or ac["hidden_size"]))
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, 128)  # the converter's map for two encoders
+    tensors, unknown = [], []
+    for f, keys in _by_file(model_dir).items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            if not hf.startswith(("model.audio_tower.", "model.embed_audio.")):
+                continue
+            n = hf.replace("model.audio_tower.", "conformer.").replace(".linear.", ".")
+            softplus = n.endswith(("per_dim_key_scale", "per_dim_scale"))
+            if softplus:
+                n += ".weight"
+            name = tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
+            if name is None:
+                unknown.append(hf)
+                continue
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            shape = tuple(shape) or (1,)
+            if "lconv1d.depthwise_conv1d" in hf and hf.endswith(".weight"):
+                if len(shape) != 3 or shape[1] != 1:
+                    raise ConversionError(f"{hf}: shape {shape}, expected [channels, 1, kernel]")
+                shape = (shape[0], shape[2])
+            # Gemma4VisionAudioModel.tensor_force_quant: ".conv" or "_conv" in an audio name -> F32
+            if len(shape) <= 1 or ".conv" in hf or "_conv" in hf or name.endswith(GEMMA4V_SCALAR_SUFFIXES):
+                qtype = Q.F32
+            elif outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
+                qtype = Q.F16
+            else:
+                qtype = outq
+            t = ProjTensor(name, shape, qtype, hf, f, dtype, start)
+            t.reorder = ("softplus",) if softplus else None  # type: ignore[attr-defined]
+            tensors.append(t)
+    if unknown:
+        raise ConversionError(f"{len(unknown)} audio tensors have no mmproj name: {', '.join(unknown[:5])}")
+    names = {t.name for t in tensors}
+    for required in ("a.conv1d.0.weight", "a.conv1d.1.weight", "a.input_projection.weight", "mm.a.input_projection.weight"):
+        if required not in names:
+            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 audio checkpoint?)")
+    if hp["n_mel"] % 4 or (hp["n_mel"] // 4) * _conv_channels(tensors) != _in_proj_cols(tensors):
+        raise ConversionError(f"the audio subsampler's projection does not take {hp['n_mel']} mel bins / 4 x channels;"
+                              " set audio_config.input_feat_size to the feature extractor's feature_size")
+    tensors.sort(key=lambda t: (0 if not t.name.startswith("a.blk.") else 1,
+                                int(t.name.split(".")[2]) if t.name.startswith("a.blk.") else 0, t.name))
+    return hp, tensors
+
+
+def _conv_channels(tensors: list[ProjTensor]) -> int:
+    return next(t.shape[0] for t in tensors if t.name == "a.conv1d.1.weight")
+
+
+def _in_proj_cols(tensors: list[ProjTensor]) -> int:
+    return next(t.shape[-1] for t in tensors if t.name == "a.input_projection.weight")
 
 
 def _hwc_to_chw(p: int) -> np.ndarray:
@@ -372,6 +455,8 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
         x = x.reshape(t.shape)[:, reorder[1]]
     elif reorder and reorder[0] == "rows":
         x = x.reshape(t.shape)[reorder[1]]
+    elif reorder and reorder[0] == "softplus":
+        x = np.logaddexp(np.float32(0), x).astype(np.float32)  # torch.nn.functional.softplus
     elif reorder and reorder[0] == "permute102":
         x = x.reshape(t.shape[1], t.shape[0], t.shape[2]).transpose(1, 0, 2)
     x = np.ascontiguousarray(x.reshape(t.shape))
@@ -388,12 +473,13 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
 
 
 def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f16", force: bool = False,
-                 progress: Callable[[int, int, str], None] | None = None) -> Path:
-    """Write the Gemma 3 vision projector GGUF; returns out_path. Leaves no partial file behind."""
+                 progress: Callable[[int, int, str], None] | None = None, audio: bool = True) -> Path:
+    """Write the projector GGUF (vision, plus Gemma 4 E2B/E4B's audio encoder unless audio=False); returns
+    out_path. Leaves no partial file behind."""
     out_path = Path(out_path)
     if out_path.exists() and not force:
         raise OutputExistsError(f"{out_path} already exists")
-    plan = plan_mmproj(model_dir, outtype)
+    plan = plan_mmproj(model_dir, outtype, audio=audio)
     hp = plan.hparams
     from planner.outputs import place, temp_name
 
@@ -424,6 +510,17 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
                 w.add_vision_projector_scale_factor(hp["scale"])
         elif hp["scale"] != 3:  # clip.cpp: n_merge = 3 (pooling_kernel_size) for gemma4v unless the key says otherwise
             w.add_vision_projector_scale_factor(hp["scale"])
+        if hp.get("audio"):
+            a = hp["audio"]  # Gemma4VisionAudioModel / MmprojModel.set_gguf_parameters
+            w.add_clip_has_audio_encoder(True)
+            w.add_clip_audio_projector_type("gemma4a")
+            w.add_audio_projection_dim(a["proj_dim"])
+            w.add_audio_embedding_length(a["n_embd"])
+            w.add_audio_feed_forward_length(a["n_ff"])
+            w.add_audio_block_count(a["n_layer"])
+            w.add_audio_head_count(a["n_head"])
+            w.add_audio_num_mel_bins(a["n_mel"])
+            w.add_audio_attention_layernorm_eps(a["eps"])
         for t in plan.tensors:
             if t.qtype == Q.Q8_0:
                 shape = gguf.quant_shape_to_byte_shape(t.shape, Q.Q8_0)
@@ -476,7 +573,7 @@ class ImageEncode:
     embd_finite: bool
     embd_std: float
     embd: np.ndarray  # (image_tokens, n_embd) as the encoder produced them
-    clip_buffers: dict[str, int]  # clip's own log: "model" (weights), "<backend> compute" -> bytes (0.01 MiB steps)
+    clip_buffers: dict[str, int]  # clip's own log: "model" (the whole file), "<backend> compute", "audio <backend> compute" -> bytes (0.01 MiB steps)
     generated: list[int]
     log: str
 
@@ -496,6 +593,7 @@ def _mtmd_module():
 
 # clip.cpp's own log lines (load_hparams / reserve_compute_meta), two decimals of MiB
 _CLIP_MODEL = __import__("re").compile(r"load_hparams: model size:\s+([\d.]+) MiB")
+_CLIP_WARMUP = __import__("re").compile(r"warmup with (image|audio) size")
 _CLIP_COMPUTE = __import__("re").compile(r"reserve_compute_meta:\s+(\w+) compute buffer size =\s+([\d.]+) MiB")
 
 
@@ -503,14 +601,31 @@ def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, pro
                  n_ctx: int = 512, n_tokens: int = 3) -> ImageEncode:
     """Load the text GGUF and the projector with llama.cpp, put one image (H x W x 3 uint8) in a prompt,
     encode it, decode the whole prompt and generate n_tokens greedily."""
+    img = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ConversionError(f"image must be H x W x 3 uint8, got shape {img.shape}")
+    return _encode(text_gguf, mmproj, img, "image", prompt, n_ctx, n_tokens)
+
+
+def encode_audio(text_gguf: str | Path, mmproj: str | Path, pcm: np.ndarray, prompt: str = "Transcribe: ",
+                 n_ctx: int = 512, n_tokens: int = 3) -> ImageEncode:
+    """As encode_image for one mono clip of float samples at the projector's rate (16 kHz for Gemma 4):
+    llama.cpp computes the mel features itself (mtmd-audio), runs the audio encoder and returns its soft
+    tokens (``image_tokens`` counts them)."""
+    x = np.ascontiguousarray(pcm, dtype=np.float32)
+    if x.ndim != 1 or not x.size:
+        raise ConversionError(f"audio must be a 1-D array of samples, got shape {x.shape}")
+    return _encode(text_gguf, mmproj, x, "audio", prompt, n_ctx, n_tokens)
+
+
+def _encode(text_gguf: str | Path, mmproj: str | Path, media: np.ndarray, kind: str, prompt: str,
+            n_ctx: int, n_tokens: int) -> ImageEncode:
     import ctypes
 
     import llama_cpp
 
     mtmd_cpp = _mtmd_module()
-    img = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ConversionError(f"image must be H x W x 3 uint8, got shape {img.shape}")
+    img = media
     chunks_log: list[str] = []
 
     @llama_cpp.llama_log_callback
@@ -531,10 +646,16 @@ def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, pro
         mctx = mtmd_cpp.mtmd_init_from_file(str(mmproj).encode(), llm.model, params)
         if not mctx:
             raise ConversionError(f"llama.cpp could not load {Path(mmproj).name}: {''.join(chunks_log)[-600:]}")
-        if not mtmd_cpp.mtmd_support_vision(mctx):
-            raise ConversionError(f"{Path(mmproj).name} loaded but reports no vision support")
-        h, w = img.shape[:2]
-        bitmap = mtmd_cpp.mtmd_bitmap_init(w, h, (ctypes.c_uint8 * img.nbytes).from_buffer_copy(img.tobytes()))
+        if kind == "image":
+            if not mtmd_cpp.mtmd_support_vision(mctx):
+                raise ConversionError(f"{Path(mmproj).name} loaded but reports no vision support")
+            h, w = img.shape[:2]
+            bitmap = mtmd_cpp.mtmd_bitmap_init(w, h, (ctypes.c_uint8 * img.nbytes).from_buffer_copy(img.tobytes()))
+        else:
+            if not mtmd_cpp.mtmd_support_audio(mctx):
+                raise ConversionError(f"{Path(mmproj).name} loaded but reports no audio support")
+            bitmap = mtmd_cpp.mtmd_bitmap_init_from_audio(
+                img.size, (ctypes.c_float * img.size).from_buffer_copy(img.tobytes()))
         marker = mtmd_cpp.mtmd_default_marker().decode()
         text = f"{prompt}{marker}\n".encode()
         inp = mtmd_cpp.mtmd_input_text()
@@ -547,7 +668,8 @@ def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, pro
         image_tokens, n_embd, finite, std, emb = 0, 0, False, 0.0, np.zeros(0, np.float32)
         for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
             ch = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
-            if mtmd_cpp.mtmd_input_chunk_get_type(ch) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+            want = mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE if kind == "image" else mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_AUDIO
+            if mtmd_cpp.mtmd_input_chunk_get_type(ch) == want:
                 image_tokens = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(ch))
                 if mtmd_cpp.mtmd_encode_chunk(mctx, ch) != 0:
                     raise ConversionError("mtmd_encode_chunk failed")
@@ -556,11 +678,11 @@ def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, pro
                 emb = np.ctypeslib.as_array(out, shape=(image_tokens * n_embd,)).copy()
                 finite, std = bool(np.isfinite(emb).all()), float(emb.std())
         if not image_tokens:
-            raise ConversionError("the prompt produced no image chunk")
+            raise ConversionError(f"the prompt produced no {kind} chunk")
         n_past = llama_cpp.llama_pos(0)
         rc = mtmd_cpp.mtmd_helper_eval_chunks(mctx, llm.ctx, chunks, 0, 0, n_ctx, True, ctypes.byref(n_past))
         if rc != 0:
-            raise ConversionError(f"evaluating the prompt with the image failed ({rc})")
+            raise ConversionError(f"evaluating the prompt with the {kind} failed ({rc})")
         generated: list[int] = []
         pos = n_past.value
         n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
@@ -570,11 +692,19 @@ def encode_image(text_gguf: str | Path, mmproj: str | Path, rgb: np.ndarray, pro
             generated.append(tok)
             batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(tok), 1)
             if llama_cpp.llama_decode(llm.ctx, batch) != 0:
-                raise ConversionError("decoding after the image failed")
+                raise ConversionError(f"decoding after the {kind} failed")
             pos += 1
         log = "".join(chunks_log)
         bufs = {"model": int(float(m.group(1)) * 2**20) for m in _CLIP_MODEL.finditer(log)}
-        bufs.update({f"{m.group(1)} compute": int(float(m.group(2)) * 2**20) for m in _CLIP_COMPUTE.finditer(log)})
+        # a file with both encoders logs one reservation each, after its "warmup with image/audio size" line:
+        # the image encoder's keep their plain key, the audio encoder's are prefixed "audio "
+        modality = "image"
+        for line in log.splitlines():
+            if _CLIP_WARMUP.search(line):
+                modality = _CLIP_WARMUP.search(line).group(1)
+            m = _CLIP_COMPUTE.search(line)
+            if m:
+                bufs[("audio " if modality == "audio" else "") + f"{m.group(1)} compute"] = int(float(m.group(2)) * 2**20)
         return ImageEncode(image_tokens, n_embd, finite, std, emb.reshape(image_tokens, n_embd), bufs, generated, log)
     finally:
         if chunks is not None:

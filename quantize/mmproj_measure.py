@@ -56,6 +56,58 @@ def measure_gemma4v(n_layer: int, side_tokens: int, work: Path, small: bool = Fa
                 compute_after_image_bytes=max(grow) if grow else None)
 
 
+def measure_gemma4a(n_layer: int, seconds: list[float], work: Path) -> dict:
+    """Gemma 4 E2B/E4B's audio conformer at the released widths (Gemma4AudioConfig's defaults: hidden 1024,
+    8 heads, subsampling channels 128/32, output 1536, 128 mel bins) with n_layer layers, in an mmproj beside a
+    1-layer 64-wide vision tower; one clip of each length encoded. clip.cpp reserves the audio encoder's compute
+    buffer for a 3000-frame (30 s) warmup clip; a longer clip grows it."""
+    import re
+
+    import numpy as np
+    import torch
+    import transformers
+
+    from planner.projector import GEMMA4_AUDIO, audio_weight_bytes
+
+    from .convert import convert_hf_to_gguf
+    from .mmproj import encode_audio, plan_mmproj, write_mmproj
+    from .tiny import _save_tokenizer
+
+    d = work / f"gemma4a-{n_layer}"
+    d.mkdir(parents=True, exist_ok=True)
+    text = transformers.Gemma4TextConfig(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=128, global_head_dim=256, num_hidden_layers=2, sliding_window=16, hidden_size_per_layer_input=0,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    vision = transformers.Gemma4VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    audio = transformers.Gemma4AudioConfig(num_hidden_layers=n_layer)
+    cfg = transformers.Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=1020,
+                                    eoi_token_id=1021, image_token_id=1022, video_token_id=1023, audio_token_id=1019,
+                                    boa_token_id=1018, eoa_token_index=1017)
+    torch.manual_seed(0)
+    transformers.Gemma4ForConditionalGeneration(cfg).to(torch.bfloat16).save_pretrained(d)
+    _save_tokenizer(d, 1024, 0, keep_spm=True)
+    convert_hf_to_gguf(d, d / "text.gguf", "f16", force=True)
+    write_mmproj(d, d / "mmproj-f16.gguf", "f16", force=True)
+    planned = sum(t.nbytes for t in plan_mmproj(d, "f16").tensors if t.name.startswith(("a.", "mm.a.")))
+    import dataclasses
+
+    rows = []
+    for sec in seconds:
+        t = np.arange(int(16000 * sec)) / 16000
+        pcm = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        enc = encode_audio(d / "text.gguf", d / "mmproj-f16.gguf", pcm, n_ctx=4096, n_tokens=1)
+        computes = [int(float(m) * 2**20) for m in re.findall(r"reserve_compute_meta:\s+\w+ compute buffer size =\s+([\d.]+) MiB", enc.log)]
+        models = [int(float(m) * 2**20) for m in re.findall(r"load_hparams: model size:\s+([\d.]+) MiB", enc.log)]
+        grow = [int(float(x) * 2**20) for x in re.findall(r"reallocating \w+ buffer from size [\d.]+ MiB to ([\d.]+) MiB", enc.log)]
+        rows.append(dict(seconds=sec, audio_tokens=enc.image_tokens, clip_model_bytes=models, clip_compute_bytes=computes,
+                         compute_after_clip_bytes=max(grow) if grow else None))
+    return dict(family="gemma4a", n_layer=n_layer, planned_audio_tensor_bytes=planned,
+                predicted_audio_weight_bytes=audio_weight_bytes(dataclasses.replace(GEMMA4_AUDIO, n_layer=n_layer), 256, "f16"),
+                clips=rows)
+
+
 def measure(n_layer: int, image_size: int, work: Path) -> dict:
     import dataclasses
 
@@ -101,7 +153,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--gemma4v", type=int, nargs="*", metavar="SIDE",
                     help="measure Gemma 4's vision tower (2 layers) instead, one image of SIDE x SIDE soft tokens each")
     ap.add_argument("--small", action="store_true", help="with --gemma4v: the E2B/E4B tower's widths")
+    ap.add_argument("--gemma4a", type=float, nargs="*", metavar="SECONDS",
+                    help="measure Gemma 4 E2B/E4B's audio conformer (--layers deep) instead, one clip of each length")
     args = ap.parse_args(argv)
+    if args.gemma4a:
+        with tempfile.TemporaryDirectory(prefix="mmproj-measure-") as tmp:
+            rows = [measure_gemma4a(n, args.gemma4a, Path(tmp)) for n in args.layers]
+        print(json.dumps(rows, indent=2))
+        return 0
     if args.gemma4v:
         with tempfile.TemporaryDirectory(prefix="mmproj-measure-") as tmp:
             rows = [measure_gemma4v(2, side, Path(tmp), small=args.small) for side in args.gemma4v]

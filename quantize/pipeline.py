@@ -50,6 +50,7 @@ class QuantizeJob:
     notes: list[str] = field(default_factory=list)
     mmproj_path: Optional[Path] = None  # the vision projector written beside the GGUF (--vision)
     mmproj_type: str = "f16"
+    mmproj_audio: bool = False  # also write the audio encoder into the projector (Gemma 4 E2B/E4B's gemma4a)
 
     def describe(self) -> list[str]:
         p = self.plan
@@ -163,6 +164,7 @@ def plan_job(
     out_name: Optional[str] = None,
     vision: Optional[bool] = None,
     mmproj_type: str = "f16",
+    audio: Optional[bool] = None,
 ) -> QuantizeJob:
     from planner.sources import load_model
 
@@ -208,38 +210,46 @@ def plan_job(
         else:
             intermediate = out_dir / f".{spec.name}-{outtype}.gguf.tmp"
             need = p.weight_file_bytes + sum(t.n_elements for t in spec.tensors) * (4 if outtype == "f32" else 2)
-    mmproj, p = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force)
+    mmproj, mmproj_audio, p = _plan_projector(source, kind, spec, p, gguf_path, vision, mmproj_type, force, audio)
     if mmproj is not None:
-        need += mmproj.weights_bytes
+        need += mmproj.weights_bytes + mmproj_audio
     need += DISK_SLACK
     return QuantizeJob(source, kind, spec, p, hw, out_dir, gguf_path, intermediate, outtype, need, notes,
-                       mmproj_path=Path(mmproj.path) if mmproj else None, mmproj_type=mmproj_type)
+                       mmproj_path=Path(mmproj.path) if mmproj else None, mmproj_type=mmproj_type,
+                       mmproj_audio=bool(mmproj_audio))
 
 
 def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path: Path, vision: Optional[bool],
-                    mmproj_type: str, force: bool):
+                    mmproj_type: str, force: bool, audio: Optional[bool] = None):
     """The vision projector to write beside the GGUF: on by default when the checkpoint has a tower the writer
     knows (Gemma 3 SigLIP, Gemma 4 vision), refused with --vision when it has none. Its weights (the
-    writer's own plan) and clip's compute buffer (measured for the released tower) join the plan. Returns (the
-    projector or None, the plan with it)."""
+    writer's own plan) and clip's compute buffer (measured for the released tower) join the plan.
+    Gemma 4 E2B/E4B's audio encoder goes into the same file unless audio is False (refused with audio=True
+    where the checkpoint has none). Returns (the projector or None, bytes of the audio encoder's tensors, the
+    plan with them)."""
+    if audio and vision is False:
+        raise InvalidSettingsError("--audio with --no-vision: the audio encoder is written into the vision projector's "
+                                   "mmproj file, which llama.cpp loads whole", hint="drop --no-vision")
     if vision is False:
-        return None, p
+        return None, 0, p
     if kind != "hf-dir":
-        if vision:
-            raise InvalidSettingsError("--vision needs the Hugging Face checkpoint: a GGUF file holds no vision tower",
-                                       hint="pass the checkpoint directory, or drop --vision")
-        return None, p
+        if vision or audio:
+            flag = "--vision" if vision else "--audio"
+            raise InvalidSettingsError(f"{flag} needs the Hugging Face checkpoint: a GGUF file holds no vision or audio tower",
+                                       hint=f"pass the checkpoint directory, or drop {flag}")
+        return None, 0, p
     from planner.projector import ProjectorMemory, encoder_compute_bytes, tower_for
     from planner.search import add_projector
     from quantize.errors import UnsupportedArchitectureError
     from quantize.mmproj import plan_mmproj
 
     try:
-        mp = plan_mmproj(source, mmproj_type)
+        mp = plan_mmproj(source, mmproj_type, audio=False)  # the vision projector the plan counts
     except UnsupportedArchitectureError as e:
-        if vision:
-            raise InvalidSettingsError(f"--vision: {e}", hint="drop --vision to quantize the text model only") from None
-        return None, p
+        if vision or audio:
+            flag = "--vision" if vision else "--audio"
+            raise InvalidSettingsError(f"{flag}: {e}", hint=f"drop {flag} to quantize the text model only") from None
+        return None, 0, p
     path = gguf_path.with_name(gguf_path.name[:-5] + f"-mmproj-{mmproj_type.upper()}.gguf")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists")
@@ -251,7 +261,27 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
                          compute_bytes=(encoder_compute_bytes(released) or 0) if same else 0,
                          tokens_per_image=hp["tokens_per_image"], image_size=hp["image_size"],
                          source=f"{source.name}/config.json vision_config", path=str(path))
-    return pm, add_projector(p, spec, p.settings, pm)
+    p = add_projector(p, spec, p.settings, pm)
+    audio_bytes = 0
+    if audio is not False:
+        full = plan_mmproj(source, mmproj_type, audio=True)
+        a = full.hparams.get("audio")
+        if a is None:
+            if audio:
+                raise InvalidSettingsError(f"--audio: {source.name} has no audio encoder the projector writer knows "
+                                           "(it writes Gemma 4 E2B/E4B's conformer)", hint="drop --audio")
+        else:
+            from planner.projector import AUDIO_ENCODER_COMPUTE, GEMMA4_AUDIO
+            from planner.search import add_audio_projector
+
+            audio_bytes = full.tensor_bytes - mp.tensor_bytes
+            same = (a["n_embd"], a["n_mel"]) == (GEMMA4_AUDIO.n_embd, GEMMA4_AUDIO.n_mel)
+            p = add_audio_projector(p, spec, p.settings, dict(
+                kind="gemma4a", file_type=mmproj_type, weights_bytes=audio_bytes,
+                compute_bytes=AUDIO_ENCODER_COMPUTE[("gemma4a", GEMMA4_AUDIO.n_embd)] if same else 0,
+                tokens_per_second=GEMMA4_AUDIO.tokens_per_second, slice_seconds=GEMMA4_AUDIO.warmup_seconds,
+                source=f"{source.name}/config.json audio_config"))
+    return pm, audio_bytes, p
 
 
 def _source_outtype(spec: ModelSpec) -> str:
@@ -322,7 +352,7 @@ def run_job(
 
             say("mmproj", 0.0)
             mmproj_built = staged.path(job.mmproj_path.name)
-            write_mmproj(job.source, mmproj_built, job.mmproj_type, force=True,
+            write_mmproj(job.source, mmproj_built, job.mmproj_type, force=True, audio=job.mmproj_audio,
                          progress=lambda done, total, name: say("mmproj", done / max(1, total)))
         if validate:
             say("validate", 0.0)
@@ -430,12 +460,16 @@ def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool
     from quantize.llama_bins import mtmd_lib
     from quantize.mmproj import encode_image, plan_mmproj
 
-    mp = plan_mmproj(job.source, job.mmproj_type)
+    mp = plan_mmproj(job.source, job.mmproj_type, audio=job.mmproj_audio)
     planned = next((d.detail["projector"] for d in job.plan.memory.devices if "projector" in d.detail), {})
+    planned_audio = next((d.detail["audio_projector"] for d in job.plan.memory.devices if "audio_projector" in d.detail), {})
     out = {"path": str(job.mmproj_path), "sha256": sha256_file(mmproj), "bytes": mmproj.stat().st_size,
            "type": job.mmproj_type, "projector": mp.projector,
            "tensor_bytes": sum(t.n_bytes for t in read_header(mmproj).tensors),
            "predicted_weights_bytes": planned.get("weights_bytes"), "predicted_compute_bytes": planned.get("compute_bytes")}
+    if job.mmproj_audio:
+        out.update(audio=True, predicted_audio_weights_bytes=planned_audio.get("weights_bytes"),
+                   predicted_audio_compute_bytes=planned_audio.get("compute_bytes"))
     if not validate:
         out["validation"] = {"skipped": True}
     elif mtmd_lib() is None:
@@ -452,6 +486,15 @@ def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool
                              "tokens_generated": len(enc.generated), "clip_weights_bytes": enc.clip_buffers.get("model"),
                              "clip_compute_bytes": enc.clip_buffers.get("CPU compute"),
                              "note": "clip logs MiB with two decimals"}
+        if job.mmproj_audio:
+            from quantize.mmproj import encode_audio
+
+            t = np.arange(16000) / 16000  # one second, 16 kHz: two tones
+            pcm = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1234 * t)).astype(np.float32)
+            aenc = encode_audio(built, mmproj, pcm)
+            out["validation"]["audio"] = {"seconds": 1.0, "audio_tokens": aenc.image_tokens, "embd_finite": aenc.embd_finite,
+                                          "tokens_generated": len(aenc.generated),
+                                          "clip_compute_bytes": aenc.clip_buffers.get("audio CPU compute")}
     return out
 
 

@@ -30,6 +30,8 @@ FAMILIES: dict[str, str] = {
     "gemma4_e": "Gemma 4 E-model, E2B-style: per-layer embeddings, KV sharing, double-wide MLP on shared layers",
     "gemma4_moe": "Gemma 4 MoE, 26B-A4B-style: routed experts plus a shared dense MLP, K=V on full layers",
     "gemma4": "Gemma 4 multimodal wrapper (Gemma4ForConditionalGeneration) around the dense text model",
+    "gemma4_audio": "Gemma 4 E2B/E4B-style wrapper (Gemma4ForConditionalGeneration) with a 1-layer vision tower and "
+                    "a 1-layer audio conformer (128 mel bins, as the feature extractor and llama.cpp's gemma4a)",
     "gemma3n_text": "Gemma 3n text (Gemma3nForCausalLM): AltUp x4, LAuReL, activation sparsity on the first 10 "
                     "layers, per-layer embeddings, KV sharing from layer 20 (22 layers, as llama.cpp hard-codes)",
     "gemma4_unified": "Gemma 4 12B-style unified (Gemma4UnifiedForConditionalGeneration): dense text model plus the "
@@ -103,7 +105,7 @@ def _text_defaults(family: str) -> dict[str, Any]:
                                "rope_theta": 1000000.0},
         },
     )
-    if family in ("gemma4_text", "gemma4"):
+    if family in ("gemma4_text", "gemma4", "gemma4_audio"):
         return g4 | dict(num_hidden_layers=4, swa_period=4, attention_k_eq_v=True,
                          num_key_value_heads=2, num_global_key_value_heads=1, global_head_dim=256)
     if family == "gemma4_e":
@@ -183,16 +185,27 @@ def _make_config(family: str, overrides: dict[str, Any]):
             text_config=text, vision_config=vision, mm_tokens_per_image=4,
             boi_token_index=v - 3, eoi_token_index=v - 2, image_token_index=v - 1,
         )
-    if family == "gemma4":
+    if family in ("gemma4", "gemma4_audio"):
         text = transformers.Gemma4TextConfig(**kw)
         vision = transformers.Gemma4VisionConfig(
             hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
             num_key_value_heads=2, head_dim=32, position_embedding_size=64,
         )
         v = kw["vocab_size"]
+        audio = None
+        if family == "gemma4_audio":
+            # the subsampler's projection reads (channels[0] // 4) * channels[1] inputs, which equals the
+            # flattened (mel/4) x channels[1] only when channels[0] is the 128 mel bins, as in the released model
+            audio = transformers.Gemma4AudioConfig(
+                hidden_size=64, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=[128, 8],
+                output_proj_dims=48,
+            )
+        # transformers masks the audio placeholder id out of the text embeddings: it must not be a piece the
+        # logits-parity prompt uses (the tiny vocabulary's top ids are single characters: 1016 is '日')
+        extra = dict(audio_token_id=v - 8, boa_token_id=v - 7, eoa_token_index=v - 6) if audio is not None else {}
         return transformers.Gemma4Config(
-            text_config=text, vision_config=vision, audio_config=None,
-            boi_token_id=v - 4, eoi_token_id=v - 3, image_token_id=v - 2, video_token_id=v - 1,
+            text_config=text, vision_config=vision, audio_config=audio,
+            boi_token_id=v - 4, eoi_token_id=v - 3, image_token_id=v - 2, video_token_id=v - 1, **extra,
         )
     raise ValueError(f"unknown tiny family {family!r}; known: {', '.join(FAMILIES)}")
 
@@ -294,6 +307,15 @@ def _randomise(model, family: str, seed: int) -> None:
         for name, b in model.named_buffers():
             if name.endswith("layer_scalar"):
                 b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            elif "audio_tower." in name and name.endswith(("input_max", "output_max")):
+                # the conformer's clipped linears: finite bounds that bite, so a projector file that loses
+                # them (llama.cpp clamps before and after each matmul) gives other soft tokens
+                b.copy_(torch.tensor(0.6 + 0.4 * torch.rand((), generator=g).item()))
+            elif "audio_tower." in name and name.endswith(("input_min", "output_min")):
+                b.copy_(torch.tensor(-0.6 - 0.4 * torch.rand((), generator=g).item()))
+        for name, p in model.named_parameters():
+            if "audio_tower." in name and name.endswith("per_dim_scale"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))  # stored through softplus by the converter
 
 
 def build_tiny_model(
@@ -330,9 +352,10 @@ def build_tiny_model(
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))  # initialise in the target dtype: half the memory for bf16
     try:
-        if family in ("gemma3", "gemma4", "gemma4_unified"):
+        if family in ("gemma3", "gemma4", "gemma4_audio", "gemma4_unified"):
             cls = getattr(transformers, {"gemma3": "Gemma3ForConditionalGeneration",
                                          "gemma4": "Gemma4ForConditionalGeneration",
+                                         "gemma4_audio": "Gemma4ForConditionalGeneration",
                                          "gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}[family])
             model = cls(config)
         else:

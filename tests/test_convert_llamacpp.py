@@ -44,6 +44,7 @@ def _hf_model(path, family):
 
     cls = {"gemma3": transformers.Gemma3ForConditionalGeneration,
            "gemma4": transformers.Gemma4ForConditionalGeneration,
+           "gemma4_audio": transformers.Gemma4ForConditionalGeneration,
            "gemma4_unified": transformers.Gemma4UnifiedForConditionalGeneration}.get(
         family, transformers.AutoModelForCausalLM)
     model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()

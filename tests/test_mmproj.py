@@ -137,3 +137,54 @@ def test_gemma4_unified_projector_encodes_like_transformers(tiny_model, tiny_ggu
         ref = m.model.get_image_features(*_patches(rgb, patch=8)).pooler_output[0].numpy()
     err = float(np.abs(enc.embd - ref).max())
     assert err < 0.005, f"max |soft token difference| {err:.4f}"
+
+
+def _clip(seconds=1.0):
+    """A deterministic 16 kHz test clip: two tones, one of them swelling."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1234 * t) * np.linspace(0, 1, t.size)
+            ).astype(np.float32)
+
+
+@pytest.mark.parametrize("outtype, bound", [("f16", 0.015), ("bf16", 0.02), ("q8_0", 0.03)])
+def test_gemma4_audio_projector_encodes_like_transformers(outtype, bound, tiny_model, tiny_gguf, mtmd_ready, tmp_path):
+    """Gemma 4 E2B/E4B's audio conformer (gemma4a) in the same mmproj as the vision tower: llama.cpp computes
+    the mel features from the raw samples itself, so this covers its preprocessing too. One second at 16 kHz
+    -> 25 soft tokens (two stride-2 convolutions over 10 ms frames). The tiny conformer's clipped linears have
+    bounds that bite (dropping them moves the soft tokens by 0.27) and a random per-dim scale (stored through
+    softplus). Measured max |difference| (std 0.142): F16 0.0068, BF16 0.0074, Q8_0 0.0106."""
+    import torch
+    import transformers
+
+    from quantize.mmproj import encode_audio, plan_mmproj, write_mmproj
+
+    model_dir = tiny_model("gemma4_audio")
+    path = write_mmproj(model_dir, tmp_path / f"mmproj-{outtype}.gguf", outtype)
+    f = gguf.GGUFReader(path).fields
+    assert f["clip.audio.projector_type"].contents() == "gemma4a" and f["clip.has_audio_encoder"].contents()
+    assert f["clip.vision.projector_type"].contents() == "gemma4v"
+    assert f["clip.audio.num_mel_bins"].contents() == 128
+    assert not any(t.name.startswith("a.") for t in plan_mmproj(model_dir, outtype, audio=False).tensors)
+    pcm = _clip()
+    enc = encode_audio(tiny_gguf("gemma4_audio", outtype="f16"), path, pcm)
+    assert enc.image_tokens == 25 and enc.n_embd == 256 and enc.embd_finite and len(enc.generated) == 3
+    # both encoders loaded: the vision one reserves first, the audio one for its 3000-frame warmup clip
+    assert enc.clip_buffers["CPU compute"] < 50 * 2**20 < enc.clip_buffers["audio CPU compute"]
+    feats = transformers.Gemma4AudioFeatureExtractor()([pcm], sampling_rate=16000, return_tensors="pt")
+    m = transformers.Gemma4ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = m.model.get_audio_features(feats["input_features"], feats["input_features_mask"])
+    ref = out.pooler_output[0][out.attention_mask[0].bool()].numpy()
+    assert ref.shape == enc.embd.shape
+    err = float(np.abs(enc.embd - ref).max())
+    assert err < bound, f"max |soft token difference| {err:.4f} (std {ref.std():.3f})"
+
+
+def test_gemma4_audio_without_tower_is_vision_only(tiny_model, tmp_path):
+    """A Gemma 4 checkpoint without an audio tower (26B/31B) gets no audio keys; audio=False drops it on E-models."""
+    from quantize.mmproj import write_mmproj
+
+    path = write_mmproj(tiny_model("gemma4_audio"), tmp_path / "v.gguf", "f16", audio=False)
+    f = gguf.GGUFReader(path).fields
+    assert "clip.has_audio_encoder" not in f and f["clip.vision.projector_type"].contents() == "gemma4v"
+    assert not any(t.name.startswith(("a.", "mm.a.")) for t in gguf.GGUFReader(path).tensors)

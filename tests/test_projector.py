@@ -92,11 +92,56 @@ def test_gemma4_e2b_vision_plan_on_a_phone_with_llama_cpp():
     (measured at its widths) join the plan, and the modalities line says vision is planned, audio is not."""
     from planner.projector import GEMMA4_VISION_SMALL
 
-    r = run("recommend", "--model", "gemma-4-e2b", "--target", "pixel-9", "--engine", "llama.cpp", "--vision", "--json")
+    r = run("recommend", "--model", "gemma-4-e2b", "--target", "pixel-9", "--engine", "llama.cpp", "--vision", "--no-audio",
+            "--json")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.output)["plan"]
     pm = next(d["detail"]["projector"] for d in plan["memory"]["devices"] if "projector" in d["detail"])
     assert pm["compute_bytes"] == ENCODER_COMPUTE[("gemma4v", 768)]
     assert pm["weights_bytes"] == mmproj_weight_bytes(GEMMA4_VISION_SMALL, 1536, "f16")
     line = next(n for n in plan["notes"] if n.startswith("modalities:"))
-    assert "text + vision planned" in line and "audio ~300M params not planned" in line
+    assert "text + vision planned" in line and "audio ~300M params not planned (--audio plans" in line
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_gemma4_audio_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    """The E2B/E4B conformer's bytes from its shapes equal the audio tensors quantize.mmproj writes."""
+    pytest.importorskip("torch")
+    from planner.projector import GEMMA4_AUDIO, audio_weight_bytes
+    from quantize.mmproj import plan_mmproj
+
+    tower = dataclasses.replace(GEMMA4_AUDIO, n_embd=64, n_layer=1, n_head=2, conv_channels=(128, 8), out_dim=48)
+    plan = plan_mmproj(tiny_model("gemma4_audio"), outtype)
+    audio = sum(t.nbytes for t in plan.tensors if t.name.startswith(("a.", "mm.a.")))
+    assert audio > 0 and audio_weight_bytes(tower, 256, outtype) == audio
+    vision_only = plan_mmproj(tiny_model("gemma4_audio"), outtype, audio=False)
+    assert plan.tensor_bytes - vision_only.tensor_bytes == audio
+
+
+def test_gemma4_e2b_audio_rides_in_the_projector():
+    """E2B's mmproj holds the audio conformer too and llama.cpp loads every encoder in it: with --vision the
+    audio weights (from the conformer's shapes) and its measured compute join the same device; --no-audio
+    drops exactly them; --audio with --no-vision is refused in one line."""
+    from planner.projector import AUDIO_ENCODER_COMPUTE, GEMMA4_AUDIO, audio_weight_bytes
+
+    def devs(*extra):
+        r = run("estimate", "--model", "gemma-4-e2b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192",
+                "--json", *extra)
+        assert r.exit_code == 0, r.output
+        plan = json.loads(r.output)["plan"]
+        return plan, next(d for d in plan["memory"]["devices"] if d["projector_bytes"])
+
+    plan, both = devs("--vision")
+    am = both["detail"]["audio_projector"]
+    assert am["kind"] == "gemma4a" and am["compute_bytes"] == AUDIO_ENCODER_COMPUTE[("gemma4a", 1024)]
+    assert am["weights_bytes"] == audio_weight_bytes(GEMMA4_AUDIO, 1536, "f16")
+    assert any(n.startswith("audio: the mmproj's gemma4a encoder") for n in plan["notes"])
+    _, vision = devs("--vision", "--no-audio")
+    assert "audio_projector" not in vision["detail"]
+    assert both["projector_bytes"] - vision["projector_bytes"] == am["weights_bytes"] + am["compute_bytes"]
+    _, audio_alone = devs("--audio")  # llama.cpp: --audio loads the (shared) projector file
+    assert audio_alone["projector_bytes"] == both["projector_bytes"]
+    r = run("estimate", "--model", "gemma-4-e2b", "--quant", "Q4_K_M", "--target", "rtx4090", "--no-vision", "--audio")
+    assert r.exit_code != 0 and "drop --no-vision" in r.output and "Traceback" not in r.output
+    # a model without a modelled audio tower is unchanged by --audio
+    assert _plan("--vision", "--audio")["memory"] == _plan("--vision")["memory"]

@@ -192,3 +192,29 @@ def test_quantize_no_vision_and_text_only_vision(tiny_model, llama_cpp_module, t
     assert not list((tmp_path / "a").glob("*mmproj*"))
     r = run(*args, "--model", str(tiny_model("gemma3_text")), "--out", str(tmp_path / "b"), "--vision")
     assert r.exit_code != 0 and "no vision tower" in r.output and "Traceback" not in r.output
+
+
+def test_quantize_writes_and_runs_the_audio_encoder(tiny_model, llama_cpp_module, tmp_path):
+    """Gemma 4 E2B/E4B-style checkpoint: the mmproj carries the audio conformer by default, the plan counts its
+    tensors exactly, and validation encodes one second of audio (25 soft tokens) through it with libmtmd;
+    --no-audio writes the vision projector alone, --audio on a checkpoint without the tower is refused."""
+    from quantize.llama_bins import mtmd_lib
+
+    if mtmd_lib() is None:
+        if os.environ.get("GEMMA_PLAN_REQUIRE_LLAMA_BINS"):
+            pytest.fail("libmtmd.so is not built: python -m quantize.llama_bins --mtmd")
+        pytest.skip("libmtmd.so is not built: python -m quantize.llama_bins --mtmd")
+    args = ["quantize", "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "4096", "--json"]
+    r = run(*args, "--model", str(tiny_model("gemma4_audio")), "--out", str(tmp_path / "a"))
+    assert r.exit_code == 0, r.output
+    mm = json.loads(r.output[r.output.index("{"):])["mmproj"]
+    assert mm["audio"] and mm["predicted_weights_bytes"] + mm["predicted_audio_weights_bytes"] == mm["tensor_bytes"]
+    a = mm["validation"]["audio"]
+    assert a["audio_tokens"] == 25 and a["embd_finite"] and a["tokens_generated"] == 3 and a["clip_compute_bytes"] > 0
+    assert mm["validation"]["image_tokens"] == 100
+    r = run(*args, "--model", str(tiny_model("gemma4_audio")), "--out", str(tmp_path / "b"), "--no-audio", "--no-validate")
+    assert r.exit_code == 0, r.output
+    mm = json.loads(r.output[r.output.index("{"):])["mmproj"]
+    assert "audio" not in mm and mm["predicted_weights_bytes"] == mm["tensor_bytes"]
+    r = run(*args, "--model", str(tiny_model("gemma4")), "--out", str(tmp_path / "c"), "--audio", "--no-validate")
+    assert r.exit_code != 0 and "no audio encoder" in r.output and "Traceback" not in r.output

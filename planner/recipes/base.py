@@ -325,6 +325,12 @@ def quantize_command(ctx: Context, out_dir: str = QUANTIZE_OUT) -> list[str]:
     argv = _quantize_argv(ctx) + ["-q", ctx.plan.weight_format, "--ctx", str(s.n_ctx), "-np", str(s.n_parallel)]
     if (s.type_k, s.type_v) != ("f16", "f16"):
         argv += ["--kv-type", s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"]
+    devs = ctx.plan.memory.devices
+    if any("projector" in d.detail for d in devs) and not any("audio_projector" in d.detail for d in devs):
+        from planner.projector import audio_tower_for
+
+        if ctx.spec and audio_tower_for(ctx.spec.name, bool(ctx.spec.audio_params)):
+            argv.append("--no-audio")  # quantize writes E2B/E4B's audio encoder into the mmproj unless told not to
     return argv + ["--out", out_dir]
 
 
