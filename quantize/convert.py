@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -935,6 +936,43 @@ def _check_output(out_path: Path, force: bool, need: int) -> None:
                                     f"{free / 2**30:.2f} GiB free in {parent}")
 
 
+@contextmanager
+def staged_gguf(out_path: Path, arch: str, force: bool) -> Iterator[gguf.GGUFWriter]:
+    """A GGUFWriter on a unique temporary file beside out_path (created O_EXCL: never a planted link); when
+    the block ends it is closed and moved onto out_path (replacing a file only with force), and when the
+    block raises it is closed and removed, so no partial file is ever left behind."""
+    from planner.outputs import place, temp_name
+
+    tmp = temp_name(out_path.parent, out_path.name, ".partial")
+    writer = gguf.GGUFWriter(tmp, arch)
+    try:
+        yield writer
+        writer.close()
+        place(tmp, out_path, overwrite=force)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def source_fds() -> Iterator[dict[Path, int]]:
+    """Read-only descriptors of the checkpoint files a writer reads from (see open_source), closed at the end."""
+    fds: dict[Path, int] = {}
+    try:
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def open_source(fds: dict[Path, int], path: Path) -> int:
+    """path's descriptor in fds, opened read-only the first time it is asked for."""
+    if path not in fds:
+        fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    return fds[path]
+
+
 def convert_hf_to_gguf(
     model_dir: str | Path,
     out_path: str | Path,
@@ -959,11 +997,7 @@ def convert_hf_to_gguf(
     for w in plan.warnings:
         log.warning(w)
 
-    from planner.outputs import place, temp_name
-
-    tmp = temp_name(out_path.parent, out_path.name, ".partial")  # unique, created O_EXCL: never a planted link
-    writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[hp.arch])
-    try:
+    with staged_gguf(out_path, gguf.MODEL_ARCH_NAMES[hp.arch], force) as writer:
         writer.add_name(plan.model_dir.name)
         writer.add_file_type(int(OUTTYPES[outtype][0]))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -979,12 +1013,11 @@ def convert_hf_to_gguf(
         writer.write_ti_data_to_file()
         fout = writer.fout[0]  # type: ignore[index]
         done, total = 0, plan.tensor_bytes
-        fds: dict[Path, int] = {}
-        try:
+        with source_fds() as fds:
             for t in plan.tensors:
                 for src_file in [t.file] + [p.file for p in t.parts]:
-                    if src_file is not None and src_file not in fds:
-                        fds[src_file] = os.open(src_file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    if src_file is not None:
+                        open_source(fds, src_file)
                 # Same layout as GGUFWriter.write_tensor_data, but in chunks: align, data, pad.
                 writer.write_padding(fout, fout.tell())
                 written = 0
@@ -1006,13 +1039,4 @@ def convert_hf_to_gguf(
                 if written != t.nbytes:
                     raise ConversionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
                 writer.write_padding(fout, written)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-        writer.close()
-        place(tmp, out_path, overwrite=force)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
     return out_path

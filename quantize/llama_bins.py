@@ -215,28 +215,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--mtmd", action="store_true",
                     help="build (or with --where: locate) libmtmd.so, the multimodal library llama-cpp-python loads")
     args = ap.parse_args(argv)
-    if args.mtmd:
-        if args.where:
-            f = mtmd_lib()
-            if f is None:
-                print(f"not built: run `python -m quantize.llama_bins --mtmd` (cache {cache_root()})", file=sys.stderr)
-                return 1
-            print(f)
-            return 0
-        if args.jobs is not None and args.jobs < 1:
-            ap.error("--jobs must be at least 1")
-        print(build_mtmd(sdist=args.sdist, jobs=args.jobs))
-        return 0
     if args.where:
-        d = bin_dir()
-        if d is None:
-            print(f"not built: run `python -m quantize.llama_bins` (cache {cache_root()})", file=sys.stderr)
+        found = mtmd_lib() if args.mtmd else bin_dir()
+        if found is None:
+            cmd = "python -m quantize.llama_bins" + (" --mtmd" if args.mtmd else "")
+            print(f"not built: run `{cmd}` (cache {cache_root()})", file=sys.stderr)
             return 1
-        print(d)
+        print(found)
         return 0
     if args.jobs is not None and args.jobs < 1:
         ap.error("--jobs must be at least 1")
-    print(build(sdist=args.sdist, jobs=args.jobs))
+    print((build_mtmd if args.mtmd else build)(sdist=args.sdist, jobs=args.jobs))
     return 0
 
 

@@ -31,14 +31,15 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import gguf
 import numpy as np
 
-from .convert import _ST_DTYPES, _bf16_to_f32, _f32_to_bf16, _read_at, checkpoint_files, safetensors_header
+from .convert import (_ST_DTYPES, _bf16_to_f32, _f32_to_bf16, _read_at, checkpoint_files, open_source, safetensors_header,
+                      source_fds, staged_gguf)
 from .errors import ConversionError, OutputExistsError, UnsupportedArchitectureError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class ProjTensor:
     src_dtype: str
     offset: int
     add: float = 0.0
+    reorder: tuple[Any, ...] | None = None  # how _load rearranges the source into the written layout
 
     @property
     def nbytes(self) -> int:
@@ -145,14 +147,10 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16", audio: bool = True)
                else "and Gemma 4's (gemma4, gemma4_unified); Gemma 3n's MobileNet tower is not written yet"))
     vc = config.get("vision_config") or {}
     tc = config.get("text_config") or {}
-    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
-    missing = [k for k in need if not isinstance(vc.get(k), int) or vc.get(k) <= 0]
-    if missing:
-        raise ConversionError(f"config.json: vision_config lacks positive integers for {', '.join(missing)}")
+    _positive_ints(vc, ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                        "patch_size"), "vision_config")
     n_embd_text = int(tc.get("hidden_size") or 2560)
-    pre: dict[str, Any] = {}
-    if (model_dir / "preprocessor_config.json").is_file():
-        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    pre = _preprocessor(model_dir)
     tokens = int(pre.get("image_seq_length") or config.get("mm_tokens_per_image") or 256)
     side = math.isqrt(tokens)
     if side * side != tokens:
@@ -168,39 +166,32 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16", audio: bool = True)
 
     outq = MMPROJ_TYPES[outtype][1]
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, hp["n_layer"])
-    tensors, skipped, unknown = [], [], []
-    by_file: dict[Path, list[str]] = {}
-    for k, f in checkpoint_files(model_dir).items():
-        by_file.setdefault(f, []).append(k)
-    for f, keys in by_file.items():
-        header = safetensors_header(f)
-        for hf in sorted(keys):
-            norm = _hf_name(hf)
-            if norm is None:
-                if hf.startswith(_TOWER_PREFIXES):
-                    skipped.append(hf)
-                continue
-            name = tmap.get_name(norm, try_suffixes=(".weight", ".bias"))
-            if name is None:
-                unknown.append(hf)
-                continue
-            dtype, shape, start, _ = header[hf]
-            if dtype not in _ST_DTYPES:
-                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
-            add = 1.0 if name == "mm.soft_emb_norm.weight" else 0.0  # Gemma3RMSNorm: x * (1 + w)
-            tensors.append(ProjTensor(name, shape, _mmproj_type(name, shape, outq), hf, f, dtype, start, add))
-    if unknown:
-        raise ConversionError(f"{len(unknown)} vision tensors have no mmproj name: {', '.join(unknown[:5])}")
-    names = {t.name for t in tensors}
-    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight", "mm.soft_emb_norm.weight"):
-        if required not in names:
-            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 3 vision checkpoint?)")
-    tensors.sort(key=lambda t: (0 if not t.name.startswith("v.blk.") else 1,
-                                int(t.name.split(".")[2]) if t.name.startswith("v.blk.") else 0, t.name))
+
+    def make(t: ProjTensor) -> ProjTensor:
+        add = 1.0 if t.name == "mm.soft_emb_norm.weight" else 0.0  # Gemma3RMSNorm: x * (1 + w)
+        return replace(t, qtype=_mmproj_type(t.name, t.shape, outq), add=add)
+
+    tensors, skipped = _collect(model_dir, "vision", _TOWER_PREFIXES + _PROJ_PREFIXES,
+                                lambda hf: tmap.get_name(_hf_name(hf), try_suffixes=(".weight", ".bias")), make,
+                                skip=lambda hf: _hf_name(hf) is None)
+    _require(tensors, ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight",
+                       "mm.soft_emb_norm.weight"), "Gemma 3 vision")
+    _block_order(tensors, "v.blk.")
     return MmprojPlan(model_dir, outtype, "gemma3", hp, tensors, skipped)
 
 
 GEMMA4V_SCALAR_SUFFIXES = (".input_max", ".input_min", ".output_max", ".output_min")
+
+
+def _gemma4_hparams(vc: dict[str, Any], tc: dict[str, Any], pre: dict[str, Any], **tower: Any) -> dict[str, Any]:
+    """The vision keys Gemma 4 and Gemma 4 unified share (Gemma4ImageProcessor's defaults), plus the tower's own."""
+    hp = dict(image_size=224, **tower, eps=float(vc.get("rms_norm_eps") or 1e-6),
+              proj_dim=int(tc.get("hidden_size") or 0), scale=int(vc.get("pooling_kernel_size") or 3),
+              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
+              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
+    if hp["proj_dim"] <= 0:
+        raise ConversionError("config.json: text_config.hidden_size is missing")
+    return hp
 
 
 def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str, audio: bool = True) -> MmprojPlan:
@@ -210,71 +201,42 @@ def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str, audio: 
     [n_embd, 3, p, p] convolution kernel, keeps the 2-D position table F32, and carries the clippable
     linears' input/output bounds as 1-element F32 tensors."""
     vc = config["vision_config"]
-    tc = config.get("text_config") or {}
-    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size")
-    missing = [k for k in need if not isinstance(vc.get(k), int) or vc.get(k) <= 0]
-    if missing:
-        raise ConversionError(f"config.json: vision_config lacks positive integers for {', '.join(missing)}")
-    pre: dict[str, Any] = {}
-    if (model_dir / "preprocessor_config.json").is_file():
-        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
-    hp = dict(image_size=224, patch_size=vc["patch_size"], n_embd=vc["hidden_size"], n_ff=vc["intermediate_size"],
-              n_layer=vc["num_hidden_layers"], n_head=vc["num_attention_heads"], eps=float(vc.get("rms_norm_eps") or 1e-6),
-              proj_dim=int(tc.get("hidden_size") or 0), scale=int(vc.get("pooling_kernel_size") or 3),
-              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
-              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
-    if hp["proj_dim"] <= 0:
-        raise ConversionError("config.json: text_config.hidden_size is missing")
+    _positive_ints(vc, ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size"),
+                   "vision_config")
+    hp = _gemma4_hparams(vc, config.get("text_config") or {}, _preprocessor(model_dir), patch_size=vc["patch_size"],
+                         n_embd=vc["hidden_size"], n_ff=vc["intermediate_size"], n_layer=vc["num_hidden_layers"],
+                         n_head=vc["num_attention_heads"])
     outq = MMPROJ_TYPES[outtype][1]
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, hp["n_layer"])
-    tensors, skipped, unknown = [], [], []
-    by_file: dict[Path, list[str]] = {}
-    for k, f in checkpoint_files(model_dir).items():
-        by_file.setdefault(f, []).append(k)
-    for f, keys in by_file.items():
-        header = safetensors_header(f)
-        for hf in sorted(keys):
-            if not hf.startswith(("model.vision_tower.", "model.embed_vision.")):
-                continue
-            n = hf.replace("model.vision_tower.encoder.", "vision_model.model.").replace(".linear.weight", ".weight")
-            if n.endswith(("layer_scalar", "position_embedding_table")):
-                n += ".weight"
-            name = tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
-            if name is None:
-                unknown.append(hf)
-                continue
-            dtype, shape, start, _ = header[hf]
-            if dtype not in _ST_DTYPES:
-                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
-            shape = shape or (1,)  # scalars become 1-element tensors
-            reorder = None
-            if name == "v.patch_embd.weight":
-                e, k3 = shape
-                p = math.isqrt(k3 // 3)
-                if 3 * p * p != k3:
-                    raise ConversionError(f"{hf}: {k3} columns is not 3 x patch^2")
-                shape, reorder = (e, 3, p, p), ("hwc_to_chw", p)
-            if name == "v.position_embd.weight" or name.endswith(GEMMA4V_SCALAR_SUFFIXES) or len(shape) <= 1:
-                qtype = Q.F32
-            elif name == "v.patch_embd.weight":
-                qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
-            elif name.endswith("_norm.weight") or name.endswith(".bias"):
-                qtype = Q.F32
-            elif outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
-                qtype = Q.F16
-            else:
-                qtype = outq  # unlike Gemma 3, llama.cpp does not force Gemma 4's input projection to F16
-            t = ProjTensor(name, shape, qtype, hf, f, dtype, start)
-            t.reorder = reorder  # type: ignore[attr-defined]
-            tensors.append(t)
-    if unknown:
-        raise ConversionError(f"{len(unknown)} vision tensors have no mmproj name: {', '.join(unknown[:5])}")
-    names = {t.name for t in tensors}
-    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight"):
-        if required not in names:
-            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 vision checkpoint?)")
-    tensors.sort(key=lambda t: (0 if not t.name.startswith("v.blk.") else 1,
-                                int(t.name.split(".")[2]) if t.name.startswith("v.blk.") else 0, t.name))
+
+    def rename(hf: str) -> str | None:
+        n = hf.replace("model.vision_tower.encoder.", "vision_model.model.").replace(".linear.weight", ".weight")
+        if n.endswith(("layer_scalar", "position_embedding_table")):
+            n += ".weight"
+        return tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
+
+    def make(t: ProjTensor) -> ProjTensor:
+        name, shape = t.name, t.shape or (1,)  # scalars become 1-element tensors
+        reorder = None
+        if name == "v.patch_embd.weight":
+            e, k3 = shape
+            p = math.isqrt(k3 // 3)
+            if 3 * p * p != k3:
+                raise ConversionError(f"{t.src}: {k3} columns is not 3 x patch^2")
+            shape, reorder = (e, 3, p, p), ("hwc_to_chw", p)
+        if name == "v.position_embd.weight" or name.endswith(GEMMA4V_SCALAR_SUFFIXES) or len(shape) <= 1:
+            qtype = Q.F32
+        elif name == "v.patch_embd.weight":
+            qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+        elif name.endswith("_norm.weight") or name.endswith(".bias"):
+            qtype = Q.F32
+        else:
+            qtype = _q8_fallback(shape, outq)  # unlike Gemma 3, llama.cpp does not force Gemma 4's input projection to F16
+        return replace(t, shape=shape, qtype=qtype, reorder=reorder)
+
+    tensors, skipped = _collect(model_dir, "vision", ("model.vision_tower.", "model.embed_vision."), rename, make)
+    _require(tensors, ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight"), "Gemma 4 vision")
+    _block_order(tensors, "v.blk.")
     if audio and config.get("audio_config"):
         # E2B/E4B: the audio conformer goes into the same file, as llama.cpp's converter writes it
         hp["audio"], audio_tensors = _plan_gemma4a(model_dir, config, outq)
@@ -283,6 +245,7 @@ def _plan_gemma4v(model_dir: Path, config: dict[str, Any], outtype: str, audio: 
 
 
 GEMMA4A_MEL_BINS = 128  # Gemma4AudioFeatureExtractor.feature_size; llama.cpp's converter defaults input_feat_size to it
+_SOFTPLUS = ("per_dim_key_scale", "per_dim_scale")  # stored through softplus, as llama.cpp's converter does
 
 
 def _plan_gemma4a(model_dir: Path, config: dict[str, Any], outq: gguf.GGMLQuantizationType
@@ -293,58 +256,39 @@ def _plan_gemma4a(model_dir: Path, config: dict[str, Any], outq: gguf.GGMLQuanti
     the subsampler's input projection F32, the clip bounds as 1-element F32 tensors; embed_audio -> mm.a.*."""
     ac = config["audio_config"]
     tc = config.get("text_config") or {}
-    need = ("hidden_size", "num_hidden_layers", "num_attention_heads")
-    missing = [k for k in need if not isinstance(ac.get(k), int) or ac.get(k) <= 0]
-    if missing:
-        raise ConversionError(f"config.json: audio_config lacks positive integers for {', '.join(missing)}")
+    _positive_ints(ac, ("hidden_size", "num_hidden_layers", "num_attention_heads"), "audio_config")
     hp = dict(n_embd=ac["hidden_size"], n_ff=4 * ac["hidden_size"], n_layer=ac["num_hidden_layers"],
               n_head=ac["num_attention_heads"], eps=float(ac.get("rms_norm_eps") or 1e-6),
               n_mel=int(ac.get("input_feat_size") or GEMMA4A_MEL_BINS), proj_dim=int(tc.get("hidden_size") or 0),
               out_dim=int(ac.get("output_proj_dims") or ac["hidden_size"]))
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, 128)  # the converter's map for two encoders
-    tensors, unknown = [], []
-    for f, keys in _by_file(model_dir).items():
-        header = safetensors_header(f)
-        for hf in sorted(keys):
-            if not hf.startswith(("model.audio_tower.", "model.embed_audio.")):
-                continue
-            n = hf.replace("model.audio_tower.", "conformer.").replace(".linear.", ".")
-            softplus = n.endswith(("per_dim_key_scale", "per_dim_scale"))
-            if softplus:
-                n += ".weight"
-            name = tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
-            if name is None:
-                unknown.append(hf)
-                continue
-            dtype, shape, start, _ = header[hf]
-            if dtype not in _ST_DTYPES:
-                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
-            shape = tuple(shape) or (1,)
-            if "lconv1d.depthwise_conv1d" in hf and hf.endswith(".weight"):
-                if len(shape) != 3 or shape[1] != 1:
-                    raise ConversionError(f"{hf}: shape {shape}, expected [channels, 1, kernel]")
-                shape = (shape[0], shape[2])
-            # Gemma4VisionAudioModel.tensor_force_quant: ".conv" or "_conv" in an audio name -> F32
-            if len(shape) <= 1 or ".conv" in hf or "_conv" in hf or name.endswith(GEMMA4V_SCALAR_SUFFIXES):
-                qtype = Q.F32
-            elif outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
-                qtype = Q.F16
-            else:
-                qtype = outq
-            t = ProjTensor(name, shape, qtype, hf, f, dtype, start)
-            t.reorder = ("softplus",) if softplus else None  # type: ignore[attr-defined]
-            tensors.append(t)
-    if unknown:
-        raise ConversionError(f"{len(unknown)} audio tensors have no mmproj name: {', '.join(unknown[:5])}")
-    names = {t.name for t in tensors}
-    for required in ("a.conv1d.0.weight", "a.conv1d.1.weight", "a.input_projection.weight", "mm.a.input_projection.weight"):
-        if required not in names:
-            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 audio checkpoint?)")
+
+    def rename(hf: str) -> str | None:
+        n = hf.replace("model.audio_tower.", "conformer.").replace(".linear.", ".")
+        if n.endswith(_SOFTPLUS):
+            n += ".weight"
+        return tmap.get_name(n, try_suffixes=(".weight", ".bias") + GEMMA4V_SCALAR_SUFFIXES)
+
+    def make(t: ProjTensor) -> ProjTensor:
+        hf, shape = t.src, tuple(t.shape) or (1,)
+        if "lconv1d.depthwise_conv1d" in hf and hf.endswith(".weight"):
+            if len(shape) != 3 or shape[1] != 1:
+                raise ConversionError(f"{hf}: shape {shape}, expected [channels, 1, kernel]")
+            shape = (shape[0], shape[2])
+        # Gemma4VisionAudioModel.tensor_force_quant: ".conv" or "_conv" in an audio name -> F32
+        if len(shape) <= 1 or ".conv" in hf or "_conv" in hf or t.name.endswith(GEMMA4V_SCALAR_SUFFIXES):
+            qtype = Q.F32
+        else:
+            qtype = _q8_fallback(shape, outq)
+        return replace(t, shape=shape, qtype=qtype, reorder=("softplus",) if hf.endswith(_SOFTPLUS) else None)
+
+    tensors, _ = _collect(model_dir, "audio", ("model.audio_tower.", "model.embed_audio."), rename, make)
+    _require(tensors, ("a.conv1d.0.weight", "a.conv1d.1.weight", "a.input_projection.weight",
+                       "mm.a.input_projection.weight"), "Gemma 4 audio")
     if hp["n_mel"] % 4 or (hp["n_mel"] // 4) * _conv_channels(tensors) != _in_proj_cols(tensors):
         raise ConversionError(f"the audio subsampler's projection does not take {hp['n_mel']} mel bins / 4 x channels;"
                               " set audio_config.input_feat_size to the feature extractor's feature_size")
-    tensors.sort(key=lambda t: (0 if not t.name.startswith("a.blk.") else 1,
-                                int(t.name.split(".")[2]) if t.name.startswith("a.blk.") else 0, t.name))
+    _block_order(tensors, "a.blk.")
     return hp, tensors
 
 
@@ -376,56 +320,40 @@ def _plan_gemma4uv(model_dir: Path, config: dict[str, Any], outtype: str) -> Mmp
     Gemma4UnifiedVisionAudioModel writes them (patch columns and the first norm reordered HWC -> CHW, the
     position table transposed to [2, rows, E]). The audio embedder is not written."""
     vc = config["vision_config"]
-    tc = config.get("text_config") or {}
-    patch, pool = int(vc.get("patch_size") or 16), int(vc.get("pooling_kernel_size") or 3)
-    p = patch * pool
-    pre: dict[str, Any] = {}
-    if (model_dir / "preprocessor_config.json").is_file():
-        pre = json.loads((model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
-    hp = dict(image_size=224, patch_size=patch, n_embd=int(vc.get("mm_embed_dim") or 3840), n_ff=0, n_layer=0, n_head=0,
-              eps=float(vc.get("rms_norm_eps") or 1e-6), proj_dim=int(tc.get("hidden_size") or 0), scale=pool,
-              tokens_per_image=int(pre.get("max_soft_tokens") or 280),
-              image_mean=list(pre.get("image_mean") or (0.0, 0.0, 0.0)), image_std=list(pre.get("image_std") or (1.0, 1.0, 1.0)))
-    if hp["proj_dim"] <= 0:
-        raise ConversionError("config.json: text_config.hidden_size is missing")
+    patch = int(vc.get("patch_size") or 16)
+    hp = _gemma4_hparams(vc, config.get("text_config") or {}, _preprocessor(model_dir), patch_size=patch,
+                         n_embd=int(vc.get("mm_embed_dim") or 3840), n_ff=0, n_layer=0, n_head=0)
+    p = patch * hp["scale"]
     outq = MMPROJ_TYPES[outtype][1]
-    tensors = []
-    for f, keys in _by_file(model_dir).items():
-        header = safetensors_header(f)
-        for hf in sorted(keys):
-            if hf.startswith("model.vision_embedder."):
-                name = _G4UV.get(hf[len("model.vision_embedder."):])
-            elif hf == "model.embed_vision.embedding_projection.weight":
-                name = "mm.input_projection.weight"
-            else:
-                continue
-            if name is None:
-                raise ConversionError(f"{hf} has no mmproj name")
-            dtype, shape, start, _ = header[hf]
-            if dtype not in _ST_DTYPES:
-                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
-            reorder = None
-            if name == "v.patch_embd.weight":
-                if shape[1] != p * p * 3:
-                    raise ConversionError(f"{hf}: {shape[1]} columns, expected {p}x{p}x3 for the merged patch")
-                reorder = ("cols", _hwc_to_chw(p))
-                qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
-            elif name == "v.patch_norm.1.weight" or name == "v.patch_norm.1.bias":
-                reorder, qtype = ("rows", _hwc_to_chw(p)), Q.F32
-            elif name == "v.position_embd.weight":
-                reorder, shape = ("permute102", None), (shape[1], shape[0], shape[2])
-                qtype = Q.F16 if outq == Q.Q8_0 and shape[-1] % 32 else outq
-            elif len(shape) <= 1:
-                qtype = Q.F32
-            else:
-                qtype = Q.F16 if outq == Q.Q8_0 and shape[-1] % 32 else outq
-            t = ProjTensor(name, tuple(shape), qtype, hf, f, dtype, start)
-            t.reorder = reorder  # type: ignore[attr-defined]
-            tensors.append(t)
-    names = {t.name for t in tensors}
-    for required in ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight", "v.patch_norm.3.weight"):
-        if required not in names:
-            raise ConversionError(f"the checkpoint has no {required} (is this a Gemma 4 unified checkpoint?)")
+
+    def rename(hf: str) -> str | None:
+        if hf.startswith("model.vision_embedder."):
+            return _G4UV.get(hf[len("model.vision_embedder."):])
+        return "mm.input_projection.weight" if hf == "model.embed_vision.embedding_projection.weight" else None
+
+    def make(t: ProjTensor) -> ProjTensor:
+        name, shape = t.name, tuple(t.shape)
+        reorder = None
+        if name == "v.patch_embd.weight":
+            if shape[1] != p * p * 3:
+                raise ConversionError(f"{t.src}: {shape[1]} columns, expected {p}x{p}x3 for the merged patch")
+            reorder = ("cols", _hwc_to_chw(p))
+            qtype = Q.F16 if outq == Q.F16 else Q.F32  # MmprojModel.tensor_force_quant
+        elif name == "v.patch_norm.1.weight" or name == "v.patch_norm.1.bias":
+            reorder, qtype = ("rows", _hwc_to_chw(p)), Q.F32
+        elif name == "v.position_embd.weight":
+            reorder, shape = ("permute102", None), (shape[1], shape[0], shape[2])
+            qtype = _q8_fallback(shape, outq)
+        elif len(shape) <= 1:
+            qtype = Q.F32
+        else:
+            qtype = _q8_fallback(shape, outq)
+        return replace(t, shape=shape, qtype=qtype, reorder=reorder)
+
+    tensors, _ = _collect(model_dir, "vision", ("model.vision_embedder.", "model.embed_vision.embedding_projection.weight"),
+                          rename, make)
+    _require(tensors, ("v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight",
+                       "v.patch_norm.3.weight"), "Gemma 4 unified")
     tensors.sort(key=lambda t: t.name)
     return MmprojPlan(model_dir, outtype, "gemma4uv", hp, tensors, [])
 
@@ -435,6 +363,68 @@ def _by_file(model_dir: Path) -> dict[Path, list[str]]:
     for k, f in checkpoint_files(model_dir).items():
         out.setdefault(f, []).append(k)
     return out
+
+
+def _positive_ints(section: dict[str, Any], need: tuple[str, ...], where: str) -> None:
+    missing = [k for k in need if not isinstance(section.get(k), int) or section.get(k) <= 0]
+    if missing:
+        raise ConversionError(f"config.json: {where} lacks positive integers for {', '.join(missing)}")
+
+
+def _preprocessor(model_dir: Path) -> dict[str, Any]:
+    """preprocessor_config.json, or {} where the checkpoint has none (the image processor's defaults apply)."""
+    path = model_dir / "preprocessor_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _q8_fallback(shape: tuple[int, ...], outq: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
+    """outq, except F16 for a Q8_0 row that is not a whole number of blocks."""
+    return Q.F16 if outq == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] else outq
+
+
+def _collect(model_dir: Path, what: str, prefixes: tuple[str, ...], rename: Callable[[str], str | None],
+             make: Callable[[ProjTensor], ProjTensor],
+             skip: Callable[[str], bool] | None = None) -> tuple[list[ProjTensor], list[str]]:
+    """Every checkpoint tensor whose name starts with one of prefixes, read from the safetensors headers only.
+
+    skip(hf) true: a tensor of the tower llama.cpp leaves out (returned as the second list). rename(hf): its
+    mmproj name, None where it has none (an error naming them all). make(base) -> the tensor to write: base
+    is the source as stored (header shape, type still unset), the family sets the shape, type and reorder."""
+    tensors: list[ProjTensor] = []
+    skipped: list[str] = []
+    unknown: list[str] = []
+    for f, keys in _by_file(model_dir).items():
+        header = safetensors_header(f)
+        for hf in sorted(keys):
+            if not hf.startswith(prefixes):
+                continue
+            if skip and skip(hf):
+                skipped.append(hf)
+                continue
+            name = rename(hf)
+            if name is None:
+                unknown.append(hf)
+                continue
+            dtype, shape, start, _ = header[hf]
+            if dtype not in _ST_DTYPES:
+                raise ConversionError(f"{hf} is stored as {dtype}; only F32, F16 and BF16 checkpoints convert")
+            tensors.append(make(ProjTensor(name, shape, Q.F32, hf, f, dtype, start)))
+    if unknown:
+        raise ConversionError(f"{len(unknown)} {what} tensors have no mmproj name: {', '.join(unknown[:5])}")
+    return tensors, skipped
+
+
+def _require(tensors: list[ProjTensor], required: tuple[str, ...], family: str) -> None:
+    names = {t.name for t in tensors}
+    for name in required:
+        if name not in names:
+            raise ConversionError(f"the checkpoint has no {name} (is this a {family} checkpoint?)")
+
+
+def _block_order(tensors: list[ProjTensor], blk: str) -> None:
+    """Sort in place: the tower's global tensors by name, then its blocks in layer order (as the converter)."""
+    tensors.sort(key=lambda t: (0 if not t.name.startswith(blk) else 1,
+                                int(t.name.split(".")[2]) if t.name.startswith(blk) else 0, t.name))
 
 
 def _load(t: ProjTensor, fd: int) -> np.ndarray:
@@ -447,7 +437,7 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
     x = _bf16_to_f32(raw) if t.src_dtype == "BF16" else raw.astype(np.float32)
     if t.add:
         x = x + np.float32(t.add)
-    reorder = getattr(t, "reorder", None)
+    reorder = t.reorder
     if reorder and reorder[0] == "hwc_to_chw":
         p = reorder[1]
         x = x.reshape(t.shape[0], p, p, 3).transpose(0, 3, 1, 2)
@@ -481,11 +471,7 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
         raise OutputExistsError(f"{out_path} already exists")
     plan = plan_mmproj(model_dir, outtype, audio=audio)
     hp = plan.hparams
-    from planner.outputs import place, temp_name
-
-    tmp = temp_name(out_path.parent, out_path.name, ".partial")
-    w = gguf.GGUFWriter(tmp, "clip")
-    try:
+    with staged_gguf(out_path, "clip", force) as w:
         w.add_type(gguf.GGUFType.MMPROJ)
         w.add_name(plan.model_dir.name + "-mmproj")
         w.add_file_type(int(MMPROJ_TYPES[outtype][0]))
@@ -534,12 +520,9 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
         w.write_ti_data_to_file()
         fout = w.fout[0]  # type: ignore[index]
         done = 0
-        fds: dict[Path, int] = {}
-        try:
+        with source_fds() as fds:
             for t in plan.tensors:
-                if t.file not in fds:
-                    fds[t.file] = os.open(t.file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                data = _load(t, fds[t.file])
+                data = _load(t, open_source(fds, t.file))
                 if data.nbytes != t.nbytes:
                     raise ConversionError(f"{t.name}: {data.nbytes} bytes, planned {t.nbytes}")
                 w.write_padding(fout, fout.tell())
@@ -548,15 +531,6 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
                 done += data.nbytes
                 if progress:
                     progress(done, plan.tensor_bytes, t.name)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-        w.close()
-        place(tmp, out_path, overwrite=force)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
     return out_path
 
 

@@ -17,36 +17,46 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+
+def _gemma4_checkpoint(d: Path, vision: Any, audio: Any, **token_ids: int) -> None:
+    """Save a random bf16 Gemma 4 checkpoint in d around a 2-layer 256-wide text model with the given towers,
+    then write its F16 text GGUF (text.gguf) and F16 projector (mmproj-f16.gguf) next to it."""
+    import torch
+    import transformers
+
+    from .convert import convert_hf_to_gguf
+    from .mmproj import write_mmproj
+    from .tiny import _save_tokenizer
+
+    text = transformers.Gemma4TextConfig(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=128, global_head_dim=256, num_hidden_layers=2, sliding_window=16, hidden_size_per_layer_input=0,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    cfg = transformers.Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=1020,
+                                    eoi_token_id=1021, image_token_id=1022, video_token_id=1023, **token_ids)
+    torch.manual_seed(0)
+    transformers.Gemma4ForConditionalGeneration(cfg).to(torch.bfloat16).save_pretrained(d)
+    _save_tokenizer(d, 1024, 0, keep_spm=True)
+    convert_hf_to_gguf(d, d / "text.gguf", "f16", force=True)
+    write_mmproj(d, d / "mmproj-f16.gguf", "f16", force=True)
 
 
 def measure_gemma4v(n_layer: int, side_tokens: int, work: Path, small: bool = False) -> dict:
     """Gemma 4 26B/31B vision widths (hidden 1152, ffn 4304, 16 heads of 72; ``small``: E2B/E4B's 768, 3072,
     12 heads of 64), 16 px patches pooled 3x3, one square image of side_tokens x side_tokens soft tokens."""
     import numpy as np
-    import torch
     import transformers
 
-    from .convert import convert_hf_to_gguf
-    from .mmproj import encode_image, write_mmproj
-    from .tiny import _save_tokenizer
+    from .mmproj import encode_image
 
     d = work / f"gemma4v-{'small' if small else 'large'}-{n_layer}-{side_tokens}"
     d.mkdir(parents=True, exist_ok=True)
-    text = transformers.Gemma4TextConfig(
-        vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=128, global_head_dim=256, num_hidden_layers=2, sliding_window=16, hidden_size_per_layer_input=0,
-        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1, bos_token_id=2)
     e, ff, heads, hd = (768, 3072, 12, 64) if small else (1152, 4304, 16, 72)
     vision = transformers.Gemma4VisionConfig(hidden_size=e, intermediate_size=ff, num_hidden_layers=n_layer,
                                              num_attention_heads=heads, num_key_value_heads=heads, head_dim=hd)
-    cfg = transformers.Gemma4Config(text_config=text, vision_config=vision, audio_config=None,
-                                    boi_token_id=1020, eoi_token_id=1021, image_token_id=1022, video_token_id=1023)
-    torch.manual_seed(0)
-    transformers.Gemma4ForConditionalGeneration(cfg).to(torch.bfloat16).save_pretrained(d)
-    _save_tokenizer(d, 1024, 0, keep_spm=True)
-    convert_hf_to_gguf(d, d / "text.gguf", "f16", force=True)
-    write_mmproj(d, d / "mmproj-f16.gguf", "f16", force=True)
+    _gemma4_checkpoint(d, vision, None)
     px = side_tokens * 48
     rgb = ((np.arange(px * px * 3) * 37) % 251).astype(np.uint8).reshape(px, px, 3)
     enc = encode_image(d / "text.gguf", d / "mmproj-f16.gguf", rgb, n_ctx=2048, n_tokens=1)
@@ -64,32 +74,18 @@ def measure_gemma4a(n_layer: int, seconds: list[float], work: Path) -> dict:
     import re
 
     import numpy as np
-    import torch
     import transformers
 
     from planner.projector import GEMMA4_AUDIO, audio_weight_bytes
 
-    from .convert import convert_hf_to_gguf
-    from .mmproj import encode_audio, plan_mmproj, write_mmproj
-    from .tiny import _save_tokenizer
+    from .mmproj import encode_audio, plan_mmproj
 
     d = work / f"gemma4a-{n_layer}"
     d.mkdir(parents=True, exist_ok=True)
-    text = transformers.Gemma4TextConfig(
-        vocab_size=1024, hidden_size=256, intermediate_size=512, num_attention_heads=2, num_key_value_heads=1,
-        head_dim=128, global_head_dim=256, num_hidden_layers=2, sliding_window=16, hidden_size_per_layer_input=0,
-        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, eos_token_id=1, bos_token_id=2)
     vision = transformers.Gemma4VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                                              num_attention_heads=2, num_key_value_heads=2, head_dim=32)
     audio = transformers.Gemma4AudioConfig(num_hidden_layers=n_layer)
-    cfg = transformers.Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=1020,
-                                    eoi_token_id=1021, image_token_id=1022, video_token_id=1023, audio_token_id=1019,
-                                    boa_token_id=1018, eoa_token_index=1017)
-    torch.manual_seed(0)
-    transformers.Gemma4ForConditionalGeneration(cfg).to(torch.bfloat16).save_pretrained(d)
-    _save_tokenizer(d, 1024, 0, keep_spm=True)
-    convert_hf_to_gguf(d, d / "text.gguf", "f16", force=True)
-    write_mmproj(d, d / "mmproj-f16.gguf", "f16", force=True)
+    _gemma4_checkpoint(d, vision, audio, audio_token_id=1019, boa_token_id=1018, eoa_token_index=1017)
     planned = sum(t.nbytes for t in plan_mmproj(d, "f16").tensors if t.name.startswith(("a.", "mm.a.")))
     import dataclasses
 
