@@ -829,6 +829,25 @@ def _read_at(fd: int, n: int, offset: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def to_f32(raw: np.ndarray, src_dtype: str, add: float = 0.0) -> np.ndarray:
+    """Checkpoint values as stored (F32, F16 or BF16 bits) as float32, plus add (a folded ``1 + w`` norm)."""
+    x = _bf16_to_f32(raw) if src_dtype == "BF16" else raw.astype(np.float32)
+    return x + np.float32(add) if add else x
+
+
+def from_f32(x: np.ndarray, qtype: gguf.GGMLQuantizationType, src: str, instead: str) -> np.ndarray:
+    """float32 values as F32, F16 or BF16 (any other qtype); an F16 overflow is an error naming src and
+    what to do instead."""
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return x
+    if qtype == gguf.GGMLQuantizationType.F16:
+        out = x.astype(np.float16)
+        if np.isinf(out).any() and not np.isinf(x).any():
+            raise ConversionError(f"{src} overflows float16; {instead}")
+        return out
+    return _f32_to_bf16(x)
+
+
 def _chunks(t: TensorPlan, fd: int | None) -> Iterator[np.ndarray]:
     """Row chunks of one tensor, converted to its output type; never the whole of a big tensor."""
     if t.data is not None:
@@ -852,18 +871,7 @@ def _chunks(t: TensorPlan, fd: int | None) -> Iterator[np.ndarray]:
                           or (t.qtype == Q.F32 and t.src_dtype == "F32")):
             yield raw
             continue
-        x = _bf16_to_f32(raw) if t.src_dtype == "BF16" else raw.astype(np.float32)
-        if t.add:
-            x = x + np.float32(t.add)
-        if t.qtype == Q.F32:
-            yield x
-        elif t.qtype == Q.F16:
-            out = x.astype(np.float16)
-            if np.isinf(out).any() and not np.isinf(x).any():
-                raise ConversionError(f"{t.src} overflows float16; convert with outtype='bf16' or 'f32'")
-            yield out
-        else:
-            yield _f32_to_bf16(x)
+        yield from_f32(to_f32(raw, t.src_dtype, t.add), t.qtype, t.src, "convert with outtype='bf16' or 'f32'")
 
 
 def _tensor_chunks(t: TensorPlan, fds: dict[Path, int]) -> Iterator[np.ndarray]:

@@ -38,8 +38,8 @@ from typing import Any, Callable
 import gguf
 import numpy as np
 
-from .convert import (_ST_DTYPES, _bf16_to_f32, _f32_to_bf16, _read_at, checkpoint_files, open_source, safetensors_header,
-                      source_fds, staged_gguf)
+from .convert import (_ST_DTYPES, _read_at, checkpoint_files, from_f32, open_source, safetensors_header, source_fds,
+                      staged_gguf, to_f32)
 from .errors import ConversionError, OutputExistsError, UnsupportedArchitectureError
 
 log = logging.getLogger(__name__)
@@ -434,9 +434,7 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
     if len(buf) != n:
         raise ConversionError(f"{t.src}: short read from {t.file.name} (file truncated?)")
     raw = np.frombuffer(buf, dtype=src)
-    x = _bf16_to_f32(raw) if t.src_dtype == "BF16" else raw.astype(np.float32)
-    if t.add:
-        x = x + np.float32(t.add)
+    x = to_f32(raw, t.src_dtype, t.add)
     reorder = t.reorder
     if reorder and reorder[0] == "hwc_to_chw":
         p = reorder[1]
@@ -450,16 +448,9 @@ def _load(t: ProjTensor, fd: int) -> np.ndarray:
     elif reorder and reorder[0] == "permute102":
         x = x.reshape(t.shape[1], t.shape[0], t.shape[2]).transpose(1, 0, 2)
     x = np.ascontiguousarray(x.reshape(t.shape))
-    if t.qtype == Q.F32:
-        return x
-    if t.qtype == Q.F16:
-        out = x.astype(np.float16)
-        if np.isinf(out).any() and not np.isinf(x).any():
-            raise ConversionError(f"{t.src} overflows float16; write the projector as bf16")
-        return out
-    if t.qtype == Q.BF16:
-        return _f32_to_bf16(x)
-    return gguf.quants.quantize(x, Q.Q8_0)
+    if t.qtype == Q.Q8_0:
+        return gguf.quants.quantize(x, Q.Q8_0)
+    return from_f32(x, t.qtype, t.src, "write the projector as bf16")
 
 
 def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f16", force: bool = False,
