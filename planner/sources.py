@@ -33,9 +33,11 @@ def load_model(query: str) -> tuple[ModelSpec, str]:
     p = Path(query).expanduser()
     if p.is_dir():
         return load_hf_dir(p), ""
-    from planner import hub
+    ref = None
+    if "/" in query:  # every hub spelling names USER/REPO; a catalog name never has a slash
+        from planner import hub
 
-    ref = hub.parse_ref(query)
+        ref = hub.parse_ref(query)
     if ref is not None and not p.exists():
         remote = hub.load_remote(ref)
         if remote is not None:
