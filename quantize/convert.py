@@ -689,18 +689,23 @@ def _out_type(name: str, ndim: int, outq: gguf.GGMLQuantizationType) -> gguf.GGM
     return outq
 
 
+def read_config(model_dir: Path) -> dict[str, Any]:
+    """model_dir's config.json; a missing or malformed one is a ConversionError naming the file."""
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ConversionError(f"{model_dir} has no config.json")
+    try:
+        return json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{cfg_path} is not valid JSON: {e}") from e
+
+
 def plan_conversion(model_dir: str | Path, outtype: str = "f16") -> ConversionPlan:
     """Read config.json, tokenizer and safetensors headers; decide every GGUF tensor. No tensor data is read."""
     model_dir = Path(model_dir)
     if outtype not in OUTTYPES:
         raise ConversionError(f"outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
-    cfg_path = model_dir / "config.json"
-    if not cfg_path.is_file():
-        raise ConversionError(f"{model_dir} has no config.json")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{cfg_path} is not valid JSON: {e}") from e
+    config = read_config(model_dir)
     hp = read_hparams(config)
     vocab = read_vocab(model_dir, hp.arch)
     n_vocab = len(vocab.tokens)

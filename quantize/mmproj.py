@@ -38,8 +38,8 @@ from typing import Any, Callable
 import gguf
 import numpy as np
 
-from .convert import (_ST_DTYPES, _read_at, checkpoint_files, from_f32, open_source, safetensors_header, source_fds,
-                      staged_gguf, to_f32)
+from .convert import (_ST_DTYPES, _read_at, checkpoint_files, from_f32, open_source, read_config, safetensors_header,
+                      source_fds, staged_gguf, to_f32)
 from .errors import ConversionError, OutputExistsError, UnsupportedArchitectureError
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,7 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16", audio: bool = True)
     model_dir = Path(model_dir)
     if outtype not in MMPROJ_TYPES:
         raise ConversionError(f"mmproj type must be one of {', '.join(MMPROJ_TYPES)}, got {outtype!r}")
-    cfg_path = model_dir / "config.json"
-    if not cfg_path.is_file():
-        raise ConversionError(f"{model_dir} has no config.json")
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    config = read_config(model_dir)
     mt = config.get("model_type")
     if mt == "gemma4" and config.get("vision_config"):
         return _plan_gemma4v(model_dir, config, outtype, audio)
