@@ -98,7 +98,7 @@ def part_arch(hw: Hardware, work: Path, quick: bool, log) -> list[dict]:
     return rows
 
 
-from quantize.slices import reduced_config as _reduced_config, width_spec  # noqa: E402,F401  (shared with detect --bench)
+from quantize.slices import add_slice_vocab, reduced_config as _reduced_config, width_spec  # noqa: E402,F401  (shared with detect --bench)
 
 
 def write_width_gguf(entry: dict, path: Path, n_layers: int) -> Path:
@@ -113,16 +113,7 @@ def write_width_gguf(entry: dict, path: Path, n_layers: int) -> Path:
     w = gguf.GGUFWriter(str(path), hp.arch.name.lower())
     write_hparams(w, hp)
     w.add_file_type(1)
-    V = spec.vocab
-    # a SentencePiece-style vocabulary with byte fallback, so any prompt tokenizes
-    tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581"]
-    tokens += [f"t{i}" for i in range(V - len(tokens))]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * V)
-    w.add_token_types([3, 3, 3, 2] + [6] * 256 + [1] * (V - 260))
-    w.add_bos_token_id(2)
-    w.add_eos_token_id(1)
+    add_slice_vocab(w, spec.vocab)
     for t in spec.tensors:
         if len(t.shape) == 1 or t.name.endswith("ffn_gate_inp.weight"):
             w.add_tensor(t.name, np.ones(t.shape, np.float32))

@@ -57,7 +57,7 @@ def width_spec(entry: dict, n_layers: int):
     return cfg, spec
 
 
-def _vocab(w, n_vocab: int) -> None:
+def add_slice_vocab(w, n_vocab: int) -> None:
     """A SentencePiece-style vocabulary with byte fallback, so any prompt tokenizes."""
     tokens = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581"]
     tokens += [f"t{i}" for i in range(n_vocab - len(tokens))]
@@ -84,7 +84,7 @@ def write_slice_gguf(entry: dict, ftype: str, path: Path, n_layers: int):
     write_hparams(w, hp)
     w.add_file_type(int(LLAMA_FTYPE_IDS[ftype]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _vocab(w, spec.vocab)
+    add_slice_vocab(w, spec.vocab)
     sizes = []
     for t, typ in gguf_tensor_types(spec, ftype):
         nbytes = tensor_bytes(typ, t.shape)
