@@ -84,14 +84,7 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, sdist: Optional[Path] = None,
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="build-", dir=root) as tmp:
         work = Path(tmp)
-        if sdist is None:
-            kept = root / f"llama_cpp_python-{version}.tar.gz"
-            if not kept.is_file():
-                got = _download_sdist(work / "dl", version)
-                shutil.copyfile(got, work / "sdist.part")
-                os.replace(work / "sdist.part", kept)
-            sdist = kept
-        src = _extract_llama_cpp(Path(sdist), work / "src")
+        src = _extract_llama_cpp(Path(sdist) if sdist else _sdist_path(root, work, version), work / "src")
         build_dir = work / "build"
         subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), *CMAKE_FLAGS], check=True, stdout=sys.stderr)
         subprocess.run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *PROGRAMS],
@@ -156,6 +149,7 @@ def mtmd_lib(version: str = LLAMA_CPP_PYTHON_VERSION) -> Optional[Path]:
 
 
 def _sdist_path(root: Path, work: Path, version: str) -> Path:
+    """The pinned sdist, downloaded once into the cache (moved in whole) and kept for later builds."""
     kept = root / f"llama_cpp_python-{version}.tar.gz"
     if not kept.is_file():
         got = _download_sdist(work / "dl", version)
