@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from planner.artifacts import FILE as SELECTOR  # a file name or quant selector: the catalogue's own patterns
+from planner.artifacts import REPO  # a hub repo id
 from planner.errors import PlanError, UnknownModelError
 from profiles import bounds as B
 
 PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "huggingface.co/", "hf.co/")
-REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 DEFAULT_QUANT = "Q4_K_M"  # what llama.cpp -hf and Ollama pick when the tag is left out
 FIRST_READ = 256 << 10  # the first range request; a Gemma header with its 262k-token vocabulary is ~6 MB
 MAX_HEADER_BYTES = 256 << 20  # a header needing more than this is refused (hostile or not a model)
@@ -253,7 +253,7 @@ def _offline_fallback(repo: str, selector: str):
 
 def load_remote_safetensors(repo: str):
     """(ModelSpec, note) from a hub checkpoint's config.json and safetensors headers (no weights)."""
-    from planner.sources import InvalidModelFileError, check_safetensors_entry, spec_from_config_and_header
+    from planner.sources import check_safetensors_entry, parse_config, spec_from_config_and_header
 
     cpath = cache_dir() / "safetensors" / f"{repo.replace('/', '--')}.json"
     note = ""
@@ -276,12 +276,7 @@ def load_remote_safetensors(repo: str):
             raise
         except Exception as exc:
             raise _hub_error(exc, repo) from None
-        try:
-            cfg = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise InvalidModelFileError(f"{repo}: config.json is not valid JSON") from None
-        if not isinstance(cfg, dict):
-            raise InvalidModelFileError(f"{repo}: config.json is not an object")
+        cfg = parse_config(raw, f"{repo}: config.json")
         header = {}
         for fmeta in meta.files_metadata.values():
             for name, t in fmeta.tensors.items():

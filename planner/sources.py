@@ -128,6 +128,20 @@ def check_safetensors_entry(path: Path, name: str, info, body: int) -> None:
                             f"span {end - begin:,} bytes, the shape and dtype need {numel * _ST_DTYPE_BYTES[dtype]:,}", _ST_FIX)
 
 
+def parse_config(raw: bytes, where: str) -> dict:
+    """A config.json's bytes (local or read from the hub) as a dict: size, JSON and type checked."""
+    if len(raw) > B.MAX_JSON_BYTES:
+        raise InvalidModelFileError(f"{where}: {len(raw):,} bytes is too large for a config")
+    try:
+        cfg = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidModelFileError(f"{where}: not valid JSON ({str(exc).splitlines()[0][:80] if str(exc) else 'too deeply nested'})") from None
+    if not isinstance(cfg, dict):
+        raise B.BoundsError(where, "config", type(cfg).__name__, "is not a JSON object",
+                            "config.json must be an object like {\"model_type\": \"gemma3\", ...}")
+    return cfg
+
+
 def load_hf_dir(path: Path) -> ModelSpec:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
@@ -135,14 +149,10 @@ def load_hf_dir(path: Path) -> ModelSpec:
     try:
         if cfg_path.stat().st_size > B.MAX_JSON_BYTES:
             raise InvalidModelFileError(f"{cfg_path}: {cfg_path.stat().st_size:,} bytes is too large for a config")
-        cfg = json.loads(cfg_path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        raise InvalidModelFileError(f"{cfg_path}: not valid JSON ({str(exc).splitlines()[0][:80] if str(exc) else 'too deeply nested'})") from None
+        raw = cfg_path.read_bytes()
     except OSError as exc:
         raise InvalidModelFileError(f"{cfg_path}: cannot read ({exc.strerror or exc})") from None
-    if not isinstance(cfg, dict):
-        raise B.BoundsError(str(cfg_path), "config", type(cfg).__name__, "is not a JSON object",
-                            "config.json must be an object like {\"model_type\": \"gemma3\", ...}")
+    cfg = parse_config(raw, str(cfg_path))
     files = sorted(path.glob("*.safetensors"))
     if not files and list(path.glob("*.bin")):
         raise InvalidModelFileError(f"{path} holds only pickle .bin weights; gemma-plan reads safetensors only (convert them first)")
