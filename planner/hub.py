@@ -115,6 +115,38 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
+_CACHE_HINT = "delete that file (or the whole $HF_HOME/gemma-plan) and run once with network"
+
+
+def _read_cached(path: Path, limit: int) -> bytes:
+    """A file this module cached, read back with a bound: the cache is a directory anyone with the account can edit."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise HubError(f"{path}: cannot read the cached entry ({exc.strerror or exc})", hint=_CACHE_HINT) from None
+    if len(raw) > limit:
+        raise HubError(f"{path}: the cached entry is over {limit:,} bytes", hint=_CACHE_HINT)
+    return raw
+
+
+def _cached_json(path: Path) -> dict:
+    try:
+        d = json.loads(_read_cached(path, B.MAX_JSON_BYTES))
+    except (ValueError, RecursionError):
+        raise HubError(f"{path}: the cached entry is not valid JSON", hint=_CACHE_HINT) from None
+    if not isinstance(d, dict):
+        raise HubError(f"{path}: the cached entry is not a JSON object", hint=_CACHE_HINT)
+    return d
+
+
+def _write_cached(path: Path, data: bytes | str) -> None:
+    from planner.outputs import write_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, data, overwrite=True)
+
+
 def _hub_error(exc: Exception, repo: str) -> PlanError:
     from huggingface_hub import errors
 
@@ -194,9 +226,17 @@ def load_remote_gguf(repo: str, selector: str, stats: Optional[dict] = None):
     if _offline():
         if not index_path.is_file():
             return _offline_fallback(repo, selector)
-        meta = json.loads(index_path.read_text())
-        raw = (cdir / meta["blob"]).read_bytes()
-        header = parse_header(raw, int(meta["size"]))
+        meta = _cached_json(index_path)
+        size, blob = meta.get("size"), meta.get("blob")
+        if not (isinstance(blob, str) and re.fullmatch(r"[0-9a-f]{32}\.bin", blob) and isinstance(meta.get("file"), str)
+                and type(size) is int and 0 < size <= B.MAX_MEMORY
+                and (meta.get("sha256") is None or re.fullmatch(r"[0-9a-f]{64}", str(meta.get("sha256"))))
+                and isinstance(meta.get("commit"), (str, type(None)))):
+            raise HubError(f"{index_path}: malformed cached entry (file, size, blob, sha256 or commit)", hint=_CACHE_HINT)
+        try:
+            header = parse_header(_read_cached(cdir / blob, MAX_HEADER_BYTES), size)
+        except (GGUFHeaderError, ValueError) as exc:
+            raise InvalidModelFileError(f"{cdir / blob}: not a readable cached GGUF header ({exc})") from None
         note = f"offline (HF_HUB_OFFLINE=1): planned from the header of {repo}/{meta['file']} cached in {cdir}"
     else:
         from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
@@ -220,11 +260,8 @@ def load_remote_gguf(repo: str, selector: str, stats: Optional[dict] = None):
         meta = {"repo": repo, "file": fname, "size": size, "commit": fmeta.commit_hash or info.sha, "etag": etag,
                 "sha256": etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None, "blob": f"{_key(selector, fname)}.bin",
                 "bytes_read": len(raw)}
-        cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / meta["blob"]).write_bytes(raw)
-        tmp = index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, index_path)
+        _write_cached(cdir / meta["blob"], raw)
+        _write_cached(index_path, json.dumps(meta))
     fname = meta["file"]
     spec = spec_from_gguf_header(header, name=Path(fname).stem, origin=f"hf.co/{repo}/{fname}", source=f"hf-gguf:{repo}/{fname}")
     REMOTE_ARTIFACTS[spec.source] = {"source": "huggingface", "kind": "gguf", "repo": repo, "tag": None, "file": fname,
@@ -261,8 +298,10 @@ def load_remote_safetensors(repo: str):
         if not cpath.is_file():
             raise HubError(f"offline (HF_HUB_OFFLINE=1) and the headers of {repo} are not cached in {cache_dir()}",
                            hint=f"run once with network: gemma-plan recommend --model {repo}")
-        cached = json.loads(cpath.read_text())
-        cfg, header = cached["config"], cached["header"]
+        cached = _cached_json(cpath)
+        cfg, header = cached.get("config"), cached.get("header")
+        if not isinstance(cfg, dict) or not isinstance(header, dict) or len(header) > B.MAX_TENSORS:
+            raise HubError(f"{cpath}: malformed cached entry (config, header)", hint=_CACHE_HINT)
         note = f"offline (HF_HUB_OFFLINE=1): planned from the config and safetensors headers of {repo} cached in {cpath.parent}"
     else:
         from huggingface_hub import HfApi
@@ -283,10 +322,7 @@ def load_remote_safetensors(repo: str):
                 header[name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": list(t.data_offsets)}
                 if len(header) > B.MAX_TENSORS:
                     raise B.BoundsError(repo, "tensor count", len(header), f"is above {B.MAX_TENSORS:,}")
-        cpath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cpath.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"config": cfg, "header": header}))
-        os.replace(tmp, cpath)
+        _write_cached(cpath, json.dumps({"config": cfg, "header": header}))
     for name, info in header.items():
         check_safetensors_entry(Path(f"hf.co/{repo}"), name, info, B.MAX_TENSOR_ELEMENTS * 8)
     spec = spec_from_config_and_header(cfg, header, name=repo.split("/")[1], source=f"hub:{repo}")

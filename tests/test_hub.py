@@ -152,6 +152,33 @@ def test_hostile_header_is_refused_in_one_line(hub, tmp_path):
     assert r.exit_code != 0 and "implausible counts" in r.output and len(r.output.strip().splitlines()) == 1
 
 
+def test_tampered_offline_cache_is_refused_in_one_line(hub, small_gguf, tmp_path):
+    """The cache under $HF_HOME/gemma-plan is read back bounded and checked: a blob name that leaves the cache,
+    or an entry that is not JSON, is refused by name, never followed or turned into a traceback."""
+    hub.add("acme/tiny-GGUF", small_gguf.name, small_gguf)
+    _plan("hf.co/acme/tiny-GGUF:F32")
+    (index,) = (tmp_path / "hf" / "gemma-plan" / "gguf" / "acme--tiny-GGUF").glob("*.json")
+    from click.testing import CliRunner
+
+    import huggingface_hub.constants as c
+
+    from planner import cli
+
+    meta = json.loads(index.read_text())
+    for text, first in ((json.dumps(dict(meta, blob="../../../../etc/passwd")), "malformed cached entry"),
+                        (json.dumps(dict(meta, size="1")), "malformed cached entry"),
+                        ("[1, 2", "is not valid JSON")):
+        index.write_text(text)
+        c.HF_HUB_OFFLINE = True
+        try:
+            r = CliRunner().invoke(cli.main, ["recommend", "--model", "hf.co/acme/tiny-GGUF:F32", "--target", "rtx4090"])
+        finally:
+            c.HF_HUB_OFFLINE = False
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+        assert r.output.startswith(f"Error: {index}: ") and first in r.output.splitlines()[0], r.output
+        assert "delete that file" in r.output
+
+
 def test_safetensors_checkpoint_read_from_config_and_headers(hub, tiny_model, tmp_path):
     d = tiny_model("gemma3_text")
     for f in d.iterdir():
