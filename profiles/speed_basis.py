@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 CACHE_NAME = "speed_basis.json"
+MAX_BYTES = 1 << 20  # a kept measurement is a few KiB; anything larger is not ours
 
 
 def cache_path() -> Path:
@@ -47,8 +48,12 @@ def apply_measured(hw, path: Optional[Path] = None) -> bool:
 
     path = path or cache_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            return False
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
         return False
     if not isinstance(data, dict) or data.get("machine") != machine_key(hw):
         return False

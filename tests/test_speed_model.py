@@ -224,3 +224,17 @@ def test_bench_flags_are_checked_before_measuring():
     assert r.exit_code != 0 and "--bench-quant" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["detect", "--bench", "--bench-model", "gemma-4-26b-a4b"])
     assert r.exit_code != 0 and "mixture of experts" in r.output
+
+
+def test_a_hostile_kept_measurement_is_ignored(tmp_path):
+    """The kept detect --bench rates are a file in the user cache: one too deep, too large or of the wrong
+    shape is not applied (and raises nothing)."""
+    from profiles.detect import detect_hardware
+    from profiles.speed_basis import MAX_BYTES, apply_measured
+
+    hw = detect_hardware()
+    p = tmp_path / "speed_basis.json"
+    for body in (b"[" * 100_000, b" " * (MAX_BYTES + 1), b'{"machine": 1}', b"\xff\xfe"):
+        p.write_bytes(body)
+        assert apply_measured(hw, p) is False
+    assert hw.speed_basis in (None, [], ())
