@@ -117,6 +117,7 @@ def prepare(workdir: Path, modules: list[str], tests: list[str]) -> None:
 PLUGIN = '''"""Loaded with -p by bench/mutation.py: no memo outlives a test."""
 import os
 import sys
+import weakref
 
 import pytest
 
@@ -127,7 +128,7 @@ MUTATED = os.environ.get("GEMMA_PLAN_MUTATED_MODULE", "")
 def _fresh_memos():
     mod = sys.modules.get(MUTATED)
     for attr, value in list(vars(mod).items()) if mod is not None else []:
-        if attr.endswith("_CACHE") and isinstance(value, dict):
+        if attr.endswith("_CACHE") and isinstance(value, (dict, weakref.WeakKeyDictionary)):
             value.clear()
         elif hasattr(value, "cache_clear") and getattr(value, "__module__", "") == MUTATED:
             value.cache_clear()

@@ -27,6 +27,8 @@ from profiles import bounds as B
 
 @dataclass(frozen=True)
 class Family:
+    """The architecture rules of one Gemma generation, each as the config or llama.cpp states it."""
+
     name: str  # gemma2, gemma3, gemma3n, gemma4: also the GGUF general.architecture
     swa_period: int  # without layer_types, layer i is full attention when (i + 1) % period == 0
     force_last_full: bool = False  # the last layer is full attention whatever the period
@@ -105,6 +107,8 @@ REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "int
 
 @dataclass(frozen=True)
 class TextConfig:
+    """A Hugging Face config reduced to its text model: both model types, the family, the text config."""
+
     outer_type: str  # model_type of the file (gemma3 for a multimodal wrapper)
     text_type: str  # model_type of the text model (gemma3_text)
     family: Family

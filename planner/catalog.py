@@ -13,6 +13,7 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
+import weakref
 from typing import Optional
 
 from planner import arch
@@ -27,6 +28,8 @@ def catalog_entries() -> tuple[dict, ...]:
     text = resources.files("planner").joinpath("data/models.json").read_text()
     return tuple(json.loads(text)["models"])
 
+
+_ACTIVE_CACHE: "weakref.WeakKeyDictionary[ModelSpec, int]" = weakref.WeakKeyDictionary()
 
 def _norm(s: str) -> str:
     s = s.strip().lower()
@@ -120,7 +123,10 @@ def all_models() -> list[ModelSpec]:
 
 
 def active_params(spec: ModelSpec) -> int:
-    """Parameters touched per token: everything but unused experts and the (CPU-side) PLE table."""
+    """Parameters touched per token: everything but unused experts and the (CPU-side) PLE table. Cached per spec."""
+    hit = _ACTIVE_CACHE.get(spec)
+    if hit is not None:
+        return hit
     total = 0
     for t in spec.tensors:
         n = t.n_elements
@@ -129,4 +135,5 @@ def active_params(spec: ModelSpec) -> int:
         if t.name == "per_layer_token_embd.weight":
             n = 0
         total += n
+    _ACTIVE_CACHE[spec] = total
     return total

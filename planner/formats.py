@@ -155,7 +155,7 @@ def gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) -> 
 
     Tensors that are not quantized keep the type they have in the source file. Cached per (spec, ftype).
     """
-    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    per_spec = _SIZES_CACHE.get(spec) or _SIZES_CACHE.setdefault(spec, {})
     key = ("types", ftype.upper(), imatrix)
     out = per_spec.get(key)
     if out is None:
@@ -258,7 +258,7 @@ def _gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) ->
 
 def _static(spec: ModelSpec) -> tuple:
     """Per tensor, what no file type changes: (tensor, category, quantizable, source type, kept F32 in a float file)."""
-    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    per_spec = _SIZES_CACHE.get(spec) or _SIZES_CACHE.setdefault(spec, {})
     out = per_spec.get("static")
     if out is None:
         out = per_spec["static"] = tuple(
@@ -285,7 +285,7 @@ def type_histogram(assigned: list[tuple[TensorSpec, str]]) -> dict[str, int]:
 
 def tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, int]]:
     """Bytes of every text-model tensor in ``fmt``. A GGUF source keeps its own tensor sizes."""
-    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    per_spec = _SIZES_CACHE.get(spec) or _SIZES_CACHE.setdefault(spec, {})
     out = per_spec.get(fmt)
     if out is None:
         out = per_spec[fmt] = _tensor_sizes(spec, fmt)
@@ -359,7 +359,7 @@ def gptq_tensor_bytes(t: TensorSpec, bits: int, group: int) -> int:
 
 
 def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
-    per_spec = _SIZES_CACHE.setdefault(spec, {})
+    per_spec = _SIZES_CACHE.get(spec) or _SIZES_CACHE.setdefault(spec, {})
     key = (fmt, "total")
     total = per_spec.get(key)
     if total is None:

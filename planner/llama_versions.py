@@ -14,6 +14,8 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class LlamaBuild:
+    """One llama.cpp release and the allocator rules that differ from the default build."""
+
     name: str  # what --engine-version takes: the release tag
     commit: str
     date: str

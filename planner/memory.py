@@ -202,7 +202,7 @@ def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, st
 
 
 def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> WeightsByPlacement:
-    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
     hit = per_spec.get((fmt, repackable))
     if hit is not None:
         return hit
@@ -239,6 +239,8 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
 
 @dataclass(frozen=True)
 class _Placed:
+    """Weights per device for one placement of the layers."""
+
     devices: tuple  # per GPU, then the host: (weights bytes, repeating layers, detail items in order)
     cpu_matmul_max: int  # largest CPU-resident matmul weight (the op-offload copy)
 
@@ -246,7 +248,7 @@ class _Placed:
 def _placed_weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset, dev_of: tuple, n_gpus: int,
                     experts_on_cpu: bool, use_mmap: bool) -> _Placed:
     """Weight bytes, layer counts and named parts per device for one placement (llama_model_base::load_tensors)."""
-    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
     key = ("placed", fmt, repackable, dev_of, n_gpus, experts_on_cpu, use_mmap)
     hit = per_spec.get(key)
     if hit is not None:
@@ -539,7 +541,7 @@ def _uses_mmq(device: Device, typ: str, ub: int, n_experts: int = 0) -> bool:
 def _matmul_weights(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[Optional[int], str, int, int, bool]]:
     """(layer or None for the output layer, GGUF type, rows N, row length K, expert stack) per matmul weight,
     once per (spec, format)."""
-    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
     hit = per_spec.get(("matmuls", fmt))
     if hit is not None:
         return hit
@@ -569,17 +571,22 @@ def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
 def _pool_by_layer(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, experts_on_cpu: bool) -> dict:
     """The largest op temporary per layer (None = the output layer); the same for every context and placement,
     so computed once per (spec, format, backend and capability, ubatch)."""
-    per_spec = _WEIGHTS_CACHE.setdefault(spec, {})
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
     key = ("pool", fmt, device.backend, device.compute_capability, ub, experts_on_cpu)
     hit = per_spec.get(key)
     if hit is not None:
         return hit
     out: dict = {}
+    mmq: dict = {}  # the kernel choice depends on the type and the expert count only
     for where, typ, n, k, experts in _matmul_weights(spec, fmt):
         if experts and experts_on_cpu:
             continue
         rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
-        if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and experts) else 0):
+        n_experts = spec.moe.n_expert if (spec.moe and experts) else 0
+        use_mmq = mmq.get((typ, n_experts))
+        if use_mmq is None:
+            use_mmq = mmq[(typ, n_experts)] = _uses_mmq(device, typ, ub, n_experts)
+        if use_mmq:
             need = rows * pad(k, MMQ_ROW_PADDING) * Q8_1_BYTES_PER_32 // 32
         elif typ.upper() in ("F16", "BF16", "F32"):
             need = 2 * rows * (k + n)

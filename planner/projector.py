@@ -35,6 +35,8 @@ LOADED_BY_DEFAULT = ("ollama", "lmstudio")
 
 @dataclass(frozen=True)
 class VisionTower:
+    """A vision encoder's shape, as the mmproj file describes it to clip."""
+
     kind: str  # clip.projector_type
     n_embd: int
     n_ff: int
@@ -151,6 +153,8 @@ def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
 
 @dataclass
 class ProjectorMemory:
+    """What an mmproj costs when loaded: weights, the encoder's compute buffer, soft tokens per image."""
+
     kind: str
     file_type: str
     weights_bytes: int
@@ -181,6 +185,8 @@ def projector_memory(family: str, has_vision: bool, proj_dim: int, outtype: str 
 
 @dataclass(frozen=True)
 class AudioTower:
+    """An audio encoder's shape, as the mmproj file describes it to clip."""
+
     kind: str  # clip.audio.projector_type
     n_embd: int
     n_layer: int

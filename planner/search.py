@@ -202,6 +202,8 @@ def shortfall(p: Plan) -> str:
 
 @dataclass
 class Recommendation:
+    """The chosen plan, the ranked alternatives, the largest context per KV type, and notes."""
+
     plan: Optional[Plan]
     alternatives: list[Alternative] = field(default_factory=list)
     max_context: dict = field(default_factory=dict)  # "k/v" -> largest context that fits with the chosen weights

@@ -23,9 +23,9 @@ rates are this machine's own llama.cpp measurements (``Hardware.speed_basis``), 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
+import weakref
 from functools import lru_cache
 from importlib import resources
 from typing import Optional
@@ -50,6 +50,8 @@ OPS_PER_WEIGHT = {"F32": 2, "F16": 2, "BF16": 2, "Q8_0": 3, "Q6_K": 5, "Q5_K": 5
 CPU_CLASSES = ("cpu", "phone_cpu", "sbc_cpu")
 SPLIT_SALT = "gemma-plan speed split v1"  # row_split: change only with a new split and refit
 HELD_OUT_SHARE = 1 / 3
+# tables derived from a spec (frozen, so the object is the key; entries go with the spec)
+_SPEC_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
 _OVERRIDE: Optional[dict] = None  # bench/speed_fit.py evaluates candidate constants through the same functions
@@ -251,9 +253,17 @@ def _ftype_bits(ftype: str) -> float:
 # ---------------------------------------------------------------- plans
 
 
+def _per_spec(spec: ModelSpec) -> dict:
+    return _SPEC_CACHE.get(spec) or _SPEC_CACHE.setdefault(spec, {})
+
+
 def weights_read_per_token(spec: ModelSpec, fmt: WeightFormat) -> int:
     """Every matmul weight once (MoE experts scaled by top-k / experts), not the embedding tables,
-    plus the tied embedding once more as the output matrix."""
+    plus the tied embedding once more as the output matrix. Cached per (spec, format)."""
+    memo = _per_spec(spec)
+    key = ("read", fmt)
+    if key in memo:
+        return memo[key]
     sizes = tensor_sizes(spec, fmt)
     total = 0
     for t, b in sizes:
@@ -264,6 +274,7 @@ def weights_read_per_token(spec: ModelSpec, fmt: WeightFormat) -> int:
         total += b
     if spec.tied_embeddings:
         total += next(b for t, b in sizes if t.name == "token_embd.weight")
+    memo[key] = total
     return total
 
 
@@ -292,27 +303,47 @@ def _kv_row(kv_type: str, n: int) -> int:
     return row_bytes(kv_type, n)
 
 
+def _layer_groups(spec: ModelSpec, kv_only: bool) -> tuple:
+    """(sliding, K width, V width, layer indices) per distinct layer shape, once per spec: the per-token
+    sums below then cost a few terms instead of one per layer."""
+    memo = _per_spec(spec)
+    key = ("groups", kv_only)
+    if key not in memo:
+        groups: dict = {}
+        for lay in spec.kv_layers if kv_only else spec.layers:
+            heads = lay.n_head_kv if kv_only else lay.n_head
+            g = (lay.sliding, heads * lay.head_dim_k, heads * lay.head_dim_v)
+            groups.setdefault(g, []).append(lay.index)
+        memo[key] = tuple((*g, tuple(idx)) for g, idx in groups.items())
+    return memo[key]
+
+
 def _kv_read_bytes(spec: ModelSpec, s: RuntimeSettings, depth: int) -> dict[int, int]:
+    """K and V bytes one decoded token reads per KV-storing layer at ``depth`` cached tokens."""
     out = {}
-    for lay in spec.kv_layers:
-        cells = min(depth, spec.sliding_window) if lay.sliding else depth
-        out[lay.index] = cells * (_kv_row(s.type_k, lay.n_head_kv * lay.head_dim_k) + _kv_row(s.type_v, lay.n_head_kv * lay.head_dim_v))
+    for sliding, nk, nv, layers in _layer_groups(spec, kv_only=True):
+        cells = min(depth, spec.sliding_window) if sliding else depth
+        per_layer = cells * (_kv_row(s.type_k, nk) + _kv_row(s.type_v, nv))
+        out.update(dict.fromkeys(layers, per_layer))
     return out
 
 
 def prefill_params(spec: ModelSpec) -> int:
     """Parameters multiplied per prompt token: the active ones less the embedding lookup and the output matrix
     (llama.cpp computes logits for the last prompt token only)."""
-    skip = sum(t.n_elements for t in spec.tensors if t.name in ("token_embd.weight", "output.weight"))
-    return max(0, active_params(spec) - skip)
+    memo = _per_spec(spec)
+    if "prefill_params" not in memo:
+        skip = sum(t.n_elements for t in spec.tensors if t.name in ("token_embd.weight", "output.weight"))
+        memo["prefill_params"] = max(0, active_params(spec) - skip)
+    return memo["prefill_params"]
 
 
 def attention_flops(spec: ModelSpec, depth: int) -> float:
     """FLOPs of QK^T and AV for one token attending to ``depth`` cached tokens (sliding layers to their window)."""
     total = 0.0
-    for lay in spec.layers:
-        cells = min(depth, spec.sliding_window) if lay.sliding else depth
-        total += 2 * cells * lay.n_head * (lay.head_dim_k + lay.head_dim_v)
+    for sliding, qk, qv, layers in _layer_groups(spec, kv_only=False):
+        cells = min(depth, spec.sliding_window) if sliding else depth
+        total += len(layers) * 2 * cells * (qk + qv)
     return total
 
 
@@ -537,6 +568,8 @@ def row_split(row: dict) -> str:
     backend, tests): decided before any fitting and recorded in the rows files."""
     ident = "|".join(str(row.get(k) or "") for k in ("source", "hardware_id", "hardware", "model", "quant", "backend",
                                                     "tg_test", "pp_test"))
+    import hashlib  # here, not at the top: plans never split rows, and hashlib costs start-up time
+
     h = int(hashlib.sha256(f"{SPLIT_SALT}|{ident}".encode()).hexdigest()[:8], 16)
     return "held-out" if (h % 1000) / 1000 < HELD_OUT_SHARE else "fit"
 

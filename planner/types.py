@@ -59,6 +59,8 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class MoESpec:
+    """Mixture-of-experts shape: experts per layer, how many run per token, their MLP width."""
+
     n_expert: int
     n_expert_used: int
     expert_ff: int
@@ -227,6 +229,8 @@ class DeviceMemory:
 
 @dataclass
 class MemoryBreakdown:
+    """One engine's memory for a plan: per device, then the KV cell counts and the notes behind them."""
+
     engine: str
     engine_version: str
     devices: list[DeviceMemory]
@@ -295,6 +299,8 @@ class MemoryBreakdown:
 
 @dataclass
 class SpeedEstimate:
+    """Decode and prefill rates for a plan, with their expected ranges and the basis they rest on."""
+
     decode_tokens_per_s: float
     prefill_tokens_per_s: float
     time_to_first_token_s: float  # for a prompt of ``prompt_tokens``
@@ -422,6 +428,8 @@ def _fields(cls) -> list[str]:
 
 @dataclass
 class Alternative:
+    """A plan that was not chosen, and why."""
+
     plan: Plan
     reason: str  # why it lost, e.g. "does not fit: needs 26.1 GiB, 23.5 GiB free"
 

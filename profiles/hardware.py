@@ -48,6 +48,8 @@ class Device:
 
 @dataclass
 class CPU:
+    """The host CPU: name, cores and the ISA flags the CPU backend picks kernels by."""
+
     name: str = "unknown CPU"
     cores_physical: Optional[int] = None
     cores_logical: Optional[int] = None

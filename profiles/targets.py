@@ -334,6 +334,8 @@ def _parse_devices(items: Any, origin: str, where: str) -> list[Device]:
 
 @dataclass
 class _DeviceEntry:
+    """A device of the packaged catalogue, with its aliases and the RAM sizes it ships with."""
+
     device: Device
     count: int = 1
     aliases: tuple[str, ...] = ()
