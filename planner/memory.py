@@ -194,11 +194,20 @@ class WeightsByPlacement:
 _WEIGHTS_CACHE: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
 
 
-def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, str, int]]:
+def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> tuple[tuple[TensorSpec, str, int], ...]:
+    """(tensor, GGUF type, bytes) per tensor, once per (spec, format)."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("typed", fmt)
+    hit = per_spec.get(key)
+    if hit is not None:
+        return hit
     sizes = [b for _, b in tensor_sizes(spec, fmt)]
     if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name:
-        return [(t, t.dtype, b) for t, b in zip(spec.tensors, sizes)]
-    return [(t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes)]  # once per (model, format): cached by weights_by_placement
+        out = tuple((t, t.dtype, b) for t, b in zip(spec.tensors, sizes))
+    else:
+        out = tuple((t, typ, b) for (t, typ), b in zip(gguf_tensor_types(spec, fmt.name), sizes))
+    per_spec[key] = out
+    return out
 
 
 def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> WeightsByPlacement:

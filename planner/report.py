@@ -25,9 +25,11 @@ from profiles.units import GiB, fmt_gib
 ALTERNATIVES_SHOWN = 5  # recommend lists this many alternatives unless --all
 
 
-def _console() -> Console:
-    """A console per call: its width follows COLUMNS or the terminal at the time of printing."""
-    return Console()
+def _console(**kw) -> Console:
+    """A console per call: its width follows COLUMNS or the terminal at the time of printing. Styles come
+    from our markup only: no automatic highlighting of numbers and paths, no :emoji: codes (a model or repo
+    name is shown as written, and printing skips rich's regex passes)."""
+    return Console(highlight=False, emoji=False, **kw)
 
 
 def _table(**kw) -> Table:
@@ -185,7 +187,7 @@ def memory_table(p: Plan, width: int = 200) -> tuple[Table, bool]:
 
     Narrow terminals get compute + output + overhead as one 'other' column; the fill bar takes the room left.
     """
-    con = Console(width=width)
+    con = _console(width=width)
     devices = [d for d in p.memory.devices if d.total_bytes or d.device == "CPU"]
     vision = any(d.projector_bytes for d in devices)  # a "vision" column only when the projector is planned
 
