@@ -639,6 +639,14 @@ def _row_hardware(row: dict):
         return None
 
 
+def _gpu_core_ratio(row_hardware: str, device_notes: str) -> float:
+    """GPU cores the row names over those of the target it is scored on ("N-core GPU" in both), else 1."""
+    import re
+
+    a, b = (re.search(r"(\d{1,4})-core GPU", s) for s in (row_hardware, device_notes))
+    return int(a.group(1)) / int(b.group(1)) if a and b and int(b.group(1)) else 1.0
+
+
 def row_parts(row: dict) -> dict:
     """The Parts (see ``Part``) a published row's device(s) run, built from the row and its target profile:
     {"decode": [...], "prefill": [...], "engine", "moe", "cls"} or {"skipped": why}."""
@@ -700,6 +708,8 @@ def row_parts(row: dict) -> dict:
         cls, flops, backend = row.get("device_class") or "consumer_gpu", None, row.get("backend") or ""
     if row.get("device_class"):
         cls = row["device_class"]
+    if flops and dev is not None:  # a row of a binned part ("M3 Ultra 60-core GPU" scored on the 80-core target)
+        flops *= _gpu_core_ratio(str(row.get("hardware") or ""), dev.notes or "")
     if row.get("fp16_tflops"):
         flops = row["fp16_tflops"] * 1e12
     arith = None
