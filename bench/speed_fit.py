@@ -48,6 +48,7 @@ LABELS = {
     "phone_cpu": "phone CPU", "phone": "phone GPU / NPU", "sbc_cpu": "single-board computer CPU",
 }
 CPU_CLASSES = S.CPU_CLASSES
+ERA_GRID = [round(1.15 ** i, 3) for i in range(0, 11)]  # 1 .. 4 x a current build's per-layer cost
 ARITH_GRID = [round(0.25 * 1.25 ** i, 3) for i in range(20)]  # 0.25 .. 17 x the CI machine's per-core rates
 
 
@@ -80,7 +81,7 @@ def base_table() -> dict:
     return {
         "description": "Speed model constants (planner/speed.py), fitted by bench/speed_fit.py on the fit split of "
                        "bench/data/*.json; errors are measured/predicted on the held-out split.",
-        "classes": classes, "backends": {}, "engines": {}, "moe": {"factor": 1.0, "n_fit": 0},
+        "classes": classes, "backends": {}, "eras": {}, "engines": {}, "moe": {"factor": 1.0, "n_fit": 0},
         # nominal per-core rates (one 256-bit FMA unit at 3 GHz: 8 fp32 lanes x 2 x 3e9 = 48 GFLOP/s; decode ops
         # per weight divide the same rate); they set the unit only: each CPU class's arith_scale and pp_eff are fitted
         "cpu_kernels": {"ops_per_s_per_core": 48e9, "flops_per_core": 48e9,
@@ -133,47 +134,51 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
     for r in llama:
         by_class.setdefault(parts[id(r)]["cls"], []).append(r)
 
-    for _pass in range(2):  # classes, then backend groups, then classes again with those factors in place
-        # 1. pooled per-layer cost over GPU classes, then per class (efficiency, per-layer cost)
-        effs = [x / 100 for x in range(20, 101, 2)]
-        layer_grid = [x * 1e-6 for x in range(0, 161, 5)]
-        gpu_rows = [r for c, rs in by_class.items() if c not in CPU_CLASSES for r in rs]
-        best = (1e9, 0.0)
-        for ls in layer_grid:
-            err = 0.0
-            for c, rs in by_class.items():
-                if c in CPU_CLASSES:
+    def fit_classes() -> None:
+            # 1. pooled per-layer cost over GPU classes, then per class (efficiency, per-layer cost)
+            effs = [x / 100 for x in range(20, 101, 2)]
+            layer_grid = [x * 1e-6 for x in range(0, 161, 5)]
+            gpu_rows = [r for c, rs in by_class.items() if c not in CPU_CLASSES for r in rs]
+            best = (1e9, 0.0)
+            for ls in layer_grid:
+                err = 0.0
+                for c, rs in by_class.items():
+                    if c in CPU_CLASSES:
+                        continue
+                    table["classes"][c]["layer_s"] = ls
+                    e = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
+                    table["classes"][c]["mem_eff"] = e[1]
+                    err += e[0] * len(rs)
+                if err < best[0]:
+                    best = (err, ls)
+            pooled_layer = best[1]
+            for c in table["classes"]:
+                rs = by_class.get(c, [])
+                cls = table["classes"][c]
+                cls["n_fit"] = len(rs)
+                cls["layer_s"] = 0.0 if c in CPU_CLASSES else pooled_layer
+                if not rs:
                     continue
-                table["classes"][c]["layer_s"] = ls
-                e = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
-                table["classes"][c]["mem_eff"] = e[1]
-                err += e[0] * len(rs)
-            if err < best[0]:
-                best = (err, ls)
-        pooled_layer = best[1]
-        for c in table["classes"]:
-            rs = by_class.get(c, [])
-            cls = table["classes"][c]
-            cls["n_fit"] = len(rs)
-            cls["layer_s"] = 0.0 if c in CPU_CLASSES else pooled_layer
-            if not rs:
-                continue
-            if c in CPU_CLASSES:  # memory efficiency and the scale of the per-core arithmetic rates
-                cand = min((_try(table, c, eff, rs, tg_pairs, None, a), eff, a) for eff in effs for a in ARITH_GRID)
-                cls["mem_eff"], cls["arith_scale"] = cand[1], cand[2]
-            elif len(rs) >= 3 and len({round(parts[id(r)]["bytes_per_token"] / 1e9) for r in rs}) >= 2:
-                cand = min((_try(table, c, eff, rs, tg_pairs, ls), eff, ls) for eff in effs for ls in layer_grid)
-                cls["mem_eff"], cls["layer_s"] = cand[1], cand[2]
-            else:
-                cand = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
-                cls["mem_eff"] = cand[1]
-        # classes without fit rows borrow the pooled efficiency of their kind
-        pooled_gpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c not in CPU_CLASSES] or [0.7])
-        pooled_cpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c in CPU_CLASSES] or [0.6])
-        for c, cls in table["classes"].items():
-            if not by_class.get(c):
-                cls["mem_eff"] = pooled_cpu if c in CPU_CLASSES else pooled_gpu
-                cls["borrowed"] = True
+                if c in CPU_CLASSES:  # memory efficiency and the scale of the per-core arithmetic rates
+                    cand = min((_try(table, c, eff, rs, tg_pairs, None, a), eff, a) for eff in effs for a in ARITH_GRID)
+                    cls["mem_eff"], cls["arith_scale"] = cand[1], cand[2]
+                elif len(rs) >= 3 and len({round(parts[id(r)]["bytes_per_token"] / 1e9) for r in rs}) >= 2:
+                    cand = min((_try(table, c, eff, rs, tg_pairs, ls), eff, ls) for eff in effs for ls in layer_grid)
+                    cls["mem_eff"], cls["layer_s"] = cand[1], cand[2]
+                else:
+                    cand = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
+                    cls["mem_eff"] = cand[1]
+            # classes without fit rows borrow the pooled efficiency of their kind
+            pooled_gpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c not in CPU_CLASSES] or [0.7])
+            pooled_cpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c in CPU_CLASSES] or [0.6])
+            for c, cls in table["classes"].items():
+                if not by_class.get(c):
+                    cls["mem_eff"] = pooled_cpu if c in CPU_CLASSES else pooled_gpu
+                    cls["borrowed"] = True
+
+
+    for _pass in range(2):  # classes, then backend groups and build years, then classes again with those in place
+        fit_classes()
 
         # 2. backend groups, 3. engines (decode)
         groups: dict[str, list] = {}
@@ -188,6 +193,25 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
                     table["backends"][key] = {"factor": round(f, 3), "n_fit": len(pairs)}
                 else:
                     table["backends"].pop(key, None)
+        # build years (rows of 2023/2024 llama.cpp builds): their per-layer fixed cost relative to a current build's,
+        # one factor per year over all GPU classes, chosen with the classes refitted for each candidate (the year and
+        # a class's own per-layer cost are only told apart by classes with rows of both)
+        if _pass == 0:
+            gpu_llama = [r for r in llama if parts[id(r)]["cls"] not in CPU_CLASSES]
+            later = None  # newest first: a year with fewer than 3 rows takes the next later year's factor
+            for era in sorted({S.build_era(r.get("backend") or "") for r in gpu_llama} - {""}, reverse=True):
+                n = sum(1 for r in gpu_llama if S.build_era(r.get("backend") or "") == era)
+                if n < 3:
+                    if later is not None:
+                        table["eras"][era] = {"layer_factor": later, "n_fit": n, "borrowed": True}
+                    continue
+                scores = []
+                for f in ERA_GRID:
+                    table["eras"][era] = {"layer_factor": f, "n_fit": n}
+                    fit_classes()
+                    scores.append((_mean_abs_log(tg_pairs(gpu_llama)), f))
+                later = min(scores)[1]
+                table["eras"][era] = {"layer_factor": later, "n_fit": n}
     engines: dict[str, list] = {}
     for r in fit_rows:
         if S.row_engine(r) != "llama.cpp":

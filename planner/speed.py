@@ -125,6 +125,18 @@ def backend_factor(backend: str) -> float:
     return _table().get("backends", {}).get(backend_key(backend), {}).get("factor", 1.0)
 
 
+def build_era(backend: str) -> str:
+    """"2023" / "2024" for rows of llama.cpp builds of those years, else "" (a current build, as plans assume)."""
+    key = backend_key(backend)
+    return key[key.index("(") + 1:key.index(" build")] if " build)" in key else ""
+
+
+def layer_factor(backend: str) -> float:
+    """Per-layer fixed cost of an older llama.cpp build over a current one's (fitted per build year); 1 for plans."""
+    era = build_era(backend)
+    return _table().get("eras", {}).get(era, {}).get("layer_factor", 1.0) if era else 1.0
+
+
 def decode_time(parts: list[Part], engine: str = "llama.cpp", parallel_ranks: bool = False) -> tuple[float, list[str], str]:
     """Seconds per decoded token, a line per device, and what bound it ("memory" / "arithmetic" / "measured")."""
     total, lines, bounds = 0.0, [], []
@@ -143,7 +155,7 @@ def decode_time(parts: list[Part], engine: str = "llama.cpp", parallel_ranks: bo
         else:
             t_mem = nbytes / (p.bandwidth * c["mem_eff"] * backend_factor(p.backend) * ef)
             t_ar = p.weight_bytes / (p.arith_bytes_per_s * c.get("arith_scale", 1.0) * ef) if p.arith_bytes_per_s else 0.0
-            t = max(t_mem, t_ar) + p.layers * c["layer_s"]
+            t = max(t_mem, t_ar) + p.layers * c["layer_s"] * layer_factor(p.backend)
             bounds.append("arithmetic" if t_ar > t_mem else "memory")
             lines.append(f"{p.name or p.cls}: {nbytes / 1e9:.2f} GB/token at {p.bandwidth / 1e9:.0f} GB/s"
                          + (f", arithmetic {p.arith_bytes_per_s * c.get('arith_scale', 1.0) * ef / 1e9:.1f} GB/s" if p.arith_bytes_per_s else "")
