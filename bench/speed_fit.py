@@ -15,7 +15,8 @@ What is fitted, in order, on the fit rows of llama.cpp unless said otherwise:
 2. per backend group with 2+ rows: a factor (median measured/predicted);
 3. per engine other than llama.cpp with 2+ rows: decode and prefill factors;
 4. the MoE factor (median over the MoE rows);
-5. per class: prefill efficiency (median measured/predicted at efficiency 1).
+5. per class: prefill efficiency (median measured/predicted at efficiency 1; dense rows);
+6. the MoE prefill factor (median over the MoE rows with a prefill rate, on the dense rule of active parameters).
 CPU arithmetic is a nominal per-core rate (the unit) times each CPU class's fitted scale; a machine
 that ran detect --bench uses its own llama.cpp measurement instead. The error table is measured/predicted
 on the held-out rows (10th/90th percentiles per class and pooled); the caps are the best measured
@@ -227,7 +228,7 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
     # 5. prefill: efficiency on the device's FLOPs where a row's device has a figure, else FLOP/s per byte/s
     pp_by_class: dict[str, list] = {}
     for r in fit_rows:
-        if S.row_engine(r) == "llama.cpp" and r.get("pp_tps"):
+        if S.row_engine(r) == "llama.cpp" and r.get("pp_tps") and not parts[id(r)]["moe"]:
             pp_by_class.setdefault(parts[id(r)]["cls"], []).append(r)
     for c in table["classes"]:
         table["classes"][c]["pp_eff"] = 1.0
@@ -257,6 +258,11 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
         pp = pp_pairs(rs)
         if len(pp) >= 2:
             table["engines"].setdefault(e, {"factor": 1.0, "n_fit": 0})["pp_factor"] = round(statistics.median(m / p for p, m in pp), 3)
+    # 6. MoE prefill (llama.cpp rows): median measured/predicted over the dense rule on active parameters
+    moe_pp = pp_pairs([r for r in fit_rows if parts[id(r)]["moe"] and S.row_engine(r) == "llama.cpp"])
+    if len(moe_pp) >= 2:
+        table["moe"]["pp_factor"] = round(statistics.median(m / p for p, m in moe_pp), 3)
+        table["moe"]["n_fit_prefill"] = len(moe_pp)
     for c in table["classes"].values():
         c["mem_eff"] = round(c["mem_eff"], 3)
         c["layer_s"] = round(c["layer_s"], 7)

@@ -453,6 +453,8 @@ def estimate_speed(
         scale = sum(p.params for p in parts) / (sum(p.params for p in gpu_parts) or 1)
         pp_parts = [Part(**{**p.__dict__, "params": p.params * scale, "attn_flops": p.attn_flops * scale}) for p in gpu_parts]
     t_pp = prefill_time(pp_parts, memory.engine, parallel_ranks=vllm and len(held) > 1)
+    if spec.moe:
+        t_pp /= moe_pp_factor()
     prefill = 1.0 / t_pp if t_pp > 0 else 0.0
 
     main_cls = _main_class(parts)
@@ -542,6 +544,12 @@ def _bytes_per_weight(fmt: WeightFormat) -> float:
 
 def moe_factor() -> float:
     return _table().get("moe", {}).get("factor", 1.0)
+
+
+def moe_pp_factor() -> float:
+    """MoE prefill over the dense rule on active parameters: a prompt batch is split among the experts (each
+    expert's matmul sees about batch x top-k / experts rows, too few to fill the matrix units) and gathered back."""
+    return _table().get("moe", {}).get("pp_factor", 1.0)
 
 
 def _unread_expert_bytes(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware) -> dict:
@@ -748,7 +756,7 @@ def predict_row(row: dict, rp: Optional[dict] = None) -> dict:
     t, _, bound = decode_time(rp["decode"], rp["engine"], parallel_ranks=rp["ranks"])
     tg = (1 / t if t > 0 else 0.0) * (moe_factor() if rp["moe"] else 1.0)
     t_pp = prefill_time(rp["prefill"], rp["engine"], parallel_ranks=rp["ranks"])
-    pp = 1 / t_pp if t_pp > 0 else None
+    pp = (1 / t_pp) * (moe_pp_factor() if rp["moe"] else 1.0) if t_pp > 0 else None
     return {"tg": tg, "pp": pp, "bound": bound}
 
 
