@@ -400,12 +400,19 @@ def markdown_section() -> list[str]:
                   + (" (borrowed)" if v.get("borrowed") else "") for c, v in table["classes"].items()) + ".",
               "Backend factors: " + (", ".join(f"{k} {v['factor']} (n={v['n_fit']})" for k, v in table["backends"].items()) or "none") +
               "; engines: " + (", ".join(f"{k} {v['factor']} (prefill {v.get('pp_factor', 1.0)})" for k, v in table["engines"].items()) or "none") +
-              f"; MoE {table['moe']['factor']} (n={table['moe']['n_fit']}).", "",
-              "Weak spots: prefill on GPUs rests on the targets' FP16 tensor figures, while llama.cpp's quantized matmuls "
-              "run on INT8 tensor cores whose ratio to FP16 differs between GeForce and workstation cards; Apple, Jetson and "
-              "phone GPUs have no FLOPs figure in their targets and use a FLOP/s-per-byte/s fit; M5's GPU neural accelerators "
-              "(3-4x prefill) are not modelled; rows of older llama.cpp builds (2023/2024) form backend groups of their own; "
-              "LiteRT-LM, MediaPipe and MLX rows have few rows each; MoE rests on few Gemma rows.", ""]
+              f"; MoE decode {table['moe']['factor']} (n={table['moe']['n_fit']}), prefill {table['moe'].get('pp_factor', 1.0)} "
+              f"(n={table['moe'].get('n_fit_prefill', 0)}); per-layer cost of older llama.cpp builds: " +
+              (", ".join(f"{k} x{v['layer_factor']} (n={v['n_fit']}{', borrowed from the next year' if v.get('borrowed') else ''})"
+                         for k, v in sorted(table.get("eras", {}).items())) or "none") + ".", "",
+              "Weak spots: prefill on GPUs rests on the targets' FP16 figures: tensor rates for NVIDIA and AMD, for Apple "
+              "GPU cores x 128 ALUs x 2 x clock (M5 Max: x4 for its GPU neural accelerators, Apple's figure; its core count "
+              "and clock are UNVERIFIED). llama.cpp's quantized matmuls run on INT8 tensor cores with Ampere-style mma "
+              "instructions: an H100 (sm_90) reaches about half the share of its FP16 figure that an A100 does (the held-out "
+              "H100 SXM prefill is over-predicted about 2x; two H100 PCIe fit rows are too few to model it apart), and a "
+              "power-limited workstation card (RTX 6000 Ada, 300 W) reaches less than its figure. Jetson, DGX Spark and "
+              "phone GPUs have no FLOPs figure and use a FLOP/s-per-byte/s fit. The per-layer factor of 2023/2024 builds is "
+              "one number across GPU classes; the MoE prefill factor rests on Strix Halo rows only; LiteRT-LM, MediaPipe "
+              "and MLX have few rows each.", ""]
     runs = sorted(CHECK.parent.glob("speed_cpu_check_run*.json")) + ([CHECK] if CHECK.exists() else [])
     if runs:
         lines += ["## Speed on this machine's CPU, measured with llama.cpp", ""]
