@@ -12,7 +12,9 @@ and decode = 1 / sum over devices (llama.cpp runs the layers of a split one devi
 vLLM's tensor parallel ranks run together). MoE models read only the routed top-k experts; experts
 kept on the CPU (-ot exps=CPU) are read there. Prefill per prompt token is
 (2 x active parameters + attention FLOPs at the prompt's depth) / (the device's FLOP/s x the prefill
-efficiency of its class); time to first token = prompt / prefill.
+efficiency of its class), times a fitted MoE factor for MoE models (a prompt batch split among the
+experts fills the matrix units less); time to first token = prompt / prefill. Published rows of 2023/2024
+llama.cpp builds pay a fitted multiple of the per-layer cost (``layer_factor``); plans assume a current build.
 
 The constants (planner/data/speed.json) are fitted by bench/speed_fit.py on the "fit" split of the
 published rows in bench/data/ and checked on the "held-out" split; the error table there gives every
