@@ -15,7 +15,8 @@ What is fitted, in order, on the fit rows of llama.cpp unless said otherwise:
 2. per backend group with 2+ rows: a factor (median measured/predicted);
 3. per engine other than llama.cpp with 2+ rows: decode and prefill factors;
 4. the MoE factor (median over the MoE rows);
-5. per class: prefill efficiency (median measured/predicted at efficiency 1).
+5. per class: prefill efficiency (median measured/predicted at efficiency 1; dense rows);
+6. the MoE prefill factor (median over the MoE rows with a prefill rate, on the dense rule of active parameters).
 CPU arithmetic is a nominal per-core rate (the unit) times each CPU class's fitted scale; a machine
 that ran detect --bench uses its own llama.cpp measurement instead. The error table is measured/predicted
 on the held-out rows (10th/90th percentiles per class and pooled); the caps are the best measured
@@ -48,6 +49,7 @@ LABELS = {
     "phone_cpu": "phone CPU", "phone": "phone GPU / NPU", "sbc_cpu": "single-board computer CPU",
 }
 CPU_CLASSES = S.CPU_CLASSES
+ERA_GRID = [round(1.15 ** i, 3) for i in range(0, 11)]  # 1 .. 4 x a current build's per-layer cost
 ARITH_GRID = [round(0.25 * 1.25 ** i, 3) for i in range(20)]  # 0.25 .. 17 x the CI machine's per-core rates
 
 
@@ -80,7 +82,7 @@ def base_table() -> dict:
     return {
         "description": "Speed model constants (planner/speed.py), fitted by bench/speed_fit.py on the fit split of "
                        "bench/data/*.json; errors are measured/predicted on the held-out split.",
-        "classes": classes, "backends": {}, "engines": {}, "moe": {"factor": 1.0, "n_fit": 0},
+        "classes": classes, "backends": {}, "eras": {}, "engines": {}, "moe": {"factor": 1.0, "n_fit": 0},
         # nominal per-core rates (one 256-bit FMA unit at 3 GHz: 8 fp32 lanes x 2 x 3e9 = 48 GFLOP/s; decode ops
         # per weight divide the same rate); they set the unit only: each CPU class's arith_scale and pp_eff are fitted
         "cpu_kernels": {"ops_per_s_per_core": 48e9, "flops_per_core": 48e9,
@@ -133,47 +135,51 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
     for r in llama:
         by_class.setdefault(parts[id(r)]["cls"], []).append(r)
 
-    for _pass in range(2):  # classes, then backend groups, then classes again with those factors in place
-        # 1. pooled per-layer cost over GPU classes, then per class (efficiency, per-layer cost)
-        effs = [x / 100 for x in range(20, 101, 2)]
-        layer_grid = [x * 1e-6 for x in range(0, 161, 5)]
-        gpu_rows = [r for c, rs in by_class.items() if c not in CPU_CLASSES for r in rs]
-        best = (1e9, 0.0)
-        for ls in layer_grid:
-            err = 0.0
-            for c, rs in by_class.items():
-                if c in CPU_CLASSES:
+    def fit_classes() -> None:
+            # 1. pooled per-layer cost over GPU classes, then per class (efficiency, per-layer cost)
+            effs = [x / 100 for x in range(20, 101, 2)]
+            layer_grid = [x * 1e-6 for x in range(0, 161, 5)]
+            gpu_rows = [r for c, rs in by_class.items() if c not in CPU_CLASSES for r in rs]
+            best = (1e9, 0.0)
+            for ls in layer_grid:
+                err = 0.0
+                for c, rs in by_class.items():
+                    if c in CPU_CLASSES:
+                        continue
+                    table["classes"][c]["layer_s"] = ls
+                    e = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
+                    table["classes"][c]["mem_eff"] = e[1]
+                    err += e[0] * len(rs)
+                if err < best[0]:
+                    best = (err, ls)
+            pooled_layer = best[1]
+            for c in table["classes"]:
+                rs = by_class.get(c, [])
+                cls = table["classes"][c]
+                cls["n_fit"] = len(rs)
+                cls["layer_s"] = 0.0 if c in CPU_CLASSES else pooled_layer
+                if not rs:
                     continue
-                table["classes"][c]["layer_s"] = ls
-                e = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
-                table["classes"][c]["mem_eff"] = e[1]
-                err += e[0] * len(rs)
-            if err < best[0]:
-                best = (err, ls)
-        pooled_layer = best[1]
-        for c in table["classes"]:
-            rs = by_class.get(c, [])
-            cls = table["classes"][c]
-            cls["n_fit"] = len(rs)
-            cls["layer_s"] = 0.0 if c in CPU_CLASSES else pooled_layer
-            if not rs:
-                continue
-            if c in CPU_CLASSES:  # memory efficiency and the scale of the per-core arithmetic rates
-                cand = min((_try(table, c, eff, rs, tg_pairs, None, a), eff, a) for eff in effs for a in ARITH_GRID)
-                cls["mem_eff"], cls["arith_scale"] = cand[1], cand[2]
-            elif len(rs) >= 3 and len({round(parts[id(r)]["bytes_per_token"] / 1e9) for r in rs}) >= 2:
-                cand = min((_try(table, c, eff, rs, tg_pairs, ls), eff, ls) for eff in effs for ls in layer_grid)
-                cls["mem_eff"], cls["layer_s"] = cand[1], cand[2]
-            else:
-                cand = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
-                cls["mem_eff"] = cand[1]
-        # classes without fit rows borrow the pooled efficiency of their kind
-        pooled_gpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c not in CPU_CLASSES] or [0.7])
-        pooled_cpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c in CPU_CLASSES] or [0.6])
-        for c, cls in table["classes"].items():
-            if not by_class.get(c):
-                cls["mem_eff"] = pooled_cpu if c in CPU_CLASSES else pooled_gpu
-                cls["borrowed"] = True
+                if c in CPU_CLASSES:  # memory efficiency and the scale of the per-core arithmetic rates
+                    cand = min((_try(table, c, eff, rs, tg_pairs, None, a), eff, a) for eff in effs for a in ARITH_GRID)
+                    cls["mem_eff"], cls["arith_scale"] = cand[1], cand[2]
+                elif len(rs) >= 3 and len({round(parts[id(r)]["bytes_per_token"] / 1e9) for r in rs}) >= 2:
+                    cand = min((_try(table, c, eff, rs, tg_pairs, ls), eff, ls) for eff in effs for ls in layer_grid)
+                    cls["mem_eff"], cls["layer_s"] = cand[1], cand[2]
+                else:
+                    cand = min((_try(table, c, eff, rs, tg_pairs), eff) for eff in effs)
+                    cls["mem_eff"] = cand[1]
+            # classes without fit rows borrow the pooled efficiency of their kind
+            pooled_gpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c not in CPU_CLASSES] or [0.7])
+            pooled_cpu = statistics.median([table["classes"][c]["mem_eff"] for c in by_class if c in CPU_CLASSES] or [0.6])
+            for c, cls in table["classes"].items():
+                if not by_class.get(c):
+                    cls["mem_eff"] = pooled_cpu if c in CPU_CLASSES else pooled_gpu
+                    cls["borrowed"] = True
+
+
+    for _pass in range(2):  # classes, then backend groups and build years, then classes again with those in place
+        fit_classes()
 
         # 2. backend groups, 3. engines (decode)
         groups: dict[str, list] = {}
@@ -188,6 +194,25 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
                     table["backends"][key] = {"factor": round(f, 3), "n_fit": len(pairs)}
                 else:
                     table["backends"].pop(key, None)
+        # build years (rows of 2023/2024 llama.cpp builds): their per-layer fixed cost relative to a current build's,
+        # one factor per year over all GPU classes, chosen with the classes refitted for each candidate (the year and
+        # a class's own per-layer cost are only told apart by classes with rows of both)
+        if _pass == 0:
+            gpu_llama = [r for r in llama if parts[id(r)]["cls"] not in CPU_CLASSES]
+            later = None  # newest first: a year with fewer than 3 rows takes the next later year's factor
+            for era in sorted({S.build_era(r.get("backend") or "") for r in gpu_llama} - {""}, reverse=True):
+                n = sum(1 for r in gpu_llama if S.build_era(r.get("backend") or "") == era)
+                if n < 3:
+                    if later is not None:
+                        table["eras"][era] = {"layer_factor": later, "n_fit": n, "borrowed": True}
+                    continue
+                scores = []
+                for f in ERA_GRID:
+                    table["eras"][era] = {"layer_factor": f, "n_fit": n}
+                    fit_classes()
+                    scores.append((_mean_abs_log(tg_pairs(gpu_llama)), f))
+                later = min(scores)[1]
+                table["eras"][era] = {"layer_factor": later, "n_fit": n}
     engines: dict[str, list] = {}
     for r in fit_rows:
         if S.row_engine(r) != "llama.cpp":
@@ -203,7 +228,7 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
     # 5. prefill: efficiency on the device's FLOPs where a row's device has a figure, else FLOP/s per byte/s
     pp_by_class: dict[str, list] = {}
     for r in fit_rows:
-        if S.row_engine(r) == "llama.cpp" and r.get("pp_tps"):
+        if S.row_engine(r) == "llama.cpp" and r.get("pp_tps") and not parts[id(r)]["moe"]:
             pp_by_class.setdefault(parts[id(r)]["cls"], []).append(r)
     for c in table["classes"]:
         table["classes"][c]["pp_eff"] = 1.0
@@ -233,6 +258,11 @@ def fit(rows: list[dict]) -> tuple[dict, list[dict]]:
         pp = pp_pairs(rs)
         if len(pp) >= 2:
             table["engines"].setdefault(e, {"factor": 1.0, "n_fit": 0})["pp_factor"] = round(statistics.median(m / p for p, m in pp), 3)
+    # 6. MoE prefill (llama.cpp rows): median measured/predicted over the dense rule on active parameters
+    moe_pp = pp_pairs([r for r in fit_rows if parts[id(r)]["moe"] and S.row_engine(r) == "llama.cpp"])
+    if len(moe_pp) >= 2:
+        table["moe"]["pp_factor"] = round(statistics.median(m / p for p, m in moe_pp), 3)
+        table["moe"]["n_fit_prefill"] = len(moe_pp)
     for c in table["classes"].values():
         c["mem_eff"] = round(c["mem_eff"], 3)
         c["layer_s"] = round(c["layer_s"], 7)
@@ -370,12 +400,19 @@ def markdown_section() -> list[str]:
                   + (" (borrowed)" if v.get("borrowed") else "") for c, v in table["classes"].items()) + ".",
               "Backend factors: " + (", ".join(f"{k} {v['factor']} (n={v['n_fit']})" for k, v in table["backends"].items()) or "none") +
               "; engines: " + (", ".join(f"{k} {v['factor']} (prefill {v.get('pp_factor', 1.0)})" for k, v in table["engines"].items()) or "none") +
-              f"; MoE {table['moe']['factor']} (n={table['moe']['n_fit']}).", "",
-              "Weak spots: prefill on GPUs rests on the targets' FP16 tensor figures, while llama.cpp's quantized matmuls "
-              "run on INT8 tensor cores whose ratio to FP16 differs between GeForce and workstation cards; Apple, Jetson and "
-              "phone GPUs have no FLOPs figure in their targets and use a FLOP/s-per-byte/s fit; M5's GPU neural accelerators "
-              "(3-4x prefill) are not modelled; rows of older llama.cpp builds (2023/2024) form backend groups of their own; "
-              "LiteRT-LM, MediaPipe and MLX rows have few rows each; MoE rests on few Gemma rows.", ""]
+              f"; MoE decode {table['moe']['factor']} (n={table['moe']['n_fit']}), prefill {table['moe'].get('pp_factor', 1.0)} "
+              f"(n={table['moe'].get('n_fit_prefill', 0)}); per-layer cost of older llama.cpp builds: " +
+              (", ".join(f"{k} x{v['layer_factor']} (n={v['n_fit']}{', borrowed from the next year' if v.get('borrowed') else ''})"
+                         for k, v in sorted(table.get("eras", {}).items())) or "none") + ".", "",
+              "Weak spots: prefill on GPUs rests on the targets' FP16 figures: tensor rates for NVIDIA and AMD, for Apple "
+              "GPU cores x 128 ALUs x 2 x clock (M5 Max: x4 for its GPU neural accelerators, Apple's figure; its core count "
+              "and clock are UNVERIFIED). llama.cpp's quantized matmuls run on INT8 tensor cores with Ampere-style mma "
+              "instructions: an H100 (sm_90) reaches about half the share of its FP16 figure that an A100 does (the held-out "
+              "H100 SXM prefill is over-predicted about 2x; two H100 PCIe fit rows are too few to model it apart), and a "
+              "power-limited workstation card (RTX 6000 Ada, 300 W) reaches less than its figure. Jetson, DGX Spark and "
+              "phone GPUs have no FLOPs figure and use a FLOP/s-per-byte/s fit. The per-layer factor of 2023/2024 builds is "
+              "one number across GPU classes; the MoE prefill factor rests on Strix Halo rows only; LiteRT-LM, MediaPipe "
+              "and MLX have few rows each.", ""]
     runs = sorted(CHECK.parent.glob("speed_cpu_check_run*.json")) + ([CHECK] if CHECK.exists() else [])
     if runs:
         lines += ["## Speed on this machine's CPU, measured with llama.cpp", ""]

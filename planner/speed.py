@@ -12,7 +12,9 @@ and decode = 1 / sum over devices (llama.cpp runs the layers of a split one devi
 vLLM's tensor parallel ranks run together). MoE models read only the routed top-k experts; experts
 kept on the CPU (-ot exps=CPU) are read there. Prefill per prompt token is
 (2 x active parameters + attention FLOPs at the prompt's depth) / (the device's FLOP/s x the prefill
-efficiency of its class); time to first token = prompt / prefill.
+efficiency of its class), times a fitted MoE factor for MoE models (a prompt batch split among the
+experts fills the matrix units less); time to first token = prompt / prefill. Published rows of 2023/2024
+llama.cpp builds pay a fitted multiple of the per-layer cost (``layer_factor``); plans assume a current build.
 
 The constants (planner/data/speed.json) are fitted by bench/speed_fit.py on the "fit" split of the
 published rows in bench/data/ and checked on the "held-out" split; the error table there gives every
@@ -125,6 +127,18 @@ def backend_factor(backend: str) -> float:
     return _table().get("backends", {}).get(backend_key(backend), {}).get("factor", 1.0)
 
 
+def build_era(backend: str) -> str:
+    """"2023" / "2024" for rows of llama.cpp builds of those years, else "" (a current build, as plans assume)."""
+    key = backend_key(backend)
+    return key[key.index("(") + 1:key.index(" build")] if " build)" in key else ""
+
+
+def layer_factor(backend: str) -> float:
+    """Per-layer fixed cost of an older llama.cpp build over a current one's (fitted per build year); 1 for plans."""
+    era = build_era(backend)
+    return _table().get("eras", {}).get(era, {}).get("layer_factor", 1.0) if era else 1.0
+
+
 def decode_time(parts: list[Part], engine: str = "llama.cpp", parallel_ranks: bool = False) -> tuple[float, list[str], str]:
     """Seconds per decoded token, a line per device, and what bound it ("memory" / "arithmetic" / "measured")."""
     total, lines, bounds = 0.0, [], []
@@ -143,7 +157,7 @@ def decode_time(parts: list[Part], engine: str = "llama.cpp", parallel_ranks: bo
         else:
             t_mem = nbytes / (p.bandwidth * c["mem_eff"] * backend_factor(p.backend) * ef)
             t_ar = p.weight_bytes / (p.arith_bytes_per_s * c.get("arith_scale", 1.0) * ef) if p.arith_bytes_per_s else 0.0
-            t = max(t_mem, t_ar) + p.layers * c["layer_s"]
+            t = max(t_mem, t_ar) + p.layers * c["layer_s"] * layer_factor(p.backend)
             bounds.append("arithmetic" if t_ar > t_mem else "memory")
             lines.append(f"{p.name or p.cls}: {nbytes / 1e9:.2f} GB/token at {p.bandwidth / 1e9:.0f} GB/s"
                          + (f", arithmetic {p.arith_bytes_per_s * c.get('arith_scale', 1.0) * ef / 1e9:.1f} GB/s" if p.arith_bytes_per_s else "")
@@ -441,6 +455,8 @@ def estimate_speed(
         scale = sum(p.params for p in parts) / (sum(p.params for p in gpu_parts) or 1)
         pp_parts = [Part(**{**p.__dict__, "params": p.params * scale, "attn_flops": p.attn_flops * scale}) for p in gpu_parts]
     t_pp = prefill_time(pp_parts, memory.engine, parallel_ranks=vllm and len(held) > 1)
+    if spec.moe:
+        t_pp /= moe_pp_factor()
     prefill = 1.0 / t_pp if t_pp > 0 else 0.0
 
     main_cls = _main_class(parts)
@@ -530,6 +546,12 @@ def _bytes_per_weight(fmt: WeightFormat) -> float:
 
 def moe_factor() -> float:
     return _table().get("moe", {}).get("factor", 1.0)
+
+
+def moe_pp_factor() -> float:
+    """MoE prefill over the dense rule on active parameters: a prompt batch is split among the experts (each
+    expert's matmul sees about batch x top-k / experts rows, too few to fill the matrix units) and gathered back."""
+    return _table().get("moe", {}).get("pp_factor", 1.0)
 
 
 def _unread_expert_bytes(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hardware) -> dict:
@@ -639,6 +661,14 @@ def _row_hardware(row: dict):
         return None
 
 
+def _gpu_core_ratio(row_hardware: str, device_notes: str) -> float:
+    """GPU cores the row names over those of the target it is scored on ("N-core GPU" in both), else 1."""
+    import re
+
+    a, b = (re.search(r"(\d{1,4})-core GPU", s) for s in (row_hardware, device_notes))
+    return int(a.group(1)) / int(b.group(1)) if a and b and int(b.group(1)) else 1.0
+
+
 def row_parts(row: dict) -> dict:
     """The Parts (see ``Part``) a published row's device(s) run, built from the row and its target profile:
     {"decode": [...], "prefill": [...], "engine", "moe", "cls"} or {"skipped": why}."""
@@ -700,6 +730,8 @@ def row_parts(row: dict) -> dict:
         cls, flops, backend = row.get("device_class") or "consumer_gpu", None, row.get("backend") or ""
     if row.get("device_class"):
         cls = row["device_class"]
+    if flops and dev is not None:  # a row of a binned part ("M3 Ultra 60-core GPU" scored on the 80-core target)
+        flops *= _gpu_core_ratio(str(row.get("hardware") or ""), dev.notes or "")
     if row.get("fp16_tflops"):
         flops = row["fp16_tflops"] * 1e12
     arith = None
@@ -726,7 +758,7 @@ def predict_row(row: dict, rp: Optional[dict] = None) -> dict:
     t, _, bound = decode_time(rp["decode"], rp["engine"], parallel_ranks=rp["ranks"])
     tg = (1 / t if t > 0 else 0.0) * (moe_factor() if rp["moe"] else 1.0)
     t_pp = prefill_time(rp["prefill"], rp["engine"], parallel_ranks=rp["ranks"])
-    pp = 1 / t_pp if t_pp > 0 else None
+    pp = (1 / t_pp) * (moe_pp_factor() if rp["moe"] else 1.0) if t_pp > 0 else None
     return {"tg": tg, "pp": pp, "bound": bound}
 
 

@@ -138,7 +138,48 @@ def test_moe_decode_takes_the_moe_factor(monkeypatch):
 
     factor = speed.moe_factor()
     assert 0 < factor < 1
-    _, moe = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    # (an A100: on an H100 the dense-rule rate reaches the class's best published rate, and the cap would hide the factor)
+    _, moe = _plan_on("a100-80gb", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
     monkeypatch.setattr(speed, "moe_factor", lambda: 1.0)
-    _, dense_rule = _plan_on("h100", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    _, dense_rule = _plan_on("a100-80gb", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    assert not [c for c in dense_rule.speed.capped_by if c.startswith("decode")]
     assert moe.speed.decode_tokens_per_s == pytest.approx(dense_rule.speed.decode_tokens_per_s * factor, abs=0.011)
+
+
+def test_moe_prefill_takes_the_moe_prefill_factor(monkeypatch):
+    # a prompt batch split among 128 experts fills the matrix units less than a dense matmul on the same
+    # active parameters: the MoE prefill estimate is the dense-rule rate times speed.moe_pp_factor() (< 1)
+    import planner.speed as speed
+
+    factor = speed.moe_pp_factor()
+    assert 0 < factor < 1
+    _, moe = _plan_on("strix-halo-128gb", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    monkeypatch.setattr(speed, "moe_pp_factor", lambda: 1.0)
+    _, dense_rule = _plan_on("strix-halo-128gb", "gemma-4-26b-a4b", "Q4_K_M", n_ctx=32768)
+    assert not [c for c in dense_rule.speed.capped_by if c.startswith("prefill")]
+    assert moe.speed.prefill_tokens_per_s == pytest.approx(dense_rule.speed.prefill_tokens_per_s * factor, rel=1e-3)
+
+
+def test_old_builds_pay_their_per_layer_cost_and_plans_do_not():
+    import planner.speed as speed
+
+    era = speed._table()["eras"]["2024"]["layer_factor"]
+    assert era > 1
+    assert speed.build_era("llama.cpp CUDA (2024 build)") == "2024" and speed.build_era("CUDA") == ""
+    assert speed.layer_factor("llama.cpp Metal (2024 build)") == era
+    assert speed.layer_factor("CUDA") == speed.layer_factor("Metal") == 1.0  # a plan's device backend
+    part = speed.Part(cls="consumer_gpu", bandwidth=1e12, weight_bytes=4e9, layers=32, backend="CUDA")
+    old = speed.Part(**{**part.__dict__, "backend": "llama.cpp CUDA (2024 build)"})
+    t_new, t_old = speed.decode_time([part])[0], speed.decode_time([old])[0]
+    assert t_old - t_new == pytest.approx(32 * speed.class_consts("consumer_gpu")["layer_s"] * (era - 1), rel=1e-9)
+
+
+def test_a_binned_apple_gpu_row_scales_the_targets_flops():
+    # "M3 Ultra 60-core GPU" scores on the 80-core m3-ultra target: 60/80 of its FP16 rate
+    import planner.speed as speed
+
+    row = {"model": "Llama 2 7B", "quant": "Q4_0", "size_gb": 3.8, "hardware_id": "m3_ultra", "n_devices": 1,
+           "backend": "llama.cpp Metal", "pp_tps": 1, "tg_tps": 1}
+    full = speed.row_parts({**row, "hardware": "Apple M3 Ultra 80-core GPU"})["prefill"][0].flops
+    binned = speed.row_parts({**row, "hardware": "Mac Studio M3 Ultra 60-core GPU"})["prefill"][0].flops
+    assert full == pytest.approx(80 * 128 * 2 * 1.398e9, rel=1e-3) and binned == pytest.approx(full * 0.75)
