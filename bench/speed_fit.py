@@ -416,16 +416,21 @@ def markdown_section() -> list[str]:
     runs = sorted(CHECK.parent.glob("speed_cpu_check_run*.json")) + ([CHECK] if CHECK.exists() else [])
     if runs:
         lines += ["## Speed on this machine's CPU, measured with llama.cpp", ""]
+    busy, idle = [], []
     for n, path in enumerate(runs, 1):
         c = json.loads(path.read_text())
-        lines += [f"Run {n} of {len(runs)} (`{path.relative_to(ROOT)}`):", "",
+        loads = [x for r in c["rows"] for x in r["load_average"]]
+        quiet = max(loads) <= c["threads"] + 0.5  # nothing but the check's own threads running
+        (idle if quiet else busy).append(n)
+        lines += [f"Run {n} of {len(runs)} (`{path.relative_to(ROOT)}`)" + (", with nothing else running on the machine" if quiet else "")
+                  + ":", "",
                   "`python bench/speed_cpu.py check`: `gemma-plan detect --bench` measures llama.cpp (llama-cpp-python, CPU "
                   f"build, {c['threads']} threads) on zero-weight gemma-3-4b slices of 2 and 8 layers, Q4_K_M and Q8_0 "
                   f"({c['detect_bench_seconds']:.0f} s); then, for slices of other depths, "
                   "`gemma-plan estimate --model SLICE.gguf --target auto` (which reads that measurement) is compared with "
                   f"llama.cpp's own timing of the same file (medians of {c.get('repeats', 4)} {c.get('prompt_tokens', 128)}-token prompts and of the "
-                  f"{c.get('repeats', 4) * c.get('decode_tokens', 16)} tokens decoded after them). The machine is "
-                  "shared with other jobs: the 1-minute load average before and after each timing is shown.", "",
+                  f"{c.get('repeats', 4) * c.get('decode_tokens', 16)} tokens decoded after them). The 1-minute load average "
+                  "before and after each timing is shown.", "",
                   "| slice | file | basis | decode measured | decode predicted | error | prefill measured | prefill predicted | error | load |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in c["rows"]:
@@ -434,15 +439,20 @@ def markdown_section() -> list[str]:
                          f"{r['load_average'][0]} -> {r['load_average'][1]} |")
         tg_ok = all(abs(r["tg_error_pct"]) <= 15 for r in c["rows"])
         pp_ok = all(abs(r["pp_error_pct"]) <= 15 for r in c["rows"])
-        loads = [x for r in c["rows"] for x in r["load_average"]]
         lines += ["", f"Within 15%: decode {'yes' if tg_ok else 'NO'}, prefill {'yes' if pp_ok else 'NO'}, at a load average of "
                   f"{min(loads):.1f}-{max(loads):.1f} on {c['threads']} cores.", ""]
-    if runs:
-        lines += ["Other jobs kept this 2-core machine at a load average of 5-8 throughout. llama.cpp's threads wait for one "
-                  "another at every operation, so with more runnable processes than cores the time of a layer depends on "
-                  "who else runs that minute, and the per-layer time `detect --bench` measures does not carry over to a "
-                  "run a few minutes later (the same 4B slices decode at different rates from run to run). The 15% goal "
-                  "is not shown on this machine; the same command on an idle one is the check to repeat.", ""]
+    if busy:
+        def listed(ns: list[int]) -> str:
+            return " and ".join([", ".join(str(n) for n in ns[:-1]), str(ns[-1])] if len(ns) > 1 else [str(ns[0])])
+
+        which = listed(busy)
+        lines += [f"Run{'s' if len(busy) > 1 else ''} {which} ran while other jobs kept this machine above its core count. "
+                  "llama.cpp's threads wait for one another at every operation, so with more runnable processes than cores "
+                  "the time of a layer depends on who else runs that minute, and the per-layer time `detect --bench` measures "
+                  "does not carry over to a run a few minutes later. "
+                  + (f"Run{'s' if len(idle) > 1 else ''} {listed(idle)}, on the idle machine, answer"
+                     f"{'' if len(idle) > 1 else 's'} the 15% question; " if idle else "The 15% goal is not shown here; ")
+                  + "`detect --bench` prints the load average it measured at, so a user can see when to measure again.", ""]
     return lines
 
 
