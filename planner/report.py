@@ -47,7 +47,7 @@ def _freeze(t: Table) -> Table:
     longest word, so a table too wide for the terminal wraps text at spaces instead of cutting names or
     numbers with an ellipsis."""
     for col in t.columns:
-        cells = [c if isinstance(c, Text) else Text.from_markup(c) if isinstance(c, str) else Text(str(c)) for c in col.cells]
+        cells = [c if isinstance(c, Text) else Text.from_markup(c, emoji=False) if isinstance(c, str) else Text(str(c)) for c in col.cells]
         if col.no_wrap:
             widest = max([c.cell_len for c in cells], default=0)
         else:
