@@ -5,7 +5,8 @@ beside the destination (``.gemma-plan-fetch-<file>.part``), so a stopped downloa
 Free disk is checked before the first byte; the finished file is checked against the sha256 the hub reports
 (the LFS ETag) or the one the plan carries, then moved into place with ``planner.outputs.place`` (atomic, never
 through a symbolic link, never over an existing file without ``force``). Ollama and LM Studio artifacts are
-pulled by their own tools: fetch prints the exact command.
+pulled by their own tools: fetch prints the exact command. What the hub reports (exact size, sha256) is kept
+in ``planner.hub``'s cache, so a later ``recommend`` names the file with its exact bytes.
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ def _sha256(path: Path, progress: Optional[Callable[[str, float], None]] = None)
     return h.hexdigest()
 
 
+def _remember(write: Callable[[], object]) -> None:
+    """Keep what the hub reported in the size cache (planner.hub); a cache that cannot be written never stops a download."""
+    try:
+        write()
+    except (PlanError, OSError):
+        pass
+
+
 def fetch(art: dict, dest_dir: Path, *, force: bool = False,
           progress: Optional[Callable[[str, float], None]] = None) -> dict:
     """Download a Hugging Face artifact into ``dest_dir``; returns {path, bytes, sha256, resumed_from, status}."""
@@ -137,6 +146,7 @@ def fetch(art: dict, dest_dir: Path, *, force: bool = False,
     except Exception as exc:
         raise hub._hub_error(exc, repo) from None
     size = B.check_int(f"{repo}/{fname}", "size", meta.size, 1, B.MAX_MEMORY, "the hub reported no size")
+    _remember(lambda: hub.record_file_meta(repo, fname, meta, "file metadata"))  # a later recommend shows these bytes
     if art.get("bytes") and art.get("size_exact") and art["bytes"] != size:
         raise FetchError(f"{repo}/{fname} is {size:,} bytes on the hub, the plan says {art['bytes']:,}: the file changed",
                          hint="plan again (gemma-plan recommend) before fetching")
@@ -190,4 +200,6 @@ def fetch(art: dict, dest_dir: Path, *, force: bool = False,
         part.unlink()
         raise ChecksumError(f"{fname}: sha256 {got[:16]}... differs from the hub's {want[:16]}...; the download was removed")
     place(part, dest, overwrite=force)
+    commit = meta.commit_hash if isinstance(meta.commit_hash, str) and re.fullmatch(r"[0-9a-f]{40}", meta.commit_hash) else None
+    _remember(lambda: hub.store_file_meta(repo, fname, size, got, commit, "download"))
     return {"path": str(dest), "bytes": size, "sha256": got, "resumed_from": start, "status": "downloaded"}
