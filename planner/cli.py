@@ -277,6 +277,8 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
     _slots(s.n_ctx, parallel, given=n_ctx, is_max=is_max, ceiling=spec.ctx_train)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
     p = p.noted(*(n for n in (tnote, mnote) if n), first=True)
+    art, anotes = _plan_artifact(p, spec)  # the published file, with the hub's exact size when cached (no network)
+    p = dataclasses.replace(p, artifact=art).noted(*anotes)
     if as_json:
         _emit({"plan": p.to_dict()})
     else:
@@ -372,50 +374,51 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, resolve, fetch
 
 
 def _attach_artifact(rec, spec, resolve: bool = False) -> None:
-    """plan.artifact: the file the plan loads. A model read from a file or a hub header is that file (exact bytes); a
-    catalog model gets the best published file of the chosen format (planner/artifacts.py), with notes, and its
-    exact size and sha256 when the hub reported them before (cached under $HF_HOME/gemma-plan; no network) or,
-    with ``resolve``, now (one HEAD request; a failure leaves the published size and says so in one note)."""
+    """recommend: plan.artifact and its notes (_plan_artifact)."""
     if rec.plan is None:
         return
-    remote = None
+    art, notes = _plan_artifact(rec.plan, spec, resolve)
+    if art is not None or notes:
+        rec.plan = dataclasses.replace(rec.plan, artifact=art)
+        rec.notes.extend(notes)
+
+
+def _plan_artifact(p, spec, resolve: bool = False) -> tuple[Optional[dict], list[str]]:
+    """plan.artifact: the file the plan loads, and notes. A model read from a file or a hub header is that file (exact
+    bytes); a catalog model gets the best published file of the chosen format (planner/artifacts.py), with its exact
+    size and sha256 when the hub reported them before (cached under $HF_HOME/gemma-plan; no network) or, with
+    ``resolve``, now (one HEAD request; a failure leaves the published size and says so in one note)."""
     if spec is not None and spec.source.startswith("hf-gguf:"):
         from planner.hub import artifact_for
 
         remote = artifact_for(spec)
-    if remote:
-        rec.plan = dataclasses.replace(rec.plan, artifact=dict(remote))
-        return
+        if remote:
+            return dict(remote), []
     if spec is not None and spec.source.startswith("gguf:"):
-        path = spec.source[5:]
-        rec.plan = dataclasses.replace(rec.plan, artifact={"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": path, "quant": spec.gguf_file_type,
-                             "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None, "size_source": "local file", "fetch": [],
-                             "weights_basis": "header"})
-        return
+        return {"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": spec.source[5:],
+                "quant": spec.gguf_file_type, "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None,
+                "size_source": "local file", "fetch": [], "weights_basis": "header"}, []
     if spec is not None and spec.source != "catalog":
-        return
+        return None, []
     from planner import hub
     from planner.artifacts import choose
 
-    p = rec.plan
     if not resolve:  # what the hub reported earlier (--resolve, fetch, a header read), from the cache only
-        art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes, exact=hub.cached_file_meta)
-    else:
-        art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes)
-        if art and art["source"] == "huggingface" and art.get("file"):
-            try:
-                meta = hub.resolve_file_meta(art["repo"], art["file"])
-            except PlanError as exc:
-                notes.insert(1, f"--resolve: {_one_line(exc)}; the plan still stands with the published size "
-                                f"({art.get('size_published') or 'none published'})")
-            else:
-                art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes,
-                                    exact=lambda repo, file: meta if (repo, file) == (meta["repo"], meta["file"]) else None)
-        elif art:
-            notes.insert(1, f"--resolve: {art.get('tag') or art.get('repo')} is not one file on the Hugging Face hub; "
-                            "there is no single size to read")
-    rec.plan = dataclasses.replace(rec.plan, artifact=art)
-    rec.notes.extend(notes)
+        return choose(p.model, p.weight_format, p.engine, p.weight_file_bytes, exact=hub.cached_file_meta)
+    art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes)
+    if art and art["source"] == "huggingface" and art.get("file"):
+        try:
+            meta = hub.resolve_file_meta(art["repo"], art["file"])
+        except PlanError as exc:
+            notes.insert(1, f"--resolve: {_one_line(exc)}; the plan still stands with the published size "
+                            f"({art.get('size_published') or 'none published'})")
+        else:
+            art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes,
+                                exact=lambda repo, file: meta if (repo, file) == (meta["repo"], meta["file"]) else None)
+    elif art:
+        notes.insert(1, f"--resolve: {art.get('tag') or art.get('repo')} is not one file on the Hugging Face hub; "
+                        "there is no single size to read")
+    return art, notes
 
 
 def _launch(named) -> Optional[dict]:

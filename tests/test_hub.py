@@ -357,6 +357,9 @@ def test_resolve_gives_the_exact_size_and_sha256_and_a_plain_recommend_reads_the
     r = _run("recommend", "--model", "31b", "--target", "rtx4090")
     assert r.exit_code == 0, r.output
     assert f"{size:,}bytes(exact,fromthehub)" in "".join(r.output.split())  # however the terminal wraps it
+    r = _run("estimate", "--model", "31b", "--quant", "Q4_K_M", "--target", "rtx4090", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plan"]["artifact"] == art  # estimate names the same file from the same cache
     assert hub.requests == []
 
 
