@@ -663,7 +663,7 @@ def _recipe_job(path, target):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def fetch(plan, dest_dir, force, as_json):
     """Download the published file a recipe.json or recommend --json names (resumable, sha256-checked);
-    for Ollama and LM Studio artifacts, print the pull command."""
+    for Ollama and LM Studio artifacts and whole repositories (MLX, GPTQ), print the command that gets them."""
     from pathlib import Path
 
     from planner.fetch import read_artifact
@@ -691,8 +691,8 @@ def _fetch_plan_artifact(plan, emit_dir, force: bool, as_json: bool) -> dict:
 
 def _fetch_artifact(art: dict, target, force: bool, as_json: bool) -> dict:
     """The one download path of ``fetch`` and ``recommend --fetch`` (planner.fetch.fetch, with a progress bar on
-    stderr); a tool-managed artifact (Ollama, LM Studio) gets its pull command printed, not run. Returns what
-    ``fetch --json`` prints."""
+    stderr); a tool-managed artifact (Ollama, LM Studio) or a whole repository gets its command printed, not run.
+    Returns what ``fetch --json`` prints."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 

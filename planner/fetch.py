@@ -5,7 +5,7 @@ beside the destination (``.gemma-plan-fetch-<file>.part``), so a stopped downloa
 Free disk is checked before the first byte; the finished file is checked against the sha256 the hub reports
 (the LFS ETag) or the one the plan carries, then moved into place with ``planner.outputs.place`` (atomic, never
 through a symbolic link, never over an existing file without ``force``). Ollama and LM Studio artifacts are
-pulled by their own tools: fetch prints the exact command. What the hub reports (exact size, sha256) is kept
+pulled by their own tools, and a whole repository (MLX, GPTQ) by ``hf download``: fetch prints the exact command. What the hub reports (exact size, sha256) is kept
 in ``planner.hub``'s cache, so a later ``recommend`` names the file with its exact bytes.
 """
 
@@ -90,11 +90,16 @@ def check_artifact(art: dict, where: str) -> dict:
 
 
 def command_for(art: dict) -> Optional[list[str]]:
-    """The pull command of a tool-managed artifact (Ollama, LM Studio); None for a Hugging Face file."""
+    """The command that gets an artifact fetch does not download itself: the pull of a tool-managed one (Ollama,
+    LM Studio), ``hf download`` of a whole repository (an MLX conversion, a GPTQ checkpoint, a LiteRT-LM
+    repository without a recorded file); None for one Hugging Face file (a GGUF is picked by its quant)."""
     if art.get("kind") == "ollama":
         return ["ollama", "pull", art["tag"]]
     if art.get("kind") == "lmstudio":
         return ["lms", "get", art["tag"], "-y"]
+    if not art.get("file") and art.get("kind") != "gguf":
+        rev = ["--revision", art["revision"]] if art.get("revision") else []
+        return ["hf", "download", art["repo"], *rev, "--local-dir", f"./{art['repo'].split('/')[1]}"]
     return None
 
 

@@ -259,6 +259,13 @@ def test_fetch_prints_the_ollama_pull_and_refuses_a_hostile_plan(tmp_path):
     pj.write_text(json.dumps({"plan": {"artifact": {"kind": "ollama", "tag": "gemma3n:e2b"}}}))
     r = _fetch(str(pj))
     assert r.exit_code == 0 and r.output.strip() == "ollama pull gemma3n:e2b"
+    pj.write_text(json.dumps({"plan": {"artifact": {"kind": "mlx", "repo": "mlx-community/gemma-3-text-27b-it-4bit", "file": None}}}))
+    r = _fetch(str(pj))  # a whole repository: the hf download command, not a GGUF picked by quant
+    assert r.exit_code == 0 and r.output.strip() == ("hf download mlx-community/gemma-3-text-27b-it-4bit "
+                                                     "--local-dir ./gemma-3-text-27b-it-4bit"), r.output
+    pj.write_text(json.dumps({"plan": {"artifact": {"kind": "gptq", "repo": "acme/x;rm", "file": None}}}))
+    r = _fetch(str(pj))
+    assert r.exit_code != 0 and "is not a Hugging Face repo" in r.output
     pj.write_text(json.dumps({"plan": {"artifact": {"kind": "gguf", "repo": "acme/x", "file": "../../etc/passwd"}}}))
     r = _fetch(str(pj))
     assert r.exit_code != 0 and "plain file name" in r.output and len(r.output.strip().splitlines()) == 1
