@@ -184,11 +184,12 @@ def hub_file(e: dict) -> bool:
 
 
 def choose(model: str, weight_format: str, engine: str, rule_bytes: int = 0,
-           exact: Optional[Callable[[str, str], Optional[dict]]] = None) -> tuple[Optional[dict], list[str]]:
+           exact: Optional[Callable[[str, str], Optional[dict]]] = None, hint: bool = True) -> tuple[Optional[dict], list[str]]:
     """The artifact a plan names (as ``plan.artifact``) and notes: other places to get the same weights, a published
     QAT file of this model when the plan is not already one, and a published file much larger than the rule
     (``rule_bytes``, the plan's weight bytes) that the plan would then under-count. ``exact(repo, file)`` gives what
-    the hub reported for the chosen file (planner.hub.cached_file_meta), which then replaces the published size."""
+    the hub reported for the chosen file (planner.hub.cached_file_meta), which then replaces the published size;
+    ``hint`` adds how to read the exact size when it is not known."""
     found = matches(model, weight_format, engine)
     notes = []
     art = None
@@ -205,7 +206,7 @@ def choose(model: str, weight_format: str, engine: str, rule_bytes: int = 0,
             basis = f"the planner's per-tensor rule for {weight_format}; the published {best['kind']} artifact's own mix is not read"
         art = to_plan_artifact(best, basis)
         where = best.get("tag") or (f"{best['repo']}/{best['file']}" if best.get("file") else best["repo"])
-        resolve = "; recommend --resolve reads its exact size from the hub" if hub_file(best) and not best.get("bytes") else ""
+        resolve = "; recommend --resolve reads its exact size from the hub" if hint and hub_file(best) and not best.get("bytes") else ""
         notes.append(f"published file: {where}, {size_text(best)}{resolve}; --json plan.artifact has its source and fetch command")
         pub = published_bytes(best)
         if rule_bytes and pub and pub > rule_bytes * 1.02 + (64 << 20):

@@ -405,7 +405,7 @@ def _plan_artifact(p, spec, resolve: bool = False) -> tuple[Optional[dict], list
 
     if not resolve:  # what the hub reported earlier (--resolve, fetch, a header read), from the cache only
         return choose(p.model, p.weight_format, p.engine, p.weight_file_bytes, exact=hub.cached_file_meta)
-    art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes)
+    art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes, hint=False)
     if art and art["source"] == "huggingface" and art.get("file"):
         try:
             meta = hub.resolve_file_meta(art["repo"], art["file"])

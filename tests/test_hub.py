@@ -492,3 +492,18 @@ def test_recommend_fetch_downloads_the_chosen_file_like_gemma_plan_fetch(hub, pu
     # a format nobody publishes: nothing to fetch, said in one line
     r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--quant", "Q3_K_S", "--fetch")
     assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("Error: the plan names no published Q3_K_S file")
+
+
+def test_a_file_that_changed_on_the_hub_is_refused_by_fetch_and_the_next_plan_has_its_new_size(hub, published, tmp_path):
+    """The cache can go stale; fetch checks the hub before the first byte, refuses the planned size that no longer
+    holds, and keeps the new one, so planning again names the file as it is now."""
+    old = _plan("31b", ["--resolve"])["plan"]["artifact"]
+    grown = tmp_path / "served2" / CAT_FILE
+    grown.parent.mkdir()
+    grown.write_bytes(published.read_bytes() + b"\0" * 4096)
+    hub.add(CAT_REPO, CAT_FILE, grown)
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--fetch", "--emit", str(tmp_path / "run"))
+    assert r.exit_code == 1 and "the file changed" in r.output.strip().splitlines()[-1], r.output
+    assert not (tmp_path / "run" / CAT_FILE).exists()
+    new = _plan("31b")["plan"]["artifact"]
+    assert new["bytes"] == grown.stat().st_size == old["bytes"] + 4096 and new["sha256"] == hub.sha256(grown)
