@@ -12,7 +12,7 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Optional
+from typing import Callable, Optional
 
 from planner.errors import PlanError
 
@@ -108,11 +108,26 @@ def fetch_argv(e: dict, local_dir: str = ".") -> list[str]:
 
 
 def size_text(e: dict) -> str:
+    if e.get("bytes") and e.get("size_source") == "hub":
+        return f"{e['bytes']:,} bytes (exact, from the hub)"
     if e.get("bytes"):
         return f"{e['bytes']:,} bytes"
     if e.get("size_published"):
         return f"{e['size_published']} as published (not exact)"
     return "size not published"
+
+
+def size_source(e: dict) -> Optional[str]:
+    """Where ``bytes`` (or the size text) came from: the hub, the catalogue's source, its published text, or nothing."""
+    if e.get("size_source"):
+        return e["size_source"]
+    return "catalogue" if e.get("bytes") else "published text" if e.get("size_published") else None
+
+
+def with_hub_size(e: dict, meta: dict) -> dict:
+    """A catalogue entry with the exact size and sha256 the hub reported for its file (planner.hub.cached_file_meta)."""
+    return {**e, "bytes": meta["size"], "size_exact": True, "sha256": meta.get("sha256") or None, "size_source": "hub",
+            "size_checked": meta.get("checked"), "revision": meta.get("commit")}
 
 
 def describe(e: dict) -> str:
@@ -126,7 +141,8 @@ def to_plan_artifact(e: dict, basis: str) -> dict:
     return {"source": "ollama" if e["kind"] == "ollama" else "lmstudio" if e["kind"] == "lmstudio" else "huggingface",
             "kind": e["kind"], "repo": e.get("repo"), "tag": e.get("tag"), "file": e.get("file"), "quant": e.get("quant"),
             "publisher": e.get("publisher"), "bytes": e.get("bytes"), "size_published": e.get("size_published"),
-            "size_exact": bool(e.get("size_exact")), "sha256": e.get("sha256"), "qat": bool(e.get("qat")),
+            "size_exact": bool(e.get("size_exact")), "sha256": e.get("sha256"), "size_source": size_source(e),
+            "size_checked": e.get("size_checked"), "revision": e.get("revision"), "qat": bool(e.get("qat")),
             "dynamic": bool(e.get("dynamic")), "url": e["source"], "fetch": fetch_argv(e), "weights_basis": basis}
 
 
@@ -162,21 +178,36 @@ def published_bytes(e: dict) -> Optional[int]:
     return int(float(m.group(1)) * _UNIT[m.group(2)]) if m else None
 
 
-def choose(model: str, weight_format: str, engine: str, rule_bytes: int = 0) -> tuple[Optional[dict], list[str]]:
+def hub_file(e: dict) -> bool:
+    """Whether the entry is one file on the Hugging Face hub (one size and sha256 to ask the hub for)."""
+    return e["kind"] not in ("ollama", "lmstudio") and bool(e.get("repo")) and bool(e.get("file"))
+
+
+def choose(model: str, weight_format: str, engine: str, rule_bytes: int = 0,
+           exact: Optional[Callable[[str, str], Optional[dict]]] = None, hint: bool = True) -> tuple[Optional[dict], list[str]]:
     """The artifact a plan names (as ``plan.artifact``) and notes: other places to get the same weights, a published
     QAT file of this model when the plan is not already one, and a published file much larger than the rule
-    (``rule_bytes``, the plan's weight bytes) that the plan would then under-count."""
+    (``rule_bytes``, the plan's weight bytes) that the plan would then under-count. ``exact(repo, file)`` gives what
+    the hub reported for the chosen file (planner.hub.cached_file_meta), which then replaces the published size;
+    ``hint`` adds how to read the exact size when it is not known."""
     found = matches(model, weight_format, engine)
     notes = []
     art = None
     if found:
         best = found[0]
+        meta = exact(best["repo"], best["file"]) if exact and hub_file(best) else None
+        if meta:
+            if best.get("bytes") and best["bytes"] != meta["size"]:
+                notes.append(f"the hub's {best['file']} is {meta['size']:,} bytes, the catalogue records {best['bytes']:,}: "
+                             "the plan names the hub's file")
+            best = with_hub_size(best, meta)
         basis = RULE_EXACT_SIZE if best.get("bytes") else RULE_BASIS
         if best["kind"] not in ("gguf", "ollama", "lmstudio"):
             basis = f"the planner's per-tensor rule for {weight_format}; the published {best['kind']} artifact's own mix is not read"
         art = to_plan_artifact(best, basis)
         where = best.get("tag") or (f"{best['repo']}/{best['file']}" if best.get("file") else best["repo"])
-        notes.append(f"published file: {where} ({size_text(best)}); --json plan.artifact has its source and fetch command")
+        resolve = "; recommend --resolve reads its exact size from the hub" if hint and hub_file(best) and not best.get("bytes") else ""
+        notes.append(f"published file: {where}, {size_text(best)}{resolve}; --json plan.artifact has its source and fetch command")
         pub = published_bytes(best)
         if rule_bytes and pub and pub > rule_bytes * 1.02 + (64 << 20):
             notes.append(f"the published file is {pub / 1e9:.2f} GB, {pub / rule_bytes - 1:.0%} more than the {weight_format} rule's "

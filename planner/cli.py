@@ -285,6 +285,8 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
     _slots(s.n_ctx, parallel, given=n_ctx, is_max=is_max, ceiling=spec.ctx_train)
     p = plan(spec, fmt, s, hw, margin=_margin(margin), target=target or hw.name)
     p = p.noted(*(n for n in (tnote, mnote) if n), first=True)
+    art, anotes = _plan_artifact(p, spec)  # the published file, with the hub's exact size when cached (no network)
+    p = dataclasses.replace(p, artifact=art).noted(*anotes)
     if as_json:
         _emit({"plan": p.to_dict()})
     else:
@@ -297,7 +299,11 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
 @click.option("--priority", type=PRIORITY_CHOICE, default="quality", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="draw memory vs context for the plan (PNG)")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False), help="write recipe.json and a runnable file per engine into DIR")
-@click.option("--force", is_flag=True, help="with --emit: overwrite files that exist")
+@click.option("--force", is_flag=True, help="with --emit or --fetch: overwrite files that exist")
+@click.option("--resolve", is_flag=True,
+              help="ask the hub for the published file's exact size and sha256 (one HEAD request; kept in $HF_HOME/gemma-plan)")
+@click.option("--fetch", "fetch_it", is_flag=True,
+              help="then download the published file as gemma-plan fetch does (into --emit DIR, else here)")
 @click.option("--use", "use", type=click.Choice(["read", "chat", "batch"]), default="read", show_default=True,
               help="sets the usable-speed floor: read 5 tok/s, chat 10, batch 1")
 @click.option("--min-speed", type=float, help="usable-speed floor in decode tok/s (overrides --use)")
@@ -306,8 +312,8 @@ def estimate(model, quant, ngl, experts_on_cpu, tp, pp, engine_version, target, 
 @click.option("--engine-version", "engine_version", default=None, metavar="BUILD",
               help="llama.cpp release the plan models, e.g. b11312 (default: the newest verified, planner/llama_versions.py)")
 @common_options
-def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed, explain, show_all, engine_version, target, vram,
-              ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, vision, audio, as_json):
+def recommend(model, quant, priority, plot_path, emit_dir, force, resolve, fetch_it, use, min_speed, explain, show_all, engine_version,
+              target, vram, ram, ctx, parallel, kv_type, engine, margin, ubatch, no_flash_attn, swa_full, vision, audio, as_json):
     """Search models x formats x KV types x context x GPU layers for the plan a person would pick (README: Utility)."""
     from planner import report
     from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx
@@ -342,7 +348,7 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
                        ctx_max=is_max, parallel=parallel, kv_types=[kv] if kv else None, priority=priority, margin=_margin(margin),
                        base=base, target=target or hw.name, use=use, min_speed=min_speed)
     rec.notes[:0] = notes
-    _attach_artifact(rec, specs[0] if specs else None)
+    _attach_artifact(rec, specs[0] if specs else None, resolve=resolve)
     run_it, emitted = _recipes_for(rec, hw, specs, emit_dir, force, as_json)
     if as_json:
         out = rec.to_dict()
@@ -350,6 +356,8 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             out["plan"]["launch"] = _launch(run_it)
         if emitted is not None:
             out["emitted"] = emitted
+        if fetch_it and rec.plan is not None:
+            out["fetched"] = _fetch_plan_artifact(rec.plan, emit_dir, force, as_json)
         _emit(out)
     else:
         report.print_recommendation(rec, hw, limit=None if show_all else report.ALTERNATIVES_SHOWN)
@@ -359,6 +367,8 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
             report.print_lines(explain_lines(rec))
         if run_it:
             report.print_run_it(run_it[1], emitted)
+        if fetch_it and rec.plan is not None:
+            _fetch_plan_artifact(rec.plan, emit_dir, force, as_json)
     if plot_path and rec.plan is not None:
         from planner.catalog import get_model
         from planner.plot import memory_vs_context
@@ -371,32 +381,52 @@ def recommend(model, quant, priority, plot_path, emit_dir, force, use, min_speed
         sys.exit(3)
 
 
-def _attach_artifact(rec, spec) -> None:
-    """plan.artifact: the file the plan loads. A model read from a file or a hub header is that file (exact bytes); a
-    catalog model gets the best published file of the chosen format (planner/artifacts.py), with notes."""
+def _attach_artifact(rec, spec, resolve: bool = False) -> None:
+    """recommend: plan.artifact and its notes (_plan_artifact)."""
     if rec.plan is None:
         return
-    remote = None
+    art, notes = _plan_artifact(rec.plan, spec, resolve)
+    if art is not None or notes:
+        rec.plan = dataclasses.replace(rec.plan, artifact=art)
+        rec.notes.extend(notes)
+
+
+def _plan_artifact(p, spec, resolve: bool = False) -> tuple[Optional[dict], list[str]]:
+    """plan.artifact: the file the plan loads, and notes. A model read from a file or a hub header is that file (exact
+    bytes); a catalog model gets the best published file of the chosen format (planner/artifacts.py), with its exact
+    size and sha256 when the hub reported them before (cached under $HF_HOME/gemma-plan; no network) or, with
+    ``resolve``, now (one HEAD request; a failure leaves the published size and says so in one note)."""
     if spec is not None and spec.source.startswith("hf-gguf:"):
         from planner.hub import artifact_for
 
         remote = artifact_for(spec)
-    if remote:
-        rec.plan = dataclasses.replace(rec.plan, artifact=dict(remote))
-        return
+        if remote:
+            return dict(remote), []
     if spec is not None and spec.source.startswith("gguf:"):
-        path = spec.source[5:]
-        rec.plan = dataclasses.replace(rec.plan, artifact={"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": path, "quant": spec.gguf_file_type,
-                             "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None, "fetch": [],
-                             "weights_basis": "header"})
-        return
+        return {"source": "local", "kind": "gguf", "repo": None, "tag": None, "file": spec.source[5:],
+                "quant": spec.gguf_file_type, "bytes": spec.gguf_file_bytes, "size_exact": True, "sha256": None,
+                "size_source": "local file", "fetch": [], "weights_basis": "header"}, []
     if spec is not None and spec.source != "catalog":
-        return
+        return None, []
+    from planner import hub
     from planner.artifacts import choose
 
-    art, notes = choose(rec.plan.model, rec.plan.weight_format, rec.plan.engine, rec.plan.weight_file_bytes)
-    rec.plan = dataclasses.replace(rec.plan, artifact=art)
-    rec.notes.extend(notes)
+    if not resolve:  # what the hub reported earlier (--resolve, fetch, a header read), from the cache only
+        return choose(p.model, p.weight_format, p.engine, p.weight_file_bytes, exact=hub.cached_file_meta)
+    art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes, hint=False)
+    if art and art["source"] == "huggingface" and art.get("file"):
+        try:
+            meta = hub.resolve_file_meta(art["repo"], art["file"])
+        except PlanError as exc:
+            notes.insert(1, f"--resolve: {_one_line(exc)}; the plan still stands with the published size "
+                            f"({art.get('size_published') or 'none published'})")
+        else:
+            art, notes = choose(p.model, p.weight_format, p.engine, p.weight_file_bytes,
+                                exact=lambda repo, file: meta if (repo, file) == (meta["repo"], meta["file"]) else None)
+    elif art:
+        notes.insert(1, f"--resolve: {art.get('tag') or art.get('repo')} is not one file on the Hugging Face hub; "
+                        "there is no single size to read")
+    return art, notes
 
 
 def _launch(named) -> Optional[dict]:
@@ -641,27 +671,49 @@ def _recipe_job(path, target):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def fetch(plan, dest_dir, force, as_json):
     """Download the published file a recipe.json or recommend --json names (resumable, sha256-checked);
-    for Ollama and LM Studio artifacts, print the pull command."""
+    for Ollama and LM Studio artifacts and whole repositories (MLX, GPTQ), print the command that gets them."""
     from pathlib import Path
 
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from planner.fetch import command_for, read_artifact
-    from planner.fetch import fetch as do_fetch
+    from planner.fetch import read_artifact
 
     _path_option("--dir", dest_dir)
     art, home = read_artifact(plan)
+    result = _fetch_artifact(art, Path(dest_dir) if dest_dir else home, force, as_json)
+    if as_json:
+        _emit(result)
+
+
+def _fetch_plan_artifact(plan, emit_dir, force: bool, as_json: bool) -> dict:
+    """recommend --fetch: the plan's artifact, checked as a saved plan's would be, fetched by _fetch_artifact
+    into the --emit directory (where the scripts look for it) or the current one."""
+    from pathlib import Path
+
+    from planner.fetch import FetchError, check_artifact
+
+    if not plan.artifact:
+        raise FetchError(f"the plan names no published {plan.weight_format} file of {plan.model} to fetch",
+                         hint="make it with gemma-plan quantize (the recipe's quantize command)")
+    art = check_artifact(dict(plan.artifact), "plan.artifact")
+    return _fetch_artifact(art, Path(emit_dir) if emit_dir else Path.cwd(), force, as_json)
+
+
+def _fetch_artifact(art: dict, target, force: bool, as_json: bool) -> dict:
+    """The one download path of ``fetch`` and ``recommend --fetch`` (planner.fetch.fetch, with a progress bar on
+    stderr); a tool-managed artifact (Ollama, LM Studio) or a whole repository gets its command printed, not run.
+    Returns what ``fetch --json`` prints."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from planner.fetch import command_for
+    from planner.fetch import fetch as do_fetch
+
     cmd = command_for(art)
     if cmd:
         import shlex
 
-        if as_json:
-            _emit({"artifact": art, "command": cmd})
-        else:
+        if not as_json:
             click.echo(shlex.join(cmd))
-        return
-    target = Path(dest_dir) if dest_dir else home
+        return {"artifact": art, "command": cmd}
     console = Console(stderr=True)
     if not as_json:
         console.print(f"fetch {art['repo']}/{art.get('file') or '(' + str(art.get('quant')) + ')'} into {target}")
@@ -675,10 +727,9 @@ def fetch(plan, dest_dir, force, as_json):
             bar.update(tasks[stage], completed=min(1.0, frac))
 
         result = do_fetch(art, target, force=force, progress=progress)
-    if as_json:
-        _emit(result)
-    else:
+    if not as_json:
         click.echo(f"{result['status']}: {result['path']} ({result['bytes']:,} bytes, sha256 {result['sha256']})")
+    return result
 
 
 @main.group()

@@ -5,7 +5,8 @@ beside the destination (``.gemma-plan-fetch-<file>.part``), so a stopped downloa
 Free disk is checked before the first byte; the finished file is checked against the sha256 the hub reports
 (the LFS ETag) or the one the plan carries, then moved into place with ``planner.outputs.place`` (atomic, never
 through a symbolic link, never over an existing file without ``force``). Ollama and LM Studio artifacts are
-pulled by their own tools: fetch prints the exact command.
+pulled by their own tools, and a whole repository (MLX, GPTQ) by ``hf download``: fetch prints the exact command. What the hub reports (exact size, sha256) is kept
+in ``planner.hub``'s cache, so a later ``recommend`` names the file with its exact bytes.
 """
 
 from __future__ import annotations
@@ -89,11 +90,16 @@ def check_artifact(art: dict, where: str) -> dict:
 
 
 def command_for(art: dict) -> Optional[list[str]]:
-    """The pull command of a tool-managed artifact (Ollama, LM Studio); None for a Hugging Face file."""
+    """The command that gets an artifact fetch does not download itself: the pull of a tool-managed one (Ollama,
+    LM Studio), ``hf download`` of a whole repository (an MLX conversion, a GPTQ checkpoint, a LiteRT-LM
+    repository without a recorded file); None for one Hugging Face file (a GGUF is picked by its quant)."""
     if art.get("kind") == "ollama":
         return ["ollama", "pull", art["tag"]]
     if art.get("kind") == "lmstudio":
         return ["lms", "get", art["tag"], "-y"]
+    if not art.get("file") and art.get("kind") != "gguf":
+        rev = ["--revision", art["revision"]] if art.get("revision") else []
+        return ["hf", "download", art["repo"], *rev, "--local-dir", f"./{art['repo'].split('/')[1]}"]
     return None
 
 
@@ -108,6 +114,14 @@ def _sha256(path: Path, progress: Optional[Callable[[str, float], None]] = None)
             if progress:
                 progress("sha256", done / size)
     return h.hexdigest()
+
+
+def _remember(write: Callable[[], object]) -> None:
+    """Keep what the hub reported in the size cache (planner.hub); a cache that cannot be written never stops a download."""
+    try:
+        write()
+    except (PlanError, OSError):
+        pass
 
 
 def fetch(art: dict, dest_dir: Path, *, force: bool = False,
@@ -137,6 +151,7 @@ def fetch(art: dict, dest_dir: Path, *, force: bool = False,
     except Exception as exc:
         raise hub._hub_error(exc, repo) from None
     size = B.check_int(f"{repo}/{fname}", "size", meta.size, 1, B.MAX_MEMORY, "the hub reported no size")
+    _remember(lambda: hub.record_file_meta(repo, fname, meta, "file metadata"))  # a later recommend shows these bytes
     if art.get("bytes") and art.get("size_exact") and art["bytes"] != size:
         raise FetchError(f"{repo}/{fname} is {size:,} bytes on the hub, the plan says {art['bytes']:,}: the file changed",
                          hint="plan again (gemma-plan recommend) before fetching")
@@ -190,4 +205,6 @@ def fetch(art: dict, dest_dir: Path, *, force: bool = False,
         part.unlink()
         raise ChecksumError(f"{fname}: sha256 {got[:16]}... differs from the hub's {want[:16]}...; the download was removed")
     place(part, dest, overwrite=force)
+    commit = meta.commit_hash if isinstance(meta.commit_hash, str) and re.fullmatch(r"[0-9a-f]{40}", meta.commit_hash) else None
+    _remember(lambda: hub.store_file_meta(repo, fname, size, got, commit, "download"))
     return {"path": str(dest), "bytes": size, "sha256": got, "resumed_from": start, "status": "downloaded"}

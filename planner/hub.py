@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -107,8 +108,18 @@ def _offline() -> bool:
     return bool(c.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
+def _hf_home() -> Path:
+    """HF_HOME as huggingface_hub resolves it, without importing huggingface_hub when nothing has yet: a plain
+    ``recommend`` reads the size cache and must start lean (tests/test_lean_start.py)."""
+    c = sys.modules.get("huggingface_hub.constants")
+    if c is not None:
+        return Path(c.HF_HOME)
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface")
+    return Path(os.path.expandvars(os.path.expanduser(os.getenv("HF_HOME", default))))
+
+
 def cache_dir() -> Path:
-    return Path(_constants().HF_HOME) / "gemma-plan"
+    return _hf_home() / "gemma-plan"
 
 
 def _key(*parts: str) -> str:
@@ -130,9 +141,9 @@ def _read_cached(path: Path, limit: int) -> bytes:
     return raw
 
 
-def _cached_json(path: Path) -> dict:
+def _cached_json(path: Path, limit: int = B.MAX_JSON_BYTES) -> dict:
     try:
-        d = json.loads(_read_cached(path, B.MAX_JSON_BYTES))
+        d = json.loads(_read_cached(path, limit))
     except (ValueError, RecursionError):
         raise HubError(f"{path}: the cached entry is not valid JSON", hint=_CACHE_HINT) from None
     if not isinstance(d, dict):
@@ -161,6 +172,79 @@ def _hub_error(exc: Exception, repo: str) -> PlanError:
     first = str(exc).splitlines()[0] if str(exc) else ""
     return HubError(f"cannot read {repo} from the hub: {type(exc).__name__}: {first[:160]}",
                     hint="check the network (or set HF_HUB_OFFLINE=1 to plan from the cache)")
+
+
+# ---------------------------------------------------------------- exact size and sha256 of a published file
+
+FILE_META_BYTES = 4096  # a cached size entry is a few hundred bytes; anything larger is not one of ours
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_CHECKED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+_META_KEYS = {"repo", "file", "size", "sha256", "commit", "checked", "via"}
+VIA = ("file metadata", "header read", "download")  # how the hub was asked: HEAD on the resolve URL, a header read, fetch
+
+
+def file_meta_path(repo: str, file: str) -> Path:
+    return cache_dir() / "files" / repo.replace("/", "--") / f"{_key(repo, file)}.json"
+
+
+def cached_file_meta(repo: str, file: str) -> Optional[dict]:
+    """The exact size and sha256 of ``repo``/``file`` as the hub last reported them (``resolve_file_meta``, a header
+    read, ``gemma-plan fetch``), or None when never asked. No network and no huggingface_hub import: one bounded
+    read of a small JSON file. A cached entry that is not one this module wrote (other keys or types, another
+    file's name) is refused in one line."""
+    path = file_meta_path(repo, file)
+    if not path.is_file() and not path.is_symlink():
+        return None
+    if path.is_symlink():
+        raise HubError(f"{path}: the cached entry is a symbolic link", hint=_CACHE_HINT)
+    meta = _cached_json(path, FILE_META_BYTES)
+    size, sha, commit, checked = meta.get("size"), meta.get("sha256"), meta.get("commit"), meta.get("checked")
+    if not (set(meta) == _META_KEYS and meta.get("repo") == repo and meta.get("file") == file
+            and type(size) is int and 0 < size <= B.MAX_MEMORY
+            and (sha is None or (isinstance(sha, str) and _SHA256.match(sha)))
+            and (commit is None or (isinstance(commit, str) and _COMMIT.match(commit)))
+            and isinstance(checked, str) and _CHECKED.match(checked) and meta.get("via") in VIA):
+        raise HubError(f"{path}: malformed cached entry (repo, file, size, sha256, commit, checked or via)", hint=_CACHE_HINT)
+    return meta
+
+
+def record_file_meta(repo: str, file: str, fmeta, via: str, sha256: Optional[str] = None) -> dict:
+    """Keep what the hub reported for ``repo``/``file`` (a ``huggingface_hub.HfFileMetadata``: size from
+    X-Linked-Size, sha256 from X-Linked-Etag when it is an LFS sha256) in the checked cache; returns the entry."""
+    size = B.check_int(f"{repo}/{file}", "size", fmeta.size, 1, B.MAX_MEMORY, "the hub reported no size")
+    etag = (fmeta.etag or "").strip('"')
+    sha = sha256 or (etag if _SHA256.match(etag) else None)
+    commit = fmeta.commit_hash if isinstance(fmeta.commit_hash, str) and _COMMIT.match(fmeta.commit_hash) else None
+    return store_file_meta(repo, file, size, sha, commit, via)
+
+
+def store_file_meta(repo: str, file: str, size: int, sha256: Optional[str], commit: Optional[str], via: str) -> dict:
+    import time
+
+    meta = {"repo": repo, "file": file, "size": size, "sha256": sha256, "commit": commit,
+            "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "via": via}
+    _write_cached(file_meta_path(repo, file), json.dumps(meta))
+    return meta
+
+
+def resolve_file_meta(repo: str, file: str) -> dict:
+    """Ask the hub for the exact size and sha256 of ``repo``/``file`` (a HEAD request on its resolve URL through
+    huggingface_hub, no bytes of the file) and keep them; offline (HF_HUB_OFFLINE=1), the cached entry or a
+    one-line HubError."""
+    if _offline():
+        meta = cached_file_meta(repo, file)
+        if meta is None:
+            raise HubError(f"offline (HF_HUB_OFFLINE=1) and the exact size of {repo}/{file} is not cached in {cache_dir()}",
+                           hint="run once with network: gemma-plan recommend --resolve")
+        return meta
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        fmeta = get_hf_file_metadata(hf_hub_url(repo, file))
+    except Exception as exc:
+        raise _hub_error(exc, repo) from None
+    return record_file_meta(repo, file, fmeta, "file metadata")
 
 
 # ---------------------------------------------------------------- GGUF
@@ -262,11 +346,13 @@ def load_remote_gguf(repo: str, selector: str, stats: Optional[dict] = None):
                 "bytes_read": len(raw)}
         _write_cached(cdir / meta["blob"], raw)
         _write_cached(index_path, json.dumps(meta))
+        record_file_meta(repo, fname, fmeta, "header read")
     fname = meta["file"]
     spec = spec_from_gguf_header(header, name=Path(fname).stem, origin=f"hf.co/{repo}/{fname}", source=f"hf-gguf:{repo}/{fname}")
     REMOTE_ARTIFACTS[spec.source] = {"source": "huggingface", "kind": "gguf", "repo": repo, "tag": None, "file": fname,
                      "quant": spec.gguf_file_type, "revision": meta.get("commit"), "bytes": meta["size"], "size_exact": True,
-                     "sha256": meta.get("sha256"), "fetch": ["hf", "download", repo, fname, "--local-dir", "."],
+                     "sha256": meta.get("sha256"), "size_source": "hub", "size_checked": None,
+                     "fetch": ["hf", "download", repo, fname, "--local-dir", "."],
                      "weights_basis": "header", "header_bytes_read": meta.get("bytes_read")}
     return spec, note
 

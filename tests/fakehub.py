@@ -1,5 +1,6 @@
 """A local stand-in for the Hugging Face hub: the endpoints huggingface_hub calls (model info, paths-info, tree,
-resolve with HEAD and Range), over files on disk. Counts the body bytes it serves per file."""
+resolve with HEAD and Range), over files on disk. Counts the body bytes it serves per file and logs every request
+("HEAD /path"), so a test can prove that a command made none."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class FakeHub:
         self.sha_override: dict[str, str] = {}
         self.fail_after: dict[str, int] = {}  # file -> cut the connection after this many body bytes (once)
         self.unknown: list[str] = []
+        self.requests: list[str] = []  # "METHOD /path" of every request, in order
         self._sha: dict[Path, str] = {}
         hub = self
 
@@ -92,6 +94,7 @@ class FakeHub:
 
     def _handle(self, h, head=False, post=False):
         path = unquote(urlparse(h.path).path)
+        self.requests.append(f"{h.command} {path}")
         if post:
             n = int(h.headers.get("Content-Length") or 0)
             h.rfile.read(n)

@@ -113,3 +113,55 @@ def test_a_format_only_ollama_publishes_keeps_the_quantize_command_and_names_the
     assert "gemma-plan quantize -m google/gemma-3-27b-it" in script and "ollama pull gemma3:27b-it-q4_K_M" in script
     f = _cli("fetch", str(tmp_path / "o" / "recipe.json"))
     assert f.returncode == 0 and f.stdout.strip() == "ollama pull gemma3:27b-it-q4_K_M"
+
+
+def test_litert_recipes_download_the_bundle_the_catalogue_names():
+    """The LiteRT-LM scripts fetch the repository and file of the catalogue entry (the plan.artifact of a litert-lm plan),
+    never a name of their own."""
+    from planner.recipes import render_all
+    from planner.recipes.litert import BUNDLES, published
+    from planner.search import recommend
+    from profiles.targets import load_target
+
+    for b in BUNDLES:
+        art = published(b.model)
+        assert (b.repo, b.file) == (art["repo"], art.get("file")) and art["kind"] == "litert"
+    hw = load_target("pixel-9")
+    for model in ("gemma-3-1b", "gemma-3n-e2b", "gemma-4-e2b"):
+        spec = next(m for m in _all_models() if m.name == model)
+        plan = recommend(hw, models=[spec], ctx=4096, target="pixel-9").plan
+        r = render_all(plan, hw, spec=spec)["litert"]
+        art = published(model)
+        want = ["hf", "download", art["repo"]] + ([art["file"]] if art.get("file") else ["--include", "*.litertlm"])
+        assert [str(a) for a in r.steps[0].argv][: len(want)] == want, (model, r.steps[0].argv)
+        assert f"hf download {art['repo']}" in r.files["run-litert-android.sh"]
+        if plan.engine == "litert-lm":
+            assert (plan.artifact["repo"], plan.artifact["file"]) == (art["repo"], art.get("file"))
+
+
+def _all_models():
+    from planner.catalog import all_models
+
+    return all_models()
+
+
+def test_mlx_recipe_downloads_a_published_conversion_of_the_same_bits_else_converts():
+    import dataclasses
+
+    from planner.recipes import render_all
+    from planner.search import recommend
+    from profiles.targets import load_target
+
+    hw = load_target("m4-max-128gb")
+    spec = next(m for m in _all_models() if m.name == "gemma-3-27b")
+    p4 = recommend(hw, models=[spec], formats=["Q4_K_M"], target="m4-max-128gb").plan
+    r = render_all(p4, hw, spec=spec)["mlx"]
+    assert [str(a) for a in r.steps[0].argv] == ["hf", "download", "mlx-community/gemma-3-text-27b-it-4bit", "--local-dir", "${MLX_MODEL}"]
+    assert r.settings["mlx_repo"] == "mlx-community/gemma-3-text-27b-it-4bit" and "mlx_lm.convert" not in r.files["run-mlx.sh"]
+    assert not any("gated" in n for n in r.notes)  # mlx-community's copies are not gated
+    # the published one is text-only: a plan that loads the vision tower converts the full checkpoint instead
+    pv = dataclasses.replace(p4, settings=dataclasses.replace(p4.settings, vision=True))
+    assert render_all(pv, hw, spec=spec)["mlx"].steps[0].argv[:3] == ["mlx_lm.convert", "--hf-path", "google/gemma-3-27b-it"]
+    # no 8-bit conversion of gemma-3-27b is published: convert
+    p8 = recommend(hw, models=[spec], formats=["Q8_0"], target="m4-max-128gb").plan
+    assert render_all(p8, hw, spec=spec)["mlx"].steps[0].argv[0] == "mlx_lm.convert"

@@ -4,6 +4,7 @@ a plan from hf.co/USER/REPO:Q4_K_M equals the plan from the same file on disk, a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -258,6 +259,13 @@ def test_fetch_prints_the_ollama_pull_and_refuses_a_hostile_plan(tmp_path):
     pj.write_text(json.dumps({"plan": {"artifact": {"kind": "ollama", "tag": "gemma3n:e2b"}}}))
     r = _fetch(str(pj))
     assert r.exit_code == 0 and r.output.strip() == "ollama pull gemma3n:e2b"
+    pj.write_text(json.dumps({"plan": {"artifact": {"kind": "mlx", "repo": "mlx-community/gemma-3-text-27b-it-4bit", "file": None}}}))
+    r = _fetch(str(pj))  # a whole repository: the hf download command, not a GGUF picked by quant
+    assert r.exit_code == 0 and r.output.strip() == ("hf download mlx-community/gemma-3-text-27b-it-4bit "
+                                                     "--local-dir ./gemma-3-text-27b-it-4bit"), r.output
+    pj.write_text(json.dumps({"plan": {"artifact": {"kind": "gptq", "repo": "acme/x;rm", "file": None}}}))
+    r = _fetch(str(pj))
+    assert r.exit_code != 0 and "is not a Hugging Face repo" in r.output
     pj.write_text(json.dumps({"plan": {"artifact": {"kind": "gguf", "repo": "acme/x", "file": "../../etc/passwd"}}}))
     r = _fetch(str(pj))
     assert r.exit_code != 0 and "plain file name" in r.output and len(r.output.strip().splitlines()) == 1
@@ -306,3 +314,196 @@ def test_quantize_from_recipe_writes_the_file_the_recipe_loads(hub, tiny_model, 
                                       "--out", str(tmp_path / "out"), "--no-validate"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+# ---------------------------------------------------------------- exact size of a catalogue artifact
+
+CAT_REPO, CAT_FILE = "unsloth/gemma-4-31B-it-GGUF", "gemma-4-31B-it-Q4_K_M.gguf"  # what recommend 31b on an RTX 4090 names
+
+
+@pytest.fixture
+def published(hub, tmp_path):
+    """The catalogue's file for 31b Q4_K_M, served by the local hub (its bytes are a stand-in: only size and sha256 matter)."""
+    f = tmp_path / "served" / CAT_FILE
+    f.parent.mkdir()
+    f.write_bytes(bytes(range(256)) * 4099)
+    hub.add(CAT_REPO, CAT_FILE, f)
+    return f
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from planner import cli
+
+    return CliRunner().invoke(cli.main, list(args))
+
+
+def _offline(on: bool):
+    import huggingface_hub.constants as c
+
+    c.HF_HUB_OFFLINE = on
+
+
+def test_resolve_gives_the_exact_size_and_sha256_and_a_plain_recommend_reads_them_without_network(hub, published, tmp_path):
+    size, sha = published.stat().st_size, hub.sha256(published)
+    before = _plan("31b")["plan"]["artifact"]
+    assert before["size_exact"] is False and before["bytes"] is None and before["size_source"] == "published text"
+    assert hub.requests == []  # a plain recommend never asks the hub
+    resolved = _plan("31b", ["--resolve"])
+    art = resolved["plan"]["artifact"]
+    assert (art["repo"], art["file"], art["bytes"], art["sha256"]) == (CAT_REPO, CAT_FILE, size, sha)
+    assert art["size_exact"] is True and art["size_source"] == "hub" and art["revision"] == "0123456789abcdef0123456789abcdef01234567"
+    assert "tensor mix is not" in art["weights_basis"] and art["size_checked"].endswith("Z")
+    assert hub.requests == [f"HEAD /{CAT_REPO}/resolve/main/{CAT_FILE}"]  # metadata only, no byte of the file
+    assert hub.served.get(CAT_FILE, 0) == 0
+    hub.requests.clear()
+    again = _plan("31b")
+    assert hub.requests == []
+    assert again["plan"]["artifact"] == art
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090")
+    assert r.exit_code == 0, r.output
+    assert f"{size:,}bytes(exact,fromthehub)" in "".join(r.output.split())  # however the terminal wraps it
+    r = _run("estimate", "--model", "31b", "--quant", "Q4_K_M", "--target", "rtx4090", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plan"]["artifact"] == art  # estimate names the same file from the same cache
+    assert hub.requests == []
+
+
+def test_a_plain_recommend_reads_the_cache_without_importing_huggingface_hub(hub, published, tmp_path):
+    """The same lookup in a fresh interpreter: the exact bytes come from the cache, no request reaches the hub and
+    huggingface_hub is never imported (recommend keeps its start-up cost)."""
+    _plan("31b", ["--resolve"])
+    hub.requests.clear()
+    code = ("import json, sys\nfrom planner.cli import main\n"
+            "try:\n    main(['recommend', '--model', '31b', '--target', 'rtx4090', '--json'])\nexcept SystemExit as e:\n    assert not e.code\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=hub.url, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    probe = code + "print('HF', 'huggingface_hub' in sys.modules, file=sys.stderr)\n"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    art = json.loads(r.stdout)["plan"]["artifact"]
+    assert art["bytes"] == published.stat().st_size and art["sha256"] == hub.sha256(published) and art["size_source"] == "hub"
+    assert r.stderr.strip().splitlines()[-1] == "HF False"
+    assert hub.requests == []
+
+
+def test_resolve_offline_with_an_empty_cache_says_so_in_one_line_and_the_plan_stands(hub, published):
+    _offline(True)
+    try:
+        out = _plan("31b", ["--resolve"])
+    finally:
+        _offline(False)
+    assert hub.requests == []
+    art = out["plan"]["artifact"]
+    assert art["size_exact"] is False and art["size_published"] == "18.3 GB"
+    (note,) = [n for n in out["notes"] if n.startswith("--resolve:")]
+    assert "offline (HF_HUB_OFFLINE=1)" in note and "not cached" in note and "\n" not in note
+    assert note.endswith("the plan still stands with the published size (18.3 GB)")
+    # with the size cached, offline --resolve uses it
+    _plan("31b", ["--resolve"])
+    hub.requests.clear()
+    _offline(True)
+    try:
+        art = _plan("31b", ["--resolve"])["plan"]["artifact"]
+    finally:
+        _offline(False)
+    assert art["bytes"] == published.stat().st_size and hub.requests == []
+
+
+def test_resolve_against_a_gated_repo_or_no_network_keeps_the_plan_with_one_line(hub, published, monkeypatch):
+    hub.gated.add(CAT_REPO)
+    out = _plan("31b", ["--resolve"])
+    (note,) = [n for n in out["notes"] if n.startswith("--resolve:")]
+    assert "gated" in note and "hf auth login" in note and "plan still stands" in note and "\n" not in note
+    assert out["plan"]["artifact"]["size_exact"] is False
+    import socket
+
+    import huggingface_hub.constants as c
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}")
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--resolve", "--json")
+    assert r.exit_code == 0, r.output
+    (note,) = [n for n in json.loads(r.output)["notes"] if n.startswith("--resolve:")]
+    assert "cannot read unsloth/gemma-4-31B-it-GGUF from the hub: ConnectError" in note and "\n" not in note, note
+    assert note.endswith("the plan still stands with the published size (18.3 GB)")
+
+
+def test_a_tampered_size_entry_is_refused_in_one_line(hub, published, tmp_path):
+    _plan("31b", ["--resolve"])
+    from planner.hub import file_meta_path
+
+    entry = file_meta_path(CAT_REPO, CAT_FILE)
+    assert entry.is_relative_to(tmp_path / "hf" / "gemma-plan")
+    meta = json.loads(entry.read_text())
+    for text in (json.dumps(dict(meta, size="1")), json.dumps(dict(meta, sha256="0" * 63)),
+                 json.dumps(dict(meta, file="other.gguf")), json.dumps(dict(meta, extra=1)),
+                 json.dumps(dict(meta, size=1 << 60)), "[1, 2", json.dumps(meta) + " " * 5000):
+        entry.write_text(text)
+        r = _run("recommend", "--model", "31b", "--target", "rtx4090")
+        assert r.exit_code == 1 and r.output.startswith(f"Error: {entry}: "), r.output
+        assert "delete that file" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    entry.unlink()
+    entry.symlink_to(published)
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090")
+    assert r.exit_code == 1 and "symbolic link" in r.output and len(r.output.strip().splitlines()) == 1
+    # --resolve asks the hub again and replaces the entry (never writing through the link)
+    entry.unlink()
+    entry.write_text("[1, 2")
+    art = _plan("31b", ["--resolve"])["plan"]["artifact"]
+    assert art["bytes"] == published.stat().st_size and json.loads(entry.read_text())["size"] == art["bytes"]
+
+
+def test_fetch_and_a_header_read_fill_the_same_cache(hub, published, sparse_gguf, tmp_path, monkeypatch):
+    plan = _plan("31b")
+    pj = tmp_path / "plan.json"
+    pj.write_text(json.dumps(plan))
+    r = _run("fetch", str(pj), "--dir", str(tmp_path / "m"), "--json")
+    assert r.exit_code == 0, r.output
+    art = _plan("31b")["plan"]["artifact"]
+    assert art["bytes"] == published.stat().st_size and art["sha256"] == hub.sha256(published) and art["size_source"] == "hub"
+    # a header read of the catalogue's gemma-3-4b file: a later plain recommend of the catalog model has its bytes
+    path, sha = sparse_gguf
+    hub.add("ggml-org/gemma-3-4b-it-GGUF", path.name, path, sha)
+    assert _plan("gemma-3-4b", ["--quant", "Q4_K_M"])["plan"]["artifact"]["size_exact"] is False
+    _plan("hf.co/ggml-org/gemma-3-4b-it-GGUF:Q4_K_M")
+    hub.requests.clear()
+    art = _plan("gemma-3-4b", ["--quant", "Q4_K_M"])["plan"]["artifact"]
+    assert (art["bytes"], art["sha256"], art["size_source"]) == (path.stat().st_size, sha, "hub") and hub.requests == []
+
+
+def test_recommend_fetch_downloads_the_chosen_file_like_gemma_plan_fetch(hub, published, tmp_path, monkeypatch):
+    emit = tmp_path / "run"
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--emit", str(emit), "--fetch", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    got = out["fetched"]
+    assert got["status"] == "downloaded" and got["path"] == str(emit / CAT_FILE) and got["sha256"] == hub.sha256(published)
+    assert (emit / CAT_FILE).read_bytes() == published.read_bytes()
+    assert f"MODEL={CAT_FILE}" in (emit / "run-llama-server.sh").read_text()  # where the script loads it from
+    monkeypatch.chdir(emit)  # without --emit: into the current directory, where the file already is
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--fetch")
+    assert r.exit_code == 0, r.output
+    assert f"already here: {emit / CAT_FILE} ({published.stat().st_size:,} bytes" in r.output, r.output[-3000:]
+    assert f"{published.stat().st_size:,}bytes(exact,fromthehub)" in "".join(r.output.split())  # the plan, after the fetch
+    # a format nobody publishes: nothing to fetch, said in one line
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--quant", "Q3_K_S", "--fetch")
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("Error: the plan names no published Q3_K_S file")
+
+
+def test_a_file_that_changed_on_the_hub_is_refused_by_fetch_and_the_next_plan_has_its_new_size(hub, published, tmp_path):
+    """The cache can go stale; fetch checks the hub before the first byte, refuses the planned size that no longer
+    holds, and keeps the new one, so planning again names the file as it is now."""
+    old = _plan("31b", ["--resolve"])["plan"]["artifact"]
+    grown = tmp_path / "served2" / CAT_FILE
+    grown.parent.mkdir()
+    grown.write_bytes(published.read_bytes() + b"\0" * 4096)
+    hub.add(CAT_REPO, CAT_FILE, grown)
+    r = _run("recommend", "--model", "31b", "--target", "rtx4090", "--fetch", "--emit", str(tmp_path / "run"))
+    assert r.exit_code == 1 and "the file changed" in r.output.strip().splitlines()[-1], r.output
+    assert not (tmp_path / "run" / CAT_FILE).exists()
+    new = _plan("31b")["plan"]["artifact"]
+    assert new["bytes"] == grown.stat().st_size == old["bytes"] + 4096 and new["sha256"] == hub.sha256(grown)

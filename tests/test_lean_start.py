@@ -1,5 +1,5 @@
-"""Planning starts lean: no numpy, gguf or torch on the recommend path; the quant-size table it uses
-instead agrees with gguf-py's."""
+"""Planning starts lean: no numpy, gguf, torch or huggingface_hub on the recommend path (the hub's exact sizes are
+read from their cache without it); the quant-size table it uses instead agrees with gguf-py's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from planner import ggml
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("numpy", "gguf", "torch", "transformers", "llama_cpp")
+HEAVY = ("numpy", "gguf", "torch", "transformers", "llama_cpp", "huggingface_hub")
 
 
 def test_quant_sizes_match_gguf():

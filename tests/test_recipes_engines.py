@@ -235,6 +235,27 @@ def test_mlx_script_runs_twice_under_stubs_converting_once(tmp_path):
     assert [a[0] for a in second] == ["mlx_lm.server"]
 
 
+def test_mlx_script_downloads_the_published_conversion_once(tmp_path):
+    """A catalog model with a published MLX conversion at the plan's bits: run-mlx.sh downloads the catalogue's
+    repository into its folder (once) instead of converting, and the real hf CLI parses that download line."""
+    mac, (spec, _) = load_target("m4-max-128gb"), get_model("gemma-3-27b")
+    plan = recommend(mac, models=[spec], formats=["Q4_K_M"], target="m4-max-128gb").plan
+    r = render_all(plan, mac, spec=spec)["mlx"]
+    env = {"MLX_MODEL": str(tmp_path / "conv"), "PORT": "18080"}
+    names = ["hf", "mlx_lm.convert", "mlx_lm.server", "sudo"]
+    first = _run_stubbed(tmp_path, r.files, "run-mlx.sh", names, env=env)
+    assert [a[0] for a in first] == ["hf", "mlx_lm.server"]
+    dl, serve = first
+    assert dl[1:4] == ["download", "mlx-community/gemma-3-text-27b-it-4bit", "--local-dir"] and ".partial." in dl[4]
+    assert serve[serve.index("--model") + 1] == env["MLX_MODEL"] and (tmp_path / "conv").is_dir()
+    assert [a[0] for a in _run_stubbed(tmp_path, r.files, "run-mlx.sh", names, env=env)] == ["mlx_lm.server"]
+    hf = shutil.which("hf", path=str(BIN)) or shutil.which("hf")
+    if hf:
+        res = _parse_only([hf] + dl[1:4] + [str(tmp_path / "dl")], {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, tmp_path)
+        out = res.stdout + res.stderr
+        assert res.returncode != 2 and "No such option" not in out and "offline mode is enabled" in out, out
+
+
 # ---------------------------------------------------------------- real engines
 
 

@@ -354,7 +354,8 @@ def model_origin(ctx: Context) -> str:
                 f"{shlex.join([str(x) for x in m.artifact['fetch']])}")
     elif m.kind == "placeholder-gguf" and m.artifact.get("fetch"):
         a = m.artifact
-        size = f"{a['bytes']:,} bytes" if a.get("bytes") else (f"{a['size_published']} as published" if a.get("size_published") else "size not published")
+        size = (f"{a['bytes']:,} bytes" + (", exact from the hub" if a.get("size_source") == "hub" else "") if a.get("bytes")
+                else f"{a['size_published']} as published" if a.get("size_published") else "size not published")
         line = (f"model: {m.value} ({a.get('publisher') or a.get('repo')}, {size}): fetch it here with "
                 f"{shlex.join(a['fetch'])} or gemma-plan fetch recipe.json")
         pulls = a.get("pull") if isinstance(a.get("pull"), dict) else {}

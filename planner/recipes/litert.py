@@ -3,7 +3,9 @@
 LiteRT-LM runs its own ``.litertlm`` bundles (int4/int8 weights with a fixed KV size), not GGUF, so
 the plan's numbers do not carry over; the recipe picks the bundle for the planned model (or the
 largest published one that fits the phone's app budget) and downloads it with ``hf download`` into its
-own folder, so the script knows the file it pushes: the published name when it is recorded here, else
+own folder, from the repository and file the artifact catalogue names for that model (the same ones
+``plan.artifact`` and ``gemma-plan fetch`` use), so the script knows the file it pushes: the published
+name when the catalogue records it, else
 the one ``.litertlm`` file the repository holds (the script stops if there is not exactly one). Two
 scripts: ``run-litert-desktop.sh`` tries the bundle on this computer with the ``litert-lm`` CLI from
 PyPI (``litert-lm run FILE --backend cpu --max-num-tokens N --prompt ...``, litert-lm 0.18.1), and
@@ -31,26 +33,43 @@ MB = 1_000_000
 
 @dataclass(frozen=True)
 class Bundle:
-    model: str  # catalog name
-    repo: str  # Hugging Face repository
-    file: Optional[str]  # file in the repo, when published by name
+    model: str  # catalog name; its repository and file are the artifact catalogue's (planner/data/artifacts.json)
     size_bytes: Optional[int]  # download size
     max_tokens: int  # KV size the bundle was exported with
     source: str
 
+    @property
+    def artifact(self) -> dict:
+        return published(self.model)
 
-# Published LiteRT-LM bundles (LiteRT-LM README, "Supported Models and Performance"; Hugging Face litert-community).
+    @property
+    def repo(self) -> str:
+        return self.artifact["repo"]
+
+    @property
+    def file(self) -> Optional[str]:
+        return self.artifact.get("file")  # None: the repository's one .litertlm file
+
+
+def published(model: str) -> dict:
+    """The artifact catalogue's LiteRT-LM bundle of ``model`` (the one a litert-lm plan names as plan.artifact)."""
+    from planner.artifacts import ArtifactCatalogError, matches
+
+    hits = matches(model, "", "litert-lm")
+    if not hits:
+        raise ArtifactCatalogError(f"{model}: a LiteRT-LM bundle is sized here but planner/data/artifacts.json lists none")
+    return hits[0]
+
+
+# Sizes and KV lengths of published LiteRT-LM bundles (LiteRT-LM README, "Supported Models and Performance";
+# ai.google.dev); where each one is downloaded from is the artifact catalogue's entry of the same model.
 BUNDLES = (
-    Bundle("gemma-3-1b", "litert-community/Gemma3-1B-IT", "Gemma3-1B-IT_multi-prefill-seq_q4_ekv4096.litertlm", 557 * MB, 4096,
-           "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 557 MB"),
-    Bundle("gemma-3n-e2b", "google/gemma-3n-E2B-it-litert-lm-preview", None, 2965 * MB, 4096,
-           "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 2965 MB"),
-    Bundle("gemma-3n-e4b", "google/gemma-3n-E4B-it-litert-lm-preview", None, 4235 * MB, 4096,
-           "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 4235 MB"),
-    Bundle("gemma-4-e2b", "litert-community/gemma-4-E2B-it-litert-lm", "gemma-4-E2B-it.litertlm", 2580 * MB, 4096,
+    Bundle("gemma-3-1b", 557 * MB, 4096, "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 557 MB"),
+    Bundle("gemma-3n-e2b", 2965 * MB, 4096, "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 2965 MB"),
+    Bundle("gemma-3n-e4b", 4235 * MB, 4096, "github.com/google-ai-edge/LiteRT-LM README: 4-bit per-channel, context 4096, 4235 MB"),
+    Bundle("gemma-4-e2b", 2580 * MB, 4096,
            "ai.google.dev/edge/litert-lm/models/gemma-4: Model Size 2.58 GB (gemma-4-E2B-it.litertlm)"),
-    Bundle("gemma-4-e4b", "litert-community/gemma-4-E4B-it-litert-lm", None, None, 4096,
-           "huggingface.co/litert-community (Gemma 4 E4B bundle; size not recorded here)"),
+    Bundle("gemma-4-e4b", None, 4096, "huggingface.co/litert-community (Gemma 4 E4B bundle; size not recorded here)"),
 )
 
 

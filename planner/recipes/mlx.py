@@ -10,12 +10,15 @@ slots as ``--decode-concurrency``/``--prompt-concurrency``, keeps at most that m
 ``mlx_lm.convert`` (which refuses an existing ``--mlx-path``) has finished, skipped when that folder
 exists. ``MLX_MODEL`` and ``PORT`` in the environment override the folder and the port.
 When the plan needs more GPU memory than macOS wires by default, the recipe adds the
-``sysctl iogpu.wired_limit_mb`` command (profiles.unified has the default rule).
+``sysctl iogpu.wired_limit_mb`` command (profiles.unified has the default rule). For a catalog model whose
+MLX conversion at the plan's bit width is published (planner/data/artifacts.json: mlx-community's, made with
+mlx_lm.convert's defaults), the script downloads that repository with ``hf download`` instead of converting.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from planner.mlx_memory import GROUP_SIZE, MLX_LM_VERSION, mlx_kv_bytes, mlx_weight_bytes
 from planner.recipes.base import Context, Recipe, ShellVar, Step, gib, safe_name, shell_script
@@ -62,20 +65,40 @@ def _source(ctx: Context) -> str:
     return "./" + src if src.startswith("-") else src  # never read as an option
 
 
+def published(ctx: Context, bits) -> Optional[dict]:
+    """The artifact catalogue's MLX conversion of a catalog model at ``bits`` (planner/data/artifacts.json), which the
+    recipe downloads instead of converting; None for a model the user gave (a directory, a file, a hub id) or when
+    none is published. Only a conversion of the same checkpoint (not a QAT one) and with the vision tower when the
+    plan loads it."""
+    if not bits or ctx.model.kind == "hf-dir" or (ctx.spec is not None and ctx.spec.source != "catalog"):
+        return None
+    from planner.artifacts import matches
+
+    hits = [e for e in matches(ctx.plan.model, f"{bits}bit", "mlx") if e.get("bits") == bits and not e.get("qat")
+            and not (e.get("vision") is False and ctx.s.vision)]
+    return hits[0] if hits else None
+
+
 def recipe(ctx: Context) -> Recipe:
     p, s = ctx.plan, ctx.s
     bits = q_bits(p.weight_format)
     dtype = dtype_for(p.weight_format)
-    src = _source(ctx)
+    art = published(ctx, bits)
+    src = art["repo"] if art else _source(ctx)
     out_dir = f"./{safe_name(p.model)}-mlx-{bits}bit" if bits else f"./{safe_name(p.model)}-mlx"
     assert _SAFE_DIR.match(out_dir)  # written unquoted inside "${MLX_MODEL:-...}"
     mem = memory(ctx)
-    convert = ["mlx_lm.convert", "--hf-path", src, "--mlx-path", ShellVar("MLX_MODEL")]
-    if bits:
-        convert += ["-q", "--q-bits", str(bits), "--q-group-size", str(GROUP_SIZE)]
-    convert += ["--dtype", dtype]
-    steps = [Step(convert, why="convert the Hugging Face checkpoint to MLX" + (f" at {bits} bits" if bits else "")
-                  + " (first run only: into a temporary folder, renamed when complete)")]
+    if art:  # mlx_lm.convert's own defaults (group size 64) at these bits: the bytes memory() predicts
+        steps = [Step(["hf", "download", art["repo"], "--local-dir", ShellVar("MLX_MODEL")],
+                      why=f"download the published MLX {bits}-bit conversion (first run only: into a temporary folder, "
+                          "renamed when complete)")]
+    else:
+        convert = ["mlx_lm.convert", "--hf-path", src, "--mlx-path", ShellVar("MLX_MODEL")]
+        if bits:
+            convert += ["-q", "--q-bits", str(bits), "--q-group-size", str(GROUP_SIZE)]
+        convert += ["--dtype", dtype]
+        steps = [Step(convert, why="convert the Hugging Face checkpoint to MLX" + (f" at {bits} bits" if bits else "")
+                      + " (first run only: into a temporary folder, renamed when complete)")]
     notes = []
     gpu = next((d for d in p.memory.devices if d.device != "CPU"), None)
     dev = ctx.hw.devices[0] if ctx.hw.devices else None
@@ -101,27 +124,34 @@ def recipe(ctx: Context) -> Recipe:
         notes.insert(0, f"MLX {bits}-bit weights: {gib(mem['weights_bytes'])}" if bits else f"MLX {dtype} weights: {gib(mem['weights_bytes'])}")
         notes[0] += (f" (the plan's {p.weight_format} GGUF: {gib(p.weight_file_bytes)}); KV {gib(mem['kv_bytes'])} for "
                      f"{slots} x {ctx.ctx_per_slot} tokens ({dtype}; llama.cpp's: {gib(p.memory.kv_bytes)})")
-    notes.append(f"model: converted on the first run from {src} into {out_dir} (MLX_MODEL overrides the folder)")
+    if art:
+        notes.append(f"model: {src}, published by {art.get('publisher') or src.split('/')[0]}"
+                     + (f" ({art['note']})" if art.get("note") else "") + f", downloaded on the first run into {out_dir} "
+                     f"(MLX_MODEL overrides the folder) [{art['source']}]")
+    else:
+        notes.append(f"model: converted on the first run from {src} into {out_dir} (MLX_MODEL overrides the folder)")
     notes.append(f"mlx_lm.server cannot cap a request's length: a prompt plus reply above {ctx.ctx_per_slot} tokens "
                  f"uses more KV than planned (mlx_lm.generate --max-kv-size {ctx.ctx_per_slot} caps one-off prompts)")
-    if ctx.model.kind == "hub" or (ctx.model.kind != "hf-dir" and src.count("/") == 1):
+    if not art and (ctx.model.kind == "hub" or (ctx.model.kind != "hf-dir" and src.count("/") == 1)):
         notes.append(f"{src} is gated on Hugging Face: accept the Gemma license and `hf auth login` first")
     r = Recipe("mlx", "MLX (mlx-lm, Apple silicon)", steps, notes=notes,
-               requirements=[f"pip install 'mlx-lm>={MLX_LM_VERSION}' (flags as in mlx-lm {MLX_LM_VERSION})"],
+               requirements=[f"pip install 'mlx-lm>={MLX_LM_VERSION}' (flags as in mlx-lm {MLX_LM_VERSION})"]
+               + (["huggingface_hub's `hf` CLI"] if art else []),
                settings={"q_bits": bits, "q_group_size": GROUP_SIZE if bits else None, "dtype": dtype, "mlx_path": out_dir,
+                         "mlx_repo": art["repo"] if art else None,
                          "decode_concurrency": slots, "prompt_cache_size": slots,
                          "prompt_cache_bytes": mem.get("kv_bytes"), "memory": mem},
                matches_plan=False, model_path=src if ctx.model.kind == "hf-dir" else None)
-    r.files["run-mlx.sh"] = script(ctx, steps, out_dir, src)
+    r.files["run-mlx.sh"] = script(ctx, steps, out_dir, src, "downloaded by hf download" if art else "converted by mlx_lm.convert")
     r.executable.append("run-mlx.sh")
     return r
 
 
-def script(ctx: Context, steps: list[Step], out_dir: str, src: str) -> str:
-    """Convert once (temporary folder + rename), then the remaining steps; the server is exec-ed."""
+def script(ctx: Context, steps: list[Step], out_dir: str, src: str, how: str = "converted by mlx_lm.convert") -> str:
+    """Convert (or download) once (temporary folder + rename), then the remaining steps; the server is exec-ed."""
     convert, rest = steps[0], steps[1:]
     tmp_argv = [ShellVar("tmp", "/model") if isinstance(a, ShellVar) and a.name == "MLX_MODEL" else a for a in convert.argv]
-    head = shell_script(ctx, [], extra=[f"model: {src} converted by mlx_lm.convert into $MLX_MODEL (default {out_dir}) "
+    head = shell_script(ctx, [], extra=[f"model: {src} {how} into $MLX_MODEL (default {out_dir}) "
                                         "on the first run", "environment: MLX_MODEL (converted folder), PORT (default "
                                         f"{SERVER_PORT})"])
     lines = [f'MLX_MODEL="${{MLX_MODEL:-{out_dir}}}"', f'PORT="${{PORT:-{SERVER_PORT}}}"',
