@@ -11,7 +11,6 @@ catalog model, and the note says so.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -123,6 +122,8 @@ def cache_dir() -> Path:
 
 
 def _key(*parts: str) -> str:
+    import hashlib  # here: a plan that finds no cache directory never hashes, and hashlib's OpenSSL start-up is not free
+
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
@@ -184,8 +185,12 @@ _META_KEYS = {"repo", "file", "size", "sha256", "commit", "checked", "via"}
 VIA = ("file metadata", "header read", "download")  # how the hub was asked: HEAD on the resolve URL, a header read, fetch
 
 
+def _file_meta_dir(repo: str) -> Path:
+    return cache_dir() / "files" / repo.replace("/", "--")
+
+
 def file_meta_path(repo: str, file: str) -> Path:
-    return cache_dir() / "files" / repo.replace("/", "--") / f"{_key(repo, file)}.json"
+    return _file_meta_dir(repo) / f"{_key(repo, file)}.json"
 
 
 def cached_file_meta(repo: str, file: str) -> Optional[dict]:
@@ -193,6 +198,9 @@ def cached_file_meta(repo: str, file: str) -> Optional[dict]:
     read, ``gemma-plan fetch``), or None when never asked. No network and no huggingface_hub import: one bounded
     read of a small JSON file. A cached entry that is not one this module wrote (other keys or types, another
     file's name) is refused in one line."""
+    d = _file_meta_dir(repo)
+    if not d.exists() and not d.is_symlink():
+        return None  # nothing was ever kept for this repository
     path = file_meta_path(repo, file)
     if not path.is_file() and not path.is_symlink():
         return None
