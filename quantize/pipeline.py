@@ -267,6 +267,11 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
         full = plan_mmproj(source, mmproj_type, audio=True)
         a = full.hparams.get("audio")
         if a is None:
+            if audio and mp.projector == "gemma3nv":
+                from planner.projector import GEMMA3N_AUDIO_NOTE
+
+                raise InvalidSettingsError(f"--{GEMMA3N_AUDIO_NOTE.replace('--audio plans', 'the projector holds')}",
+                                           hint="drop --audio: the projector is written with the vision tower only")
             if audio:
                 raise InvalidSettingsError(f"--audio: {source.name} has no audio encoder the projector writer knows "
                                            "(it writes Gemma 4 E2B/E4B's conformer)", hint="drop --audio")
