@@ -73,8 +73,11 @@ GEMMA3_SIGLIP = VisionTower("gemma3", n_embd=1152, n_ff=4304, n_layer=27, n_head
 # Gemma 4 26B/31B (gemma4v): the same command with --gemma4v 16 (2 layers of the released widths, one
 # 768 px image = the 256-token warmup size clip.cpp reserves for): 157,947,002 bytes (150.63 MiB);
 # E2B/E4B's tower with --gemma4v 16 --small: 106,189,291 bytes (101.27 MiB). Keyed by (kind, width).
+# Gemma 3n E2B/E4B (gemma3nv): the released MobileNetV5 (timm mobilenetv5_300m_enc, random weights) and one 768 px
+# image, `PYTHONPATH=. python -m quantize.mmproj_measure --gemma3nv` (needs timm): 583,951,974 bytes (556.90 MiB),
+# with clip's model size 570.07 MiB against 570.07 predicted (the image took 90 s to encode on 2 CPU cores).
 ENCODER_COMPUTE: dict[tuple[str, int], int] = {("gemma3", 1152): 127_139_840, ("gemma4v", 1152): 157_947_002,
-                                               ("gemma4v", 768): 106_189_291}
+                                               ("gemma4v", 768): 106_189_291, ("gemma3nv", 2048): 583_951_974}
 
 
 # Gemma 4 26B-A4B / 31B vision tower (gemma4v in clip.cpp): google/gemma-4-31B-it config.json vision_config
@@ -223,7 +226,8 @@ def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
     """clip's compute reservation for the tower's planned image, where it was measured (see ENCODER_COMPUTE)."""
     if tower.n_layer < 2:
         return None  # measured at depth >= 2 only
-    released = {("gemma3", 1152): GEMMA3_SIGLIP, ("gemma4v", 1152): GEMMA4_VISION_LARGE, ("gemma4v", 768): GEMMA4_VISION_SMALL}
+    released = {("gemma3", 1152): GEMMA3_SIGLIP, ("gemma4v", 1152): GEMMA4_VISION_LARGE, ("gemma4v", 768): GEMMA4_VISION_SMALL,
+                ("gemma3nv", 2048): GEMMA3N_VISION}
     ref = released.get((tower.kind, tower.n_embd))
     if ref is None or (tower.n_ff, tower.n_head, tower.image_size, tower.patch_size) != (ref.n_ff, ref.n_head, ref.image_size, ref.patch_size):
         return None  # measured for the released towers only
