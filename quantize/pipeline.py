@@ -482,8 +482,8 @@ def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool
     else:
         import numpy as np
 
-        # Gemma 3: its fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
-        side = (mp.hparams["image_size"] if mp.projector == "gemma3"
+        # Gemma 3 and 3n: their fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
+        side = (mp.hparams["image_size"] if mp.projector in ("gemma3", "gemma3nv")
                 else 10 * mp.hparams["patch_size"] * mp.hparams["scale"])
         rgb = ((np.arange(side * side * 3) * 37) % 251).astype(np.uint8).reshape(side, side, 3)
         enc = encode_image(built, mmproj, rgb)
