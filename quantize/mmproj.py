@@ -385,6 +385,8 @@ def _plan_gemma3nv(model_dir: Path, config: dict[str, Any], outtype: str) -> Mmp
     other convolution kernel F16 in an F16 or Q8_0 file (a Q8_0 row must be a multiple of 32 wide, a kernel row
     is 1, 3 or 5: the converter's fallback) and in a BF16 file too, where llama.cpp's converter writes BF16:
     ggml's CPU conv_2d takes F16 or F32 kernels only (GGML_ASSERT in ggml-cpu/ops.cpp conv_2d_impl)."""
+    if not isinstance(config["vision_config"], dict) or not isinstance(config.get("text_config") or {}, dict):
+        raise ConversionError("config.json: vision_config and text_config must be objects")
     vc = dict(config["vision_config"])
     vc.setdefault("hidden_size", 2048)  # Gemma3nVisionConfig's default: timm's fusion adapter outputs 2048 channels
     tc = config.get("text_config") or {}
@@ -491,10 +493,24 @@ def _positive_ints(section: dict[str, Any], need: tuple[str, ...], where: str) -
         raise ConversionError(f"config.json: {where} lacks positive integers for {', '.join(missing)}")
 
 
+PREPROCESSOR_MAX_BYTES = 1 << 20
+
+
 def _preprocessor(model_dir: Path) -> dict[str, Any]:
-    """preprocessor_config.json, or {} where the checkpoint has none (the image processor's defaults apply)."""
+    """preprocessor_config.json, or {} where the checkpoint has none (the image processor's defaults apply);
+    one that is too large, not JSON or not an object is a one-line ConversionError."""
     path = model_dir / "preprocessor_config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    if path.stat().st_size > PREPROCESSOR_MAX_BYTES:
+        raise ConversionError(f"{path}: {path.stat().st_size:,} bytes is too large for a preprocessor config")
+    try:
+        pre = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise ConversionError(f"{path} is not valid JSON ({str(e)[:80] or 'too deeply nested'})") from None
+    if not isinstance(pre, dict):
+        raise ConversionError(f"{path} must be a JSON object, not {type(pre).__name__}")
+    return pre
 
 
 def _q8_fallback(shape: tuple[int, ...], outq: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:

@@ -299,6 +299,28 @@ def test_gemma3n_hostile_checkpoints_are_refused(case, match, tmp_path):
         plan_mmproj(_mobilenet_checkpoint(tmp_path / "m", **case))
 
 
+@pytest.mark.parametrize("text, match", [("[1, 2]", "must be a JSON object"), ("{", "not valid JSON"),
+                                         ("[" * 100_000, "not valid JSON"), (" " * (1 << 20) + "{}", "too large")])
+def test_hostile_preprocessor_config_is_one_line(text, match, tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.mmproj import plan_mmproj
+
+    d = _mobilenet_checkpoint(tmp_path / "m")
+    (d / "preprocessor_config.json").write_text(text)
+    with pytest.raises(ConversionError, match=match):
+        plan_mmproj(d)
+
+
+def test_gemma3n_config_sections_must_be_objects(tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.mmproj import plan_mmproj
+
+    d = _mobilenet_checkpoint(tmp_path / "m")
+    (d / "config.json").write_text('{"model_type": "gemma3n", "vision_config": [1], "text_config": {}}')
+    with pytest.raises(ConversionError, match="must be objects"):
+        plan_mmproj(d)
+
+
 @pytest.mark.parametrize("size", [500, 0, 8192, "768"])
 def test_gemma3n_image_size_is_bounded(size, tmp_path):
     from quantize.errors import ConversionError
