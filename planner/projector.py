@@ -31,6 +31,10 @@ F32, F16 = 4, 2
 Q8_0_BYTES_PER_32 = 34
 ENGINES_WITH_MMPROJ = ("llama.cpp", "llama-cpp-python", "ollama", "lmstudio")
 LOADED_BY_DEFAULT = ("ollama", "lmstudio")
+# llama.cpp b11312 (llama-cpp-python 0.3.36): clip.cpp names a gemma3na projector but builds no graph for it, and
+# mtmd.cpp skips the audio encoder of a Gemma 3n mmproj ("we don't support audio for Gemma 3N")
+GEMMA3N_AUDIO_NOTE = ("audio: llama.cpp does not run Gemma 3n's audio encoder (its clip.cpp has no gemma3na graph and "
+                      "skips the audio tensors), so --audio plans nothing for it")
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,11 @@ GEMMA3_SIGLIP = VisionTower("gemma3", n_embd=1152, n_ff=4304, n_layer=27, n_head
 # Gemma 4 26B/31B (gemma4v): the same command with --gemma4v 16 (2 layers of the released widths, one
 # 768 px image = the 256-token warmup size clip.cpp reserves for): 157,947,002 bytes (150.63 MiB);
 # E2B/E4B's tower with --gemma4v 16 --small: 106,189,291 bytes (101.27 MiB). Keyed by (kind, width).
+# Gemma 3n E2B/E4B (gemma3nv): the released MobileNetV5 (timm mobilenetv5_300m_enc, random weights) and one 768 px
+# image, `PYTHONPATH=. python -m quantize.mmproj_measure --gemma3nv` (needs timm): 583,951,974 bytes (556.90 MiB),
+# with clip's model size 570.07 MiB against 570.07 predicted (the image took 90 s to encode on 2 CPU cores).
 ENCODER_COMPUTE: dict[tuple[str, int], int] = {("gemma3", 1152): 127_139_840, ("gemma4v", 1152): 157_947_002,
-                                               ("gemma4v", 768): 106_189_291}
+                                               ("gemma4v", 768): 106_189_291, ("gemma3nv", 2048): 583_951_974}
 
 
 # Gemma 4 26B-A4B / 31B vision tower (gemma4v in clip.cpp): google/gemma-4-31B-it config.json vision_config
@@ -86,8 +93,29 @@ GEMMA4_VISION_LARGE = VisionTower("gemma4v", n_embd=1152, n_ff=4304, n_layer=27,
 GEMMA4_VISION_SMALL = VisionTower("gemma4v", n_embd=768, n_ff=3072, n_layer=16, n_head=12, image_size=768, patch_size=16,
                                   tokens_per_image=256, source="google/gemma-4-E2B-it config.json vision_config",
                                   head_dim=64, pos_table=10240)
+
+# Gemma 3n E2B/E4B: timm's mobilenetv5_300m_enc (timm 1.0.31 models/mobilenetv5.py, _gen_mobilenet_v5 arch_def, in
+# its own block notation: er = edge residual, uir = universal inverted residual with a = start and k = middle
+# depthwise kernel, mqa = multi-query attention with h heads of d, v = K/V stride; e = expansion, c = channels),
+# stem 64, fusion adapter over the last two stages to 2048 channels on a 16 x 16 grid (256 soft tokens from a
+# 768 px image). llama.cpp runs it as gemma3nv; its text width must equal the vision width (2048), which holds.
+# n_ff and n_head are the (unused) values the converter writes; n_layer counts the blocks.
+_MNV5_300M_S2 = (["uir_a5_k5_s2_e6_c640"] + ["uir_a5_k0_s1_e4_c640"] * 7 + ["uir_a0_k0_s1_e1_c640"]
+                 + ["mqa_k3_h12_v2_d64_c640", "uir_a0_k0_s1_e2_c640"] * 14)
+_MNV5_300M_S3 = ["uir_a5_k5_s2_e6_c1280"] + ["mqa_k3_h16_v1_d96_c1280", "uir_a0_k0_s1_e2_c1280"] * 19
+MOBILENETV5_300M: tuple[tuple[str, ...], ...] = (
+    ("er_k3_s2_e4_c128", "er_k3_s1_e4_c128", "er_k3_s1_e4_c128"),
+    ("uir_a3_k5_s2_e6_c256", "uir_a5_k0_s1_e4_c256", "uir_a3_k0_s1_e4_c256", "uir_a5_k0_s1_e4_c256", "uir_a3_k0_s1_e4_c256"),
+    tuple(_MNV5_300M_S2),
+    tuple(_MNV5_300M_S3),
+)
+GEMMA3N_VISION = VisionTower("gemma3nv", n_embd=2048, n_ff=4 * 2048, n_layer=sum(len(s) for s in MOBILENETV5_300M), n_head=8,
+                             image_size=768, patch_size=3, tokens_per_image=256,
+                             source="google/gemma-3n-E4B-it config.json vision_config (timm mobilenetv5_300m_enc)")
+GEMMA3N_VISION_VOCAB = 128  # embed_vision.embedding rows (Gemma3nVisionConfig.vocab_size), written as mm.embedding
 TOWERS_BY_MODEL = {"gemma-4-31b": GEMMA4_VISION_LARGE, "gemma-4-26b-a4b": GEMMA4_VISION_LARGE,
-                   "gemma-4-e2b": GEMMA4_VISION_SMALL, "gemma-4-e4b": GEMMA4_VISION_SMALL}
+                   "gemma-4-e2b": GEMMA4_VISION_SMALL, "gemma-4-e4b": GEMMA4_VISION_SMALL,
+                   "gemma-3n-e2b": GEMMA3N_VISION, "gemma-3n-e4b": GEMMA3N_VISION}
 
 
 def tower_for(family: str, has_vision: bool, name: str = "") -> Optional[VisionTower]:
@@ -113,6 +141,8 @@ def mmproj_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str = "f16")
         raise ValueError(f"mmproj type {outtype!r}")
     if tower.kind == "gemma4v":
         return _gemma4v_weight_bytes(tower, proj_dim, outtype)
+    if tower.kind == "gemma3nv":
+        return mobilenetv5_weight_bytes(MOBILENETV5_300M, 64, proj_dim, outtype, n_embd=tower.n_embd)
     if tower.kind != "gemma3":
         raise ValueError(f"projector {tower.kind!r} is not modelled")
     E, FF = tower.n_embd, tower.n_ff
@@ -140,11 +170,64 @@ def _gemma4v_weight_bytes(tower: VisionTower, proj_dim: int, outtype: str) -> in
     return total
 
 
+def _mnv5_block(spec: str) -> dict[str, object]:
+    """One block of timm's MobileNetV5 notation ("uir_a5_k0_s1_e4_c640") as {kind, a, k, s, e, c, h, d, v}."""
+    kind, *fields = spec.split("_")
+    out: dict[str, object] = {"kind": kind, "a": 0, "k": 0, "v": 1}
+    for f in fields:
+        out[f[0]] = float(f[1:]) if f[0] == "e" else int(f[1:])
+    return out
+
+
+def _divisible(v: float, div: int = 8) -> int:
+    """timm's make_divisible (round_channels): channel counts rounded to a multiple of 8, never 10% down."""
+    n = max(div, int(v + div / 2) // div * div)
+    return n + div if n < 0.9 * v else n
+
+
+def mobilenetv5_weight_bytes(stages: tuple[tuple[str, ...], ...], stem: int, proj_dim: int, outtype: str = "f16",
+                             n_embd: int = 2048, vocab: int = GEMMA3N_VISION_VOCAB) -> int:
+    """Bytes of a Gemma 3n (gemma3nv) mmproj's tensors as quantize.mmproj writes them: the stem, norms and layer
+    scales F32, every other convolution kernel F16 (F32 in an F32 file; llama.cpp's Q8_0 falls back to F16 for
+    rows of 1, 3 or 5, and a BF16 kernel would abort ggml's CPU conv_2d), mm.embedding and mm.input_projection
+    in the file's type. Shapes follow timm's MobileNetV5 blocks (EdgeResidual, UniversalInvertedResidual,
+    MobileAttention) and its fusion adapter (an expand-2 inverted residual over the last two stages)."""
+    k4 = F32 if outtype == "f32" else F16
+    total = (stem * 3 * 9 + 2 * stem) * F32  # stem conv, bias, norm
+    cin, ends = stem, []
+    for stage in stages:
+        for spec in stage:
+            b = _mnv5_block(spec)
+            c = int(b["c"])
+            if b["kind"] == "er":
+                mid = _divisible(cin * b["e"])
+                total += (mid * cin * b["k"] ** 2 + c * mid) * k4 + (mid + c) * F32
+            elif b["kind"] == "uir":
+                mid = _divisible(cin * b["e"])
+                if b["a"]:
+                    total += cin * b["a"] ** 2 * k4 + cin * F32
+                total += (mid * cin + c * mid) * k4 + (mid + c + c) * F32  # pw_exp, pw_proj, their norms, layer scale
+                if b["k"]:
+                    total += mid * b["k"] ** 2 * k4 + mid * F32
+            else:  # mqa
+                h, d = int(b["h"]), int(b["d"])
+                total += (h * d * cin + 2 * d * cin + c * h * d) * k4 + (cin + c) * F32  # q, k, v, out; norm, layer scale
+                if b["v"] > 1:
+                    total += 2 * (cin * b["k"] ** 2 * k4 + cin * F32)  # K and V down-convolutions and their norms
+            cin = c
+        ends.append(cin)
+    fused = sum(ends[-2:])
+    total += (2 * fused * fused + n_embd * 2 * fused) * k4 + (2 * fused + 2 * n_embd) * F32  # fusion adapter
+    total += _q(vocab, n_embd, outtype) + _q(proj_dim, n_embd, outtype) + 2 * n_embd * F32  # embedder
+    return total
+
+
 def encoder_compute_bytes(tower: VisionTower) -> Optional[int]:
     """clip's compute reservation for the tower's planned image, where it was measured (see ENCODER_COMPUTE)."""
     if tower.n_layer < 2:
         return None  # measured at depth >= 2 only
-    released = {("gemma3", 1152): GEMMA3_SIGLIP, ("gemma4v", 1152): GEMMA4_VISION_LARGE, ("gemma4v", 768): GEMMA4_VISION_SMALL}
+    released = {("gemma3", 1152): GEMMA3_SIGLIP, ("gemma4v", 1152): GEMMA4_VISION_LARGE, ("gemma4v", 768): GEMMA4_VISION_SMALL,
+                ("gemma3nv", 2048): GEMMA3N_VISION}
     ref = released.get((tower.kind, tower.n_embd))
     if ref is None or (tower.n_ff, tower.n_head, tower.image_size, tower.patch_size) != (ref.n_ff, ref.n_head, ref.image_size, ref.patch_size):
         return None  # measured for the released towers only

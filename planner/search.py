@@ -72,6 +72,11 @@ def plan(spec: ModelSpec, fmt: WeightFormat, settings: RuntimeSettings, hw: Hard
         p = add_projector(p, spec, s)
         if audio_enabled(spec, s):
             p = add_audio_projector(p, spec, s)
+    if s.audio and spec.audio_params and spec.family == "gemma3n":
+        from planner.projector import ENGINES_WITH_MMPROJ, GEMMA3N_AUDIO_NOTE
+
+        if s.engine in ENGINES_WITH_MMPROJ:
+            p = p.noted(GEMMA3N_AUDIO_NOTE)
     return p
 
 
@@ -145,7 +150,9 @@ def modalities_note(spec: ModelSpec, p: Plan) -> str:
         rest = [t for t in towers if not t.startswith("vision")]
         return (f"modalities: text + vision planned (projector {planned[0]})"
                 + (f"; {', '.join(rest)} params not planned ("
-                   + ("--audio plans the mmproj's audio encoder" if _audio_modelled(spec) else "no audio projector is modelled")
+                   + ("--audio plans the mmproj's audio encoder" if _audio_modelled(spec)
+                      else "llama.cpp has no Gemma 3n audio encoder" if spec.family == "gemma3n"
+                      else "no audio projector is modelled")
                    + ")" if rest else ""))
     return (f"modalities: text only is planned ({', '.join(towers)} params not loaded"
             + ("; the vision projector is a separate mmproj file, --vision plans it)" if spec.vision_params and p.engine == "llama.cpp"

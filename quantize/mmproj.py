@@ -1,9 +1,9 @@
 """The vision projector file (``mmproj``) llama.cpp's multimodal library loads next to a Gemma GGUF.
 
-Written for Gemma 3 (SigLIP, below), Gemma 4 (gemma4v, ``_plan_gemma4v``; on E2B/E4B with the audio
-conformer, gemma4a, ``_plan_gemma4a``, in the same file) and Gemma 4 unified (gemma4uv, ``_plan_gemma4uv``);
-Gemma 3n's MobileNet tower and Gemma 4 unified's audio embedder are not written; Gemma 3n's audio encoder is
-not either, since the vendored clip.cpp skips it (no ``gemma3na`` graph).
+Written for Gemma 3 (SigLIP, below), Gemma 3n (MobileNetV5, gemma3nv, ``_plan_gemma3nv``), Gemma 4 (gemma4v,
+``_plan_gemma4v``; on E2B/E4B with the audio conformer, gemma4a, ``_plan_gemma4a``, in the same file) and Gemma 4
+unified (gemma4uv, ``_plan_gemma4uv``); Gemma 4 unified's audio embedder is not written, nor is Gemma 3n's audio
+encoder, since the vendored clip.cpp skips it (no ``gemma3na`` graph).
 
 Gemma 3 4B/12B/27B carry a SigLIP vision tower and a projector (RMS-normed average pooling to
 ``mm_tokens_per_image`` soft tokens, then a linear map into the text width). llama.cpp keeps them in a
@@ -137,11 +137,13 @@ def plan_mmproj(model_dir: str | Path, outtype: str = "f16", audio: bool = True)
         return _plan_gemma4v(model_dir, config, outtype, audio)
     if mt == "gemma4_unified" and config.get("vision_config"):
         return _plan_gemma4uv(model_dir, config, outtype)
+    if mt == "gemma3n" and config.get("vision_config"):
+        return _plan_gemma3nv(model_dir, config, outtype)
     if mt != "gemma3":
         raise UnsupportedArchitectureError(
             f"model_type {mt!r}: the projector writer covers Gemma 3's SigLIP tower (model_type gemma3); "
             + ("a text-only checkpoint has no vision tower" if mt in ("gemma3_text", "gemma2", "gemma4_text", "gemma3n_text")
-               else "and Gemma 4's (gemma4, gemma4_unified); Gemma 3n's MobileNet tower is not written yet"))
+               else "Gemma 3n's MobileNetV5 (gemma3n) and Gemma 4's (gemma4, gemma4_unified)"))
     vc = config.get("vision_config") or {}
     tc = config.get("text_config") or {}
     _positive_ints(vc, ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
@@ -355,6 +357,129 @@ def _plan_gemma4uv(model_dir: Path, config: dict[str, Any], outtype: str) -> Mmp
     return MmprojPlan(model_dir, outtype, "gemma4uv", hp, tensors, [])
 
 
+# Gemma 3n's MobileNetV5 (gemma3nv): timm's block tensors as llama.cpp's Gemma3nVisionAudioModel maps them
+# (model.vision_tower.timm_model.blocks.S.B.<suffix> -> v.blk.S.B.<suffix>); clip.cpp reads these suffixes only
+GEMMA3N_BLOCK_SUFFIXES = frozenset((
+    "conv_exp.weight", "bn1.weight", "conv_pwl.weight", "bn2.weight",  # edge residual (stage 0)
+    "dw_start.conv.weight", "dw_start.bn.weight", "dw_mid.conv.weight", "dw_mid.bn.weight", "pw_exp.conv.weight",
+    "pw_exp.bn.weight", "pw_proj.conv.weight", "pw_proj.bn.weight", "layer_scale.gamma",  # universal inverted residual
+    "attn.query.proj.weight", "attn.key.proj.weight", "attn.value.proj.weight", "attn.output.proj.weight",
+    "attn.key.down_conv.weight", "attn.key.norm.weight", "attn.value.down_conv.weight", "attn.value.norm.weight",
+    "norm.weight",  # multi-query attention
+))
+GEMMA3N_STAGES = 4  # clip.cpp loads stages 0..3 and fuses the ends of stages 2 and 3 (timm's msfa_indices -2, -1)
+GEMMA3N_MAX_BLOCKS = 256  # per stage; the released tower has 3, 5, 37, 39
+GEMMA3N_OUT_GRID = 16  # both timm's adapter (msfa_output_resolution) and clip.cpp (target_out_res) pool to 16 x 16
+GEMMA3N_MAX_IMAGE = 4096
+
+
+def _plan_gemma3nv(model_dir: Path, config: dict[str, Any], outtype: str) -> MmprojPlan:
+    """Gemma 3n's MobileNetV5 tower and its embedder (gemma3nv), as llama.cpp's Gemma3nVisionAudioModel writes
+    them for vision: the stem, four stages of edge-residual / inverted-residual / multi-query-attention blocks
+    (double-indexed v.blk.STAGE.BLOCK), the multi-scale fusion adapter and embed_vision -> mm.*. Convolution
+    kernels keep their [out, in, kh, kw] layout; the stem bias and the layer scales become [1, C, 1, 1]. The
+    audio encoder (gemma3na) is not written: the vendored clip.cpp skips it (mtmd.cpp: "we don't support audio
+    for Gemma 3N") and has no graph for it.
+
+    Types: the stem, norms and layer scales F32; mm.embedding and mm.input_projection in the file's type; every
+    other convolution kernel F16 in an F16 or Q8_0 file (a Q8_0 row must be a multiple of 32 wide, a kernel row
+    is 1, 3 or 5: the converter's fallback) and in a BF16 file too, where llama.cpp's converter writes BF16:
+    ggml's CPU conv_2d takes F16 or F32 kernels only (GGML_ASSERT in ggml-cpu/ops.cpp conv_2d_impl)."""
+    if not isinstance(config["vision_config"], dict) or not isinstance(config.get("text_config") or {}, dict):
+        raise ConversionError("config.json: vision_config and text_config must be objects")
+    vc = dict(config["vision_config"])
+    vc.setdefault("hidden_size", 2048)  # Gemma3nVisionConfig's default: timm's fusion adapter outputs 2048 channels
+    tc = config.get("text_config") or {}
+    _positive_ints(vc, ("hidden_size",), "vision_config")
+    _positive_ints(tc, ("hidden_size",), "text_config")
+    if vc["hidden_size"] != tc["hidden_size"]:
+        # clip.cpp takes the projector's output width from mm.input_projection's ne[0] (the vision width) and
+        # mtmd refuses a text model of another width, while the graph itself outputs the text width
+        raise ConversionError(f"vision hidden_size {vc['hidden_size']} != text hidden_size {tc['hidden_size']}: "
+                              "llama.cpp's gemma3nv runs only when they are equal (2048 in the released E2B/E4B)")
+    args = vc.get("model_args") or {}
+    if not isinstance(args, dict):
+        raise ConversionError("config.json: vision_config.model_args must be an object")
+    if list(args.get("msfa_indices", (-2, -1))) != [-2, -1] or args.get("msfa_output_resolution", GEMMA3N_OUT_GRID) != GEMMA3N_OUT_GRID:
+        raise ConversionError("vision_config.model_args changes the fusion adapter (msfa_indices, msfa_output_resolution);"
+                              " llama.cpp fuses the last two stages into a fixed 16x16 grid")
+    pre = _preprocessor(model_dir)
+    size = pre.get("size") or {}
+    image_size = size.get("height", 768) if isinstance(size, dict) else 768  # Gemma3nProcessor's SigLIP default
+    tokens = pre.get("image_seq_length", config.get("vision_soft_tokens_per_image") or 256)
+    if not isinstance(image_size, int) or not 0 < image_size <= GEMMA3N_MAX_IMAGE or image_size % (16 * GEMMA3N_OUT_GRID):
+        raise ConversionError(f"image size {image_size!r}: llama.cpp's MobileNetV5 needs a multiple of 256 px up to "
+                              f"{GEMMA3N_MAX_IMAGE} (the stage-2 grid, 1/16 of it, is average-pooled to 16x16)")
+    if tokens != GEMMA3N_OUT_GRID ** 2:
+        raise ConversionError(f"{tokens!r} soft tokens per image: llama.cpp's MobileNetV5 always gives 16x16 = 256")
+    # as the converter: clip.cpp counts image_size / patch_size soft tokens for gemma3nv
+    hp = dict(image_size=image_size, patch_size=image_size // tokens, n_embd=vc["hidden_size"], n_ff=4 * 2048,
+              n_layer=128, n_head=8, eps=1e-6, proj_dim=tc["hidden_size"], tokens_per_image=tokens,
+              image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])  # the converter's (fixed) values
+    outq = MMPROJ_TYPES[outtype][1]
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, 1)
+    blk = "model.vision_tower.timm_model.blocks."
+
+    def rename(hf: str) -> str | None:
+        if hf.startswith(blk):
+            parts = hf[len(blk):].split(".", 2)
+            if (len(parts) == 3 and parts[0].isdecimal() and parts[1].isdecimal() and len(parts[0]) < 4
+                    and len(parts[1]) < 4 and parts[2] in GEMMA3N_BLOCK_SUFFIXES):
+                return f"v.blk.{int(parts[0])}.{int(parts[1])}.{parts[2]}"
+            return None
+        return tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+
+    def make(t: ProjTensor) -> ProjTensor:
+        name, shape = t.name, tuple(t.shape)
+        if name in ("v.conv_stem.conv.bias",) or name.endswith(".layer_scale.gamma"):
+            if len(shape) != 1:
+                raise ConversionError(f"{t.src}: shape {shape}, expected one value per channel")
+            shape = (1, shape[0], 1, 1)  # broadcast over [W, H, C, B]
+        if len(shape) not in (1, 2, 4) or not all(0 < d <= 1 << 20 for d in shape):
+            raise ConversionError(f"{t.src}: unexpected shape {shape}")
+        if len(shape) == 1 or name.startswith("v.conv_stem.") or name.endswith(".gamma"):
+            qtype = Q.F32
+        elif len(shape) == 4:
+            qtype = Q.F32 if outq == Q.F32 else Q.F16
+        else:
+            qtype = _q8_fallback(shape, outq)
+        return replace(t, shape=shape, qtype=qtype)
+
+    tensors, _ = _collect(model_dir, "vision", ("model.vision_tower.", "model.embed_vision."), rename, make)
+    _require(tensors, ("v.conv_stem.conv.weight", "v.msfa.ffn.pw_exp.conv.weight", "v.msfa.ffn.pw_proj.conv.weight",
+                       "v.msfa.norm.weight", "mm.input_projection.weight", "mm.soft_emb_norm.weight"), "Gemma 3n vision")
+    _gemma3n_blocks(tensors)
+    proj = next(t for t in tensors if t.name == "mm.input_projection.weight")
+    if proj.shape != (tc["hidden_size"], vc["hidden_size"]):
+        raise ConversionError(f"{proj.src}: shape {proj.shape}, expected [text, vision] = "
+                              f"[{tc['hidden_size']}, {vc['hidden_size']}]")
+    return MmprojPlan(model_dir, outtype, "gemma3nv", hp, tensors, [])
+
+
+def _gemma3n_blocks(tensors: list[ProjTensor]) -> None:
+    """Check the MobileNetV5 blocks are what clip.cpp walks, then sort as it reads them (stage, block, name).
+
+    clip.cpp loads stage 0..3 and, within a stage, block 0, 1, ... until one is missing, and gives each stage's
+    first block stride 2: a stage beyond 3, a gap, an empty stage or a block without its first convolution would
+    be silently dropped or mis-strided, so each is refused here."""
+    blocks: dict[int, dict[int, set[str]]] = {}
+    for t in tensors:
+        if t.name.startswith("v.blk."):
+            _, _, st, b, suffix = t.name.split(".", 4)
+            blocks.setdefault(int(st), {}).setdefault(int(b), set()).add(suffix)
+    if sorted(blocks) != list(range(GEMMA3N_STAGES)):
+        raise ConversionError(f"the MobileNetV5 has stages {sorted(blocks)}; llama.cpp runs exactly stages 0-3")
+    for st, stage in blocks.items():
+        if sorted(stage) != list(range(len(stage))) or len(stage) > GEMMA3N_MAX_BLOCKS:
+            raise ConversionError(f"MobileNetV5 stage {st}: blocks {sorted(stage)[:8]}... must be 0..N-1 "
+                                  f"(N <= {GEMMA3N_MAX_BLOCKS}) for llama.cpp to load them all")
+        for b, suffixes in stage.items():
+            if not ({"conv_exp.weight", "dw_start.conv.weight", "pw_exp.conv.weight", "attn.query.proj.weight"} & suffixes):
+                raise ConversionError(f"MobileNetV5 block {st}.{b} has none of the tensors llama.cpp recognises a block by")
+    tensors.sort(key=lambda t: (1, int(t.name.split(".")[2]), int(t.name.split(".")[3]), t.name)
+                 if t.name.startswith("v.blk.") else (0, 0, 0, t.name))
+
+
 def _by_file(model_dir: Path) -> dict[Path, list[str]]:
     out: dict[Path, list[str]] = {}
     for k, f in checkpoint_files(model_dir).items():
@@ -368,10 +493,24 @@ def _positive_ints(section: dict[str, Any], need: tuple[str, ...], where: str) -
         raise ConversionError(f"config.json: {where} lacks positive integers for {', '.join(missing)}")
 
 
+PREPROCESSOR_MAX_BYTES = 1 << 20
+
+
 def _preprocessor(model_dir: Path) -> dict[str, Any]:
-    """preprocessor_config.json, or {} where the checkpoint has none (the image processor's defaults apply)."""
+    """preprocessor_config.json, or {} where the checkpoint has none (the image processor's defaults apply);
+    one that is too large, not JSON or not an object is a one-line ConversionError."""
     path = model_dir / "preprocessor_config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    if path.stat().st_size > PREPROCESSOR_MAX_BYTES:
+        raise ConversionError(f"{path}: {path.stat().st_size:,} bytes is too large for a preprocessor config")
+    try:
+        pre = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise ConversionError(f"{path} is not valid JSON ({str(e)[:80] or 'too deeply nested'})") from None
+    if not isinstance(pre, dict):
+        raise ConversionError(f"{path} must be a JSON object, not {type(pre).__name__}")
+    return pre
 
 
 def _q8_fallback(shape: tuple[int, ...], outq: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
@@ -464,7 +603,7 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
         w.add_name(plan.model_dir.name + "-mmproj")
         w.add_file_type(int(MMPROJ_TYPES[outtype][0]))
         w.add_clip_has_vision_encoder(True)
-        if plan.projector in ("gemma4v", "gemma4uv"):
+        if plan.projector in ("gemma4v", "gemma4uv", "gemma3nv"):
             w.add_clip_vision_projector_type(plan.projector)  # as llama.cpp's Gemma4(Unified)VisionAudioModel
         else:
             w.add_clip_projector_type(plan.projector)
@@ -482,7 +621,7 @@ def write_mmproj(model_dir: str | Path, out_path: str | Path, outtype: str = "f1
             w.add_vision_use_gelu(True)
             if hp["scale"] != GEMMA3_DEFAULT_SCALE:
                 w.add_vision_projector_scale_factor(hp["scale"])
-        elif hp["scale"] != 3:  # clip.cpp: n_merge = 3 (pooling_kernel_size) for gemma4v unless the key says otherwise
+        elif plan.projector != "gemma3nv" and hp["scale"] != 3:  # clip.cpp: n_merge = 3 (pooling_kernel_size) for gemma4v unless the key says otherwise
             w.add_vision_projector_scale_factor(hp["scale"])
         if hp.get("audio"):
             a = hp["audio"]  # Gemma4VisionAudioModel / MmprojModel.set_gguf_parameters

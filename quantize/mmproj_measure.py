@@ -104,6 +104,37 @@ def measure_gemma4a(n_layer: int, seconds: list[float], work: Path) -> dict:
                 clips=rows)
 
 
+def measure_gemma3nv(work: Path) -> dict:
+    """Gemma 3n's released vision tower (timm's mobilenetv5_300m_enc at random weights, 128-row embedder) around
+    the tiny 2048-wide gemma3n text model (llama.cpp needs the text width to equal the vision width): writes the
+    F16 mmproj, encodes one 768 px image and returns clip's logged weights and compute reservation. Needs timm."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from planner.projector import GEMMA3N_VISION, mmproj_weight_bytes
+
+    from .convert import convert_hf_to_gguf
+    from .mmproj import encode_image, write_mmproj
+    from .tiny import _make_config, _save_tokenizer
+
+    d = work / "gemma3nv"
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = _make_config("gemma3n", {})
+    cfg.vision_config.model_args = None  # the released block list, not the tiny one
+    cfg.vision_config.vocab_size = 128
+    torch.manual_seed(0)
+    transformers.Gemma3nForConditionalGeneration(cfg).to(torch.bfloat16).save_pretrained(d)
+    _save_tokenizer(d, cfg.text_config.vocab_size, 0, keep_spm=True)
+    convert_hf_to_gguf(d, d / "text.gguf", "f16", force=True)
+    write_mmproj(d, d / "mmproj-f16.gguf", "f16", force=True)
+    rgb = ((np.arange(768 * 768 * 3) * 37) % 251).astype(np.uint8).reshape(768, 768, 3)
+    enc = encode_image(d / "text.gguf", d / "mmproj-f16.gguf", rgb, n_ctx=512, n_tokens=1)
+    return dict(family="gemma3nv", image_tokens=enc.image_tokens, clip_model_bytes=enc.clip_buffers.get("model"),
+                clip_compute_bytes=enc.clip_buffers.get("CPU compute"),
+                predicted_weight_bytes=mmproj_weight_bytes(GEMMA3N_VISION, 2048, "f16"))
+
+
 def measure(n_layer: int, image_size: int, work: Path) -> dict:
     import dataclasses
 
@@ -151,7 +182,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--small", action="store_true", help="with --gemma4v: the E2B/E4B tower's widths")
     ap.add_argument("--gemma4a", type=float, nargs="*", metavar="SECONDS",
                     help="measure Gemma 4 E2B/E4B's audio conformer (--layers deep) instead, one clip of each length")
+    ap.add_argument("--gemma3nv", action="store_true",
+                    help="measure Gemma 3n's MobileNetV5 (the released tower, one 768 px image) instead; needs timm")
     args = ap.parse_args(argv)
+    if args.gemma3nv:
+        with tempfile.TemporaryDirectory(prefix="mmproj-measure-") as tmp:
+            print(json.dumps(measure_gemma3nv(Path(tmp)), indent=2))
+        return 0
     if args.gemma4a:
         with tempfile.TemporaryDirectory(prefix="mmproj-measure-") as tmp:
             rows = [measure_gemma4a(n, args.gemma4a, Path(tmp)) for n in args.layers]

@@ -267,6 +267,11 @@ def _plan_projector(source: Path, kind: str, spec: ModelSpec, p: Plan, gguf_path
         full = plan_mmproj(source, mmproj_type, audio=True)
         a = full.hparams.get("audio")
         if a is None:
+            if audio and mp.projector == "gemma3nv":
+                from planner.projector import GEMMA3N_AUDIO_NOTE
+
+                raise InvalidSettingsError(f"--{GEMMA3N_AUDIO_NOTE.replace('--audio plans', 'the projector holds')}",
+                                           hint="drop --audio: the projector is written with the vision tower only")
             if audio:
                 raise InvalidSettingsError(f"--audio: {source.name} has no audio encoder the projector writer knows "
                                            "(it writes Gemma 4 E2B/E4B's conformer)", hint="drop --audio")
@@ -477,8 +482,8 @@ def _mmproj_manifest(job: QuantizeJob, built: Path, mmproj: Path, validate: bool
     else:
         import numpy as np
 
-        # Gemma 3: its fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
-        side = (mp.hparams["image_size"] if mp.projector == "gemma3"
+        # Gemma 3 and 3n: their fixed input size; Gemma 4: 10 x 10 soft tokens (480 px for gemma4v's 16 px patches pooled 3x3)
+        side = (mp.hparams["image_size"] if mp.projector in ("gemma3", "gemma3nv")
                 else 10 * mp.hparams["patch_size"] * mp.hparams["scale"])
         rgb = ((np.arange(side * side * 3) * 37) % 251).astype(np.uint8).reshape(side, side, 3)
         enc = encode_image(built, mmproj, rgb)

@@ -34,6 +34,9 @@ FAMILIES: dict[str, str] = {
                     "a 1-layer audio conformer (128 mel bins, as the feature extractor and llama.cpp's gemma4a)",
     "gemma3n_text": "Gemma 3n text (Gemma3nForCausalLM): AltUp x4, LAuReL, activation sparsity on the first 10 "
                     "layers, per-layer embeddings, KV sharing from layer 20 (22 layers, as llama.cpp hard-codes)",
+    "gemma3n": "Gemma 3n multimodal wrapper (Gemma3nForConditionalGeneration) around the gemma3n_text model: a "
+               "MobileNetV5 vision tower of every block kind in 4 narrow stages (needs timm) and a 1-layer audio "
+               "conformer",
     "gemma4_unified": "Gemma 4 12B-style unified (Gemma4UnifiedForConditionalGeneration): dense text model plus the "
                       "encoder-free patch/waveform embedders",
 }
@@ -43,6 +46,33 @@ FAMILIES: dict[str, str] = {
 # the per-layer input width is 256, LAuReL rank 64. The tiny model keeps them and is just deep enough (22
 # layers) for two KV-sharing layers.
 GEMMA3N_TINY_LAYERS = 22
+
+# The tiny MobileNetV5 (timm's MobileNetV5Encoder, built through Gemma3nVisionConfig.model_args): the released
+# mobilenetv5_300m_enc's four stages with one or two blocks each instead of 3/5/37/39, narrow, but every block
+# kind llama.cpp's graph (tools/mtmd/models/mobilenetv5.cpp) runs: edge residual (strided and residual), universal
+# inverted residual (start + mid depthwise, start only, pointwise only) and multi-query attention with (stage 2)
+# and without (stage 3) strided K/V. Each stage starts with stride 2, as llama.cpp assumes, and ends with
+# a UIR block (timm reads a stage's output width from its last block, which an attention block lacks). The fusion adapter's
+# output width (2048 = vision hidden_size) and the 16 x 16 soft-token grid are fixed by timm and llama.cpp, so
+# the smallest image is 256 px (16 x 16 after the stem and three strided stages, 1/16).
+GEMMA3N_TINY_MOBILENET = [
+    [dict(block_type="er", out_chs=16, stride=2, exp_kernel_size=3, pw_kernel_size=1, exp_ratio=4.0),
+     dict(block_type="er", out_chs=16, stride=1, exp_kernel_size=3, pw_kernel_size=1, exp_ratio=4.0)],
+    [dict(block_type="uir", out_chs=24, stride=2, dw_kernel_size_start=3, dw_kernel_size_mid=5, exp_ratio=6.0),
+     dict(block_type="uir", out_chs=24, stride=1, dw_kernel_size_start=5, dw_kernel_size_mid=0, exp_ratio=4.0)],
+    [dict(block_type="uir", out_chs=32, stride=2, dw_kernel_size_start=5, dw_kernel_size_mid=5, exp_ratio=6.0),
+     dict(block_type="mqa", out_chs=32, stride=1, dw_kernel_size=3, num_heads=2, key_dim=16, value_dim=16,
+          kv_stride=2),
+     dict(block_type="uir", out_chs=32, stride=1, dw_kernel_size_start=0, dw_kernel_size_mid=0, exp_ratio=2.0)],
+    [dict(block_type="uir", out_chs=48, stride=2, dw_kernel_size_start=5, dw_kernel_size_mid=5, exp_ratio=6.0),
+     dict(block_type="mqa", out_chs=48, stride=1, dw_kernel_size=3, num_heads=2, key_dim=16, value_dim=16,
+          kv_stride=1),
+     dict(block_type="uir", out_chs=48, stride=1, dw_kernel_size_start=0, dw_kernel_size_mid=0, exp_ratio=2.0)],
+]
+_MNV5_BLOCK_DEFAULTS = {"er": dict(act_layer=None, force_in_chs=0, se_ratio=0.0, noskip=False),
+                        "uir": dict(act_layer=None, dw_kernel_size_end=0, se_ratio=0.0, noskip=False),
+                        "mqa": dict(act_layer=None, noskip=False)}
+GEMMA3N_TINY_IMAGE = 256
 
 SPECIAL_PIECES = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}  # Gemma's ids
 USER_PIECES = ["<mask>", "<start_of_turn>", "<end_of_turn>"]  # ids 4, 5, 6
@@ -112,8 +142,13 @@ def _text_defaults(family: str) -> dict[str, Any]:
         return g4 | dict(num_hidden_layers=6, swa_period=3, attention_k_eq_v=False, num_key_value_heads=1,
                          global_head_dim=256, hidden_size_per_layer_input=256, num_kv_shared_layers=3,
                          use_double_wide_mlp=True)
-    if family == "gemma3n_text":
+    if family in ("gemma3n_text", "gemma3n"):
         n = 22
+        if family == "gemma3n":
+            # llama.cpp's gemma3nv reports the projector's output width as the vision width (mm.input_projection's
+            # ne[0], clip_n_mmproj_embd) and refuses a text model of another width: the released E2B/E4B have
+            # 2048 for both, and so does the tiny wrapper (with a narrow FFN to stay small)
+            common = common | dict(hidden_size=2048, intermediate_size=128)
         return common | dict(
             num_hidden_layers=n, swa_period=5, sliding_window=16, final_logit_softcapping=30.0,
             num_key_value_heads=1, hidden_size_per_layer_input=256, vocab_size_per_layer_input=1024,
@@ -146,13 +181,16 @@ def _make_config(family: str, overrides: dict[str, Any]):
             kw["layer_types"] = _sliding(n, 2)
         else:
             kw["layer_types"] = _sliding(n, period or 6, force_last_full=family.startswith("gemma4"))
-    if family == "gemma3n_text":
+    if family.startswith("gemma3n"):
         kw.pop("query_pre_attn_scalar", None)
     if family.startswith("gemma4") and family != "gemma4_unified" and "vocab_size_per_layer_input" not in kw:
         kw["vocab_size_per_layer_input"] = kw["vocab_size"]
-    if family == "gemma3n_text":
+    if family.startswith("gemma3n"):
         kw["vocab_size_per_layer_input"] = kw["vocab_size"]
-        return transformers.Gemma3nTextConfig(**kw)
+        text = transformers.Gemma3nTextConfig(**kw)
+        if family == "gemma3n_text":
+            return text
+        return _gemma3n_config(text)
     if family == "gemma4_unified":
         for k in ("hidden_size_per_layer_input", "vocab_size_per_layer_input"):
             kw.pop(k, None)
@@ -208,6 +246,31 @@ def _make_config(family: str, overrides: dict[str, Any]):
             boi_token_id=v - 4, eoi_token_id=v - 3, image_token_id=v - 2, video_token_id=v - 1, **extra,
         )
     raise ValueError(f"unknown tiny family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def _gemma3n_model_args() -> dict[str, Any]:
+    """timm.create_model's arguments for the tiny MobileNetV5, fresh each call: timm's builder writes into the
+    block dicts it is given (activation layers), which would no longer serialise to config.json."""
+    return dict(block_args=[[dict(_MNV5_BLOCK_DEFAULTS[b["block_type"]], **b) for b in stage]
+                            for stage in GEMMA3N_TINY_MOBILENET], stem_size=16)
+
+
+def _gemma3n_config(text):
+    """Gemma3nConfig around `text` with the tiny MobileNetV5 (GEMMA3N_TINY_MOBILENET) and a 1-layer audio
+    conformer. The vision and audio hard-token tables (128 rows each in the release) are 8 rows at the top of the
+    tiny vocabulary; the image/audio placeholder ids below them."""
+    import transformers
+
+    v = text.vocab_size
+    vision = transformers.Gemma3nVisionConfig(
+        architecture="mobilenetv5_300m_enc", model_args=_gemma3n_model_args(),
+        vocab_size=8, vocab_offset=v - 16, num_labels=0)
+    audio = transformers.Gemma3nAudioConfig(
+        vocab_size=8, vocab_offset=v - 8, hidden_size=64, conf_num_hidden_layers=1, conf_num_attention_heads=2,
+        sscp_conv_channel_size=[8, 8])
+    return transformers.Gemma3nConfig(
+        text_config=text, vision_config=vision, audio_config=audio, boi_token_id=v - 24, eoi_token_id=v - 23,
+        image_token_id=v - 22, boa_token_id=v - 21, eoa_token_id=v - 20, audio_token_id=v - 19)
 
 
 def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
@@ -286,6 +349,15 @@ def _randomise(model, family: str, seed: int) -> None:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g) if "projection" in name
                         else 0.2 * torch.randn(p.shape, generator=g))
                 continue
+            if ".timm_model." in name or "embed_vision.soft_embedding_norm" in name:
+                # MobileNetV5's RMS norms start at 1 and its layer scales at 1e-5, which would leave every
+                # residual block close to the identity: a projector file that dropped a block, a norm or a
+                # layer scale would then still match
+                if name.endswith("layer_scale.gamma"):
+                    p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
+                elif name.endswith(("bn.weight", "bn1.weight", "bn2.weight", "norm.weight")):
+                    p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+                continue
             if "vision" in name or "multi_modal" in name or "embed_vision" in name or "embed_audio" in name:
                 continue
             if ".altup." in name:
@@ -352,8 +424,9 @@ def build_tiny_model(
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))  # initialise in the target dtype: half the memory for bf16
     try:
-        if family in ("gemma3", "gemma4", "gemma4_audio", "gemma4_unified"):
+        if family in ("gemma3", "gemma3n", "gemma4", "gemma4_audio", "gemma4_unified"):
             cls = getattr(transformers, {"gemma3": "Gemma3ForConditionalGeneration",
+                                         "gemma3n": "Gemma3nForConditionalGeneration",
                                          "gemma4": "Gemma4ForConditionalGeneration",
                                          "gemma4_audio": "Gemma4ForConditionalGeneration",
                                          "gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}[family])
@@ -362,6 +435,8 @@ def build_tiny_model(
             model = transformers.AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(previous)
+    if family == "gemma3n":
+        model.config.vision_config.model_args = _gemma3n_model_args()
     _randomise(model, family, seed)
     model = model.to(getattr(torch, dtype)).eval()
     save_kw: dict[str, Any] = {}

@@ -20,6 +20,10 @@ from quantize.errors import (
 )
 from quantize.tiny import FAMILIES
 
+# gemma3n (the multimodal wrapper) needs timm to build its vision tower; its text model is gemma3n_text's, which
+# these cover, at the 2048 width llama.cpp's gemma3nv requires
+TEXT_FAMILIES = [f for f in FAMILIES if f != "gemma3n"]
+
 G2, G3, G4 = gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3, gguf.MODEL_ARCH.GEMMA4
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +190,7 @@ def _text_config(model_dir: Path) -> dict:
     return cfg.get("text_config", cfg)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
 def test_family_converts_with_every_hparam(family, tiny_model, tiny_gguf):
     model_dir = tiny_model(family)
     path = tiny_gguf(family)

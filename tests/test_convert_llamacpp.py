@@ -27,6 +27,10 @@ import pytest
 
 from quantize.tiny import FAMILIES
 
+# gemma3n (the multimodal wrapper) needs timm to build its vision tower; its text model is gemma3n_text's, which
+# these cover, at the 2048 width llama.cpp's gemma3nv requires
+TEXT_FAMILIES = [f for f in FAMILIES if f != "gemma3n"]
+
 PROMPT = "ka lo mi gem ma plan quant ize tok en shi po ru ta ne, the and of in to is. " * 2
 TRICKY = [
     "hello  world", "ka lo\n\nmi", "  leading spaces", "trailing   ", "tabs\tand\nnewlines\n",
@@ -62,7 +66,7 @@ def _hf_model(path, family):
     return text_decoder
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
 def test_llama_cpp_logits_match_transformers(family, tiny_model, tiny_gguf, llama_cpp_module):
     import torch
     from transformers import AutoTokenizer

@@ -188,3 +188,145 @@ def test_gemma4_audio_without_tower_is_vision_only(tiny_model, tmp_path):
     f = gguf.GGUFReader(path).fields
     assert "clip.has_audio_encoder" not in f and f["clip.vision.projector_type"].contents() == "gemma4v"
     assert not any(t.name.startswith(("a.", "mm.a.")) for t in gguf.GGUFReader(path).tensors)
+
+
+def _timm_or_skip():
+    """transformers builds Gemma 3n's vision tower with timm, which imports torchvision: the package index's
+    Linux torchvision wheels are CUDA builds whose ops do not load beside the CPU torch, so here and in CI timm
+    is absent (`pip install timm` and a torchvision built for the installed torch make these tests run)."""
+    try:
+        import timm  # noqa: F401
+    except Exception as e:  # ImportError, or torchvision's RuntimeError when its ops do not match torch
+        pytest.skip(f"timm is not importable ({type(e).__name__}: {str(e)[:120]}); Gemma 3n's vision tower needs it")
+
+
+@pytest.mark.parametrize("outtype, bound", [("f16", 0.025), ("bf16", 0.04), ("q8_0", 0.12)])
+def test_gemma3n_projector_encodes_like_transformers(outtype, bound, tiny_model, tiny_gguf, mtmd_ready, tmp_path):
+    """Gemma 3n's MobileNetV5 (gemma3nv): the tiny tower has every block kind clip.cpp runs (edge residual,
+    inverted residual in three shapes, attention with and without strided K/V), randomised norms and layer
+    scales; a 768 px image (the processor's size) -> the 48 x 48 stage-2 grid pooled to 16 x 16 = 256 soft
+    tokens of the text width (2048, which llama.cpp requires to equal the vision width). Measured max
+    |difference| (std 1.00): F16 0.0075, BF16 0.0132, Q8_0 0.041 (only the embedder's two matrices are Q8_0;
+    every convolution kernel stays F16); writing no layer scales moves them by 1.3."""
+    _timm_or_skip()
+    import torch
+    import transformers
+
+    from quantize.mmproj import encode_image, plan_mmproj, write_mmproj
+
+    model_dir = tiny_model("gemma3n")
+    path = write_mmproj(model_dir, tmp_path / f"mmproj-{outtype}.gguf", outtype)
+    r = gguf.GGUFReader(path)
+    assert r.fields["clip.vision.projector_type"].contents() == "gemma3nv"
+    assert "clip.has_audio_encoder" not in r.fields  # llama.cpp has no Gemma 3n audio graph
+    types = {t.name: t.tensor_type for t in r.tensors}
+    Q = gguf.GGMLQuantizationType
+    assert types["v.conv_stem.conv.weight"] == Q.F32 and types["v.blk.1.0.layer_scale.gamma"] == Q.F32
+    assert types["v.blk.2.1.attn.query.proj.weight"] == Q.F16  # conv kernels: never BF16 (ggml's conv_2d aborts)
+    assert types["mm.input_projection.weight"] == {"f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}[outtype]
+    rgb = ((np.arange(768 * 768 * 3) * 37) % 251).astype(np.uint8).reshape(768, 768, 3)
+    enc = encode_image(tiny_gguf("gemma3n", outtype="f16"), path, rgb)
+    assert enc.image_tokens == 256 and enc.n_embd == 2048 and enc.embd_finite and len(enc.generated) == 3
+    assert abs(enc.clip_buffers["model"] - plan_mmproj(model_dir, outtype).tensor_bytes) <= 0.006 * 2**20
+    m = transformers.Gemma3nForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    px = torch.tensor((rgb / 255.0).transpose(2, 0, 1)[None], dtype=torch.float32)  # rescale only: mean 0, std 1
+    with torch.no_grad():
+        ref = m.model.get_image_features(pixel_values=px).pooler_output[0].numpy()
+    err = float(np.abs(enc.embd - ref).max())
+    assert err < bound, f"max |soft token difference| {err:.4f} (std {ref.std():.3f})"
+
+
+def _mobilenet_checkpoint(d, blocks=((0, 0, "conv_exp"), (1, 0, "dw_start.conv"), (2, 0, "pw_exp.conv"),
+                                     (3, 0, "attn.query.proj")), vision=8, text=8, extra=None, config=None):
+    """A header-valid Gemma 3n vision checkpoint (tiny zero tensors, no timm): what plan_mmproj reads."""
+    from safetensors.numpy import save_file
+
+    pre = "model.vision_tower.timm_model."
+    t = {pre + "conv_stem.conv.weight": np.zeros((4, 3, 3, 3), np.float32), pre + "conv_stem.conv.bias": np.zeros(4, np.float32),
+         pre + "msfa.ffn.pw_exp.conv.weight": np.zeros((4, 4, 1, 1), np.float32),
+         pre + "msfa.ffn.pw_proj.conv.weight": np.zeros((vision, 4, 1, 1), np.float32),
+         pre + "msfa.norm.weight": np.zeros(vision, np.float32),
+         "model.embed_vision.embedding_projection.weight": np.zeros((text, vision), np.float32),
+         "model.embed_vision.soft_embedding_norm.weight": np.zeros(vision, np.float32)}
+    for st, b, kind in blocks:
+        t[f"{pre}blocks.{st}.{b}.{kind}.weight"] = np.zeros((4, 4, 1, 1), np.float32)
+        t[f"{pre}blocks.{st}.{b}.layer_scale.gamma"] = np.zeros(4, np.float32)
+    t.update(extra or {})
+    d.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(d / "model.safetensors"))
+    cfg = {"model_type": "gemma3n", "vision_config": {"hidden_size": vision}, "text_config": {"hidden_size": text}}
+    for k, v in (config or {}).items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    (d / "config.json").write_text(__import__("json").dumps(cfg))
+    return d
+
+
+def test_gemma3n_plan_keeps_clip_cpp_order_and_types(tmp_path):
+    """Without timm: the double-indexed blocks in the order clip.cpp walks them (stage, then block number, not
+    text order), the stem bias and layer scales as [1, C, 1, 1] F32, kernels F16 in a bf16 file."""
+    from quantize.mmproj import plan_mmproj
+
+    blocks = [(0, b, "conv_exp") for b in range(11)] + [(1, 0, "dw_start.conv"), (2, 0, "pw_exp.conv"),
+                                                        (3, 0, "attn.query.proj")]
+    plan = plan_mmproj(_mobilenet_checkpoint(tmp_path / "m", blocks), "bf16")
+    order = [(int(t.name.split(".")[2]), int(t.name.split(".")[3])) for t in plan.tensors if t.name.startswith("v.blk.")]
+    assert order == sorted(order) and order[-1] == (3, 0) and (0, 10) in order
+    by = {t.name: t for t in plan.tensors}
+    assert by["v.conv_stem.conv.bias"].shape == (1, 4, 1, 1) and by["v.conv_stem.conv.bias"].qtype == gguf.GGMLQuantizationType.F32
+    assert by["v.blk.0.3.layer_scale.gamma"].shape == (1, 4, 1, 1)
+    assert by["v.blk.0.0.conv_exp.weight"].qtype == gguf.GGMLQuantizationType.F16
+    assert by["mm.input_projection.weight"].qtype == gguf.GGMLQuantizationType.BF16
+    assert plan.hparams["image_size"] // plan.hparams["patch_size"] == 256  # clip.cpp's soft-token count
+
+
+@pytest.mark.parametrize("case, match", [
+    (dict(blocks=((0, 0, "conv_exp"), (1, 0, "dw_start.conv"), (2, 0, "pw_exp.conv"))), "exactly stages 0-3"),
+    (dict(blocks=((0, 0, "conv_exp"), (1, 0, "dw_start.conv"), (2, 0, "pw_exp.conv"), (3, 0, "pw_exp.conv"),
+                  (4, 0, "pw_exp.conv"))), "exactly stages 0-3"),
+    (dict(blocks=((0, 0, "conv_exp"), (0, 2, "conv_exp"), (1, 0, "dw_start.conv"), (2, 0, "pw_exp.conv"),
+                  (3, 0, "pw_exp.conv"))), "must be 0..N-1"),
+    (dict(blocks=((0, 0, "conv_exp"), (1, 0, "dw_start.conv"), (2, 0, "pw_exp.conv"), (3, 0, "se.conv_reduce"))),
+     "no mmproj name"),
+    (dict(text=16), "llama.cpp's gemma3nv runs only when they are equal"),
+    (dict(config={"vision_config": {"model_args": {"msfa_indices": [-3, -1]}}}), "fusion adapter"),
+    (dict(config={"vision_soft_tokens_per_image": 64}), "always gives 16x16"),
+])
+def test_gemma3n_hostile_checkpoints_are_refused(case, match, tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.mmproj import plan_mmproj
+
+    with pytest.raises(ConversionError, match=match):
+        plan_mmproj(_mobilenet_checkpoint(tmp_path / "m", **case))
+
+
+@pytest.mark.parametrize("text, match", [("[1, 2]", "must be a JSON object"), ("{", "not valid JSON"),
+                                         ("[" * 100_000, "not valid JSON"), (" " * (1 << 20) + "{}", "too large")])
+def test_hostile_preprocessor_config_is_one_line(text, match, tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.mmproj import plan_mmproj
+
+    d = _mobilenet_checkpoint(tmp_path / "m")
+    (d / "preprocessor_config.json").write_text(text)
+    with pytest.raises(ConversionError, match=match):
+        plan_mmproj(d)
+
+
+def test_gemma3n_config_sections_must_be_objects(tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.mmproj import plan_mmproj
+
+    d = _mobilenet_checkpoint(tmp_path / "m")
+    (d / "config.json").write_text('{"model_type": "gemma3n", "vision_config": [1], "text_config": {}}')
+    with pytest.raises(ConversionError, match="must be objects"):
+        plan_mmproj(d)
+
+
+@pytest.mark.parametrize("size", [500, 0, 8192, "768"])
+def test_gemma3n_image_size_is_bounded(size, tmp_path):
+    from quantize.errors import ConversionError
+    from quantize.mmproj import plan_mmproj
+
+    d = _mobilenet_checkpoint(tmp_path / "m")
+    (d / "preprocessor_config.json").write_text(__import__("json").dumps({"size": {"height": size, "width": size}}))
+    with pytest.raises(ConversionError, match="multiple of 256"):
+        plan_mmproj(d)

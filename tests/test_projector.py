@@ -145,3 +145,62 @@ def test_gemma4_e2b_audio_rides_in_the_projector():
     assert r.exit_code != 0 and "drop --no-vision" in r.output and "Traceback" not in r.output
     # a model without a modelled audio tower is unchanged by --audio
     assert _plan("--vision", "--audio")["memory"] == _plan("--vision")["memory"]
+
+
+def test_gemma3n_vision_weights_and_audio_note():
+    """Gemma 3n E4B with --vision: the MobileNetV5's mmproj bytes from timm's block list (mobilenetv5_300m_enc)
+    with the writer's types join the plan, with the encoder compute measured for the released tower (557 MiB). --audio adds nothing
+    (llama.cpp has no Gemma 3n audio graph) and says so in one line."""
+    from planner.projector import GEMMA3N_AUDIO_NOTE, GEMMA3N_VISION, MOBILENETV5_300M, encoder_compute_bytes
+
+    # timm 1.0.31's mobilenetv5_300m_enc state dict (294,126,912 parameters) with the writer's types: kernels
+    # F16, the stem, norms and layer scales F32, plus the 128-row embedder and the 2048 x 2048 projection (F16)
+    assert [len(s) for s in MOBILENETV5_300M] == [3, 5, 37, 39]
+    assert mmproj_weight_bytes(GEMMA3N_VISION, 2048, "f16") == 597_757_440
+
+    def plan(*extra):
+        r = run("estimate", "--model", "gemma-3n-e4b", "--quant", "Q4_K_M", "--target", "rtx4090", "--ctx", "8192",
+                "--json", *extra)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)["plan"]
+
+    vision = plan("--vision")
+    pm = next(d["detail"]["projector"] for d in vision["memory"]["devices"] if "projector" in d["detail"])
+    assert pm["kind"] == "gemma3nv" and pm["weights_bytes"] == 597_757_440 and pm["tokens_per_image"] == 256
+    assert pm["compute_bytes"] == encoder_compute_bytes(GEMMA3N_VISION) == ENCODER_COMPUTE[("gemma3nv", 2048)]
+    both = plan("--vision", "--audio")
+    assert both["memory"] == vision["memory"] and GEMMA3N_AUDIO_NOTE in both["notes"]
+    assert GEMMA3N_AUDIO_NOTE not in vision["notes"]
+    r = run("recommend", "--model", "gemma-3n-e4b", "--target", "rtx4090", "--engine", "llama.cpp", "--vision", "--json")
+    assert r.exit_code == 0, r.output
+    line = next(n for n in json.loads(r.output)["plan"]["notes"] if n.startswith("modalities:"))
+    assert "projector gemma3nv" in line and "llama.cpp has no Gemma 3n audio encoder" in line
+
+
+def _notation(block: dict) -> str:
+    """quantize.tiny's block dicts in timm's notation, as planner.projector reads it."""
+    kind = block["block_type"]
+    if kind == "er":
+        return f"er_k{block['exp_kernel_size']}_s{block['stride']}_e{block['exp_ratio']}_c{block['out_chs']}"
+    if kind == "uir":
+        return (f"uir_a{block['dw_kernel_size_start']}_k{block['dw_kernel_size_mid']}_s{block['stride']}"
+                f"_e{block['exp_ratio']}_c{block['out_chs']}")
+    return (f"mqa_k{block['dw_kernel_size']}_h{block['num_heads']}_v{block['kv_stride']}_d{block['key_dim']}"
+            f"_c{block['out_chs']}")
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_gemma3n_weights_equal_what_the_writer_plans(outtype, tiny_model):
+    """The MobileNetV5 bytes from the block list equal what quantize.mmproj plans for the tiny tower (needs timm
+    to build it; the released tower's figure above was checked the same way against timm's state dict)."""
+    pytest.importorskip("torch")
+    try:
+        import timm  # noqa: F401
+    except Exception as e:  # torchvision's RuntimeError when its ops do not match the installed torch
+        pytest.skip(f"timm is not importable ({type(e).__name__}); Gemma 3n's vision tower needs it")
+    from planner.projector import mobilenetv5_weight_bytes
+    from quantize.mmproj import plan_mmproj
+    from quantize.tiny import GEMMA3N_TINY_MOBILENET
+
+    stages = tuple(tuple(_notation(b) for b in stage) for stage in GEMMA3N_TINY_MOBILENET)
+    assert mobilenetv5_weight_bytes(stages, 16, 2048, outtype, vocab=8) == plan_mmproj(tiny_model("gemma3n"), outtype).tensor_bytes
