@@ -296,7 +296,14 @@ def _tensor_sizes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorSpec, 
     if fmt.kind == "gguf":
         if spec.gguf_file_type and spec.gguf_file_type.upper() == fmt.name and all(t.nbytes is not None for t in spec.tensors):
             return [(t, int(t.nbytes)) for t in spec.tensors]
-        return [(t, tensor_bytes(typ, t.shape)) for t, typ in gguf_tensor_types(spec, fmt.name)]
+        seen: dict = {}  # a model repeats a few dozen (type, shape) pairs over hundreds of tensors
+        out = []
+        for t, typ in gguf_tensor_types(spec, fmt.name):
+            nbytes = seen.get((typ, t.shape))
+            if nbytes is None:
+                nbytes = seen[(typ, t.shape)] = tensor_bytes(typ, t.shape)
+            out.append((t, nbytes))
+        return out
     if fmt.kind == "dense":
         width = DENSE_FORMATS[fmt.name]
         out = []

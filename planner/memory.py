@@ -210,6 +210,16 @@ def _gguf_types(spec: ModelSpec, fmt: WeightFormat) -> tuple[tuple[TensorSpec, s
     return out
 
 
+def _roles(spec: ModelSpec) -> tuple[tuple[str, Optional[int], bool], ...]:
+    """(role, layer, rows a multiple of 8) per tensor: where each tensor goes does not depend on the format."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    roles = per_spec.get("roles")
+    if roles is None:
+        roles = per_spec["roles"] = tuple((*_tensor_layer_role(t, spec), len(t.shape) >= 2 and t.shape[-2] % 8 == 0)
+                                          for t in spec.tensors)
+    return roles
+
+
 def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset) -> WeightsByPlacement:
     per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
     hit = per_spec.get((fmt, repackable))
@@ -217,11 +227,7 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
         return hit
     L = spec.n_layers
     w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
-    roles = per_spec.get("roles")
-    if roles is None:  # where each tensor goes does not depend on the format
-        roles = per_spec["roles"] = tuple((*_tensor_layer_role(t, spec), len(t.shape) >= 2 and t.shape[-2] % 8 == 0)
-                                          for t in spec.tensors)
-    for (t, typ, nbytes), (role, layer, rows8) in zip(_gguf_types(spec, fmt), roles):
+    for (t, typ, nbytes), (role, layer, rows8) in zip(_gguf_types(spec, fmt), _roles(spec)):
         matmul = len(t.shape) >= 2
         rep = nbytes if (typ in repackable and rows8) else 0
         if role == "input":
@@ -555,10 +561,9 @@ def _matmul_weights(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[Optional[i
     if hit is not None:
         return hit
     out = []
-    for t, typ, _ in _gguf_types(spec, fmt):
+    for (t, typ, _), (role, layer, _) in zip(_gguf_types(spec, fmt), _roles(spec)):
         if len(t.shape) < 2:
             continue
-        role, layer = _tensor_layer_role(t, spec)
         if role == "input" and not (t.name == "token_embd.weight" and spec.tied_embeddings):
             continue
         # the tied token_embd's duplicate on the output device runs the logits matmul
@@ -586,24 +591,27 @@ def _pool_by_layer(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
     if hit is not None:
         return hit
     out: dict = {}
-    mmq: dict = {}  # the kernel choice depends on the type and the expert count only
+    needs: dict = {}  # the temporary depends on the type, the shape and whether it is an expert stack only
     for where, typ, n, k, experts in _matmul_weights(spec, fmt):
         if experts and experts_on_cpu:
             continue
-        rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
-        n_experts = spec.moe.n_expert if (spec.moe and experts) else 0
-        use_mmq = mmq.get((typ, n_experts))
-        if use_mmq is None:
-            use_mmq = mmq[(typ, n_experts)] = _uses_mmq(device, typ, ub, n_experts)
-        if use_mmq:
-            need = rows * pad(k, MMQ_ROW_PADDING) * Q8_1_BYTES_PER_32 // 32
-        elif typ.upper() in ("F16", "BF16", "F32"):
-            need = 2 * rows * (k + n)
-        else:
-            need = 2 * n * k + 2 * rows * (k + n)
+        need = needs.get((typ, n, k, experts))
+        if need is None:
+            need = needs[(typ, n, k, experts)] = _op_temporary(spec, device, typ, n, k, experts, ub)
         out[where] = max(out.get(where, 0), need)
     per_spec[key] = out
     return out
+
+
+def _op_temporary(spec: ModelSpec, device: Device, typ: str, n: int, k: int, experts: bool, ub: int) -> int:
+    """Pool bytes of one matmul at batch ub: the activations quantized to Q8_1 (MMQ), or the F16 copies cuBLAS
+    takes (the weight too, when it is quantized)."""
+    rows = ub * (spec.moe.n_expert_used if (spec.moe and experts) else 1)
+    if _uses_mmq(device, typ, ub, spec.moe.n_expert if (spec.moe and experts) else 0):
+        return rows * pad(k, MMQ_ROW_PADDING) * Q8_1_BYTES_PER_32 // 32
+    if typ.upper() in ("F16", "BF16", "F32"):
+        return 2 * rows * (k + n)
+    return 2 * n * k + 2 * rows * (k + n)
 
 
 def _gpu_backend_notes(gpus: list[Device], mems: list[DeviceMemory], build: LlamaBuild, verified: bool, margin: int) -> list[str]:

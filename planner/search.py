@@ -15,7 +15,7 @@ from typing import Optional
 from planner.catalog import all_models
 from planner.errors import DoesNotFitError, InvalidSettingsError
 from planner.formats import WeightFormat, parse_format, quality_loss, weight_bytes
-from planner.memory import DEFAULT_MARGIN, estimate_memory
+from planner.memory import CPU_NAME, DEFAULT_MARGIN, estimate_memory
 from planner.policy import DEFAULT_CTX, check_trained_max, planned_ctx, v_cache_allowed  # noqa: F401 (planned_ctx: API)
 from planner.speed import estimate_speed
 from planner.types import Alternative, ModelSpec, Placement, Plan, RuntimeSettings
@@ -315,17 +315,22 @@ def _placements(spec: ModelSpec, hw: Hardware, s: RuntimeSettings) -> list[Runti
 
 
 def _best_partial(spec, fmt, s, hw, margin) -> Optional[Plan]:
-    """Most GPU layers that fit (memory grows with -ngl, so bisect)."""
-    lo, hi = 0, spec.n_layers
-    best = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        ok, p = _fits(spec, fmt, dataclasses.replace(s, n_gpu_layers=mid), hw, margin)
-        if ok:
-            best, lo = p, mid + 1
-        else:
-            hi = mid - 1
-    return best
+    """Most GPU layers that fit. The GPUs' memory grows with -ngl by about one layer's weights and KV per step
+    while the host's shrinks, so the layers the GPUs can take are found on the GPUs' free bytes alone, with the
+    same interpolating search as the context (_largest); the host then either holds the rest there or at no
+    smaller -ngl."""
+    plans: dict[int, Plan] = {}
+
+    def on_gpus(ngl: int) -> tuple[bool, int]:
+        p = plans[ngl] = plan(spec, fmt, dataclasses.replace(s, n_gpu_layers=ngl), hw, margin=margin, with_speed=False)
+        slack = min((d.budget_bytes - d.total_bytes for d in p.memory.devices if d.device != CPU_NAME and d.budget_bytes is not None),
+                    default=0)
+        return slack >= 0, slack
+
+    k = _largest(0, spec.n_layers, on_gpus)
+    if k not in plans:
+        on_gpus(k)
+    return plans[k] if plans[k].fits else None
 
 
 def recommend(

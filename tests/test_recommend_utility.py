@@ -211,3 +211,25 @@ def test_recommend_picks_what_a_person_would(row):
     if row["formats"] is not None:
         assert p["weight_format"] in row["formats"]
     assert p["engine"] == row["engine"] and p["ctx"] >= row["min_ctx"]
+
+
+def test_partial_offload_finds_the_most_gpu_layers_when_the_host_alone_cannot_hold_the_model():
+    """31B at Q8_0 (33 GB) on an 8 GB card with 32 GB of RAM at the full 32k context: with no layer on the GPU the
+    host overflows, with too many the card does; the plan must be the most layers the card takes (a search that
+    halves 0..L from the middle stepped down into host overflow and fell back to a 4k context)."""
+    import dataclasses
+
+    from planner.search import _best_partial, plan
+    from planner.types import RuntimeSettings
+
+    spec, hw = get_model("31b")[0], load_target("rtx3070")
+    fmt = parse_format("Q8_0", "llama.cpp")
+    s = RuntimeSettings(n_ctx=32768)
+    best = _best_partial(spec, fmt, s, hw, 1 << 30)
+    assert best is not None and best.fits and best.ctx == 32768
+    k = best.settings.n_gpu_layers
+    assert k > 0
+    assert not plan(spec, fmt, dataclasses.replace(s, n_gpu_layers=0), hw, margin=1 << 30, with_speed=False).fits
+    over = plan(spec, fmt, dataclasses.replace(s, n_gpu_layers=k + 1), hw, margin=1 << 30, with_speed=False)
+    gpu = next(d for d in over.memory.devices if d.device != "CPU")
+    assert gpu.total_bytes > gpu.budget_bytes  # one more layer no longer fits on the card
