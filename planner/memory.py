@@ -88,14 +88,27 @@ def check_kv_types(spec: ModelSpec, s: RuntimeSettings) -> None:
 def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optional[KVCells] = None) -> dict[int, int]:
     """Bytes of K+V per KV-storing layer (llama_kv_cache constructor, llama-kv-cache.cpp)."""
     layout = layout or llamacpp_kv_layout(spec, s)
-    v_max = max(lay.n_head_kv * lay.head_dim_v for lay in spec.layers)
     out = {}
+    for sliding, nk, nv, layers in _kv_groups(spec, s.flash_attn):
+        cells = (layout.swa_cells if sliding else layout.n_ctx_seq) * layout.n_stream
+        out.update(dict.fromkeys(layers, cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))))
+    return dict(sorted(out.items()))
+
+
+def _kv_groups(spec: ModelSpec, flash_attn: bool) -> tuple:
+    """(sliding, K row width, V row width, layer indices) per distinct KV-storing layer shape, once per spec:
+    without flash attention V is stored transposed and padded to the widest V of the model."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("kv groups", flash_attn)
+    hit = per_spec.get(key)
+    if hit is not None:
+        return hit
+    v_max = max(lay.n_head_kv * lay.head_dim_v for lay in spec.layers)
+    groups: dict = {}
     for lay in spec.kv_layers:
-        cells = (layout.swa_cells if lay.sliding else layout.n_ctx_seq) * layout.n_stream
-        nk = lay.n_head_kv * lay.head_dim_k
-        # without flash attention V is stored transposed and padded to the widest V of the model
-        nv = lay.n_head_kv * lay.head_dim_v if s.flash_attn else v_max
-        out[lay.index] = cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))
+        nv = lay.n_head_kv * lay.head_dim_v if flash_attn else v_max
+        groups.setdefault((lay.sliding, lay.n_head_kv * lay.head_dim_k, nv), []).append(lay.index)
+    out = per_spec[key] = tuple((*g, tuple(idx)) for g, idx in groups.items())
     return out
 
 
@@ -389,6 +402,21 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     )
 
 
+def _kv_caches(spec: ModelSpec) -> tuple[int, tuple]:
+    """The widest V row of the KV-storing layers, and per cache (full, then sliding if any layer slides) its
+    layers' K and V head sizes; once per spec."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get("kv caches")
+    if hit is None:
+        kv_layers = spec.kv_layers
+        caches = []
+        for sliding in [False] + ([True] if any(lay.sliding for lay in kv_layers) else []):
+            layers = [lay for lay in kv_layers if lay.sliding == sliding] or kv_layers
+            caches.append((sliding, frozenset(lay.head_dim_k for lay in layers), frozenset(lay.head_dim_v for lay in layers)))
+        hit = per_spec["kv caches"] = (max((lay.n_head_kv * lay.head_dim_v for lay in kv_layers), default=0), tuple(caches))
+    return hit
+
+
 def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, build: Optional[LlamaBuild] = None) -> int:
     """Graph inputs, allocated before the first node and alive until their last reader (llm_graph_input_*):
     token ids, positions and output ids; the token embeddings; per KV cache the row indices for storing
@@ -396,19 +424,14 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, bui
     attention, F32 without) and, for a quantized cache, the Hadamard rotation matrices."""
     ub = layout.n_ubatch
     total = 3 * pad(4 * ub, 32) + pad(4 * ub * spec.hidden, 32)
-    kv_layers = spec.kv_layers
-    caches = [False] + ([True] if any(lay.sliding for lay in kv_layers) else [])
-    v_width = max((lay.n_head_kv * lay.head_dim_v for lay in kv_layers), default=0)
-    for sliding in caches:
-        layers = [lay for lay in kv_layers if lay.sliding == sliding] or kv_layers
+    v_width, caches = _kv_caches(spec)
+    for sliding, head_k, head_v in caches:
         cells = layout.swa_cells if sliding else layout.n_ctx_seq
         if build is None or build.kv_idx_inputs:
             total += pad(8 * ub, 32)  # k_idxs
             total += pad(8 * ub * (1 if s.flash_attn else v_width), 32)  # v_idxs
         f16_mask = s.flash_attn and (build is None or build.kq_mask_f16)
         total += pad((2 if f16_mask else 4) * cells * ub, 32)  # kq_mask
-        head_k = {lay.head_dim_k for lay in layers}
-        head_v = {lay.head_dim_v for lay in layers}
         if policy.kv_type_is_quantized(s.type_k) and len(head_k) == 1 and min(head_k) % 64 == 0:
             n = min(head_k)
             n_rot = n & -n  # the largest power of two dividing the head size (llama_kv_cache::build_input_k_rot)
@@ -416,6 +439,16 @@ def _graph_input_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells, bui
         if policy.kv_type_is_quantized(s.type_v) and len(head_v) == 1 and min(head_v) % 64 == 0:
             total += 4 * 64 * 64
     return total
+
+
+def _layer_shapes(spec: ModelSpec) -> tuple:
+    """The distinct (sliding, heads, K head size, FFN width) of the model's layers, once per spec."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    hit = per_spec.get("layer shapes")
+    if hit is None:
+        hit = per_spec["layer shapes"] = tuple(dict.fromkeys((lay.sliding, lay.n_head, lay.head_dim_k, lay.n_ff)
+                                                             for lay in spec.layers))
+    return hit
 
 
 def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells) -> int:
@@ -445,14 +478,14 @@ def _llamacpp_compute_bytes(spec: ModelSpec, s: RuntimeSettings, layout: KVCells
     # F32 logits for the reserved outputs (the last layer selects their rows first, inp_out_ids)
     logits = 4 * n_out * (spec.vocab + final_norms * H) + 4 * ub * H  # + the token embeddings, kept to the end
     phases = []
-    for lay in spec.layers:
-        q = 4 * ub * lay.n_head * lay.head_dim_k
+    for sliding, n_head, head_dim_k, n_ff in _layer_shapes(spec):  # layers of one shape have the same phases
+        q = 4 * ub * n_head * head_dim_k
         if s.flash_attn:
             phases.append(4 * ub * H + 2 * q)
         else:
-            n_kv = layout.swa_cells if lay.sliding else layout.n_ctx_seq
-            phases.append(4 * ub * H + 2 * q + 4 * n_kv * ub * lay.n_head)
-        phases.append(4 * ub * (2 * H + 3 * lay.n_ff))
+            n_kv = layout.swa_cells if sliding else layout.n_ctx_seq
+            phases.append(4 * ub * H + 2 * q + 4 * n_kv * ub * n_head)
+        phases.append(4 * ub * (2 * H + 3 * n_ff))
     if spec.moe:
         # routed experts: the residual, a freed hidden-size tensor, the fused gate+up rows of the chosen
         # experts (freed: a hole below), their GEGLU product and the down projection's per-expert outputs,
