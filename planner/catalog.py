@@ -8,7 +8,6 @@ Tensor names and shapes follow llama.cpp's GGUF layout (``src/models/gemma*.cpp`
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from functools import lru_cache
@@ -72,6 +71,8 @@ def resolve_entry(query: str) -> tuple[dict, str]:
             others = ", ".join(e["name"] for e in matches if e is not newest)
             return newest, f"'{query}' matches several generations; using the newest, {newest['name']} (also: {others})"
     names = [e["name"] for e in entries] + [a for e in entries for a in e["aliases"]]
+    import difflib  # only for a name that is not in the catalog
+
     close = difflib.get_close_matches(q, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}" if close else ""
     raise UnknownModelError(f"unknown model '{query}'; {hint}".rstrip("; ").rstrip())

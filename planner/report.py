@@ -57,8 +57,24 @@ def _freeze(t: Table) -> Table:
 
 
 def _width(con: Console, renderable) -> int:
-    """The width a renderable takes when nothing limits it (its natural width)."""
+    """The width a renderable takes when nothing limits it (its natural width). A table made by _table() is
+    added up from its cells (each column its widest line, header or minimum width, then a space of padding on
+    each inner side and one for the separator: what rich's measurement gives for that layout, tested against
+    it in tests/test_cli_output.py) instead of measured, which renders every cell."""
+    if isinstance(renderable, Table) and _is_compact(renderable):
+        cols = []
+        for col in renderable.columns:
+            cells = (c if isinstance(c, Text) else Text.from_markup(c, emoji=False) if isinstance(c, str) else Text(str(c))
+                     for c in col.cells)
+            widest = max((line.cell_len for c in cells for line in c.split("\n")), default=0)
+            cols.append(max(col.min_width or 0, Text.from_markup(str(col.header), emoji=False).cell_len, widest))
+        return sum(cols) + 3 * max(0, len(cols) - 1)
     return Measurement.get(con, con.options.update(max_width=10_000), renderable).maximum
+
+
+def _is_compact(t: Table) -> bool:
+    return t.box is box.SIMPLE_HEAD and not t.show_edge and not t.pad_edge and t.padding == (0, 1, 0, 1) and t.width is None \
+        and not t.title and not t.caption
 
 
 def _title(con: Console, text: str) -> None:

@@ -316,3 +316,31 @@ def test_phone_run_it_names_the_script_that_sets_its_variables(tmp_path):
     assert r.exit_code == 0, r.output
     joined = re.sub(r" \\\n\s+", " ", r.output)  # a long path is wrapped with a shell continuation
     assert f"sh {out}/run-litert-android.sh" in joined and (out / "run-litert-android.sh").is_file()
+
+
+def test_table_width_is_added_up_as_rich_measures_it():
+    """The report decides between its wide and narrow layouts from a table's natural width, added up from the
+    cells instead of rendered: it must equal rich's own measurement for every shape the report builds (no-wrap
+    and wrapping columns, minimum widths, markup, multi-line and wide characters)."""
+    import random
+
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    from planner import report
+
+    con = Console(width=80)
+    rng = random.Random(7)
+    for _ in range(300):
+        t = report._table()
+        n = rng.randint(1, 8)
+        for _ in range(n):
+            t.add_column("h" * rng.randint(1, 10), justify=rng.choice(["left", "right"]), no_wrap=rng.random() < 0.7,
+                         min_width=rng.choice([None, rng.randint(1, 30)]))
+        for _ in range(rng.randint(0, 5)):
+            t.add_row(*[rng.choice(["x " * rng.randint(0, 20), "[bold]ab[/] c", Text("yy\nzzzz"), "é" * rng.randint(0, 5),
+                                    "模型" * rng.randint(0, 3)]) for _ in range(n)])
+        if rng.random() < 0.5:
+            report._freeze(t)
+        assert report._width(con, t) == Measurement.get(con, con.options.update(max_width=10_000), t).maximum
