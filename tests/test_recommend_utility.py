@@ -176,6 +176,7 @@ def test_every_strength_has_a_source_and_every_catalog_model_a_strength():
     for m in all_models():
         s, src = strength(m.name)
         assert s is not None and 0 < s < 100, m.name
+        assert round(s, 2) == s, m.name  # two decimals at most: quality scores and values stay exact to the hundredth
         assert src in table["sources"], (m.name, src)
         if src == "derived":
             assert table["models"][m.name].get("note"), m.name
