@@ -518,6 +518,11 @@ def test_plan_with_vision_or_audio_carries_the_projector():
     vision_only = _plan_of("gemma-4-e4b", vision=True, audio=False)
     assert [n.split(":")[0] for n in vision_only.notes] == ["vision"] and 0 < _projector(vision_only) < _projector(both)
     assert _projector(_plan_of("gemma-4-e4b", vision=True)) == _projector(both)
+    # asked for vision where the projector is not modelled: one note says so, without the contradicting text-only note
+    assert _plan_of("gemma-3-4b", "transformers", "bf16", vision=True).notes == ("vision: not modelled for transformers",)
+    assert _plan_of("gemma-3n-e4b", vision=True).notes == (
+        "vision: the gemma3n projector's memory is not modelled for this model; the plan holds the text weights only "
+        "(+~300M vision params)",)
 
 
 def test_plan_settings_checks_boundaries_and_margin():
