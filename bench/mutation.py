@@ -112,9 +112,10 @@ def prepare(workdir: Path, modules: list[str], tests: list[str]) -> None:
 
 
 # mutmut forks every mutant's run from a process that has already run the tests once, so a memo filled then
-# (formats._SIZES_CACHE, memory._WEIGHTS_CACHE, lru_cache'd tables) would hand a mutant the unmutated answer.
-# This plugin empties the memos of the mutated module before every test (only those: refilling the others,
-# e.g. the formats memo while memory.py is mutated, would only slow each run).
+# (formats._SIZES_CACHE, memory._WEIGHTS_CACHE, lru_cache'd tables, a test file's own _CACHE of CLI answers
+# such as tests/test_recommend_utility.py's) would hand a mutant the unmutated answer. This plugin empties the
+# memos of the mutated module and of the running test's own file before every test (only those: refilling the
+# others, e.g. the formats memo while memory.py is mutated, would only slow each run).
 PLUGIN = '''"""Loaded with -p by bench/mutation.py: no memo outlives a test."""
 import os
 import sys
@@ -125,14 +126,19 @@ import pytest
 MUTATED = os.environ.get("GEMMA_PLAN_MUTATED_MODULE", "")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memos():
-    mod = sys.modules.get(MUTATED)
+def _clear(mod, owner):
     for attr, value in list(vars(mod).items()) if mod is not None else []:
         if attr.endswith("_CACHE") and isinstance(value, (dict, weakref.WeakKeyDictionary)):
             value.clear()
-        elif hasattr(value, "cache_clear") and getattr(value, "__module__", "") == MUTATED:
+        elif hasattr(value, "cache_clear") and getattr(value, "__module__", "") == owner:
             value.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memos(request):
+    _clear(sys.modules.get(MUTATED), MUTATED)
+    test_module = getattr(request, "module", None)
+    _clear(test_module, getattr(test_module, "__name__", ""))
     yield
 '''
 _RESULT = re.compile(r"^\s*(\S+): (.+)$")

@@ -475,3 +475,145 @@ def test_max_context_steps_by_slots_only_for_split_llama_cpp_caches():
 
     s = RuntimeSettings(n_ctx=unified + 256, n_parallel=3, kv_unified=True)
     assert not _fits(spec, fmt, s, gpu_box(5), DEFAULT_MARGIN)[0]
+
+
+# ---------------------------------------------------------------- plan(): what the memory covers, said in the notes
+
+def _plan_of(model, engine="llama.cpp", fmt="Q4_K_M", **kw):
+    from planner.search import plan
+
+    spec, _ = get_model(model)
+    return plan(spec, parse_format(fmt, engine), RuntimeSettings(engine=engine, n_ctx=4096, **kw), gpu_box())
+
+
+def _projector(p):
+    return sum(d.projector_bytes for d in p.memory.devices)
+
+
+def test_plan_text_only_notes_name_the_tower_left_out():
+    # llama.cpp loads no mmproj unless asked: the note says the tower is a separate file (the catalog's ~417M / ~150M);
+    # vLLM runs --language-model-only, asked for vision or not; a text-only model gets no such note at all.
+    p = _plan_of("gemma-3-4b")
+    assert p.notes == ("text weights only; the vision tower (~417M params) is a separate mmproj file if you need images",)
+    assert _projector(p) == 0
+    assert _plan_of("gemma-4-e4b").notes == ("text weights only; the vision tower (~150M params) is a separate mmproj file "
+                                            "if you need images",)
+    vllm_note = ("text only: vLLM starts with --language-model-only, so the vision tower (~417M params) is neither loaded "
+                 "nor profiled",)
+    for vision in (None, True):
+        p = _plan_of("gemma-3-4b", "vllm", "bf16", vision=vision)
+        assert p.notes == vllm_note and _projector(p) == 0
+    assert _plan_of("gemma-3-1b", "vllm", "bf16").notes == () and _plan_of("gemma-3-1b").notes == ()
+
+
+def test_plan_with_vision_or_audio_carries_the_projector():
+    # --vision: the mmproj's bytes sit on the GPU and the note says what it costs instead of the text-only note.
+    p = _plan_of("gemma-3-4b", vision=True)
+    assert _projector(p) > 0 and len(p.notes) == 1 and p.notes[0].startswith("vision: mmproj F16 ")
+    # Gemma 4 E4B: --audio alone loads the shared mmproj (vision tower + audio encoder); --no-audio keeps vision only.
+    both = _plan_of("gemma-4-e4b", audio=True)
+    assert [n.split(":")[0] for n in both.notes] == ["vision", "audio"]
+    assert both.notes[1].startswith("audio: the mmproj's gemma4a encoder F16 ")
+    assert any("audio_projector" in d.detail for d in both.memory.devices)
+    vision_only = _plan_of("gemma-4-e4b", vision=True, audio=False)
+    assert [n.split(":")[0] for n in vision_only.notes] == ["vision"] and 0 < _projector(vision_only) < _projector(both)
+    assert _projector(_plan_of("gemma-4-e4b", vision=True)) == _projector(both)
+    # asked for vision where the projector is not modelled: one note says so, without the contradicting text-only note
+    assert _plan_of("gemma-3-4b", "transformers", "bf16", vision=True).notes == ("vision: not modelled for transformers",)
+    # Gemma 3n's MobileNetV5 projector is modelled (570 MiB of F16 weights, 557 MiB of encoder compute at 768 px)
+    assert _plan_of("gemma-3n-e4b", vision=True).notes == (
+        "vision: mmproj F16 570 MiB + encoder compute 557 MiB on GPU; each 768 px image takes 256 tokens of the "
+        "4,096-token context",)
+    # a model read from a local checkpoint carries no catalog tower: one note says so, with its vision parameters
+    import dataclasses
+
+    from planner.search import plan
+
+    local = dataclasses.replace(get_model("gemma-3-4b")[0], source="hf-dir:/models/gemma-3-4b-it")
+    p = plan(local, parse_format("Q4_K_M", "llama.cpp"), RuntimeSettings(n_ctx=4096, vision=True), gpu_box())
+    assert p.notes == ("vision: the gemma3 projector's memory is not modelled for this model; the plan holds the text "
+                       f"weights only (+~{local.vision_params / 1e6:.0f}M vision params)",)
+
+
+def test_plan_settings_checks_boundaries_and_margin():
+    from planner.errors import InvalidSettingsError
+    from planner.memory import DEFAULT_MARGIN
+
+    # the smallest positive context and ubatch pass the positivity check
+    assert _plan_of("gemma-3-1b").ctx == 4096
+    from planner.search import plan
+
+    spec, _ = get_model("gemma-3-1b")
+    assert plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=1), gpu_box()).ctx == 1
+    assert plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096, n_ubatch=1), gpu_box()).settings.n_ubatch == 1
+    # a context above the trained maximum names the model in the one-line error
+    with pytest.raises(InvalidSettingsError, match="above gemma-3-1b's trained maximum of 32768"):
+        plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=65536), gpu_box())
+    # --margin reaches every device's budget
+    gpu = plan(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096), gpu_box(), margin=0).memory.devices[0]
+    assert gpu.budget_bytes == gpu.capacity_bytes == 24 * GiB
+    assert _plan_of("gemma-3-1b").memory.devices[0].budget_bytes == 24 * GiB - DEFAULT_MARGIN
+    # a KV type outside search.KV_QUALITY (bf16 keeps 16 bits like f16) adds no quality loss to the format's 0.1754
+    assert _plan_of("gemma-3-1b", type_k="bf16", type_v="bf16").quality_loss == 0.1754
+
+
+def test_max_context_is_whole_slots_below_the_trained_maximum():
+    # 131,072 trained tokens do not split into 3 llama.cpp slots of whole 256-token steps: 3 x 43,520 = 130,560.
+    # A unified cache or vLLM (one pool of blocks) takes the full 131,072.
+    from planner.memory import DEFAULT_MARGIN
+    from planner.search import max_context
+
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    assert max_context(spec, fmt, RuntimeSettings(n_ctx=4096, n_parallel=3), gpu_box(80), DEFAULT_MARGIN) == 130560
+    assert max_context(spec, fmt, RuntimeSettings(n_ctx=4096, n_parallel=3, kv_unified=True), gpu_box(80), DEFAULT_MARGIN) == 131072
+    assert max_context(spec, parse_format("bf16", "vllm"), RuntimeSettings(engine="vllm", n_ctx=4096, n_parallel=3),
+                       gpu_box(80), DEFAULT_MARGIN) == 131072
+
+
+def test_max_context_smallest_step_under_a_tight_margin():
+    # A --margin that leaves exactly the 256-token plan's bytes free on the GPU: the answer is that one step, not 0.
+    from planner.search import max_context, plan
+
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    gpu = plan(spec, fmt, RuntimeSettings(n_ctx=256), gpu_box(), margin=0).memory.devices[0]
+    margin = gpu.capacity_bytes - gpu.total_bytes
+    assert max_context(spec, fmt, RuntimeSettings(n_ctx=4096), gpu_box(), margin) == 256
+    assert max_context(spec, fmt, RuntimeSettings(n_ctx=4096), gpu_box(), margin + 1) == 0
+
+
+def test_gpus_per_host_with_a_gpu_less_host_is_one():
+    # A cluster whose smallest host has no GPU: tensor-parallel groups of one, not of zero (or two).
+    from planner.search import gpus_per_host
+    from profiles.hardware import Host
+
+    gpu = Device("GPU", "nvidia", "CUDA", 24 * GiB, 1000 * 10**9, 80e12)
+    hw = Hardware("pair", [gpu, gpu], 128 * GiB, CPU(flags=["avx2"], cores_physical=8),
+                  hosts=[Host("a", [gpu, gpu], 64 * GiB), Host("b", [], 64 * GiB)])
+    assert hw.is_cluster and gpus_per_host(hw) == 1
+
+
+def test_vllm_tensor_parallel_with_kv_heads_tp_cannot_split():
+    # 12 attention heads, 3 KV heads (one layer): TP 2 or 4 neither divides 3 nor is a multiple of it, so vLLM runs TP 1;
+    # 6 KV heads allow TP 2 but not 4 (4 neither divides 6 nor is a multiple of it).
+    import dataclasses
+
+    from planner.search import vllm_tensor_parallel
+
+    spec, _ = get_model("gemma-3-1b")
+    one = lambda kv: dataclasses.replace(spec, layers=[dataclasses.replace(spec.layers[0], n_head=12, n_head_kv=kv)])  # noqa: E731
+    assert vllm_tensor_parallel(one(3), 4) == 1
+    assert vllm_tensor_parallel(one(6), 4) == 2
+    assert vllm_tensor_parallel(one(12), 4) == 4
+
+
+def test_quality_losses_have_four_decimals_at_most():
+    # plan() rounds a plan's quality_loss (format loss + half of each KV type's) to four places: no figure is finer.
+    import json
+
+    from planner.search import KV_QUALITY
+
+    for name, row in json.loads((FIXTURES.parents[2] / "planner" / "data" / "quality.json").read_text())["formats"].items():
+        assert round(row["loss"], 4) == row["loss"], name
+    assert all(round(v / 2, 4) == v / 2 for v in KV_QUALITY.values())
