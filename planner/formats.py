@@ -169,12 +169,11 @@ def _gguf_tensor_types(spec: ModelSpec, ftype: str, *, imatrix: bool = False) ->
         raise UnknownFormatError(f"unknown GGUF file type '{ftype}'")
     default = GGUF_FTYPES[ftype]
     quantized = ftype in _QUANTIZED
-    tied = not any(t.name == "output.weight" for t in spec.tensors)
     first = spec.layers[0] if spec.layers else None
     n_gqa = (first.n_head // first.n_head_kv) if first else 1
     n_expert = spec.moe.n_expert if spec.moe else 0
     static = _static(spec)
-    n_attn_v = sum(1 for x in static if x[1] == "attn_v")
+    tied, n_attn_v = _static_counts(spec)
     n_layer = spec.n_layers
     i_attn_v = 0
     i_ffn_down = 0
@@ -264,6 +263,16 @@ def _static(spec: ModelSpec) -> tuple:
         out = per_spec["static"] = tuple(
             (t, _category(t.name), _allows_quantization(t), _source_type(t), len(t.shape) < 2 or t.name.endswith("ffn_gate_inp.weight"))
             for t in spec.tensors)
+    return out
+
+
+def _static_counts(spec: ModelSpec) -> tuple[bool, int]:
+    """Whether the output matrix is the token embedding (no output.weight), and how many attn_v tensors there are."""
+    per_spec = _SIZES_CACHE.get(spec) or _SIZES_CACHE.setdefault(spec, {})
+    out = per_spec.get("static counts")
+    if out is None:
+        out = per_spec["static counts"] = (not any(t.name == "output.weight" for t in spec.tensors),
+                                           sum(1 for x in _static(spec) if x[1] == "attn_v"))
     return out
 
 

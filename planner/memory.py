@@ -239,28 +239,31 @@ def weights_by_placement(spec: ModelSpec, fmt: WeightFormat, repackable: frozens
     if hit is not None:
         return hit
     L = spec.n_layers
-    w = WeightsByPlacement(0, 0, 0, [0] * L, [0] * L, [0] * L, [0] * L, 0, [0] * L, 0, repackable)
+    layer_bytes, expert_bytes, layer_repack, expert_repack, layer_max = [0] * L, [0] * L, [0] * L, [0] * L, [0] * L
+    input_bytes = output_bytes = output_repack = output_max = tied = 0
     for (t, typ, nbytes), (role, layer, rows8) in zip(_gguf_types(spec, fmt), _roles(spec)):
-        matmul = len(t.shape) >= 2
-        rep = nbytes if (typ in repackable and rows8) else 0
-        if role == "input":
-            w.input_bytes += nbytes
+        rep = nbytes if (rows8 and typ in repackable) else 0
+        if role == "repeating":
+            if "_exps." in t.name:
+                expert_bytes[layer] += nbytes
+                expert_repack[layer] += rep
+                layer_max[layer] = max(layer_max[layer], nbytes)
+            else:
+                layer_bytes[layer] += nbytes
+                layer_repack[layer] += rep
+                if len(t.shape) >= 2:
+                    layer_max[layer] = max(layer_max[layer], nbytes)
+        elif role == "input":
+            input_bytes += nbytes
             if t.name == "token_embd.weight" and spec.tied_embeddings:
-                w.tied_bytes = nbytes
-        elif role == "output":
-            w.output_bytes += nbytes
-            w.output_repack += rep
-            if matmul:
-                w.output_max_matmul = max(w.output_max_matmul, nbytes)
-        elif "_exps." in t.name:
-            w.layer_expert_bytes[layer] += nbytes
-            w.layer_expert_repack[layer] += rep
-            w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
-        else:
-            w.layer_bytes[layer] += nbytes
-            w.layer_repack[layer] += rep
-            if matmul:
-                w.layer_max_matmul[layer] = max(w.layer_max_matmul[layer], nbytes)
+                tied = nbytes
+        else:  # output
+            output_bytes += nbytes
+            output_repack += rep
+            if len(t.shape) >= 2:
+                output_max = max(output_max, nbytes)
+    w = WeightsByPlacement(input_bytes, output_bytes, tied, layer_bytes, expert_bytes, layer_repack, expert_repack, output_repack,
+                           layer_max, output_max, repackable)
     per_spec[(fmt, repackable)] = w
     return w
 
@@ -593,15 +596,20 @@ def _matmul_weights(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[Optional[i
     hit = per_spec.get(("matmuls", fmt))
     if hit is not None:
         return hit
-    out = []
-    for (t, typ, _), (role, layer, _) in zip(_gguf_types(spec, fmt), _roles(spec)):
-        if len(t.shape) < 2:
-            continue
-        if role == "input" and not (t.name == "token_embd.weight" and spec.tied_embeddings):
-            continue
-        # the tied token_embd's duplicate on the output device runs the logits matmul
-        where = layer if role not in ("output", "input") else None
-        out.append((where, typ, t.shape[-2], t.shape[-1], len(t.shape) == 3))
+    shapes = per_spec.get("matmul shapes")
+    if shapes is None:  # which tensors are matmul weights, and where they run, does not depend on the format
+        shapes = []
+        for i, (t, (role, layer, _)) in enumerate(zip(spec.tensors, _roles(spec))):
+            if len(t.shape) < 2:
+                continue
+            if role == "input" and not (t.name == "token_embd.weight" and spec.tied_embeddings):
+                continue
+            # the tied token_embd's duplicate on the output device runs the logits matmul
+            where = layer if role not in ("output", "input") else None
+            shapes.append((i, where, t.shape[-2], t.shape[-1], len(t.shape) == 3))
+        shapes = per_spec["matmul shapes"] = tuple(shapes)
+    typed = _gguf_types(spec, fmt)
+    out = [(where, typed[i][1], n, k, experts) for i, where, n, k, experts in shapes]
     per_spec[("matmuls", fmt)] = out
     return out
 
