@@ -95,6 +95,37 @@ def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optiona
     return dict(sorted(out.items()))
 
 
+def _kv_shares(spec: ModelSpec, flash_attn: bool, dev_of: Optional[tuple]) -> tuple:
+    """Per device (None = the host), in the order of its first KV layer, the KV groups (_kv_groups index) it holds
+    and how many layers of each, in the order of their first layer there; ``dev_of`` None puts every layer on the
+    host (offload_kqv off). Once per (spec, placement)."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("kv shares", flash_attn, dev_of)
+    hit = per_spec.get(key)
+    if hit is not None:
+        return hit
+    group_of = {il: g for g, (*_, layers) in enumerate(_kv_groups(spec, flash_attn)) for il in layers}
+    shares: dict = {}
+    for lay in spec.kv_layers:
+        per_dev = shares.setdefault(dev_of[lay.index] if dev_of is not None else None, {})
+        g = group_of[lay.index]
+        per_dev[g] = per_dev.get(g, 0) + 1
+    out = per_spec[key] = tuple((idx, tuple(per_dev.items())) for idx, per_dev in shares.items())
+    return out
+
+
+def _held(spec: ModelSpec, dev_of: tuple, i: int) -> frozenset:
+    """The repeating layers GPU ``i`` holds, and None for the output layer if it holds that; once per placement."""
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("held", dev_of, i)
+    hit = per_spec.get(key)
+    if hit is None:
+        L = spec.n_layers
+        hit = per_spec[key] = frozenset(il for il, dv in enumerate(dev_of[:L]) if dv == i) | (
+            frozenset({None}) if dev_of[L] == i else frozenset())
+    return hit
+
+
 def _kv_groups(spec: ModelSpec, flash_attn: bool) -> tuple:
     """(sliding, K row width, V row width, layer indices) per distinct KV-storing layer shape, once per spec:
     without flash attention V is stored transposed and padded to the widest V of the model."""
@@ -352,13 +383,19 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         m.detail.update(detail)
     cpu_matmul_max = placed.cpu_matmul_max
 
-    # KV lives with its layer's weights unless offload_kqv is off.
-    for il, nbytes in llamacpp_kv_layer_bytes(spec, s, layout).items():
-        idx = dev_of[il] if s.offload_kqv else None
+    # KV lives with its layer's weights unless offload_kqv is off: each device's share is its layers of each KV shape
+    # (llamacpp_kv_layer_bytes) times that shape's bytes
+    dev_key = tuple(dev_of)
+    groups = _kv_groups(spec, s.flash_attn)
+    for idx, shares in _kv_shares(spec, s.flash_attn, dev_key if s.offload_kqv else None):
         m = mem(idx)
-        m.kv_bytes += nbytes
-        key = "kv_swa_bytes" if spec.layers[il].sliding else "kv_full_bytes"
-        m.detail[key] = m.detail.get(key, 0) + nbytes
+        for g, count in shares:
+            sliding, nk, nv, _ = groups[g]
+            cells = (layout.swa_cells if sliding else layout.n_ctx_seq) * layout.n_stream
+            nbytes = count * cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))
+            m.kv_bytes += nbytes
+            key = "kv_swa_bytes" if sliding else "kv_full_bytes"
+            m.detail[key] = m.detail.get(key, 0) + nbytes
 
     # Compute buffers: worst-case ubatch graph reserved at context creation (sched_reserve).
     build, build_verified = _build_of(s)
@@ -381,7 +418,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
 
     for i, (m, d) in enumerate(zip(mems, gpus)):
         m.overhead_bytes = RUNTIME_OVERHEAD.get(d.backend, 0) if (m.weights_bytes or m.kv_bytes) else 0
-        held = {il for il, dv in enumerate(dev_of[:L]) if dv == i} | ({None} if out_dev == i else set())
+        held = _held(spec, dev_key, i)
         pool = gpu_pool_bytes(spec, fmt, d, layout.n_ubatch, held, s.experts_on_cpu) if held else 0
         if pool:
             m.overhead_bytes += pool
@@ -619,8 +656,13 @@ def gpu_pool_bytes(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, 
     matmul weights held by this device (layers in on_gpu; None = the output layer)."""
     if device.backend not in ("CUDA", "ROCm"):
         return 0
-    by_layer = _pool_by_layer(spec, fmt, device, ub, experts_on_cpu)
-    return max((need for where, need in by_layer.items() if where in on_gpu), default=0)
+    per_spec = _WEIGHTS_CACHE.get(spec) or _WEIGHTS_CACHE.setdefault(spec, {})
+    key = ("pool max", fmt, device.backend, device.compute_capability, ub, experts_on_cpu, frozenset(on_gpu))
+    hit = per_spec.get(key)
+    if hit is None:
+        by_layer = _pool_by_layer(spec, fmt, device, ub, experts_on_cpu)
+        hit = per_spec[key] = max((need for where, need in by_layer.items() if where in on_gpu), default=0)
+    return hit
 
 
 def _pool_by_layer(spec: ModelSpec, fmt: WeightFormat, device: Device, ub: int, experts_on_cpu: bool) -> dict:
