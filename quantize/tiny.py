@@ -35,7 +35,8 @@ FAMILIES: dict[str, str] = {
     "gemma3n_text": "Gemma 3n text (Gemma3nForCausalLM): AltUp x4, LAuReL, activation sparsity on the first 10 "
                     "layers, per-layer embeddings, KV sharing from layer 20 (22 layers, as llama.cpp hard-codes)",
     "gemma3n": "Gemma 3n multimodal wrapper (Gemma3nForConditionalGeneration) around the gemma3n_text model: a "
-               "MobileNetV5 vision tower of every block kind in 4 narrow stages (needs timm) and a 1-layer audio "
+               "MobileNetV5 vision tower of every block kind in 4 narrow stages (written without timm; loading it in "
+               "transformers needs timm) and a 1-layer audio "
                "conformer",
     "gemma4_unified": "Gemma 4 12B-style unified (Gemma4UnifiedForConditionalGeneration): dense text model plus the "
                       "encoder-free patch/waveform embedders",
@@ -47,14 +48,15 @@ FAMILIES: dict[str, str] = {
 # layers) for two KV-sharing layers.
 GEMMA3N_TINY_LAYERS = 22
 
-# The tiny MobileNetV5 (timm's MobileNetV5Encoder, built through Gemma3nVisionConfig.model_args): the released
-# mobilenetv5_300m_enc's four stages with one or two blocks each instead of 3/5/37/39, narrow, but every block
-# kind llama.cpp's graph (tools/mtmd/models/mobilenetv5.cpp) runs: edge residual (strided and residual), universal
-# inverted residual (start + mid depthwise, start only, pointwise only) and multi-query attention with (stage 2)
-# and without (stage 3) strided K/V. Each stage starts with stride 2, as llama.cpp assumes, and ends with
-# a UIR block (timm reads a stage's output width from its last block, which an attention block lacks). The fusion adapter's
-# output width (2048 = vision hidden_size) and the 16 x 16 soft-token grid are fixed by timm and llama.cpp, so
-# the smallest image is 256 px (16 x 16 after the stem and three strided stages, 1/16).
+# The tiny MobileNetV5 (timm's MobileNetV5Encoder as Gemma3nVisionConfig.model_args describes it, written without
+# timm by _mobilenetv5_shapes): the released mobilenetv5_300m_enc's four stages with one or two blocks each instead
+# of 3/5/37/39, narrow, but every block kind llama.cpp's graph (tools/mtmd/models/mobilenetv5.cpp) runs: edge
+# residual (strided and residual), universal inverted residual (start + mid depthwise, start only, pointwise only)
+# and multi-query attention with (stage 2) and without (stage 3) strided K/V. Each stage starts with stride 2, as
+# llama.cpp assumes, and ends with a UIR block (timm reads a stage's output width from its last block, which an
+# attention block lacks). The fusion adapter's output width (2048 = vision hidden_size) and the 16 x 16 soft-token
+# grid are fixed by timm and llama.cpp, so the smallest image is 256 px (16 x 16 after the stem and three strided
+# stages, 1/16).
 GEMMA3N_TINY_MOBILENET = [
     [dict(block_type="er", out_chs=16, stride=2, exp_kernel_size=3, pw_kernel_size=1, exp_ratio=4.0),
      dict(block_type="er", out_chs=16, stride=1, exp_kernel_size=3, pw_kernel_size=1, exp_ratio=4.0)],
@@ -73,6 +75,12 @@ _MNV5_BLOCK_DEFAULTS = {"er": dict(act_layer=None, force_in_chs=0, se_ratio=0.0,
                         "uir": dict(act_layer=None, dw_kernel_size_end=0, se_ratio=0.0, noskip=False),
                         "mqa": dict(act_layer=None, noskip=False)}
 GEMMA3N_TINY_IMAGE = 256
+# The tiny Gemma 3n's preprocessor_config.json: a SigLIP image processor at 768 px that rescales to [0, 1] without
+# normalising (mean 0, std 1, as llama.cpp's converter writes for gemma3nv) and 256 soft tokens; quantize.mmproj
+# reads size and image_seq_length from it
+GEMMA3N_IMAGE_PROCESSOR = dict(image_processor_type="SiglipImageProcessor", do_resize=True,
+                               size={"height": 768, "width": 768}, resample=2, do_rescale=True,
+                               rescale_factor=1 / 255, do_normalize=False, image_seq_length=256)
 
 SPECIAL_PIECES = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}  # Gemma's ids
 USER_PIECES = ["<mask>", "<start_of_turn>", "<end_of_turn>"]  # ids 4, 5, 6
@@ -255,6 +263,127 @@ def _gemma3n_model_args() -> dict[str, Any]:
                             for stage in GEMMA3N_TINY_MOBILENET], stem_size=16)
 
 
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """timm's make_divisible (layers/helpers.py): round to a multiple of 8, never more than 10% down."""
+    n = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return n + divisor if n < 0.9 * v else n
+
+
+MOBILENETV5_FUSED_WIDTH = 2048  # timm's MobileNetV5Encoder.num_features, fixed: the fusion adapter's output
+
+
+def _mobilenetv5_shapes(model_args: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Tensor name (under timm_model.) -> shape of timm's MobileNetV5Encoder built from `model_args` (block_args,
+    stem_size), derived without timm. Layout from timm 1.0.31: models/mobilenetv5.py (MobileNetV5Encoder: a 3x3
+    stride-2 stem conv with bias and an RMS norm; MobileNetV5MultiScaleFusionAdapter: an expand-2 inverted
+    residual without layer scale over the concatenated ends of the last two stages, to 2048 channels, then an RMS
+    norm) and models/_efficientnet_blocks.py (EdgeResidual: conv_exp k x k to make_divisible(in * e), bn1,
+    conv_pwl 1x1, bn2; UniversalInvertedResidual: optional depthwise dw_start on the input, pw_exp to
+    make_divisible(in * e), optional depthwise dw_mid, pw_proj, layer_scale; MobileAttention: norm, query /
+    key / value / output 1x1 projections of num_heads x key_dim, key_dim, value_dim and out channels, depthwise
+    down_conv + norm on K and V when kv_stride > 1, layer_scale). Every RMS norm has a weight and no bias; no conv
+    but the stem's has a bias. These are the names llama.cpp's converter (convert_hf_to_gguf.py,
+    Gemma3nVisionAudioModel) maps to v.* and clip.cpp's MobileNetV5 graph (tools/mtmd/models/mobilenetv5.cpp)
+    reads. Blocks this layout does not cover (squeeze-excite, a UIR end depthwise) are refused."""
+    out: dict[str, tuple[int, ...]] = {}
+    stem = _make_divisible(model_args["stem_size"])
+    out["conv_stem.conv.weight"] = (stem, 3, 3, 3)
+    out["conv_stem.conv.bias"] = (stem,)
+    out["conv_stem.bn.weight"] = (stem,)
+    cin, ends = stem, []
+    for s, stage in enumerate(model_args["block_args"]):
+        for b, blk in enumerate(stage):
+            kind, c = blk["block_type"], _make_divisible(blk["out_chs"])
+            pre = f"blocks.{s}.{b}."
+            if blk.get("se_ratio") or blk.get("dw_kernel_size_end") or kind not in ("er", "uir", "mqa"):
+                raise ValueError(f"MobileNetV5 block {s}.{b} ({kind}): only er, uir and mqa blocks without "
+                                 "squeeze-excite or end depthwise are laid out here")
+            if kind == "er":
+                mid = _make_divisible((blk.get("force_in_chs") or cin) * blk["exp_ratio"])
+                k, pw = blk["exp_kernel_size"], blk.get("pw_kernel_size", 1)
+                out |= {pre + "conv_exp.weight": (mid, cin, k, k), pre + "bn1.weight": (mid,),
+                        pre + "conv_pwl.weight": (c, mid, pw, pw), pre + "bn2.weight": (c,)}
+            elif kind == "uir":
+                mid = _make_divisible(cin * blk["exp_ratio"])
+                if blk.get("dw_kernel_size_start"):
+                    k = blk["dw_kernel_size_start"]
+                    out |= {pre + "dw_start.conv.weight": (cin, 1, k, k), pre + "dw_start.bn.weight": (cin,)}
+                out |= {pre + "pw_exp.conv.weight": (mid, cin, 1, 1), pre + "pw_exp.bn.weight": (mid,)}
+                if blk.get("dw_kernel_size_mid"):
+                    k = blk["dw_kernel_size_mid"]
+                    out |= {pre + "dw_mid.conv.weight": (mid, 1, k, k), pre + "dw_mid.bn.weight": (mid,)}
+                out |= {pre + "pw_proj.conv.weight": (c, mid, 1, 1), pre + "pw_proj.bn.weight": (c,),
+                        pre + "layer_scale.gamma": (c,)}
+            else:
+                h, dk, dv, a = blk["num_heads"], blk["key_dim"], blk["value_dim"], pre + "attn."
+                out[pre + "norm.weight"] = (cin,)
+                out[a + "query.proj.weight"] = (h * dk, cin, 1, 1)
+                if blk.get("kv_stride", 1) > 1:
+                    k = blk["dw_kernel_size"]
+                    for kv in ("key", "value"):
+                        out |= {a + kv + ".down_conv.weight": (cin, 1, k, k), a + kv + ".norm.weight": (cin,)}
+                out |= {a + "key.proj.weight": (dk, cin, 1, 1), a + "value.proj.weight": (dv, cin, 1, 1),
+                        a + "output.proj.weight": (c, h * dv, 1, 1), pre + "layer_scale.gamma": (c,)}
+            cin = c
+        ends.append(cin)
+    fused, mid, width = sum(ends[-2:]), _make_divisible(2.0 * sum(ends[-2:])), MOBILENETV5_FUSED_WIDTH
+    out |= {"msfa.ffn.pw_exp.conv.weight": (mid, fused, 1, 1), "msfa.ffn.pw_exp.bn.weight": (mid,),
+            "msfa.ffn.pw_proj.conv.weight": (width, mid, 1, 1), "msfa.ffn.pw_proj.bn.weight": (width,),
+            "msfa.norm.weight": (width,)}
+    return out
+
+
+def _mobilenetv5_module(model_args: dict[str, Any]):
+    """The tower's tensors as a module tree (vision_tower.timm_model.<name>), initialised as timm + transformers
+    leave them: kernels N(0, 0.02) (transformers' _init_weights re-draws timm's convolutions), the stem bias 0,
+    norm weights 1, layer scales 1e-5 (mobilenetv5_300m_enc's layer_scale_init_value); _randomise then spreads
+    the norms and layer scales as for the timm-built tower."""
+    import torch
+
+    root = torch.nn.Module()
+    for name, shape in _mobilenetv5_shapes(model_args).items():
+        mod = root
+        *path, leaf = ("timm_model." + name).split(".")
+        for part in path:
+            if part not in mod._modules:
+                mod.add_module(part, torch.nn.Module())
+            mod = mod._modules[part]
+        if leaf == "gamma":
+            value = torch.full(shape, 1e-5)
+        elif len(shape) == 1:
+            value = torch.zeros(shape) if name == "conv_stem.conv.bias" else torch.ones(shape)
+        else:
+            value = 0.02 * torch.randn(shape)
+        mod.register_parameter(leaf, torch.nn.Parameter(value))
+    return root
+
+
+def _gemma3n_without_timm(config):
+    """Gemma3nForConditionalGeneration's module tree with the MobileNetV5 as plain tensors (_mobilenetv5_module)
+    instead of transformers' TimmWrapperModel, which needs timm (and through it torchvision) even to be built. Every
+    other part is transformers' own, so save_pretrained writes the same names, shapes and dtypes as the real
+    class (tests/test_mmproj.py compares them where timm imports)."""
+    import torch
+    import transformers
+    from transformers.models.gemma3n import modeling_gemma3n as g3n
+
+    class Gemma3nWithoutTimm(g3n.Gemma3nPreTrainedModel, transformers.GenerationMixin):
+        _tied_weights_keys = dict(g3n.Gemma3nForConditionalGeneration._tied_weights_keys)
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.model = torch.nn.Module()
+            self.model.vision_tower = _mobilenetv5_module(config.vision_config.model_args)
+            self.model.language_model = transformers.AutoModel.from_config(config.text_config)
+            self.model.audio_tower = transformers.AutoModel.from_config(config.audio_config)
+            self.model.embed_vision = g3n.Gemma3nMultimodalEmbedder(config.vision_config, config.text_config)
+            self.model.embed_audio = g3n.Gemma3nMultimodalEmbedder(config.audio_config, config.text_config)
+            self.lm_head = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+            self.post_init()
+
+    return Gemma3nWithoutTimm(config)
+
+
 def _gemma3n_config(text):
     """Gemma3nConfig around `text` with the tiny MobileNetV5 (GEMMA3N_TINY_MOBILENET) and a 1-layer audio
     conformer. The vision and audio hard-token tables (128 rows each in the release) are 8 rows at the top of the
@@ -425,24 +554,28 @@ def build_tiny_model(
     torch.set_default_dtype(getattr(torch, dtype))  # initialise in the target dtype: half the memory for bf16
     try:
         if family in ("gemma3", "gemma3n", "gemma4", "gemma4_audio", "gemma4_unified"):
-            cls = getattr(transformers, {"gemma3": "Gemma3ForConditionalGeneration",
-                                         "gemma3n": "Gemma3nForConditionalGeneration",
-                                         "gemma4": "Gemma4ForConditionalGeneration",
-                                         "gemma4_audio": "Gemma4ForConditionalGeneration",
-                                         "gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}[family])
-            model = cls(config)
+            if family == "gemma3n":
+                model = _gemma3n_without_timm(config)
+            else:
+                cls = getattr(transformers, {"gemma3": "Gemma3ForConditionalGeneration",
+                                             "gemma4": "Gemma4ForConditionalGeneration",
+                                             "gemma4_audio": "Gemma4ForConditionalGeneration",
+                                             "gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}[family])
+                model = cls(config)
         else:
             model = transformers.AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(previous)
-    if family == "gemma3n":
-        model.config.vision_config.model_args = _gemma3n_model_args()
     _randomise(model, family, seed)
     model = model.to(getattr(torch, dtype)).eval()
     save_kw: dict[str, Any] = {}
     if max_shard_size is not None:
         save_kw["max_shard_size"] = max_shard_size
     model.save_pretrained(out, **save_kw)
+    if family == "gemma3n":  # save_pretrained names the class it saved; the checkpoint is the real class's
+        model.config.architectures = ["Gemma3nForConditionalGeneration"]
+        model.config.save_pretrained(out)
+        (out / "preprocessor_config.json").write_text(json.dumps(GEMMA3N_IMAGE_PROCESSOR, indent=2) + "\n")
     model.generation_config.save_pretrained(out)
     _save_tokenizer(out, text_cfg.vocab_size, seed, keep_spm=spm_tokenizer)
     return out

@@ -191,30 +191,27 @@ def test_gemma4_audio_without_tower_is_vision_only(tiny_model, tmp_path):
 
 
 def _timm_or_skip():
-    """transformers builds Gemma 3n's vision tower with timm, which imports torchvision: the package index's
+    """transformers runs Gemma 3n's vision tower with timm, which imports torchvision: the package index's
     Linux torchvision wheels are CUDA builds whose ops do not load beside the CPU torch, so here and in CI timm
-    is absent (`pip install timm` and a torchvision built for the installed torch make these tests run)."""
+    is absent (`pip install timm` and a torchvision built for the installed torch make these tests run). The
+    tiny checkpoint itself is written without timm (quantize.tiny._mobilenetv5_shapes)."""
     try:
         import timm  # noqa: F401
     except Exception as e:  # ImportError, or torchvision's RuntimeError when its ops do not match torch
         pytest.skip(f"timm is not importable ({type(e).__name__}: {str(e)[:120]}); Gemma 3n's vision tower needs it")
 
 
-@pytest.mark.parametrize("outtype, bound", [("f16", 0.025), ("bf16", 0.04), ("q8_0", 0.12)])
-def test_gemma3n_projector_encodes_like_transformers(outtype, bound, tiny_model, tiny_gguf, mtmd_ready, tmp_path):
-    """Gemma 3n's MobileNetV5 (gemma3nv): the tiny tower has every block kind clip.cpp runs (edge residual,
-    inverted residual in three shapes, attention with and without strided K/V), randomised norms and layer
-    scales; a 768 px image (the processor's size) -> the 48 x 48 stage-2 grid pooled to 16 x 16 = 256 soft
-    tokens of the text width (2048, which llama.cpp requires to equal the vision width). Measured max
-    |difference| (std 1.00): F16 0.0075, BF16 0.0132, Q8_0 0.041 (only the embedder's two matrices are Q8_0;
-    every convolution kernel stays F16); writing no layer scales moves them by 1.3."""
-    _timm_or_skip()
-    import torch
-    import transformers
+def _gemma3n_images():
+    """Two 768 px images (the processor's size): a hashed pattern and smooth gradients."""
+    rgb = ((np.arange(768 * 768 * 3) * 37) % 251).astype(np.uint8).reshape(768, 768, 3)
+    y, x = np.mgrid[0:768, 0:768]
+    return rgb, np.stack([x * 255 // 767, y * 255 // 767, (x + y) * 97 % 256], -1).astype(np.uint8)
 
-    from quantize.mmproj import encode_image, plan_mmproj, write_mmproj
 
-    model_dir = tiny_model("gemma3n")
+def _gemma3n_mmproj(model_dir, outtype, tmp_path):
+    """The gemma3nv file for the tiny checkpoint, with the types llama.cpp's converter gives each tensor."""
+    from quantize.mmproj import write_mmproj
+
     path = write_mmproj(model_dir, tmp_path / f"mmproj-{outtype}.gguf", outtype)
     r = gguf.GGUFReader(path)
     assert r.fields["clip.vision.projector_type"].contents() == "gemma3nv"
@@ -224,11 +221,81 @@ def test_gemma3n_projector_encodes_like_transformers(outtype, bound, tiny_model,
     assert types["v.conv_stem.conv.weight"] == Q.F32 and types["v.blk.1.0.layer_scale.gamma"] == Q.F32
     assert types["v.blk.2.1.attn.query.proj.weight"] == Q.F16  # conv kernels: never BF16 (ggml's conv_2d aborts)
     assert types["mm.input_projection.weight"] == {"f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}[outtype]
-    rgb = ((np.arange(768 * 768 * 3) * 37) % 251).astype(np.uint8).reshape(768, 768, 3)
+    return path
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
+def test_gemma3n_projector_runs_in_libmtmd(outtype, tiny_model, tiny_gguf, mtmd_ready, tmp_path):
+    """Without timm: the tiny Gemma 3n checkpoint (its MobileNetV5 written from the block list) -> a gemma3nv
+    file that libmtmd loads and runs on a 768 px image: 256 soft tokens of the text width (2048), finite, not
+    one token repeated, and different for a different image. Measured (F16, std 1.00): the two images' soft
+    tokens differ by 0.435 on average (4.50 at most); across the 256 positions a channel varies by 0.301 (std)."""
+    from quantize.mmproj import encode_image, plan_mmproj
+
+    model_dir = tiny_model("gemma3n")
+    path = _gemma3n_mmproj(model_dir, outtype, tmp_path)
+    assert gguf.GGUFReader(path).fields["clip.vision.image_size"].contents() == 768  # preprocessor_config.json
+    text = tiny_gguf("gemma3n", outtype="f16")
+    a, b = (encode_image(text, path, rgb) for rgb in _gemma3n_images())
+    for enc in (a, b):
+        assert enc.image_tokens == 256 and enc.embd.shape == (256, 2048) and enc.n_embd == 2048
+        assert enc.embd_finite and np.isfinite(enc.embd).all() and len(enc.generated) == 3
+        assert 0.5 < float(enc.embd.std()) < 2.0  # embed_vision's post-projection RMS norm: about 1
+        assert float(enc.embd.std(axis=0).mean()) > 0.1  # the 16 x 16 grid is not one pooled value
+    assert float(np.abs(a.embd - b.embd).mean()) > 0.1
+    assert abs(a.clip_buffers["model"] - plan_mmproj(model_dir, outtype).tensor_bytes) <= 0.006 * 2**20
+
+
+def test_gemma3n_checkpoint_without_timm_is_what_timm_builds(tiny_model, tmp_path):
+    """The tiny checkpoint's MobileNetV5 is written from quantize.tiny's block list without timm; here timm
+    builds Gemma3nForConditionalGeneration from that checkpoint's own config.json and saves it: every tensor
+    name, shape and dtype and the config are the same, so the two cannot drift apart."""
+    _timm_or_skip()
+    import json
+
+    import transformers
+    from safetensors import safe_open
+
+    model_dir = tiny_model("gemma3n")
+    config = json.loads((model_dir / "config.json").read_text())
+    m = transformers.Gemma3nForConditionalGeneration(transformers.AutoConfig.from_pretrained(model_dir))
+    m.config.vision_config.model_args = config["vision_config"]["model_args"]  # timm writes layers into its copy
+    m.save_pretrained(tmp_path / "timm")
+
+    def header(d):
+        with safe_open(str(d / "model.safetensors"), "np") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+
+    ours, timms = header(model_dir), header(tmp_path / "timm")
+    assert sum(k.startswith("model.vision_tower.timm_model.") for k in ours) == 76
+    assert sorted(set(ours) ^ set(timms)) == [] and {k for k in ours if ours[k] != timms[k]} == set()
+    assert json.loads((tmp_path / "timm" / "config.json").read_text()) == config
+
+
+@pytest.mark.parametrize("outtype, bound", [("f16", 0.025), ("bf16", 0.04), ("q8_0", 0.12)])
+def test_gemma3n_projector_encodes_like_transformers(outtype, bound, tiny_model, tiny_gguf, mtmd_ready, tmp_path):
+    """Gemma 3n's MobileNetV5 (gemma3nv): the tiny tower has every block kind clip.cpp runs (edge residual,
+    inverted residual in three shapes, attention with and without strided K/V), randomised norms and layer
+    scales; a 768 px image (the processor's size) -> the 48 x 48 stage-2 grid pooled to 16 x 16 = 256 soft
+    tokens of the text width (2048, which llama.cpp requires to equal the vision width). Measured max
+    |difference| (std 1.00): F16 0.0073, BF16 0.0122, Q8_0 0.040 (only the embedder's two matrices are Q8_0;
+    every convolution kernel stays F16); writing no layer scales moves them by 1.38."""
+    _timm_or_skip()
+    import torch
+    import transformers
+
+    from quantize.mmproj import encode_image, plan_mmproj
+
+    model_dir = tiny_model("gemma3n")
+    path = _gemma3n_mmproj(model_dir, outtype, tmp_path)
+    rgb = _gemma3n_images()[0]
     enc = encode_image(tiny_gguf("gemma3n", outtype="f16"), path, rgb)
     assert enc.image_tokens == 256 and enc.n_embd == 2048 and enc.embd_finite and len(enc.generated) == 3
     assert abs(enc.clip_buffers["model"] - plan_mmproj(model_dir, outtype).tensor_bytes) <= 0.006 * 2**20
-    m = transformers.Gemma3nForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    m, info = transformers.Gemma3nForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32,
+                                                                          output_loading_info=True)
+    assert not any(info.values()), info  # the timm-free checkpoint fills every parameter of timm's tower
+    m = m.eval()
     px = torch.tensor((rgb / 255.0).transpose(2, 0, 1)[None], dtype=torch.float32)  # rescale only: mean 0, std 1
     with torch.no_grad():
         ref = m.model.get_image_features(pixel_values=px).pooler_output[0].numpy()

@@ -223,10 +223,6 @@ def test_quantize_writes_and_runs_the_audio_encoder(tiny_model, llama_cpp_module
 def test_quantize_refuses_gemma3n_audio_in_one_line(tiny_model, tmp_path):
     """Gemma 3n: the projector holds the MobileNetV5 only (llama.cpp has no Gemma 3n audio graph), and --audio
     says so before any work is done."""
-    try:
-        import timm  # noqa: F401  (transformers builds Gemma 3n's vision tower with it)
-    except Exception as e:  # torchvision's RuntimeError when its ops do not match the installed torch
-        pytest.skip(f"timm is not importable ({type(e).__name__}); Gemma 3n's vision tower needs it")
     r = run("quantize", "--target", "cpu-16gb", "--quant", "Q8_0", "--ctx", "2048", "--no-validate",
             "--model", str(tiny_model("gemma3n")), "--out", str(tmp_path / "a"), "--audio")
     assert r.exit_code != 0 and "does not run Gemma 3n's audio encoder" in r.output and "Traceback" not in r.output
@@ -236,10 +232,6 @@ def test_quantize_refuses_gemma3n_audio_in_one_line(tiny_model, tmp_path):
 def test_quantize_writes_and_validates_the_gemma3n_projector(tiny_model, llama_cpp_module, tmp_path):
     """Gemma 3n: quantize writes the MobileNetV5 projector beside the GGUF, the plan counts its tensors exactly,
     and validation encodes one 768 px image into 256 soft tokens through libmtmd."""
-    try:
-        import timm  # noqa: F401
-    except Exception as e:
-        pytest.skip(f"timm is not importable ({type(e).__name__}); Gemma 3n's vision tower needs it")
     from quantize.llama_bins import mtmd_lib
 
     if mtmd_lib() is None:
