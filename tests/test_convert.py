@@ -20,8 +20,9 @@ from quantize.errors import (
 )
 from quantize.tiny import FAMILIES
 
-# gemma3n (the multimodal wrapper) needs timm to build its vision tower; its text model is gemma3n_text's, which
-# these cover, at the 2048 width llama.cpp's gemma3nv requires
+# gemma3n (the multimodal wrapper) is left out of these sweeps: its text model is gemma3n_text's, which they cover,
+# and the wrapper's 2048-wide checkpoint (the width llama.cpp's gemma3nv requires) is converted, quantized and its
+# projector run by tests/test_quantize_pipeline.py and tests/test_mmproj.py instead
 TEXT_FAMILIES = [f for f in FAMILIES if f != "gemma3n"]
 
 G2, G3, G4 = gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3, gguf.MODEL_ARCH.GEMMA4
