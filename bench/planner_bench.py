@@ -1,11 +1,16 @@
 """Planner latency and predicted numbers for every catalog model.
 
-    python bench/planner_bench.py [--target rtx4090] [--startup-only]
+    python bench/planner_bench.py [--target rtx4090] [--startup-only] [--instructions]
 
 Prints: the start-up cost of the command line (`gemma-plan recommend --model 31b --target rtx4090` in a fresh
 process against a bare `python -c pass`, both measured in this run, best of --repeat), then the time
 `recommend` takes per model in-process, then llama.cpp memory (GiB) and decode speed for each model at a
 few GGUF types and contexts on the target. Numbers are predictions, not measurements.
+
+--instructions adds the same comparison in instructions executed (valgrind's callgrind, when installed): unlike
+time on a shared machine, the count does not move with what else runs, so it shows whether a change made the
+start-up cheaper. Instructions are not time (a bare start-up spends more of its time waiting on memory), so the
+5x limit stays a limit on time.
 """
 
 from __future__ import annotations
@@ -66,13 +71,44 @@ def startup(repeat: int) -> float:
     return rec[1] / bare_cpu
 
 
+def instructions(argv: list[str]) -> int:
+    """Instructions one run of ``argv`` executes (callgrind's total), after a warm-up run that writes bytecode."""
+    import re
+    import shutil
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    subprocess.run(argv, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    exe = shutil.which("valgrind")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([exe, "--tool=callgrind", f"--callgrind-out-file={tmp}/out", *argv], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if not m:
+        raise SystemExit("callgrind printed no instruction count")
+    return int(m.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default="rtx4090")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--startup-only", action="store_true", help="only the start-up comparison")
+    ap.add_argument("--instructions", action="store_true", help="also count instructions with valgrind (about 30 s)")
     args = ap.parse_args()
     ratio = startup(args.repeat)
+    if args.instructions:
+        import shutil
+
+        if not shutil.which("valgrind"):
+            raise SystemExit("--instructions needs valgrind (apt install valgrind)")
+        # the interpreter itself, not a launcher script (pyenv's shims are shell scripts valgrind would count)
+        py = os.path.realpath(sys.executable)
+        bare = instructions([py, "-c", "pass"])
+        rec = instructions([py, "-m", "planner.cli", "recommend", "--model", "31b", "--target", "rtx4090"])
+        print(f"start-up (instructions, callgrind): recommend {rec / 1e6:.0f} M; python -c pass: {bare / 1e6:.0f} M; "
+              f"ratio {rec / bare:.1f}x")
     if args.startup_only:
         sys.exit(0 if ratio <= STARTUP_LIMIT else 1)
     hw = load_target(args.target)
