@@ -185,3 +185,59 @@ def test_gemma4_compute_buffer_matches_traced(ctx, n_par, fa, mib):
     _, spec = width_spec(entry, 2)
     s = RuntimeSettings(n_ctx=ctx, n_parallel=n_par, n_ubatch=512, n_batch=512, flash_attn=fa)
     assert abs(_llamacpp_compute_bytes(spec, s, llamacpp_kv_layout(spec, s)) / MiB - mib) <= 0.01
+
+
+# ggml_cuda_should_use_mmq (ggml-cuda/mmq.cu, b11312) per compute capability / gfx target: whether a prefill
+# matmul quantizes its activations to Q8_1 (MMQ, small pool) or dequantizes the weight to F16 for cuBLAS/hipBLAS
+# (a pool the size of the weight). (backend, capability, type, ubatch, experts) -> MMQ
+MMQ_CASES = [
+    ("CUDA", "8.6", "Q4_K", 512, 0, True), ("CUDA", "8.6", "F16", 512, 0, False), ("CUDA", "8.6", "BF16", 8, 0, False),
+    ("CUDA", "8.0", "Q6_K", 512, 0, True), ("CUDA", "7.5", "q4_k", 512, 0, True),  # Turing and newer: MMA MMQ
+    ("CUDA", "7.0", "Q4_K", 63, 0, True), ("CUDA", "7.0", "Q4_K", 64, 0, False), ("CUDA", "7.0", "Q4_K", 512, 0, False),
+    ("CUDA", "7.2", "Q8_0", 512, 0, False),  # Volta (Xavier): cuBLAS from MMQ_DP4A_MAX_BATCH_SIZE = 64 tokens
+    ("CUDA", "6.1", "Q4_K", 512, 0, True),  # Pascal: no FP16 tensor cores, DP4A MMQ
+    ("CUDA", None, "Q4_K", 512, 0, True), ("CUDA", "sm_90", "Q4_K", 512, 0, True),  # unreadable capability: MMQ
+    ("ROCm", "gfx942", "Q6_K", 512, 0, True), ("ROCm", "gfx1201", "Q2_K", 512, 0, True),  # CDNA3, RDNA4: MMQ
+    ("ROCm", "gfx1100", "Q2_K", 128, 0, True), ("ROCm", "gfx1100", "Q2_K", 129, 0, False),  # RDNA3 per-type limits
+    ("ROCm", "gfx1100", "Q6_K", 128, 0, True), ("ROCm", "gfx1100", "Q6_K", 129, 0, False),
+    ("ROCm", "GFX1100", "Q6_K", 129, 0, False),  # the target is matched case-insensitively
+    ("ROCm", "gfx1151", "Q6_K", 256, 0, True), ("ROCm", "gfx1151", "Q6_K", 257, 0, False),  # RDNA3.5: Q6_K up to 256
+    ("ROCm", "gfx1100", "IQ2_XS", 128, 0, True), ("ROCm", "gfx1100", "IQ2_S", 129, 0, False),
+    ("ROCm", "gfx1151", "IQ2_XS", 512, 0, True), ("ROCm", "gfx1100", "Q4_K", 4096, 0, True),
+    ("ROCm", "gfx1100", "Q6_K", 512, 64, True), ("ROCm", "gfx1100", "Q6_K", 512, 63, False),  # many experts: MMQ
+    ("ROCm", "gfx90a", "Q6_K", 128, 0, True), ("ROCm", "gfx90a", "Q6_K", 129, 0, False),  # CDNA2
+    ("ROCm", "gfx90a", "Q4_1", 512, 0, True), ("ROCm", "gfx908", "Q5_0", 512, 0, True),
+    ("ROCm", "gfx90a", "Q4_K", 256, 0, True), ("ROCm", "gfx90a", "Q5_K", 256, 0, True), ("ROCm", "gfx90a", "Q4_K", 257, 0, False),
+    ("ROCm", "gfx908", "Q8_0", 256, 0, False), ("ROCm", "gfx90a", "Q6_K", 512, 65, True), ("ROCm", "gfx90a", "Q6_K", 512, 64, False),
+    ("ROCm", "gfx1030", "Q6_K", 512, 0, True),  # RDNA2 and others: MMQ
+]
+
+
+@pytest.mark.parametrize("backend,cc,typ,ub,n_exp,mmq", MMQ_CASES)
+def test_mmq_choice_per_gpu(backend, cc, typ, ub, n_exp, mmq):
+    from planner.memory import _uses_mmq
+
+    dev = Device("GPU", "nvidia" if backend == "CUDA" else "amd", backend, 24 * GiB, 10**12, compute_capability=cc)
+    assert _uses_mmq(dev, typ, ub, n_exp) is mmq
+
+
+def test_host_compute_buffer_with_full_offload_per_build():
+    # Gemma 3 4B, 8192 cells, ubatch 512, flash attention: graph inputs (ids, positions, output ids; the
+    # token-embedding rows), per cache (full 8192 cells, sliding pad256(1024 + 512) = 1536) k_idxs and v_idxs
+    # (8 bytes per token) and the F16 mask; b11312 adds the F32 inp_embd input. Older graphs: no index inputs,
+    # F32 masks, no inp_embd.
+    import dataclasses
+
+    from planner.llama_versions import BUILDS
+    from planner.memory import gpu_host_compute_bytes
+
+    spec, _ = get_model("gemma-3-4b")
+    s = RuntimeSettings(n_ctx=8192)
+    layout = llamacpp_kv_layout(spec, s)
+    ids, embd = 3 * 4 * 512, 4 * 512 * 2560
+    new = ids + embd + 2 * (8 * 512 + 8 * 512) + 2 * 512 * (8192 + 1536) + embd
+    assert gpu_host_compute_bytes(spec, s, layout, BUILDS["b11312"]) == new == 20_469_760
+    old = dataclasses.replace(BUILDS["b11312"], embd_input_tensor=False, kv_idx_inputs=False, kq_mask_f16=False)
+    assert gpu_host_compute_bytes(spec, s, layout, old) == ids + embd + 4 * 512 * (8192 + 1536) == 25_171_968
+    m = llamacpp_memory(spec, parse_format("Q4_K_M"), s, hw_gpu())
+    assert m.devices[-1].compute_bytes == new  # every layer offloaded: the host buffer is the inputs alone
