@@ -241,3 +241,104 @@ def test_host_compute_buffer_with_full_offload_per_build():
     assert gpu_host_compute_bytes(spec, s, layout, old) == ids + embd + 4 * 512 * (8192 + 1536) == 25_171_968
     m = llamacpp_memory(spec, parse_format("Q4_K_M"), s, hw_gpu())
     assert m.devices[-1].compute_bytes == new  # every layer offloaded: the host buffer is the inputs alone
+
+
+def test_gpu_pool_is_the_largest_op_temporary_of_the_layers_held():
+    # The CUDA pool grows to the largest temporary of one matmul over the weights the GPU holds (ubatch 512):
+    # MMQ: activations as Q8_1, 36 bytes per 32 values over rows padded to 512; cuBLAS (Volta at 512 tokens):
+    # the weight dequantized to F16 plus F16 activations and result; F16/BF16 weights: activations and result only.
+    from planner.memory import gpu_pool_bytes
+
+    spec, _ = get_model("gemma-3-4b")  # hidden 2560, FFN 10240, vocab 262208 (tied output, Q6_K)
+    q4 = parse_format("Q4_K_M")
+    ampere = Device("GPU", "nvidia", "CUDA", 24 * GiB, 10**12, compute_capability="8.6")
+    volta = Device("GPU", "nvidia", "CUDA", 24 * GiB, 10**12, compute_capability="7.0")
+    every = set(range(spec.n_layers)) | {None}
+    assert gpu_pool_bytes(spec, q4, ampere, 512, every) == 512 * 10240 * 36 // 32  # ffn_down's K = 10240
+    assert gpu_pool_bytes(spec, q4, volta, 512, every) == 2 * 262208 * 2560 + 2 * 512 * (2560 + 262208)  # the output matmul
+    assert gpu_pool_bytes(spec, q4, volta, 512, {3}) == 2 * 10240 * 2560 + 2 * 512 * (2560 + 10240)  # a layer alone
+    assert gpu_pool_bytes(spec, parse_format("F16"), volta, 512, {3}) == 2 * 512 * (2560 + 10240)
+    assert gpu_pool_bytes(spec, parse_format("BF16"), volta, 512, {None}) == 2 * 512 * (2560 + 262208)
+    assert gpu_pool_bytes(spec, q4, ampere, 512, set()) == 0
+    metal = Device("M", "apple", "Metal", 24 * GiB, 10**12, unified=True)
+    vulkan = Device("V", "amd", "Vulkan", 24 * GiB, 10**12)
+    assert gpu_pool_bytes(spec, q4, metal, 512, every) == gpu_pool_bytes(spec, q4, vulkan, 512, every) == 0  # no such pool
+    rocm = Device("R", "amd", "ROCm", 24 * GiB, 10**12, compute_capability="gfx1100")
+    assert gpu_pool_bytes(spec, q4, rocm, 512, {3}) == 2 * 10240 * 2560 + 2 * 512 * (2560 + 10240)  # RDNA3 Q6_K: hipBLAS
+    # MoE (26B-A4B, 128 experts, 8 used): the expert stacks see 8 rows per token; with the experts on the CPU the
+    # largest is the F32 router's cuBLAS temporary
+    moe, _ = get_model("gemma-4-26b-a4b")
+    assert gpu_pool_bytes(moe, q4, ampere, 512, {3}) == 512 * 8 * 3072 * 36 // 32  # gate_up_exps: K 2816 padded to 3072
+    assert gpu_pool_bytes(moe, q4, ampere, 512, {3}, experts_on_cpu=True) == 2 * 512 * (2816 + 128)
+
+
+def test_pool_bytes_land_in_the_breakdown_of_the_gpu_holding_them():
+    # two Volta GPUs, whole model: the second holds the output layer, so its pool is the output matmul's
+    spec, _ = get_model("gemma-3-4b")
+    volta = [Device("V100", "nvidia", "CUDA", 16 * GiB, 10**12, compute_capability="7.0") for _ in range(2)]
+    m = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096), Hardware("v", volta, 64 * GiB, CPU(flags=["avx2"])))
+    a, b, host = m.devices
+    assert a.detail["pool_bytes"] == 2 * 10240 * 2560 + 2 * 512 * (2560 + 10240)
+    assert b.detail["pool_bytes"] == 2 * 262208 * 2560 + 2 * 512 * (2560 + 262208)
+    assert a.overhead_bytes == 457 * MiB + a.detail["pool_bytes"] and "pool_bytes" not in host.detail
+    assert (a.device, b.device) == ("V100 #0", "V100 #1")  # same names: numbered
+
+
+def test_quantized_kv_adds_the_hadamard_rotation_inputs():
+    # llama_kv_cache::build_input_k_rot / v_rot: a quantized K cache takes an F32 n_rot x n_rot rotation per cache,
+    # n_rot the largest power of two dividing the (single) K head size, when that size is a multiple of 64; a
+    # quantized V cache a 64 x 64 one. Gemma 3 4B: both caches 256 wide; Gemma 4 31B: full 512, sliding 256.
+    import dataclasses
+
+    from planner.memory import _graph_input_bytes
+
+    def extra(spec, **kv):
+        layout = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=8192))
+        return _graph_input_bytes(spec, RuntimeSettings(n_ctx=8192, **kv), layout) - _graph_input_bytes(spec, RuntimeSettings(n_ctx=8192), layout)
+
+    g3, _ = get_model("gemma-3-4b")
+    g4, _ = get_model("gemma-4-31b")
+    assert extra(g3, type_k="q8_0") == 2 * 4 * 256 * 256 and extra(g3, type_v="q8_0") == 2 * 4 * 64 * 64
+    assert extra(g3, type_k="q4_0", type_v="q4_0") == 2 * 4 * 256 * 256 + 2 * 4 * 64 * 64
+    assert extra(g4, type_k="q8_0") == 4 * 512 * 512 + 4 * 256 * 256
+    heads = lambda k: dataclasses.replace(g3, layers=tuple(dataclasses.replace(lay, head_dim_k=k(lay), head_dim_v=k(lay))
+                                                           for lay in g3.layers))
+    assert extra(heads(lambda lay: 192), type_k="q8_0", type_v="q8_0") == 2 * 4 * 64 * 64 + 2 * 4 * 64 * 64  # 192: n_rot 64
+    assert extra(heads(lambda lay: 96), type_k="q8_0", type_v="q8_0") == 0  # not a multiple of 64: no rotation
+    # heads 128 on even layers, 256 on odd ones: the full layers (5, 11, ...) are all 256 and keep their rotations,
+    # the sliding cache mixes both sizes and gets none
+    assert extra(heads(lambda lay: 128 + 128 * (lay.index % 2)), type_k="q8_0", type_v="q8_0") == 4 * 256 * 256 + 4 * 64 * 64
+
+
+def test_reserved_outputs_and_their_logits():
+    # sched_reserve reserves min(n_ubatch, n_outputs_max) output rows, n_outputs_max 0 meaning n_batch; llama-server
+    # passes n_parallel. The logits phase of the compute buffer holds that many F32 rows of the vocabulary.
+    from planner.memory import _llamacpp_compute_bytes, reserved_outputs
+
+    spec, _ = get_model("gemma-3-27b")
+    for n_out, ub, expected in [(0, 512, 512), (0, 128, 128), (4, 512, 4), (1000, 512, 512), (1, 512, 1)]:
+        s = RuntimeSettings(n_ctx=4096, n_ubatch=ub, n_outputs_max=n_out)
+        assert reserved_outputs(s, llamacpp_kv_layout(spec, s)) == expected
+    # at 512 outputs the logits phase is the peak (533.12 MiB, as measured in COMPUTE_MEASURED); 256 outputs drop
+    # 256 rows of vocabulary + hidden F32
+    full, half = RuntimeSettings(n_ctx=4096), RuntimeSettings(n_ctx=4096, n_outputs_max=256)
+    H, V = spec.hidden, spec.vocab
+    assert _llamacpp_compute_bytes(spec, full, llamacpp_kv_layout(spec, full)) == 4 * 512 * (V + H) + 4 * 512 * H == 559_022_080
+    assert _llamacpp_compute_bytes(spec, half, llamacpp_kv_layout(spec, half)) == 4 * 256 * (V + H) + 4 * 512 * H
+
+
+def test_unverified_build_keeps_more_free_per_gpu():
+    # --engine-version b11400 (not read here): each GPU keeps max(256 MiB, 25% of its compute buffer) more free
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    known = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu(), margin=GiB)
+    other = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, engine_version="b11400"), hw_gpu(), margin=GiB)
+    gpu = other.devices[0]
+    extra = max(256 * MiB, int(0.25 * gpu.compute_bytes))
+    assert gpu.detail["unverified_build_margin_bytes"] == extra
+    assert gpu.budget_bytes == known.devices[0].budget_bytes - extra == 23 * GiB - extra
+    assert other.devices[-1].budget_bytes == known.devices[-1].budget_bytes  # the host is not touched
+    assert "unverified_build_margin_bytes" not in known.devices[0].detail
+    assert other.engine_version == "llama.cpp b11400 (rules of b11312; not verified for this build)"
+    with pytest.raises(Exception, match="unknown llama.cpp build"):
+        llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, engine_version="latest"), hw_gpu())
