@@ -342,3 +342,18 @@ def test_unverified_build_keeps_more_free_per_gpu():
     assert other.engine_version == "llama.cpp b11400 (rules of b11312; not verified for this build)"
     with pytest.raises(Exception, match="unknown llama.cpp build"):
         llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, engine_version="latest"), hw_gpu())
+
+
+def test_pool_leaves_out_the_input_tables_but_not_the_tied_output():
+    # Gemma 4 E2B on Volta (cuBLAS at 512 tokens): the output layer's largest op is the logits matmul over the tied
+    # token_embd (262144 x 1536); the per-layer embedding table (262144 x 8960) is read by row lookups on the CPU,
+    # never multiplied, so it adds nothing; a layer's largest op is its FFN (6144 x 1536); layer 0 also holds the
+    # model-level PLE projection (8960 x 1536), kept BF16, so only its activations (2 x 512 x (1536 + 8960)) count
+    from planner.memory import gpu_pool_bytes
+
+    spec, _ = get_model("gemma-4-e2b")
+    fmt = parse_format("Q4_K_M")
+    volta = Device("V100", "nvidia", "CUDA", 16 * GiB, 10**12, compute_capability="7.0")
+    assert gpu_pool_bytes(spec, fmt, volta, 512, {None}) == 2 * 262144 * 1536 + 2 * 512 * (1536 + 262144)
+    assert gpu_pool_bytes(spec, fmt, volta, 512, {3}) == 2 * 6144 * 1536 + 2 * 512 * (1536 + 6144)
+    assert gpu_pool_bytes(spec, fmt, volta, 512, {0}) == 2 * 6144 * 1536 + 2 * 512 * (1536 + 6144) > 2 * 512 * (1536 + 8960)
