@@ -357,3 +357,65 @@ def test_pool_leaves_out_the_input_tables_but_not_the_tied_output():
     assert gpu_pool_bytes(spec, fmt, volta, 512, {None}) == 2 * 262144 * 1536 + 2 * 512 * (1536 + 262144)
     assert gpu_pool_bytes(spec, fmt, volta, 512, {3}) == 2 * 6144 * 1536 + 2 * 512 * (1536 + 6144)
     assert gpu_pool_bytes(spec, fmt, volta, 512, {0}) == 2 * 6144 * 1536 + 2 * 512 * (1536 + 6144) > 2 * 512 * (1536 + 8960)
+
+
+def test_partial_offload_by_hand():
+    # Gemma 3 4B Q4_K_M, 8192 cells, one CUDA GPU, AVX2 host (llama_model_base::load_tensors, sched_reserve):
+    from planner.formats import gguf_tensor_types, tensor_sizes
+
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    full = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu())
+    one = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, n_gpu_layers=1), hw_gpu())
+    zero = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, n_gpu_layers=0), hw_gpu())
+    main = full.devices[0].compute_bytes  # the worst-case graph, the same on whichever device runs it
+    sizes = dict((t.name, b) for t, b in tensor_sizes(spec, fmt))
+    types = dict((t.name, typ) for t, typ in gguf_tensor_types(spec, "Q4_K_M"))
+    tied = sizes["token_embd.weight"]
+    # -ngl 1: the output layer (output_norm + the tied output copy) on the GPU, every block on the CPU
+    gpu, host = one.devices
+    assert (gpu.weights_bytes, gpu.layers, host.layers) == (4 * 2560 + tied, 0, 34)
+    assert gpu.kv_bytes == 0 and host.kv_bytes == full.kv_bytes
+    # the CPU's Q4_K block weights (AVX2 repacks Q4_0/Q4_K/IQ4_NL; rows a multiple of 8) get a CPU_REPACK copy
+    repack = sum(sizes[n] for n, typ in types.items() if typ == "Q4_K" and n.startswith("blk."))
+    assert host.detail["repack_bytes"] == repack
+    assert one.notes == ["CPU-resident tensors of repackable types are copied into a CPU_REPACK buffer (anonymous memory)"]
+    # op offload: the largest CPU-resident matmul weight (a Q6_K ffn_down, 2560 rows of 10240) is copied into the
+    # GPU's compute buffer; the host runs the whole graph's CPU part with a buffer of its own
+    assert gpu.compute_bytes == main + 2560 * 10240 // 256 * 210 and host.compute_bytes == main
+    assert gpu.detail["pool_bytes"] == 512 * 2560 * 36 // 32  # only the logits matmul runs on the GPU
+    assert gpu.overhead_bytes == 457 * MiB + gpu.detail["pool_bytes"]
+    # -ngl 0: nothing on the GPU, not even the CUDA context reserve
+    g0, h0 = zero.devices
+    assert (g0.total_bytes, g0.overhead_bytes, h0.compute_bytes, h0.weights_bytes) == (0, 0, main, sum(sizes.values()))
+    assert zero.kv_cells == {"full": 8192, "swa": 1536, "streams": 1, "n_ctx": 8192}
+    assert full.notes == [] and "repack_bytes" not in full.devices[-1].detail
+
+
+def test_kv_stays_on_the_host_without_offload_kqv():
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    on = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu())
+    off = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, offload_kqv=False), hw_gpu())
+    # 5 full layers x 8192 cells and 29 sliding x 1536, K + V of 4 heads x 256 in F16
+    full_kv, swa_kv = 5 * 8192 * 4096, 29 * 1536 * 4096
+    assert on.devices[0].detail["kv_full_bytes"] == full_kv and on.devices[0].detail["kv_swa_bytes"] == swa_kv
+    assert off.devices[0].kv_bytes == 0 and off.devices[-1].kv_bytes == full_kv + swa_kv
+    assert off.devices[-1].detail["kv_full_bytes"] == full_kv and off.devices[-1].detail["kv_swa_bytes"] == swa_kv
+
+
+def test_gemma4_without_mmap_keeps_the_tied_output_copy_on_the_host():
+    # -ngl 0: the output layer is on the CPU. With mmap the tied output reads the mapped token_embd; Gemma 4
+    # without mmap loads the duplicated tensor into its own host buffer. Gemma 3 never does.
+    from planner.formats import tensor_sizes
+
+    fmt = parse_format("Q4_K_M")
+    g4, _ = get_model("gemma-4-e2b")
+    g3, _ = get_model("gemma-3-1b")
+    tied4 = next(b for t, b in tensor_sizes(g4, fmt) if t.name == "token_embd.weight")
+    mmap = llamacpp_memory(g4, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=0), hw_gpu()).devices[-1]
+    nommap = llamacpp_memory(g4, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=0, use_mmap=False), hw_gpu()).devices[-1]
+    assert nommap.weights_bytes - mmap.weights_bytes == tied4 and nommap.detail["tied_output_copy_bytes"] == tied4
+    assert "tied_output_copy_bytes" not in mmap.detail
+    g3host = llamacpp_memory(g3, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=0, use_mmap=False), hw_gpu()).devices[-1]
+    assert "tied_output_copy_bytes" not in g3host.detail
