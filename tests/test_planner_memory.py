@@ -419,3 +419,47 @@ def test_gemma4_without_mmap_keeps_the_tied_output_copy_on_the_host():
     assert "tied_output_copy_bytes" not in mmap.detail
     g3host = llamacpp_memory(g3, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=0, use_mmap=False), hw_gpu()).devices[-1]
     assert "tied_output_copy_bytes" not in g3host.detail
+
+
+def test_metal_plans_say_the_working_set_is_the_limit():
+    spec, _ = get_model("gemma-3-4b")
+    dev = Device("Apple M4 GPU", "apple", "Metal", 12 * GiB, 120 * 10**9, unified=True, device_class="apple")
+    mac = Hardware("mac", [dev], 16 * GiB, CPU(flags=["neon", "asimddp"]), kind="apple")
+    notes = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096), mac).notes
+    assert any(n.startswith("Metal: usable memory is the GPU working set") for n in notes)
+    cuda = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096), hw_gpu()).notes
+    assert not any(n.startswith("Metal") for n in cuda)
+    cpu_only = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096, n_gpu_layers=0), mac).notes
+    assert not any(n.startswith("Metal") for n in cpu_only)  # nothing on the GPU: no GPU notes
+
+
+def test_unified_host_capacity_never_goes_negative():
+    # a working set larger than the RAM left: the host has nothing, not a negative amount
+    spec, _ = get_model("gemma-3-27b")
+    dev = Device("Apple M4 Max GPU", "apple", "Metal", 96 * GiB, 546 * 10**9, unified=True, device_class="apple")
+    hw = Hardware("mac", [dev], 16 * GiB, CPU(flags=["neon", "asimddp"]), kind="apple")
+    m = llamacpp_memory(spec, parse_format("Q8_0"), RuntimeSettings(n_ctx=8192), hw, margin=0)
+    assert m.devices[0].total_bytes > 16 * GiB and m.devices[-1].capacity_bytes == 0 == m.devices[-1].budget_bytes
+
+
+def test_unverified_margin_only_on_gpus_with_a_compute_buffer():
+    # two GPUs, tensor split 0:1: every layer on the second; the idle first has no compute buffer and keeps no extra
+    spec, _ = get_model("gemma-3-4b")
+    m = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096, tensor_split=[0.0, 1.0], engine_version="b11400"),
+                        hw_gpu(24, 2), margin=GiB)
+    a, b, _ = m.devices
+    assert a.compute_bytes == 0 and "unverified_build_margin_bytes" not in a.detail and a.budget_bytes == 23 * GiB
+    assert b.detail["unverified_build_margin_bytes"] == max(256 * MiB, int(0.25 * b.compute_bytes))
+    tiny = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096, engine_version="b11400"), hw_gpu(1), margin=GiB)
+    assert tiny.devices[0].budget_bytes == 0  # 1 GiB less the margin less the extra: nothing, not below zero
+
+
+def test_kv_layout_defaults_and_clamps():
+    # n_ctx 0 takes the trained context; the batch is capped at the context, the ubatch at the batch (0 = the batch)
+    spec, _ = get_model("gemma-3-1b")  # trained on 32768
+    lay = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=0, n_batch=4096, n_ubatch=0))
+    assert (lay.n_ctx, lay.n_ctx_seq, lay.n_batch, lay.n_ubatch) == (32768, 32768, 4096, 4096)
+    small = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=300, n_batch=2048, n_ubatch=1024))
+    assert (small.n_ctx, small.n_batch, small.n_ubatch, small.n_stream) == (512, 512, 512, 1)
+    zero = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=4096, n_parallel=0))
+    assert (zero.n_stream, zero.n_ctx_seq) == (1, 4096)  # no slots asked: one stream
