@@ -331,3 +331,15 @@ def test_quality_loss_lookup():
     assert quality_loss("fp8") == 0.01 and quality_loss("gptq-int4") == 0.27
     with pytest.raises(UnknownFormatError, match="no published quality figure"):
         quality_loss("Q7_K")
+
+
+def test_first_eighth_and_sixteenth_are_integer_divisions():
+    # llama.cpp compares i_layer < n_layer/8 (and /16) in integer arithmetic: with 34 layers the first eighth is
+    # layers 0-3 (34/8 = 4) and the first sixteenth layers 0-1 (34/16 = 2); layer 4 (resp. 2) is already outside
+    spec = toy(n_layers=34)
+    first4 = range(4)
+    assert mix(spec, "Q2_K_S")["ffn_down"] == per_layer("Q2_K", "Q4_K", first4, 34)
+    assert mix(spec, "IQ4_XS")["ffn_down"] == per_layer("IQ4_XS", "Q5_K", first4, 34)
+    assert mix(spec, "Q4_K_S")["ffn_down"] == per_layer("Q4_K", "Q5_K", first4, 34)
+    assert mix(spec, "Q4_0", imatrix=True)["ffn_down"] == per_layer("Q4_0", "Q4_1", first4, 34)
+    assert mix(spec, "Q3_K_M")["ffn_down"] == per_layer("Q4_K", "Q5_K", range(2), 34)
