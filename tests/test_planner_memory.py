@@ -463,3 +463,33 @@ def test_kv_layout_defaults_and_clamps():
     assert (small.n_ctx, small.n_batch, small.n_ubatch, small.n_stream) == (512, 512, 512, 1)
     zero = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=4096, n_parallel=0))
     assert (zero.n_stream, zero.n_ctx_seq) == (1, 4096)  # no slots asked: one stream
+
+
+def test_rdna3_moe_experts_keep_mmq_at_large_batches():
+    # RDNA3 (gfx1100) at 512 tokens: Q2_K weights go to hipBLAS (limit 128), except a MoE expert stack of 64 or more
+    # experts, which stays on MMQ. Gemma 4 26B-A4B Q2_K, layer 3: the Q2_K attn_q (4096 x 2816) dequantized to F16
+    # is the largest temporary; the Q2_K gate_up experts (128 of them, 8 used per token) only quantize activations.
+    from planner.memory import gpu_pool_bytes
+
+    moe, _ = get_model("gemma-4-26b-a4b")
+    rdna3 = Device("RX 7900", "amd", "ROCm", 24 * GiB, 10**12, compute_capability="gfx1100")
+    pool = gpu_pool_bytes(moe, parse_format("Q2_K"), rdna3, 512, {3})
+    assert pool == 2 * 4096 * 2816 + 2 * 512 * (2816 + 4096) == 30_146_560
+    assert pool > 512 * 8 * 3072 * 36 // 32  # the expert stack's MMQ temporary
+
+
+def test_pool_and_compute_bytes_are_integers():
+    # byte counts reach the JSON output as integers
+    spec, _ = get_model("gemma-3-4b")
+    m = llamacpp_memory(spec, parse_format("Q4_K_M"), RuntimeSettings(n_ctx=4096), hw_gpu())
+    for d in m.devices:
+        assert all(isinstance(v, int) for v in (d.weights_bytes, d.kv_bytes, d.compute_bytes, d.overhead_bytes, d.output_bytes))
+        assert all(isinstance(v, int) for v in d.detail.values())
+
+
+def test_unverified_margin_is_a_quarter_of_a_large_compute_buffer():
+    # Gemma 3 27B without flash attention at 32768 cells: a compute buffer over 2 GiB, so 25% of it (not 256 MiB)
+    spec, _ = get_model("gemma-3-27b")
+    s = RuntimeSettings(n_ctx=32768, flash_attn=False, engine_version="b11400")
+    gpu = llamacpp_memory(spec, parse_format("Q4_K_M"), s, hw_gpu(80)).devices[0]
+    assert gpu.compute_bytes > 2 * GiB and gpu.detail["unverified_build_margin_bytes"] == int(0.25 * gpu.compute_bytes)
