@@ -493,3 +493,13 @@ def test_unverified_margin_is_a_quarter_of_a_large_compute_buffer():
     s = RuntimeSettings(n_ctx=32768, flash_attn=False, engine_version="b11400")
     gpu = llamacpp_memory(spec, parse_format("Q4_K_M"), s, hw_gpu(80)).devices[0]
     assert gpu.compute_bytes > 2 * GiB and gpu.detail["unverified_build_margin_bytes"] == int(0.25 * gpu.compute_bytes)
+
+
+def test_volta_moe_expert_stacks_use_cublas_with_their_row_length():
+    # Volta at 512 tokens: an expert stack [experts, rows, K] is dequantized like a matrix of its rows x K, with
+    # 8 used experts x 512 tokens of activations: gate_up (1408 x 2816) is the largest of 26B-A4B's layer 3
+    from planner.memory import gpu_pool_bytes
+
+    moe, _ = get_model("gemma-4-26b-a4b")
+    volta = Device("V100", "nvidia", "CUDA", 32 * GiB, 10**12, compute_capability="7.0")
+    assert gpu_pool_bytes(moe, parse_format("Q4_K_M"), volta, 512, {3}) == 2 * 1408 * 2816 + 2 * 4096 * (2816 + 1408)
