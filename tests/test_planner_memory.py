@@ -202,11 +202,12 @@ MMQ_CASES = [
     ("ROCm", "gfx1100", "Q6_K", 128, 0, True), ("ROCm", "gfx1100", "Q6_K", 129, 0, False),
     ("ROCm", "GFX1100", "Q6_K", 129, 0, False),  # the target is matched case-insensitively
     ("ROCm", "gfx1151", "Q6_K", 256, 0, True), ("ROCm", "gfx1151", "Q6_K", 257, 0, False),  # RDNA3.5: Q6_K up to 256
-    ("ROCm", "gfx1100", "IQ2_XS", 128, 0, True), ("ROCm", "gfx1100", "IQ2_S", 129, 0, False),
+    ("ROCm", "gfx1100", "IQ2_XS", 128, 0, True), ("ROCm", "gfx1100", "IQ2_XS", 129, 0, False), ("ROCm", "gfx1100", "IQ2_S", 129, 0, False),
     ("ROCm", "gfx1151", "IQ2_XS", 512, 0, True), ("ROCm", "gfx1100", "Q4_K", 4096, 0, True),
     ("ROCm", "gfx1100", "Q6_K", 512, 64, True), ("ROCm", "gfx1100", "Q6_K", 512, 63, False),  # many experts: MMQ
     ("ROCm", "gfx90a", "Q6_K", 128, 0, True), ("ROCm", "gfx90a", "Q6_K", 129, 0, False),  # CDNA2
-    ("ROCm", "gfx90a", "Q4_1", 512, 0, True), ("ROCm", "gfx908", "Q5_0", 512, 0, True),
+    ("ROCm", "gfx90a", "Q4_0", 512, 0, True), ("ROCm", "gfx90a", "Q4_1", 512, 0, True), ("ROCm", "gfx908", "Q5_0", 512, 0, True),
+    ("ROCm", "gfx908", "Q5_1", 512, 0, True),
     ("ROCm", "gfx90a", "Q4_K", 256, 0, True), ("ROCm", "gfx90a", "Q5_K", 256, 0, True), ("ROCm", "gfx90a", "Q4_K", 257, 0, False),
     ("ROCm", "gfx908", "Q8_0", 256, 0, False), ("ROCm", "gfx90a", "Q6_K", 512, 65, True), ("ROCm", "gfx90a", "Q6_K", 512, 64, False),
     ("ROCm", "gfx1030", "Q6_K", 512, 0, True),  # RDNA2 and others: MMQ
@@ -503,3 +504,41 @@ def test_volta_moe_expert_stacks_use_cublas_with_their_row_length():
     moe, _ = get_model("gemma-4-26b-a4b")
     volta = Device("V100", "nvidia", "CUDA", 32 * GiB, 10**12, compute_capability="7.0")
     assert gpu_pool_bytes(moe, parse_format("Q4_K_M"), volta, 512, {3}) == 2 * 1408 * 2816 + 2 * 4096 * (2816 + 1408)
+
+
+def test_untied_output_is_placed_and_offloaded_like_any_weight():
+    # a model with its own output.weight (not tied): no duplicate copy; with -ngl 0 the CPU holds it and the
+    # largest CPU matmul is that output matrix; -ngl 1 puts it (and output_norm) on the GPU
+    import dataclasses
+
+    from planner.formats import tensor_sizes
+    from planner.types import TensorSpec
+
+    base, _ = get_model("gemma-3-1b")
+    out = TensorSpec("output.weight", (base.vocab, base.hidden), None, "BF16")
+    spec = dataclasses.replace(base, tensors=base.tensors + (out,), tied_embeddings=False)
+    fmt = parse_format("Q8_0")
+    sizes = dict((t.name, b) for t, b in tensor_sizes(spec, fmt))
+    one = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=1), hw_gpu())
+    assert one.devices[0].weights_bytes == sizes["output.weight"] + sizes["output_norm.weight"]
+    assert "tied_output_copy_bytes" not in one.devices[0].detail
+    zero = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=0), hw_gpu())
+    assert zero.devices[-1].weights_bytes == sum(sizes.values()) and "tied_output_copy_bytes" not in zero.devices[-1].detail
+
+
+def test_weights_by_placement_groups_bytes_by_llama_cpp_layer():
+    # called directly (the speed model does) on a model seen for the first time: input, output and per-layer bytes
+    from planner.formats import tensor_sizes
+    from planner.memory import repack_types, weights_by_placement
+
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(["avx2"])))
+    sizes = dict((t.name, b) for t, b in tensor_sizes(spec, fmt))
+    assert w.input_bytes == w.tied_bytes == sizes["token_embd.weight"]
+    assert w.output_bytes == sizes["output_norm.weight"] and w.output_max_matmul == 0  # tied: no output matrix of its own
+    assert w.layer_bytes[7] == sum(b for n, b in sizes.items() if n.startswith("blk.7."))
+    assert w.layer_max_matmul[9] == 2560 * 10240 // 256 * 210  # layer 9: ffn_down Q6_K (use_more_bits: (9 - 34/8) % 3 == 2)
+    assert w.layer_max_matmul[7] == 10240 * 2560 // 256 * 144  # layer 7: Q4_K, the gate/up (10240 x 2560) are the largest
+    assert sum(w.layer_bytes) + w.input_bytes + w.output_bytes == sum(sizes.values())
+    assert w.layer_expert_bytes == [0] * 34 and w.repack_types == frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
