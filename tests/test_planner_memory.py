@@ -516,7 +516,8 @@ def test_untied_output_is_placed_and_offloaded_like_any_weight():
 
     base, _ = get_model("gemma-3-1b")
     out = TensorSpec("output.weight", (base.vocab, base.hidden), None, "BF16")
-    spec = dataclasses.replace(base, tensors=base.tensors + (out,), tied_embeddings=False)
+    norm = next(t for t in base.tensors if t.name == "output_norm.weight")  # after the matrix, as converters write it
+    spec = dataclasses.replace(base, tensors=tuple(t for t in base.tensors if t is not norm) + (out, norm), tied_embeddings=False)
     fmt = parse_format("Q8_0")
     sizes = dict((t.name, b) for t, b in tensor_sizes(spec, fmt))
     one = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=1), hw_gpu())
@@ -531,3 +532,18 @@ def test_untied_output_is_placed_and_offloaded_like_any_weight():
     arm_gpu = llamacpp_memory(spec, q4, RuntimeSettings(n_ctx=4096, n_gpu_layers=1), hw_gpu(flags=("neon", "i8mm"))).devices[-1]
     assert arm.detail["repack_bytes"] - arm_gpu.detail["repack_bytes"] == q4_sizes["output.weight"]  # Q8_0: 1152-wide rows
 
+
+
+def test_cpu_moe_keeps_the_experts_and_their_repack_on_the_host():
+    # Gemma 4 26B-A4B Q4_K_M, --cpu-moe, AVX2: the expert stacks stay on the CPU; the Q4_K ones (gate_up, 128 x 1408
+    # x 2816, one per layer over 30 layers) get a CPU_REPACK copy; the GPU's compute buffer takes a copy of the
+    # largest (op offload); the host runs a compute buffer of its own (the whole graph's)
+    spec, _ = get_model("gemma-4-26b-a4b")
+    fmt = parse_format("Q4_K_M")
+    full = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu(80))
+    moe = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, experts_on_cpu=True), hw_gpu(80))
+    gate_up = 128 * 1408 * 2816 // 256 * 144
+    assert moe.devices[-1].detail["repack_bytes"] == 30 * gate_up
+    assert moe.devices[0].compute_bytes == full.devices[0].compute_bytes + gate_up
+    assert moe.devices[-1].compute_bytes == full.devices[0].compute_bytes
+    assert "repack_bytes" not in full.devices[-1].detail
