@@ -547,3 +547,34 @@ def test_cpu_moe_keeps_the_experts_and_their_repack_on_the_host():
     assert moe.devices[0].compute_bytes == full.devices[0].compute_bytes + gate_up
     assert moe.devices[-1].compute_bytes == full.devices[0].compute_bytes
     assert "repack_bytes" not in full.devices[-1].detail
+    # the GPU's pool leaves the experts out (they run on the CPU): its largest temporary is a full-attention layer's
+    # output projection (K = 16 heads x 512), not the expert stack's (gate_up: 8 x 512 rows of 2816 -> 3072)
+    assert moe.devices[0].detail["pool_bytes"] == 512 * 8192 * 36 // 32
+    assert full.devices[0].detail["pool_bytes"] == 512 * 8 * 3072 * 36 // 32
+
+
+def test_breakdown_edges_versions_budgets_and_unknown_backends():
+    from planner.types import LLAMA_CPP_VERSION
+
+    spec, _ = get_model("gemma-3-1b")
+    fmt = parse_format("Q4_K_M")
+    # the default build is named as vendored (with its commit), not by the generic label
+    m = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096), hw_gpu())
+    assert m.engine_version == LLAMA_CPP_VERSION == "llama.cpp b11312 (0c1e57098, as vendored in llama-cpp-python 0.3.36)"
+    # a margin above the device and the host: budgets of 0, not negative
+    tight = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096), Hardware("t", [Device("GPU", "nvidia", "CUDA", GiB, 10**12)],
+                                                                           GiB, CPU(flags=["avx2"])), margin=2 * GiB)
+    assert [d.budget_bytes for d in tight.devices] == [0, 0]
+    # an OpenCL GPU (no runtime reserve known, no CUDA pool): nothing added beyond its buffers
+    ocl = Hardware("o", [Device("Adreno", "qualcomm", "OpenCL", 8 * GiB, 10**11)], 16 * GiB, CPU(flags=["neon", "dotprod"]))
+    gpu = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=4096), ocl).devices[0]
+    assert gpu.weights_bytes > 0 and gpu.overhead_bytes == 0 and "pool_bytes" not in gpu.detail
+
+
+def test_kv_groups_memo_keeps_flash_attention_apart():
+    # without flash attention V is padded to the widest V; the per-spec memo must not hand one layout to the other
+    spec, _ = get_model("gemma-4-31b")
+    fa = llamacpp_kv_bytes(spec, RuntimeSettings(n_ctx=8192))
+    no_fa = llamacpp_kv_bytes(spec, RuntimeSettings(n_ctx=8192, flash_attn=False))
+    assert fa == 10 * 8192 * 4 * 512 * 2 * 2 + 50 * 1536 * 16 * 256 * 2 * 2
+    assert no_fa == 10 * 8192 * (2048 + 4096) * 2 + 50 * 1536 * 4096 * 2 * 2
