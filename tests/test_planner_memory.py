@@ -578,3 +578,39 @@ def test_kv_groups_memo_keeps_flash_attention_apart():
     no_fa = llamacpp_kv_bytes(spec, RuntimeSettings(n_ctx=8192, flash_attn=False))
     assert fa == 10 * 8192 * 4 * 512 * 2 * 2 + 50 * 1536 * 16 * 256 * 2 * 2
     assert no_fa == 10 * 8192 * (2048 + 4096) * 2 + 50 * 1536 * 4096 * 2 * 2
+
+
+def test_attention_phases_when_they_are_the_peak():
+    # Shapes where attention outgrows the FFN (one reserved output, so the logits stay small): with flash attention
+    # the residual, Q and the attention output; without it, one layer's F32 KQ scores over its own cache (a sliding
+    # layer over its window, not the whole context)
+    import dataclasses
+
+    from planner.memory import _graph_input_bytes, _llamacpp_compute_bytes
+
+    base, _ = get_model("gemma-3-4b")  # hidden 2560, 8 heads of 256, FFN 10240, window 1024
+
+    def above_inputs(spec, **kw):
+        s = RuntimeSettings(n_outputs_max=1, **kw)
+        layout = llamacpp_kv_layout(spec, s)
+        return _llamacpp_compute_bytes(spec, s, layout) - _graph_input_bytes(spec, s, layout)
+
+    narrow = dataclasses.replace(base, layers=tuple(dataclasses.replace(lay, n_ff=256) for lay in base.layers))
+    assert above_inputs(narrow, n_ctx=4096) == 4 * 512 * 2560 + 2 * (4 * 512 * 8 * 256)
+    sliding = dataclasses.replace(base, layers=tuple(dataclasses.replace(lay, sliding=True) for lay in base.layers))
+    # every layer slides: KQ over pad256(1024 + 512) = 1536 cells (38.8 MB) stays below the FFN phase at 32768 cells
+    assert above_inputs(sliding, n_ctx=32768, flash_attn=False) == 4 * 512 * (2 * 2560 + 3 * 10240)
+    assert above_inputs(base, n_ctx=32768, flash_attn=False) == 4 * 512 * 2560 + 2 * (4 * 512 * 8 * 256) + 4 * 32768 * 512 * 8
+
+
+def test_a_model_without_sliding_layers_has_one_cache_of_inputs():
+    # graph inputs per KV cache: k_idxs, v_idxs and the mask; no sliding layer, no second cache
+    import dataclasses
+
+    from planner.memory import _graph_input_bytes
+
+    base, _ = get_model("gemma-3-4b")
+    full = dataclasses.replace(base, layers=tuple(dataclasses.replace(lay, sliding=False) for lay in base.layers))
+    s = RuntimeSettings(n_ctx=8192)
+    layout = llamacpp_kv_layout(full, s)
+    assert _graph_input_bytes(full, s, layout) == 3 * 4 * 512 + 4 * 512 * 2560 + 8 * 512 + 8 * 512 + 2 * 8192 * 512
