@@ -464,6 +464,11 @@ def test_kv_layout_defaults_and_clamps():
     assert (small.n_ctx, small.n_batch, small.n_ubatch, small.n_stream) == (512, 512, 512, 1)
     zero = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=4096, n_parallel=0))
     assert (zero.n_stream, zero.n_ctx_seq) == (1, 4096)  # no slots asked: one stream
+    one = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=1))
+    assert one.n_ctx == one.n_ctx_seq == 256  # a 1-token context is padded, not replaced by the trained one
+    four = llamacpp_kv_layout(spec, RuntimeSettings(n_ctx=30000, n_parallel=4))  # 30208 cells / 4 -> pad256(7552) = 7680
+    assert (four.n_ctx, four.n_ctx_seq, four.n_stream) == (30720, 7680, 4)
+    assert all(isinstance(v, int) for v in (four.n_ctx, four.n_ctx_seq, four.swa_cells, four.n_batch, four.n_ubatch))
 
 
 def test_rdna3_moe_experts_keep_mmq_at_large_batches():
@@ -614,3 +619,43 @@ def test_a_model_without_sliding_layers_has_one_cache_of_inputs():
     s = RuntimeSettings(n_ctx=8192)
     layout = llamacpp_kv_layout(full, s)
     assert _graph_input_bytes(full, s, layout) == 3 * 4 * 512 + 4 * 512 * 2560 + 8 * 512 + 8 * 512 + 2 * 8192 * 512
+
+
+def test_a_gguf_source_is_planned_with_its_own_tensor_types():
+    # a GGUF read from disk and planned at its own file type keeps each tensor's real type: here a file labelled
+    # Q4_0 whose matrices are all Q8_0 (made with --tensor-type overrides); on an AVX2 host Q8_0 is not repacked,
+    # so -ngl 0 makes no CPU_REPACK copy, where the Q4_0 rule would have repacked nearly every matrix
+    import dataclasses
+
+    from planner.formats import tensor_bytes
+    from planner.types import TensorSpec
+
+    base, _ = get_model("gemma-3-1b")
+    ts = tuple(TensorSpec(t.name, t.shape, t.layer, "Q8_0" if len(t.shape) > 1 else "F32",
+                          tensor_bytes("Q8_0" if len(t.shape) > 1 else "F32", t.shape)) for t in base.tensors)
+    spec = dataclasses.replace(base, tensors=ts, gguf_file_type="Q4_0")
+    host = llamacpp_memory(spec, parse_format("Q4_0"), RuntimeSettings(n_ctx=4096, n_gpu_layers=0), hw_gpu()).devices[-1]
+    assert host.weights_bytes == sum(t.nbytes for t in ts) and "repack_bytes" not in host.detail
+    rule = llamacpp_memory(base, parse_format("Q4_0"), RuntimeSettings(n_ctx=4096, n_gpu_layers=0), hw_gpu()).devices[-1]
+    assert rule.detail["repack_bytes"] > 0
+
+
+def test_global_tensors_without_a_block_go_with_layer_0_and_rope_with_the_first_full_layer():
+    # LLM_TENSOR_INFOS files rope_freqs with the first full-attention layer (layer 0 when every layer slides) and any
+    # other block-less tensor that is neither input nor output with layer 0
+    import dataclasses
+
+    from planner.formats import tensor_sizes
+    from planner.memory import repack_types, weights_by_placement
+    from planner.types import TensorSpec
+
+    base, _ = get_model("gemma-4-e2b")
+    extra = TensorSpec("mystery.weight", (256, 1536), None, "BF16")
+    spec = dataclasses.replace(base, tensors=base.tensors + (extra,),
+                               layers=tuple(dataclasses.replace(lay, sliding=True) for lay in base.layers))
+    fmt = parse_format("Q8_0")
+    sizes = dict((t.name, b) for t, b in tensor_sizes(spec, fmt))
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(["avx2"])))
+    at0 = ("rope_freqs.weight", "mystery.weight", "per_layer_model_proj.weight", "per_layer_proj_norm.weight")
+    assert w.layer_bytes[0] == sum(b for n, b in sizes.items() if n.startswith("blk.0.") or n in at0)
+    assert w.layer_bytes[1] == sum(b for n, b in sizes.items() if n.startswith("blk.1."))
