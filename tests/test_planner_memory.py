@@ -659,3 +659,49 @@ def test_global_tensors_without_a_block_go_with_layer_0_and_rope_with_the_first_
     at0 = ("rope_freqs.weight", "mystery.weight", "per_layer_model_proj.weight", "per_layer_proj_norm.weight")
     assert w.layer_bytes[0] == sum(b for n, b in sizes.items() if n.startswith("blk.0.") or n in at0)
     assert w.layer_bytes[1] == sum(b for n, b in sizes.items() if n.startswith("blk.1."))
+
+
+def test_weights_by_placement_groups_bytes_by_llama_cpp_layer():
+    # called directly (the speed model does) on a model seen for the first time: input, output and per-layer bytes
+    from planner.formats import tensor_sizes
+    from planner.memory import repack_types, weights_by_placement
+
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    w = weights_by_placement(spec, fmt, frozenset(repack_types(["avx2"])))
+    sizes = dict((t.name, b) for t, b in tensor_sizes(spec, fmt))
+    assert w.input_bytes == w.tied_bytes == sizes["token_embd.weight"]
+    assert w.output_bytes == sizes["output_norm.weight"] and w.output_max_matmul == 0  # tied: no output matrix of its own
+    assert w.layer_bytes[7] == sum(b for n, b in sizes.items() if n.startswith("blk.7."))
+    assert w.layer_max_matmul[9] == 2560 * 10240 // 256 * 210  # layer 9: ffn_down Q6_K (use_more_bits: (9 - 34/8) % 3 == 2)
+    assert w.layer_max_matmul[7] == 10240 * 2560 // 256 * 144  # layer 7: Q4_K, the gate/up (10240 x 2560) are the largest
+    assert sum(w.layer_bytes) + w.input_bytes + w.output_bytes == sum(sizes.values())
+    assert w.layer_expert_bytes == [0] * 34 and w.repack_types == frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
+
+
+def test_compute_phases_of_moe_and_per_layer_embeddings():
+    # One reserved output (llama-server with one slot), flash attention, ubatch 512: the logits are small and the
+    # peak is the graph inputs plus the largest phase.
+    import dataclasses
+
+    from planner.memory import _graph_input_bytes, _llamacpp_compute_bytes
+
+    s = RuntimeSettings(n_ctx=4096, n_outputs_max=1)
+
+    def above_inputs(spec):
+        layout = llamacpp_kv_layout(spec, s)
+        return _llamacpp_compute_bytes(spec, s, layout) - _graph_input_bytes(spec, s, layout)
+
+    # 26B-A4B (hidden 2816, 8 of 128 experts of width 704): the routed experts' phase, the residual, a freed hidden
+    # tensor, the chosen experts' fused gate+up rows, their GEGLU and the down projection's per-expert outputs
+    moe, _ = get_model("gemma-4-26b-a4b")
+    assert above_inputs(moe) == 4 * 512 * (3 * 8 * 704 + 2 * 2816 + 8 * 2816)
+    # E2B (hidden 1536, widest FFN 12288, per-layer embeddings 256 x 35 layers): the widest FFN phase with the
+    # combined per-layer inputs alive beside it
+    e2b, _ = get_model("gemma-4-e2b")
+    ff = max(lay.n_ff for lay in e2b.layers)
+    assert ff == 12288 and above_inputs(e2b) == 4 * 512 * (2 * 1536 + 3 * ff) + 4 * 512 * 256 * 35
+    # per-layer embeddings 4x wider: building them (scaled rows above the freed raw rows, projection, norm: four
+    # tables' worth over the hidden state) is the peak
+    wide = dataclasses.replace(e2b, ple_dim=1024)
+    assert above_inputs(wide) == 4 * 512 * 1536 + 4 * (4 * 512 * 1024 * 35)
