@@ -705,3 +705,14 @@ def test_compute_phases_of_moe_and_per_layer_embeddings():
     # tables' worth over the hidden state) is the peak
     wide = dataclasses.replace(e2b, ple_dim=1024)
     assert above_inputs(wide) == 4 * 512 * 1536 + 4 * (4 * 512 * 1024 * 35)
+
+
+def test_cpu_moe_on_a_dense_model_changes_nothing():
+    # --cpu-moe (-ot exps=CPU) matches no tensor of a dense model: every weight stays on the GPU, no host weight is
+    # copied into the GPU's compute buffer and the host keeps the inputs-only buffer of a full offload
+    spec, _ = get_model("gemma-3-4b")
+    fmt = parse_format("Q4_K_M")
+    full = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192), hw_gpu())
+    cpu_moe = llamacpp_memory(spec, fmt, RuntimeSettings(n_ctx=8192, experts_on_cpu=True), hw_gpu())
+    assert [d.to_dict() for d in cpu_moe.devices] == [d.to_dict() for d in full.devices]
+
