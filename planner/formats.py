@@ -135,10 +135,6 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def _fallback(t: TensorSpec, typ: str) -> str:
-    return _fallback_row(t.row, typ)
-
-
 @lru_cache(maxsize=1024)
 def _fallback_row(ncols: int, typ: str) -> str:
     """tensor_type_fallback: rows that are not a multiple of the block size."""

@@ -351,7 +351,7 @@ def _placed_weights(spec: ModelSpec, fmt: WeightFormat, repackable: frozenset, d
         if d is None:
             add_repack(w.layer_repack[il])
             cpu_matmul_max = max(cpu_matmul_max, w.layer_max_matmul[il])
-        if ed is None:
+        if ed is None and w.layer_expert_bytes[il]:  # --cpu-moe moves expert stacks only: a dense layer stays put
             add_repack(w.layer_expert_repack[il])
             cpu_matmul_max = max(cpu_matmul_max, w.layer_max_matmul[il])
     for d in dev_of[:L]:
@@ -405,7 +405,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
     if on_gpu:
         for i in on_gpu:
             mems[i].compute_bytes = main
-        partial = any(d is None for d in dev_of[:L + 1]) or s.experts_on_cpu
+        partial = any(d is None for d in dev_of[:L + 1]) or (s.experts_on_cpu and spec.moe is not None)
         if partial:
             # op offload copies a host-resident weight into the GPU buffer as a split input
             mems[out_dev if out_dev is not None else on_gpu[-1]].compute_bytes += cpu_matmul_max

@@ -217,6 +217,32 @@ def test_transformers_memory_on_the_cpu_by_hand():
     assert (host.capacity_bytes, host.budget_bytes) == (8 * GiB, 7 * GiB)
 
 
+def test_transformers_memory_edges():
+    # The breakdown names its engine version and its one note; no output buffer is counted apart (the logits are
+    # in the activations); a backend without a known runtime reserve gets none; a margin larger than the device
+    # leaves a budget of 0, not a negative one; on unified memory the host's capacity loses what the GPU holds.
+    from planner.formats import weight_bytes
+    from planner.types import TRANSFORMERS_VERSION
+
+    spec, _ = get_model("gemma-3-1b")
+    fmt = parse_format("bf16", "transformers")
+    s = RuntimeSettings(n_ctx=4096, engine="transformers")
+    small = Hardware("box", [Device("GPU", "intel", "SYCL", GiB, 10**11)], 2 * GiB, CPU(flags=["avx2"]))
+    m = transformers_memory(spec, fmt, s, small, margin=3 * GiB)
+    gpu, host = m.devices
+    assert m.engine_version == TRANSFORMERS_VERSION == "transformers 5.x"
+    assert m.notes == ["transformers: DynamicCache (sliding layers keep the last window); prefill activations for the whole prompt"]
+    assert gpu.output_bytes == 0 and gpu.overhead_bytes == 0  # SYCL: not in RUNTIME_OVERHEAD
+    assert gpu.budget_bytes == 0 and host.budget_bytes == 0
+    cpu_only = transformers_memory(spec, fmt, s, Hardware("cpu", [], GiB, CPU(flags=["avx2"])), margin=3 * GiB)
+    (h,) = cpu_only.devices
+    assert h.weights_bytes == weight_bytes(spec, fmt) and h.budget_bytes == 0 and h.output_bytes == 0
+    dev = Device("Apple M4 Max GPU", "apple", "Metal", 96 * GiB, 546 * 10**9, unified=True, device_class="apple")
+    mac = transformers_memory(spec, fmt, s, Hardware("mac", [dev], 128 * GiB, CPU(flags=["neon"]), kind="apple"), margin=0)
+    assert mac.devices[0].overhead_bytes == 512 * MiB  # Metal's reserve
+    assert mac.devices[1].capacity_bytes == 128 * GiB - mac.devices[0].total_bytes
+
+
 def test_estimate_memory_dispatches_by_engine_and_refuses_mismatches():
     from planner.errors import InvalidSettingsError
     from planner.memory import estimate_memory
@@ -226,6 +252,15 @@ def test_estimate_memory_dispatches_by_engine_and_refuses_mismatches():
     got = {e: estimate_memory(spec, parse_format(q, e), RuntimeSettings(n_ctx=4096, engine=e), hw).engine
            for e, q in (("llama.cpp", "Q4_K_M"), ("vllm", "bf16"), ("transformers", "bf16"))}
     assert got == {"llama.cpp": "llama.cpp", "vllm": "vllm", "transformers": "transformers"}
+    # the margin reaches every engine's model: each device's budget is its capacity less the margin given; vLLM
+    # keeps it free beside the KV its slots need (kv_needed_bytes)
+    for e, q in (("llama.cpp", "Q4_K_M"), ("transformers", "bf16")):
+        for margin in (0, 3 * GiB):
+            devs = estimate_memory(spec, parse_format(q, e), RuntimeSettings(n_ctx=4096, engine=e), hw, margin=margin).devices
+            assert [d.budget_bytes for d in devs] == [max(0, d.capacity_bytes - margin) for d in devs], (e, margin)
+    vllm = [estimate_memory(spec, parse_format("bf16", "vllm"), RuntimeSettings(n_ctx=4096, engine="vllm"), hw, margin=m)
+            for m in (0, 3 * GiB)]
+    assert vllm[1].devices[0].detail["kv_needed_bytes"] - vllm[0].devices[0].detail["kv_needed_bytes"] == 3 * GiB
     bad = [("llama.cpp", "bf16", "llama.cpp runs GGUF files; 'bf16' is a"),
            ("vllm", "Q4_K_M", "vllm does not run GGUF type Q4_K_M"),
            ("transformers", "Q8_0", "transformers does not run GGUF type Q8_0"),

@@ -66,3 +66,32 @@ def test_moe_experts_keep_16_bit():
     assert exps > 0
     q4 = weight_bytes(spec, parse_format("gptq-int4"))
     assert q4 > 2 * exps  # the experts alone, at 2 bytes each
+
+
+def test_group_sizes_at_the_edges():
+    # group <= 0 means one group over the whole input row (act-order-less per-channel GPTQ); group 1 is a scale
+    # and a zero per input column. Bytes are whole integers (the plan prints them as such).
+    t = TensorSpec("blk.0.attn_q.weight", (256, 256), 0)
+    per_row = 32 * 256 * 4 + 1 * 32 * 4 + 1 * 256 * 2 + 256 * 4
+    assert gptq_tensor_bytes(t, 4, 0) == gptq_tensor_bytes(t, 4, -1) == per_row
+    assert gptq_tensor_bytes(t, 4, 1) == 32 * 256 * 4 + 256 * 32 * 4 + 256 * 256 * 2 + 256 * 4
+    total = weight_bytes(get_model("gemma-3-4b")[0], parse_format("gptq-int4"))
+    assert isinstance(total, int) and all(isinstance(gptq_tensor_bytes(t, b, 128), int) for b in (4, 8))
+
+
+@pytest.mark.parametrize("t,quantized", [
+    (TensorSpec("blk.0.attn_v.weight", (256, 256), 0), True),
+    (TensorSpec("blk.0.ffn_gate.weight", (512, 256), 0), True),
+    (TensorSpec("blk.0.ffn_gate_inp.weight", (4, 256), 0), False),  # the router reads as ffn_gate but stays
+    (TensorSpec("blk.0.ffn_down_exps.weight", (4, 256, 512), 0), False),  # fused 3-D experts are not Linear modules
+    (TensorSpec("blk.0.attn_q_norm.weight", (256,), 0), False),
+    (TensorSpec("blk.3.inp_gate.weight", (256, 1536), 3), True),  # per-layer input gate (per_layer_input_gate)
+    (TensorSpec("blk.3.proj.weight", (1536, 256), 3), True),  # per-layer projection (per_layer_projection)
+    (TensorSpec("inp_gate.weight", (256, 1536)), False),  # outside a layer: not in the module tree
+    (TensorSpec("blk.3.altup_proj.weight", (256, 256), 3), False),  # only the two names above, not any *proj
+    (TensorSpec("token_embd.weight", (1024, 256)), False),
+])
+def test_which_tensors_gptq_quantizes(t, quantized):
+    from planner.formats import gptq_quantized
+
+    assert gptq_quantized(t) is quantized
