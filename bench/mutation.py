@@ -47,7 +47,7 @@ SCOPE: dict[str, tuple[list[str], list[str]]] = {
                            ["row_bytes", "tensor_bytes", "block_size", "quality_loss", "_allows_quantization", "_gguf_tensor_types",
                             "_category", "_use_more_bits", "_fallback_row", "gguf_tensor_types", "_source_type",
                             "tensor_sizes", "_tensor_sizes", "_is_linear", "gptq_quantized", "gptq_tensor_bytes",
-                            "weight_bytes"]),
+                            "weight_bytes", "_static", "_static_counts"]),
     "planner/speed.py": (["tests/test_speed.py", "tests/test_speed_model.py", "tests/test_estimators_exact.py"],
                          ["class_consts", "engine_factor", "backend_factor", "decode_time", "prefill_time",
                           "engine_pp_factor", "cap", "expected_range", "weights_read_per_token", "_output_bytes",
