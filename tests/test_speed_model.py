@@ -238,3 +238,158 @@ def test_a_hostile_kept_measurement_is_ignored(tmp_path):
         p.write_bytes(body)
         assert apply_measured(hw, p) is False
     assert hw.speed_basis in (None, [], ())
+
+
+# ---------------------------------------------------------------- the formulas, value by value, on a small table
+# Constants of a hand-made table (through planner.speed._OVERRIDE, the hook bench/speed_fit.py evaluates candidate
+# constants with), so the expected values below are arithmetic on round numbers and a refit cannot move them.
+
+TABLE = {
+    "classes": {
+        "consumer_gpu": {"mem_eff": 0.8, "layer_s": 1e-4, "pp_eff": 0.5, "pp_flops_per_byte": 50.0, "arith_scale": 1.0},
+        "datacenter_gpu": {"mem_eff": 0.5, "layer_s": 2e-4, "pp_eff": 0.25, "pp_flops_per_byte": 100.0, "arith_scale": 2.0},
+        "cpu": {"mem_eff": 0.5, "layer_s": 1e-3, "pp_eff": 0.125, "pp_flops_per_byte": 10.0, "arith_scale": 0.5},
+        "phone_cpu": {"mem_eff": 0.25, "layer_s": 0.0, "pp_eff": 0.125, "pp_flops_per_byte": 10.0},
+        "sbc_cpu": {"mem_eff": 0.25, "layer_s": 0.0, "pp_eff": 0.125, "pp_flops_per_byte": 10.0},
+        "apple": {"mem_eff": 0.75, "layer_s": 0.0, "pp_eff": 0.5, "pp_flops_per_byte": 50.0},
+    },
+    "backends": {"ROCm": {"factor": 0.5}, "CUDA (2024 build)": {"factor": 0.25}},
+    "eras": {"2024": {"layer_factor": 2.0}, "2023": {"layer_factor": 3.0}},
+    "engines": {"mlx/gpu": {"factor": 1.25, "pp_factor": 2.0}, "litert-lm/cpu": {"factor": 4.0, "pp_factor": 8.0}},
+    "moe": {"factor": 0.5, "pp_factor": 0.25},
+    "cpu_kernels": {"ops_per_s_per_core": 4e10, "flops_per_core": 1e11,
+                    "families": {"x86": {"decode": 1.0, "prefill": 1.0}, "arm": {"decode": 0.5, "prefill": 2.0}}},
+    "caps": {"consumer_gpu": {"decode": {"tokens_per_s": 100.0, "model": "m", "hardware": "h", "source": "s"},
+                              "prefill": {"tokens_per_s": 1000.0, "model": "m", "hardware": "h", "source": "s"}}},
+    "errors": {"decode": {"all": {"n": 10, "p10_ratio": 0.5, "p90_ratio": 2.0},
+                          "by_class": {"consumer_gpu": {"n": 3, "p10_ratio": 0.75, "p90_ratio": 1.25},
+                                       "apple": {"n": 2, "p10_ratio": 0.25, "p90_ratio": 4.0}}},
+               "prefill": {"by_class": {}}},
+}
+
+
+@pytest.fixture
+def table(monkeypatch):
+    monkeypatch.setattr(S, "_OVERRIDE", TABLE)
+    return TABLE
+
+
+def test_class_engine_backend_and_era_lookups(table):
+    # an unknown class decodes as a discrete GPU; engines without a fitted factor: llama.cpp 1, transformers 0.5
+    assert S.class_consts("no-such-class") is TABLE["classes"]["consumer_gpu"]
+    assert S.class_consts("apple")["mem_eff"] == 0.75
+    assert S.engine_factor("mlx") == 1.25 and S.engine_factor("MLX", cpu=True) == 1.0
+    assert S.engine_factor("litert-lm", cpu=True) == 4.0 and S.engine_factor("litert-lm") == 1.0
+    assert S.engine_factor("transformers") == 0.5 and S.engine_factor("") == S.engine_factor("vllm") == 1.0
+    assert S.engine_pp_factor("mlx") == 2.0 and S.engine_pp_factor("litert-lm", cpu=True) == 8.0
+    assert S.engine_pp_factor("llama.cpp") == S.engine_pp_factor("mlx", cpu=True) == 1.0
+    assert S.backend_factor("ROCm") == 0.5 and S.backend_factor("llama.cpp CUDA 2024 build") == 0.25
+    assert S.backend_factor("CUDA") == S.backend_factor("") == 1.0
+    assert (S.build_era("llama.cpp Metal (2023)"), S.build_era("CUDA #4167 scoreboard"), S.build_era("ROCm 2024")) == (
+        "2023", "2023", "2024")
+    assert S.layer_factor("CUDA 2023") == 3.0 and S.layer_factor("Vulkan 2024") == 2.0 and S.layer_factor("CUDA") == 1.0
+    assert S.moe_factor() == 0.5 and S.moe_pp_factor() == 0.25
+
+
+def test_lookups_default_to_one_without_fitted_entries(monkeypatch):
+    # a table without engines, backends, eras, moe or caps: every factor is 1 and no estimate is capped
+    monkeypatch.setattr(S, "_OVERRIDE", {"classes": TABLE["classes"]})
+    assert S.engine_factor("mlx") == 1.0 and S.engine_factor("transformers") == 0.5 and S.engine_pp_factor("mlx") == 1.0
+    assert S.backend_factor("ROCm") == 1.0 and S.layer_factor("CUDA 2024") == 1.0
+    assert S.moe_factor() == 1.0 and S.moe_pp_factor() == 1.0 and S.cap("consumer_gpu", "decode") is None
+    assert S.expected_range(10.0, "consumer_gpu", "decode") == (5.0, 15.0, "all held-out rows (n=0)")
+
+
+def test_caps_and_expected_ranges(table):
+    # the range is the class's held-out p10-p90 when it has 3 rows or more, else that of all held-out rows
+    assert S.cap("consumer_gpu", "decode")["tokens_per_s"] == 100.0 and S.cap("apple", "decode") is None
+    assert S.cap("consumer_gpu", "no-kind") is None
+    assert S.expected_range(8.0, "consumer_gpu", "decode") == (6.0, 10.0, "held-out consumer_gpu rows (n=3)")
+    assert S.expected_range(8.0, "apple", "decode") == (4.0, 16.0, "all held-out rows (n=10)")
+    assert S.expected_range(8.0, "cpu", "decode") == (4.0, 16.0, "all held-out rows (n=10)")
+    assert S.expected_range(8.0, "apple", "prefill") == (4.0, 12.0, "all held-out rows (n=0)")
+
+
+def test_efficiency_class_of_devices_and_hosts(table):
+    from profiles.hardware import Device
+
+    def host(kind):
+        return Hardware("h", [], 8 << 30, CPU(), kind=kind)
+
+    assert S.efficiency_class(None) == "cpu" and S.efficiency_class(None, 0, host("desktop")) == "cpu"
+    assert S.efficiency_class(None, 0, host("phone")) == "phone_cpu" and S.efficiency_class(None, 0, host("sbc")) == "sbc_cpu"
+    gpu = Device("g", "nvidia", "CUDA", 8 << 30, device_class="apple")
+    assert S.efficiency_class(gpu) == "apple"
+    gpu.device_class = "npu"  # a class without constants: a discrete GPU's
+    assert S.efficiency_class(gpu) == "consumer_gpu"
+
+
+def test_kv_cell_bytes_per_cache_type():
+    # llama.cpp types by their row size; vLLM's "auto" in the 16-bit model dtype, fp8 one byte per element
+    assert S._kv_row("f16", 256) == 512 and S._kv_row("q8_0", 256) == 272 and S._kv_row("q4_0", 256) == 144
+    assert S._kv_row("auto", 256) == 512 and S._kv_row("fp8", 256) == 256 and S._kv_row("fp8_e5m2", 256) == 256
+
+
+def test_decode_time_memory_and_arithmetic_bound_by_hand(table):
+    gpu = S.Part(cls="consumer_gpu", bandwidth=1e12, weight_bytes=3e9, kv_bytes=1e9, layers=10, backend="CUDA", name="RTX")
+    t, lines, bound = S.decode_time([gpu])
+    assert t == pytest.approx(4e9 / (1e12 * 0.8) + 10 * 1e-4, rel=1e-12) and bound == "memory"
+    assert lines == ["RTX: 4.00 GB/token at 1000 GB/s (consumer_gpu, memory-bound)"]
+    # ROCm halves the effective bandwidth; MLX's engine factor 1.25 speeds it; a 2024 build doubles the layer cost
+    rocm = S.Part(**{**gpu.__dict__, "backend": "ROCm"})
+    assert S.decode_time([rocm], "mlx")[0] == pytest.approx(4e9 / (1e12 * 0.8 * 0.5 * 1.25) + 10 * 1e-4, rel=1e-12)
+    old = S.Part(**{**gpu.__dict__, "backend": "Vulkan 2024"})
+    assert S.decode_time([old])[0] == pytest.approx(4e9 / (1e12 * 0.8) + 10 * 2e-4, rel=1e-12)
+    # a slow dequantize rate binds: weight bytes / (rate x arith_scale x engine), KV not counted there
+    slow = S.Part(cls="datacenter_gpu", bandwidth=1e12, weight_bytes=3e9, kv_bytes=1e9, layers=10,
+                  arith_bytes_per_s=1e9, name="")
+    t, lines, bound = S.decode_time([slow], "mlx")
+    assert t == pytest.approx(3e9 / (1e9 * 2.0 * 1.25) + 10 * 2e-4, rel=1e-12) and bound == "arithmetic"
+    assert lines == ["datacenter_gpu: 4.00 GB/token at 1000 GB/s, arithmetic 2.5 GB/s (datacenter_gpu, arithmetic-bound)"]
+    fast = S.Part(**{**slow.__dict__, "arith_bytes_per_s": 1e15})
+    t, lines, bound = S.decode_time([fast])
+    assert t == pytest.approx(4e9 / (1e12 * 0.5) + 10 * 2e-4, rel=1e-12) and bound == "memory"
+    assert lines == ["datacenter_gpu: 4.00 GB/token at 1000 GB/s, arithmetic 2000000.0 GB/s (datacenter_gpu, memory-bound)"]
+
+
+def test_decode_time_adds_devices_in_turn_and_takes_the_slowest_rank(table):
+    # llama.cpp runs a split's layers one device after another; tensor-parallel ranks run together
+    a = S.Part(cls="consumer_gpu", bandwidth=1e12, weight_bytes=4e9, name="A")
+    b = S.Part(cls="consumer_gpu", bandwidth=5e11, weight_bytes=4e9, name="B")
+    empty = S.Part(cls="cpu", bandwidth=1e9, weight_bytes=0.0, name="CPU")
+    ta, tb = 4e9 / (1e12 * 0.8), 4e9 / (5e11 * 0.8)
+    t, lines, bound = S.decode_time([a, empty, b])
+    assert t == pytest.approx(ta + tb, rel=1e-12) and len(lines) == 2 and bound == "memory"
+    assert S.decode_time([a, b], parallel_ranks=True)[0] == pytest.approx(tb, rel=1e-12)
+    assert S.decode_time([b, a], parallel_ranks=True)[0] == pytest.approx(tb, rel=1e-12)
+    assert S.decode_time([]) == (0.0, [], "memory")
+
+
+def test_decode_time_at_measured_rates(table):
+    # this machine's rates: layers and the output matrix at their measured byte rates, KV at the class's bandwidth
+    m = {"layer_decode_bytes_per_s": 2e9, "output_decode_bytes_per_s": 4e9, "prefill_flops_per_s": 1e11}
+    cpu = S.Part(cls="cpu", bandwidth=2e10, weight_bytes=3e9, kv_bytes=1e9, output_bytes=1e9, layers=30, measured=m)
+    t, lines, bound = S.decode_time([cpu], "litert-lm")
+    assert t == pytest.approx(2e9 / 2e9 + 1e9 / 4e9 + 1e9 / (2e10 * 0.5), rel=1e-12) and bound == "measured"
+    assert lines == ["cpu: 4.00 GB/token at this machine's measured llama.cpp rates (cpu)"]
+    gpu = S.Part(cls="consumer_gpu", bandwidth=1e12, weight_bytes=3e9, arith_bytes_per_s=1e9, name="G")
+    assert S.decode_time([gpu, cpu])[2] == "arithmetic"  # arithmetic is named before measured
+
+
+def test_prefill_time_by_hand(table):
+    # (2 x parameters + attention FLOPs) / (FLOP/s x class efficiency x engine), or from the bandwidth without FLOP/s
+    gpu = S.Part(cls="consumer_gpu", bandwidth=1e12, weight_bytes=1.0, params=4e9, attn_flops=2e9, flops=1e14)
+    assert S.prefill_time([gpu]) == pytest.approx(10e9 / (1e14 * 0.5), rel=1e-12)
+    assert S.prefill_time([gpu], "mlx") == pytest.approx(10e9 / (1e14 * 0.5 * 2.0), rel=1e-12)
+    nf = S.Part(**{**gpu.__dict__, "flops": None})
+    assert S.prefill_time([nf]) == pytest.approx(10e9 / (1e12 * 50.0), rel=1e-12)
+    cpu = S.Part(cls="cpu", bandwidth=1e10, weight_bytes=1.0, params=4e9, flops=None)
+    assert S.prefill_time([cpu], "litert-lm") == pytest.approx(8e9 / (1e10 * 10.0 * 8.0), rel=1e-12)
+    meas = S.Part(cls="cpu", bandwidth=1e10, weight_bytes=1.0, params=4e9, attn_flops=2e9, flops=1e12,
+                  measured={"prefill_flops_per_s": 5e10})
+    assert S.prefill_time([meas]) == pytest.approx(10e9 / 5e10, rel=1e-12)
+    idle = S.Part(cls="cpu", bandwidth=1e10, weight_bytes=1.0, params=0.0, attn_flops=1e9, flops=1e12)
+    t1, t2 = 10e9 / (1e14 * 0.5), 8e9 / (1e10 * 10.0)
+    assert S.prefill_time([gpu, idle, cpu]) == pytest.approx(t1 + t2, rel=1e-12)
+    assert S.prefill_time([gpu, cpu], parallel_ranks=True) == pytest.approx(t2, rel=1e-12)
+    assert S.prefill_time([cpu, gpu], parallel_ranks=True) == pytest.approx(t2, rel=1e-12)
