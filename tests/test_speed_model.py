@@ -393,3 +393,188 @@ def test_prefill_time_by_hand(table):
     assert S.prefill_time([gpu, idle, cpu]) == pytest.approx(t1 + t2, rel=1e-12)
     assert S.prefill_time([gpu, cpu], parallel_ranks=True) == pytest.approx(t2, rel=1e-12)
     assert S.prefill_time([cpu, gpu], parallel_ranks=True) == pytest.approx(t2, rel=1e-12)
+
+
+def _box(*gpus, ram_bw=5e10, kind="desktop", arch="x86_64", cores=8):
+    return Hardware("box", list(gpus), 64 << 30, CPU(cores_physical=cores, arch=arch), ram_bandwidth_bytes_per_s=ram_bw,
+                    kind=kind)
+
+
+def _gpu(bw=5e11, flops=1e14, name="G", cls="consumer_gpu", memory=48 << 30):
+    from profiles.hardware import Device
+
+    return Device(name, "nvidia", "CUDA", memory, bandwidth_bytes_per_s=bw, fp16_flops=flops, device_class=cls)
+
+
+def _model(name, quant="Q4_K_M", engine="llama.cpp"):
+    from planner.catalog import get_model
+
+    spec, _ = get_model(name)
+    return spec, parse_format(quant, engine)
+
+
+def test_one_gpu_plan_by_hand(table):
+    # Gemma 3 12B Q4_K_M wholly on one GPU: decode = 1 / ((weights + KV at 4096) / (bandwidth x mem_eff) + layers x
+    # layer_s), at the context's full KV for decode_at_context; prefill 2 x parameters + attention at half the prompt
+    # over FLOP/s x pp_eff, here above the class's cap (1000), so capped and said so; ranges from the held-out errors
+    spec, fmt = _model("gemma-3-12b")
+    s = RuntimeSettings(n_ctx=8192, n_gpu_layers=-1)
+    p = plan(spec, fmt, s, _box(_gpu()))
+    sp = p.speed
+    read = S.weights_read_per_token(spec, fmt)
+    kv, kv_ctx = (sum(S._kv_read_bytes(spec, s, d).values()) for d in (4096, 8192))
+    layers = p.memory.devices[0].layers
+    assert layers == 48
+    decode = 1 / ((read + kv) / (5e11 * 0.8) + 48 * 1e-4)
+    assert read / (1e14 * 0.25 / 4 * fmt.bits / 8) < (read + kv) / (5e11 * 0.8)  # memory-bound, not arithmetic
+    assert sp.decode_tokens_per_s == round(decode, 2) and sp.decode_bound == "memory"
+    assert sp.decode_at_context_tokens_per_s == round(1 / ((read + kv_ctx) / (5e11 * 0.8) + 48 * 1e-4), 2)
+    assert sp.decode_range_tokens_per_s == [round(0.75 * decode, 2), round(1.25 * decode, 2)]
+    assert (2 * S.prefill_params(spec) + S.attention_flops(spec, 512)) / (1e14 * 0.5) < 1 / 1000
+    assert sp.prefill_tokens_per_s == 1000.0 and sp.prefill_range_tokens_per_s == [500.0, 1000.0]
+    assert sp.capped_by == ["prefill capped at 1000 tok/s, the best published consumer_gpu measurement (m on h, s)"]
+    assert sp.time_to_first_token_s == 1.024 and sp.prompt_tokens == 1024
+    assert sp.bytes_per_token == read + kv and sp.efficiency == 0.8
+    assert (sp.decode_depth_tokens, sp.context_tokens, sp.speed_class, sp.prefill_class, sp.basis_kind) == (
+        4096, 8192, "consumer_gpu", "consumer_gpu", "published")
+    assert sp.bound == (f"G: {(read + kv) / 1e9:.2f} GB/token at 500 GB/s, arithmetic "
+                        f"{1e14 * 0.25 / 4 * fmt.bits / 8 / 1e9:.1f} GB/s (consumer_gpu, memory-bound)")
+    assert sp.basis == ("published: consumer_gpu constants fitted on published measurements, ranges from the held-out "
+                        "ones (docs/accuracy.md)")
+    assert sp.expected_error == (
+        f"expected decode {round(0.75 * decode, 2):.1f}-{round(1.25 * decode, 2):.1f} tok/s, prefill 500-1000 tok/s "
+        "(10th-90th percentile of measured/predicted in held-out consumer_gpu rows (n=3); prefill: all held-out rows "
+        "(n=0)); prefill capped at 1000 tok/s, the best published consumer_gpu measurement (m on h, s)")
+
+
+def test_slow_gpu_plan_is_arithmetic_bound_and_uncapped(table):
+    # a GPU with a tenth of the FLOP/s dequantizes slower than it reads: decode = weights / (FLOP/s x 1/4 / 4 ops
+    # per Q4_K weight x bytes per weight) + layers x layer_s, the same at every depth; prefill below the cap
+    spec, fmt = _model("gemma-3-12b")
+    sp = plan(spec, fmt, RuntimeSettings(n_ctx=8192, n_gpu_layers=-1), _box(_gpu(flops=1e13))).speed
+    read = S.weights_read_per_token(spec, fmt)
+    decode = 1 / (read / (1e13 * 0.25 / 4 * fmt.bits / 8) + 48 * 1e-4)
+    prefill = (1e13 * 0.5) / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512))
+    assert sp.decode_tokens_per_s == sp.decode_at_context_tokens_per_s == round(decode, 2)
+    assert sp.decode_bound == "arithmetic" and sp.capped_by == []
+    assert sp.prefill_tokens_per_s == round(prefill, 1) and sp.time_to_first_token_s == round(1024 / round(prefill, 1), 3)
+    assert sp.prefill_range_tokens_per_s == [round(0.5 * prefill, 1), round(1.5 * prefill, 1)]
+
+
+def test_fast_gpu_decode_is_capped_at_the_class_best(table):
+    # a rate above the class's best published one is printed as that rate, with the range's top at it too
+    spec, fmt = _model("gemma-3-1b")
+    sp = plan(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), _box(_gpu(bw=2e12, flops=1e13))).speed
+    assert sp.decode_tokens_per_s == 100.0 and sp.decode_at_context_tokens_per_s == 100.0
+    assert sp.decode_range_tokens_per_s == [75.0, 100.0] and sp.decode_bound == "cap"
+    assert sp.capped_by == ["decode capped at 100 tok/s, the best published consumer_gpu measurement (m on h, s)",
+                            "prefill capped at 1000 tok/s, the best published consumer_gpu measurement (m on h, s)"]
+    assert sp.prefill_tokens_per_s == 1000.0 and sp.time_to_first_token_s == 1.024
+
+
+@pytest.mark.parametrize("kind, arch, cls, dec_family, pp_family", [
+    ("desktop", "x86_64", "cpu", 1.0, 1.0), ("phone", "aarch64", "phone_cpu", 0.5, 2.0), ("sbc", "aarch64", "sbc_cpu", 0.5, 2.0)])
+def test_cpu_only_plan_by_hand(table, kind, arch, cls, dec_family, pp_family):
+    # no GPU: the host reads every weight (the tied output matrix once more, not the embedding rows) and its KV at
+    # its class's share of RAM bandwidth, or dequantizes at cores x the nominal rate / ops per weight x the
+    # family's factor x arith_scale, whichever is slower; prefill at cores x FLOP/s per core x pp_eff
+    spec, fmt = _model("gemma-3-1b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
+    sp = plan(spec, fmt, s, _box(kind=kind, arch=arch)).speed
+    c = TABLE["classes"][cls]
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    t_mem = (read + kv) / (5e10 * c["mem_eff"])
+    t_ar = read / (8 * 4e10 / 4 * fmt.bits / 8 * dec_family * c.get("arith_scale", 1.0))
+    decode = 1 / (max(t_mem, t_ar) + spec.n_layers * c["layer_s"])
+    prefill = 8 * 1e11 * pp_family * 0.125 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512))
+    assert sp.speed_class == sp.prefill_class == cls and sp.bytes_per_token == read + kv
+    assert sp.decode_tokens_per_s == round(decode, 2) and sp.prefill_tokens_per_s == round(prefill, 1)
+    assert sp.decode_bound == ("arithmetic" if t_ar > t_mem else "memory")
+    assert sp.decode_range_tokens_per_s == [round(0.5 * decode, 2), round(2.0 * decode, 2)]
+    assert sp.efficiency == c["mem_eff"] and sp.basis.startswith(f"published: {cls} constants")
+
+
+def test_moe_plan_takes_both_moe_factors(table):
+    # Gemma 4 26B-A4B on one GPU: the dense rule on the top-k bytes, decode times moe.factor (0.5), prefill times
+    # moe.pp_factor (0.25)
+    spec, fmt = _model("gemma-4-26b-a4b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=-1)
+    p = plan(spec, fmt, s, _box(_gpu(bw=1e11, flops=1e13, memory=80 << 30)))
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    t = max((read + kv) / (1e11 * 0.8), read / (1e13 * 0.25 / 4 * fmt.bits / 8)) + spec.n_layers * 1e-4
+    pp = 1e13 * 0.5 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512))
+    assert p.speed.bytes_per_token == read + kv
+    assert p.speed.decode_tokens_per_s == round(0.5 / t, 2) and p.speed.prefill_tokens_per_s == round(0.25 * pp, 1)
+
+
+def _input_bytes(spec, fmt):
+    from planner.formats import tensor_sizes
+
+    return sum(b for t, b in tensor_sizes(spec, fmt) if t.name in ("token_embd.weight", "per_layer_token_embd.weight"))
+
+
+def test_partial_offload_plan_by_hand(table):
+    # Gemma 3 12B with 20 of 49 layers on an 8 GiB GPU: each device reads its share of the weights a token touches
+    # (by the bytes it holds; the host's less the embedding rows it only looks up) and of the KV (by the KV it
+    # holds), one after the other; prefill runs on the GPU for all layers (llama.cpp's op offload)
+    spec, fmt = _model("gemma-3-12b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=20)
+    p = plan(spec, fmt, s, _box(_gpu(flops=1e13, memory=8 << 30)))
+    g, h = p.memory.devices
+    assert (g.device, h.device, g.layers, h.layers) == ("G", "CPU", 19, 29) and g.detail["tied_output_copy_bytes"]
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    held_g, held_h = g.weights_bytes, h.weights_bytes - _input_bytes(spec, fmt)
+    share_g, share_h = held_g / (held_g + held_h), held_h / (held_g + held_h)
+    kv_g, kv_h = kv * g.kv_bytes / (g.kv_bytes + h.kv_bytes), kv * h.kv_bytes / (g.kv_bytes + h.kv_bytes)
+    t_g = max((read * share_g + kv_g) / (5e11 * 0.8), read * share_g / (1e13 * 0.25 / 4 * fmt.bits / 8)) + 19 * 1e-4
+    t_h = max((read * share_h + kv_h) / (5e10 * 0.5), read * share_h / (8 * 4e10 / 4 * fmt.bits / 8 * 0.5)) + 29 * 1e-3
+    sp = p.speed
+    assert sp.decode_tokens_per_s == round(1 / (t_g + t_h), 2)
+    assert sp.bytes_per_token == int(read * share_g + kv_g + read * share_h + kv_h)
+    assert (sp.speed_class, sp.prefill_class, sp.efficiency) == ("cpu", "consumer_gpu", 0.5)
+    assert sp.prefill_tokens_per_s == round(1e13 * 0.5 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512)), 1)
+    assert sp.basis.startswith("published: consumer_gpu, cpu constants")
+    assert sp.bound.startswith(f"G: {(read * share_g + kv_g) / 1e9:.2f} GB/token at 500 GB/s") and "; CPU: " in sp.bound
+
+
+def test_experts_on_cpu_plan_by_hand(table):
+    # Gemma 4 26B-A4B with -ot exps=CPU: the host holds every expert but reads only top-k of them (8 of 128) per
+    # token; the GPU reads the rest of the layers
+    spec, fmt = _model("gemma-4-26b-a4b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=-1, experts_on_cpu=True)
+    hw = _box(_gpu(memory=24 << 30))
+    p = plan(spec, fmt, s, hw)
+    g, h = p.memory.devices
+    unread = S._unread_expert_bytes(spec, fmt, s, hw)
+    assert list(unread) == [None] and unread[None] > 0.9 * (h.weights_bytes - _input_bytes(spec, fmt))
+    gpu_side = S._unread_expert_bytes(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), hw)
+    assert gpu_side == {0: unread[None]}, "all layers on GPU 0: the same unread bytes, there"
+    assert S._unread_expert_bytes(*_model("gemma-3-12b"), s, hw) == {}
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    held_g, held_h = g.weights_bytes, h.weights_bytes - _input_bytes(spec, fmt) - unread[None]
+    share_g, share_h = held_g / (held_g + held_h), held_h / (held_g + held_h)
+    t_g = max((read * share_g + kv) / (5e11 * 0.8), read * share_g / (1e14 * 0.25 / 4 * fmt.bits / 8)) + 30 * 1e-4
+    t_h = max(read * share_h / (5e10 * 0.5), read * share_h / (8 * 4e10 / 4 * fmt.bits / 8 * 0.5)) + spec.n_layers * share_h * 1e-3
+    assert h.layers == 0 and g.layers == 30
+    assert p.speed.decode_tokens_per_s == round(0.5 / (t_g + t_h), 2)
+
+
+def test_vllm_tensor_parallel_plan_by_hand(table):
+    # vLLM TP=2 on two datacenter GPUs: each rank reads half the weights and half the KV (16-bit, "auto"), and
+    # the ranks run together (the slower one sets the rate); prefill likewise at half the parameters per rank
+    spec, fmt = _model("gemma-3-12b", "bf16", "vllm")
+    s = RuntimeSettings(engine="vllm", n_ctx=4096, tensor_parallel=2)
+    hw = _box(_gpu(name="A", cls="datacenter_gpu", memory=80 << 30), _gpu(name="B", cls="datacenter_gpu", memory=80 << 30))
+    sp = plan(spec, fmt, s, hw).speed
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    t_rank = (read / 2 + kv / 2) / (5e11 * 0.5) + spec.n_layers / 2 * 2e-4
+    assert sp.decode_tokens_per_s == round(1 / t_rank, 2) and sp.bytes_per_token == int(read + kv)
+    pp = 1e14 * 0.25 / ((2 * S.prefill_params(spec) + S.attention_flops(spec, 512)) / 2)
+    assert sp.prefill_tokens_per_s == round(pp, 1)
+    assert sp.decode_range_tokens_per_s == [round(0.5 / t_rank, 2), round(2.0 / t_rank, 2)]
+    assert sp.bound.count("(datacenter_gpu, memory-bound)") == 2 and sp.efficiency == 0.5
