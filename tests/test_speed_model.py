@@ -578,3 +578,64 @@ def test_vllm_tensor_parallel_plan_by_hand(table):
     assert sp.prefill_tokens_per_s == round(pp, 1)
     assert sp.decode_range_tokens_per_s == [round(0.5 / t_rank, 2), round(2.0 / t_rank, 2)]
     assert sp.bound.count("(datacenter_gpu, memory-bound)") == 2 and sp.efficiency == 0.5
+
+
+def test_llamacpp_split_over_two_gpus_by_hand(table):
+    # llama.cpp -ts 1,1 over a fast and a slow GPU: the memory breakdown's rows map back to the devices in order,
+    # each reads its share at its own bandwidth, one after the other
+    spec, fmt = _model("gemma-3-12b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=-1, tensor_split=[1.0, 1.0])
+    hw = _box(_gpu(name="Fast", bw=1e12, memory=24 << 30), _gpu(name="Slow", bw=2.5e11, memory=24 << 30))
+    p = plan(spec, fmt, s, hw)
+    rows = [m for m in p.memory.devices if m.device != "CPU"]
+    assert [r.device for r in rows] == ["Fast", "Slow"]
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    held = [r.weights_bytes for r in rows]
+    kvs = [r.kv_bytes for r in rows]
+    t = sum((read * w / sum(held) + kv * k / sum(kvs)) / (bw * 0.8) + r.layers * 1e-4
+            for w, k, bw, r in zip(held, kvs, (1e12, 2.5e11), rows))
+    assert p.speed.decode_tokens_per_s == round(1 / t, 2)
+    assert p.speed.bound.startswith("Fast: ") and "; Slow: " in p.speed.bound and " at 250 GB/s" in p.speed.bound
+    assert S._devices_for(p.memory, hw) == [d if m.device != "CPU" else None for m, d in
+                                            zip(p.memory.devices, [hw.devices[0], hw.devices[1], None])]
+
+
+def test_depth_slots_and_prompt_of_an_estimate(table):
+    # decode is quoted at 4096 tokens or the slot's context if shorter; llama.cpp slots split n_ctx (vLLM's do
+    # not); the prompt sets time to first token and the attention depth of prefill (half the prompt)
+    from planner.memory import estimate_memory
+
+    spec, fmt = _model("gemma-3-12b")
+    hw = _box(_gpu(flops=1e13))
+    s = RuntimeSettings(n_ctx=16384, n_gpu_layers=-1, n_parallel=8)
+    sp = S.estimate_speed(spec, fmt, s, hw, estimate_memory(spec, fmt, s, hw), prompt_tokens=256)
+    assert (sp.context_tokens, sp.decode_depth_tokens, sp.prompt_tokens) == (2048, 2048, 256)
+    pp = 1e13 * 0.5 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 128))
+    assert sp.prefill_tokens_per_s == round(pp, 1) and sp.time_to_first_token_s == round(256 / round(pp, 1), 3)
+    s1 = RuntimeSettings(n_ctx=16384, n_gpu_layers=-1)
+    sp = S.estimate_speed(spec, fmt, s1, hw, estimate_memory(spec, fmt, s1, hw), depth=1000)
+    assert (sp.context_tokens, sp.decode_depth_tokens) == (16384, 1000)
+    assert sp.bytes_per_token == S.weights_read_per_token(spec, fmt) + sum(S._kv_read_bytes(spec, s1, 1000).values())
+    assert S.estimate_speed(spec, fmt, s1, hw, estimate_memory(spec, fmt, s1, hw), depth=99999).decode_depth_tokens == 16384
+
+
+def test_measured_basis_by_hand(table):
+    # detect --bench rates replace the class constants for the host: layers and output matrix at their rates, KV at
+    # the class's bandwidth share; the range is that of all held-out rows; the basis names the measured file type
+    spec, fmt = _model("gemma-3-1b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
+    basis = {"ftype": "Q8_0", "model": "gemma-3-270m", "threads": 2, "layer_decode_bytes_per_s": 4e9,
+             "output_decode_bytes_per_s": 8e9, "prefill_flops_per_s": 1e11, "measured_at": "2026-11-28"}
+    hw = Hardware("host", [], 32 << 30, CPU(name="c", cores_physical=2, arch="x86_64"), ram_bandwidth_bytes_per_s=2e10,
+                  speed_basis=[basis])
+    sp = plan(spec, fmt, s, hw).speed
+    out, read = S._output_bytes(spec, fmt), S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    decode = 1 / ((read - out) / 4e9 + out / 8e9 + kv / (2e10 * 0.5))
+    assert sp.decode_tokens_per_s == round(decode, 2) and sp.decode_bound == "measured" and sp.basis_kind == "measured"
+    assert sp.decode_range_tokens_per_s == [round(0.5 * decode, 2), round(2.0 * decode, 2)]
+    assert sp.prefill_tokens_per_s == round(1e11 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512)), 1)
+    assert sp.basis == ("measured: this machine's llama.cpp rates for Q8_0 (applied to Q4_K_M) (llama.cpp, 2 threads, "
+                        "slices of gemma-3-270m, 2026-11-28)")
+    assert "in all held-out rows (n=10)" in sp.expected_error
