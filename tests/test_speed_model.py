@@ -552,6 +552,19 @@ def test_experts_on_cpu_plan_by_hand(table):
     assert list(unread) == [None] and unread[None] > 0.9 * (h.weights_bytes - _input_bytes(spec, fmt))
     gpu_side = S._unread_expert_bytes(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), hw)
     assert gpu_side == {0: unread[None]}, "all layers on GPU 0: the same unread bytes, there"
+    # by hand: per layer, the expert tensors' bytes times (1 - 8/128), where the layer is
+    from planner.formats import tensor_sizes
+    from planner.memory import layer_devices
+
+    per_layer: dict = {}
+    for t, b in tensor_sizes(spec, fmt):
+        if "_exps." in t.name:
+            per_layer[int(t.name.split(".")[1])] = per_layer.get(int(t.name.split(".")[1]), 0) + b
+    assert unread[None] == sum(int(b * (1 - 8 / 128)) for b in per_layer.values())
+    where = layer_devices(spec.n_layers, 10, list(hw.devices), None)
+    split = S._unread_expert_bytes(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=10), hw)
+    assert split == {d: sum(int(per_layer[il] * (1 - 8 / 128)) for il in range(spec.n_layers) if where[il] == d)
+                     for d in (None, 0)} and split[None] > 0 and split[0] > 0
     assert S._unread_expert_bytes(*_model("gemma-3-12b"), s, hw) == {}
     read = S.weights_read_per_token(spec, fmt)
     kv = sum(S._kv_read_bytes(spec, s, 4096).values())
@@ -611,6 +624,13 @@ def test_depth_slots_and_prompt_of_an_estimate(table):
     s = RuntimeSettings(n_ctx=16384, n_gpu_layers=-1, n_parallel=8)
     sp = S.estimate_speed(spec, fmt, s, hw, estimate_memory(spec, fmt, s, hw), prompt_tokens=256)
     assert (sp.context_tokens, sp.decode_depth_tokens, sp.prompt_tokens) == (2048, 2048, 256)
+    s3 = RuntimeSettings(n_ctx=16384, n_gpu_layers=-1, n_parallel=3)
+    sp3 = S.estimate_speed(spec, fmt, s3, hw, estimate_memory(spec, fmt, s3, hw))
+    assert (sp3.context_tokens, sp3.decode_depth_tokens) == (5461, 4096) and type(sp3.context_tokens) is int
+    sv = RuntimeSettings(engine="vllm", n_ctx=16384, n_parallel=3)
+    spec_v, fmt_v = _model("gemma-3-12b", "bf16", "vllm")
+    hw_v = _box(_gpu(memory=80 << 30))
+    assert S.estimate_speed(spec_v, fmt_v, sv, hw_v, estimate_memory(spec_v, fmt_v, sv, hw_v)).context_tokens == 16384
     pp = 1e13 * 0.5 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 128))
     assert sp.prefill_tokens_per_s == round(pp, 1) and sp.time_to_first_token_s == round(256 / round(pp, 1), 3)
     s1 = RuntimeSettings(n_ctx=16384, n_gpu_layers=-1)
