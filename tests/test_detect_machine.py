@@ -423,3 +423,52 @@ def test_hardware_unified_gpu_bandwidth_is_the_hosts_before_the_boards():
     bench = BenchResult(bytes_per_s=200 * GB, threads=16, buffer_bytes=1 << 30, rounds=3, seconds=1.0)
     measured = _hw(ram=127 * GiB + 256 * MiB, texts={"drm-sysfs": "drm_strix_halo_gtt.txt"}, bench=bench)
     assert (measured.ram_bandwidth_bytes_per_s, measured.ram_bandwidth_source) == (200 * GB, "measured")
+
+
+def test_enrich_an_unknown_card_keeps_the_sources_note():
+    # the "not in the catalog" note is added to what the source said, not in its place
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    d = _device("Some Unknown GPU", 24 * GiB, notes="from NVML")
+    assert _enrich(d, 64 * GiB, match_catalog_device) is None
+    assert d.notes == "from NVML; not in the target catalog: bandwidth and compute unknown"
+
+
+def test_enrich_a_unified_gpu_is_told_apart_by_the_ram_it_ships_with():
+    # an M4 Max with 36 GB is the 410 GB/s part, with 128 GB the 546 GB/s one: the device's own total when the
+    # source gave one, else the machine's RAM; a unified device's working-set budget is never compared with a
+    # card's memory (so a unified device with a discrete card's name still matches it)
+    from profiles.detect import _enrich
+    from profiles.hardware import Device
+    from profiles.targets import match_catalog_device
+
+    def m4(total=None):
+        return Device("Apple M4 Max", "apple", "Metal", 24 * GiB, total_bytes=total, unified=True, device_class="apple")
+
+    for total, ram, target, bandwidth in ((None, 36 * GiB, "m4-max-36gb", 410 * GB),
+                                          (None, 128 * GiB, "m4-max-128gb", 546 * GB),
+                                          (36 * GiB, 128 * GiB, "m4-max-36gb", 410 * GB)):
+        d = m4(total)
+        assert _enrich(d, ram, match_catalog_device).target == target
+        assert d.bandwidth_bytes_per_s == bandwidth and d.device_class == "apple"
+    shared = _device("NVIDIA GeForce RTX 4090", 40 * GiB, unified=True)
+    assert _enrich(shared, 64 * GiB, match_catalog_device).target == "rtx4090"
+
+
+def test_hardware_matches_unified_gpus_on_the_machines_ram_and_skips_unknown_cards():
+    # _hardware enriches each device with the machine's RAM (a unified GPU whose source gave no total is told apart
+    # by it) and goes on past a card the catalog does not know
+    from profiles.detect import _hardware
+    from profiles.hardware import CPU, Device
+    from profiles.sources.system import CgroupLimit, SystemInfo
+
+    r = Readings(system="Darwin", ram_total=36 * GiB, ram_available=30 * GiB)
+    m4 = Device("Apple M4 Max", "apple", "Metal", 24 * GiB, unified=True, integrated=True, device_class="apple")
+    hw = _hardware(r, [m4], CPU(), CgroupLimit(None, None, None), SystemInfo())
+    assert hw.hardware_ids == ["m4_max_32c"] and m4.bandwidth_bytes_per_s == 410 * GB
+    assert (hw.kind, hw.ram_bandwidth_bytes_per_s, hw.ram_bandwidth_source) == ("apple", 410 * GB, "catalog")
+    r = Readings(system="Linux", ram_total=64 * GiB, ram_available=60 * GiB)
+    unknown, known = _device("Some Unknown GPU", 24 * GiB), _device("NVIDIA GeForce RTX 4090", 24 * GiB)
+    hw = _hardware(r, [unknown, known], CPU(), CgroupLimit(None, None, None), SystemInfo())
+    assert hw.hardware_ids == ["rtx4090"] and known.bandwidth_bytes_per_s == 1008 * GB
