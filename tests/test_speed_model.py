@@ -665,3 +665,71 @@ def test_measured_basis_by_hand(table):
     assert sp.basis == ("measured: this machine's llama.cpp rates for Q8_0 (applied to Q4_K_M) (llama.cpp, 2 threads, "
                         "slices of gemma-3-270m, 2026-11-28)")
     assert "in all held-out rows (n=10)" in sp.expected_error
+
+
+def test_host_reads_the_tied_output_when_no_gpu_holds_its_copy(table):
+    # a breakdown whose GPU rows hold no copy of the tied output matrix (the host computes the logits): the host's
+    # share of the bytes read counts that matrix once more, on top of its layers (not the embedding rows it looks up)
+    import dataclasses
+
+    from planner.memory import estimate_memory
+
+    spec, fmt = _model("gemma-3-12b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=20)
+    hw = _box(_gpu(flops=1e13, memory=8 << 30))
+    mem = estimate_memory(spec, fmt, s, hw)
+    g, h = mem.devices
+    g = dataclasses.replace(g, detail={k: v for k, v in g.detail.items() if k != "tied_output_copy_bytes"})
+    sp = S.estimate_speed(spec, fmt, s, hw, dataclasses.replace(mem, devices=[g, h]))
+    tied = S._output_bytes(spec, fmt)
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    held_g, held_h = g.weights_bytes, h.weights_bytes - _input_bytes(spec, fmt) + tied
+    share_g, share_h = held_g / (held_g + held_h), held_h / (held_g + held_h)
+    kv_g, kv_h = kv * g.kv_bytes / (g.kv_bytes + h.kv_bytes), kv * h.kv_bytes / (g.kv_bytes + h.kv_bytes)
+    t_g = max((read * share_g + kv_g) / (5e11 * 0.8), read * share_g / (1e13 * 0.25 / 4 * fmt.bits / 8)) + 19 * 1e-4
+    t_h = max((read * share_h + kv_h) / (5e10 * 0.5), read * share_h / (8 * 4e10 / 4 * fmt.bits / 8 * 0.5)) + 29 * 1e-3
+    assert sp.decode_tokens_per_s == round(1 / (t_g + t_h), 2)
+
+
+def test_gemma_3n_per_layer_embeddings_are_looked_up_not_read(table):
+    # Gemma 3n wholly on a GPU: the per-layer embedding table (1.9 GB at Q4_K_M) stays on the host and is looked
+    # up, not read per token, so the host reads nothing and the GPU reads every weight a token touches
+    spec, fmt = _model("gemma-3n-e4b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=-1)
+    p = plan(spec, fmt, s, _box(_gpu(flops=1e13)))
+    g, h = p.memory.devices
+    assert h.device == "CPU" and h.weights_bytes >= _input_bytes(spec, fmt) - S._output_bytes(spec, fmt) > 1.9e9
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    t = max((read + kv) / (5e11 * 0.8), read / (1e13 * 0.25 / 4 * fmt.bits / 8)) + g.layers * 1e-4
+    assert p.speed.decode_tokens_per_s == round(1 / t, 2) and "CPU:" not in p.speed.bound
+
+
+def test_a_slot_never_has_less_than_one_token(table):
+    from planner.memory import estimate_memory
+
+    spec, fmt = _model("gemma-3-1b")
+    hw = _box(_gpu())
+    s = RuntimeSettings(n_ctx=4, n_parallel=8, n_gpu_layers=-1)
+    sp = S.estimate_speed(spec, fmt, s, hw, estimate_memory(spec, fmt, s, hw))
+    assert (sp.context_tokens, sp.decode_depth_tokens) == (1, 1)
+
+
+def test_moe_unread_experts_follow_the_tensor_split(table):
+    # -ts 3,1 over two GPUs: each GPU's unread expert bytes are those of the layers the split gives it
+    from planner.formats import tensor_sizes
+    from planner.memory import layer_devices
+
+    spec, fmt = _model("gemma-4-26b-a4b")
+    hw = _box(_gpu(name="A", memory=24 << 30), _gpu(name="B", memory=24 << 30))
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=-1, tensor_split=[3.0, 1.0])
+    per_layer: dict = {}
+    for t, b in tensor_sizes(spec, fmt):
+        if "_exps." in t.name:
+            per_layer[int(t.name.split(".")[1])] = per_layer.get(int(t.name.split(".")[1]), 0) + b
+    where = layer_devices(spec.n_layers, -1, list(hw.devices), [3.0, 1.0])
+    unread = S._unread_expert_bytes(spec, fmt, s, hw)
+    assert unread == {d: sum(int(per_layer[il] * (1 - 8 / 128)) for il in range(spec.n_layers) if where[il] == d)
+                      for d in (0, 1)}
+    assert unread[0] > 2 * unread[1]
