@@ -733,3 +733,17 @@ def test_moe_unread_experts_follow_the_tensor_split(table):
     assert unread == {d: sum(int(per_layer[il] * (1 - 8 / 128)) for il in range(spec.n_layers) if where[il] == d)
                       for d in (0, 1)}
     assert unread[0] > 2 * unread[1]
+
+
+def test_a_gpu_holding_no_layers_takes_no_part(table):
+    # -ngl 0 with a GPU present: the GPU holds no weights and no KV, so it reads nothing, takes no time and no share,
+    # and prefill runs on the host (where the weights are)
+    spec, fmt = _model("gemma-3-1b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
+    p = plan(spec, fmt, s, _box(_gpu()))
+    assert [(m.device, m.weights_bytes, m.kv_bytes) for m in p.memory.devices][0] == ("G", 0, 0)
+    host_only = plan(spec, fmt, s, _box())
+    assert p.speed.bound == host_only.speed.bound and p.speed.bound.startswith("CPU: ")
+    assert (p.speed.decode_tokens_per_s, p.speed.prefill_tokens_per_s) == (
+        host_only.speed.decode_tokens_per_s, host_only.speed.prefill_tokens_per_s)
+    assert p.speed.speed_class == p.speed.prefill_class == "cpu"
