@@ -747,3 +747,47 @@ def test_a_gpu_holding_no_layers_takes_no_part(table):
     assert (p.speed.decode_tokens_per_s, p.speed.prefill_tokens_per_s) == (
         host_only.speed.decode_tokens_per_s, host_only.speed.prefill_tokens_per_s)
     assert p.speed.speed_class == p.speed.prefill_class == "cpu"
+
+
+def test_decode_at_a_long_context_reads_more_kv_than_weights(table):
+    # Gemma 3 12B at 128k tokens: at the full context the KV read per token (8 global layers x 131072 cells) is more
+    # than the weights, and decode at context is the same rule with that KV
+    spec, fmt = _model("gemma-3-12b")
+    s = RuntimeSettings(n_ctx=131072, n_gpu_layers=-1)
+    sp = plan(spec, fmt, s, _box(_gpu(flops=1e14, memory=80 << 30))).speed
+    read = S.weights_read_per_token(spec, fmt)
+    kv_ctx = sum(S._kv_read_bytes(spec, s, 131072).values())
+    assert kv_ctx > read
+    t_ctx = max((read + kv_ctx) / (5e11 * 0.8), read / (1e14 * 0.25 / 4 * fmt.bits / 8)) + 48 * 1e-4
+    assert sp.decode_at_context_tokens_per_s == round(1 / t_ctx, 2) and sp.context_tokens == 131072
+
+
+def test_gpu_dequantize_rate_follows_the_file_types_operations(table):
+    # Q8_0 costs 3 operations per weight on the GPU's vector units (Q4_K 4): on a slow GPU decode is
+    # weights / (FLOP/s x 1/4 / 3 x 8.5/8 bytes per weight)
+    spec, fmt = _model("gemma-3-12b", "Q8_0")
+    sp = plan(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), _box(_gpu(flops=2e12))).speed
+    read = S.weights_read_per_token(spec, fmt)
+    assert sp.decode_bound == "arithmetic"
+    assert sp.decode_tokens_per_s == round(1 / (read / (2e12 * 0.25 / 3 * fmt.bits / 8) + 48 * 1e-4), 2)
+
+
+def test_moe_partial_offload_by_hand(table):
+    # Gemma 4 26B-A4B with 10 layers on the GPU: each side's share of the bytes read is what it holds less the
+    # experts it holds but does not read (all but top-k)
+    from planner.memory import estimate_memory
+
+    spec, fmt = _model("gemma-4-26b-a4b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=10)
+    hw = _box(_gpu(flops=1e13, memory=80 << 30))
+    p = plan(spec, fmt, s, hw)
+    g, h = p.memory.devices
+    unread = S._unread_expert_bytes(spec, fmt, s, hw)
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    held_g, held_h = g.weights_bytes - unread[0], h.weights_bytes - _input_bytes(spec, fmt) - unread[None]
+    share_g, share_h = held_g / (held_g + held_h), held_h / (held_g + held_h)
+    kv_g, kv_h = kv * g.kv_bytes / (g.kv_bytes + h.kv_bytes), kv * h.kv_bytes / (g.kv_bytes + h.kv_bytes)
+    t_g = max((read * share_g + kv_g) / (5e11 * 0.8), read * share_g / (1e13 * 0.25 / 4 * fmt.bits / 8)) + g.layers * 1e-4
+    t_h = max((read * share_h + kv_h) / (5e10 * 0.5), read * share_h / (8 * 4e10 / 4 * fmt.bits / 8 * 0.5)) + h.layers * 1e-3
+    assert 0 < g.layers < spec.n_layers and p.speed.decode_tokens_per_s == round(0.5 / (t_g + t_h), 2)
