@@ -255,7 +255,8 @@ TABLE = {
     },
     "backends": {"ROCm": {"factor": 0.5}, "CUDA (2024 build)": {"factor": 0.25}},
     "eras": {"2024": {"layer_factor": 2.0}, "2023": {"layer_factor": 3.0}},
-    "engines": {"mlx/gpu": {"factor": 1.25, "pp_factor": 2.0}, "litert-lm/cpu": {"factor": 4.0, "pp_factor": 8.0}},
+    "engines": {"mlx/gpu": {"factor": 1.25, "pp_factor": 2.0}, "litert-lm/cpu": {"factor": 4.0, "pp_factor": 8.0},
+                "vllm/gpu": {"factor": 0.8, "pp_factor": 0.5}},
     "moe": {"factor": 0.5, "pp_factor": 0.25},
     "cpu_kernels": {"ops_per_s_per_core": 4e10, "flops_per_core": 1e11,
                     "families": {"x86": {"decode": 1.0, "prefill": 1.0}, "arm": {"decode": 0.5, "prefill": 2.0}}},
@@ -580,15 +581,18 @@ def test_experts_on_cpu_plan_by_hand(table):
 def test_vllm_tensor_parallel_plan_by_hand(table):
     # vLLM TP=2 on two datacenter GPUs: each rank reads half the weights and half the KV (16-bit, "auto"), and
     # the ranks run together (the slower one sets the rate); prefill likewise at half the parameters per rank
+    # (the engine's fitted factors: 0.8 for decode, 0.5 for prefill; at 128k tokens the KV read slows decode)
     spec, fmt = _model("gemma-3-12b", "bf16", "vllm")
-    s = RuntimeSettings(engine="vllm", n_ctx=4096, tensor_parallel=2)
+    s = RuntimeSettings(engine="vllm", n_ctx=131072, tensor_parallel=2)
     hw = _box(_gpu(name="A", cls="datacenter_gpu", memory=80 << 30), _gpu(name="B", cls="datacenter_gpu", memory=80 << 30))
     sp = plan(spec, fmt, s, hw).speed
     read = S.weights_read_per_token(spec, fmt)
-    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
-    t_rank = (read / 2 + kv / 2) / (5e11 * 0.5) + spec.n_layers / 2 * 2e-4
+    kv, kv_ctx = (sum(S._kv_read_bytes(spec, s, d).values()) for d in (4096, 131072))
+    t_rank = (read / 2 + kv / 2) / (5e11 * 0.5 * 0.8) + spec.n_layers / 2 * 2e-4
+    t_ctx = (read / 2 + kv_ctx / 2) / (5e11 * 0.5 * 0.8) + spec.n_layers / 2 * 2e-4
     assert sp.decode_tokens_per_s == round(1 / t_rank, 2) and sp.bytes_per_token == int(read + kv)
-    pp = 1e14 * 0.25 / ((2 * S.prefill_params(spec) + S.attention_flops(spec, 512)) / 2)
+    assert sp.decode_at_context_tokens_per_s == round(1 / t_ctx, 2) and sp.context_tokens == 131072
+    pp = 1e14 * 0.25 * 0.5 / ((2 * S.prefill_params(spec) + S.attention_flops(spec, 512)) / 2)
     assert sp.prefill_tokens_per_s == round(pp, 1)
     # datacenter rows were all slower than predicted (p10 1.25) for decode, all faster for prefill (p90 0.75): the
     # range still brackets the estimate
@@ -791,3 +795,68 @@ def test_moe_partial_offload_by_hand(table):
     t_g = max((read * share_g + kv_g) / (5e11 * 0.8), read * share_g / (1e13 * 0.25 / 4 * fmt.bits / 8)) + g.layers * 1e-4
     t_h = max((read * share_h + kv_h) / (5e10 * 0.5), read * share_h / (8 * 4e10 / 4 * fmt.bits / 8 * 0.5)) + h.layers * 1e-3
     assert 0 < g.layers < spec.n_layers and p.speed.decode_tokens_per_s == round(0.5 / (t_g + t_h), 2)
+
+
+def test_a_rocm_gpu_pays_its_backend_factor(table):
+    # the fitted backend factor (ROCm 0.5 here) scales the bandwidth a device reaches
+    spec, fmt = _model("gemma-3-12b")
+    rocm = _gpu()
+    rocm.backend = "ROCm"
+    sp = plan(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), _box(rocm)).speed
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, RuntimeSettings(n_ctx=4096), 4096).values())
+    assert sp.decode_tokens_per_s == round(1 / ((read + kv) / (5e11 * 0.8 * 0.5) + 48 * 1e-4), 2)
+
+
+def test_the_host_pays_the_cpu_backend_factor(monkeypatch):
+    # a fitted "CPU" backend factor applies to the host's part (the host's backend is CPU)
+    monkeypatch.setattr(S, "_OVERRIDE", {**TABLE, "backends": {"CPU": {"factor": 0.5}}})
+    spec, fmt = _model("gemma-3-1b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
+    sp = plan(spec, fmt, s, _box(cores=64)).speed
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    assert sp.decode_bound == "memory"
+    assert sp.decode_tokens_per_s == round(1 / ((read + kv) / (5e10 * 0.5 * 0.5) + spec.n_layers * 1e-3), 2)
+
+
+def test_an_odd_prompt_attends_to_half_of_it_rounded_down(table):
+    from planner.memory import estimate_memory
+
+    spec, fmt = _model("gemma-3-12b")
+    hw = _box(_gpu(flops=1e13))
+    s = RuntimeSettings(n_ctx=16384, n_gpu_layers=-1)
+    sp = S.estimate_speed(spec, fmt, s, hw, estimate_memory(spec, fmt, s, hw), prompt_tokens=2047)
+    pp = 1e13 * 0.5 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 1023))
+    assert S.attention_flops(spec, 1023) != S.attention_flops(spec, 1023.5)
+    assert sp.prefill_tokens_per_s == round(pp, 1)
+
+
+def test_measured_rows_are_chosen_by_file_type_then_model(table):
+    # of several detect --bench rows, the plan's file type is used, and of those the rows of the planned model
+    spec, fmt = _model("gemma-3-1b")
+    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
+
+    def row(ftype, model, rate):
+        return {"ftype": ftype, "model": model, "threads": 2, "layer_decode_bytes_per_s": rate,
+                "output_decode_bytes_per_s": rate, "prefill_flops_per_s": 1e11}
+
+    rows = [row("Q8_0", "gemma-3-1b", 1e9), row("Q4_K_M", "gemma-3-270m", 2e9), row("Q4_K_M", "gemma-3-1b", 4e9)]
+    hw = Hardware("host", [], 32 << 30, CPU(name="c", cores_physical=2, arch="x86_64"), ram_bandwidth_bytes_per_s=2e10,
+                  speed_basis=rows)
+    sp = plan(spec, fmt, s, hw).speed
+    read = S.weights_read_per_token(spec, fmt)
+    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    assert sp.decode_tokens_per_s == round(1 / (read / 4e9 + kv / (2e10 * 0.5)), 2)
+    assert "rates for Q4_K_M (llama.cpp, 2 threads, slices of gemma-3-1b" in sp.basis
+
+
+def test_measured_rates_are_llama_cpps_only(table):
+    # the detect --bench rates are llama.cpp's: a transformers plan on the same host uses the published constants
+    spec, fmt = _model("gemma-3-1b", "bf16", "transformers")
+    basis = {"ftype": "Q4_K_M", "model": "gemma-3-1b", "threads": 2, "layer_decode_bytes_per_s": 4e9,
+             "output_decode_bytes_per_s": 8e9, "prefill_flops_per_s": 1e11}
+    hw = Hardware("host", [], 32 << 30, CPU(name="c", cores_physical=2, arch="x86_64"), ram_bandwidth_bytes_per_s=2e10,
+                  speed_basis=[basis])
+    sp = plan(spec, fmt, RuntimeSettings(engine="transformers", n_ctx=4096), hw).speed
+    assert sp.basis_kind == "published" and sp.decode_bound != "measured"
