@@ -265,8 +265,11 @@ TABLE = {
     "errors": {"decode": {"all": {"n": 10, "p10_ratio": 0.5, "p90_ratio": 2.0},
                           "by_class": {"consumer_gpu": {"n": 3, "p10_ratio": 0.75, "p90_ratio": 1.25},
                                        "apple": {"n": 2, "p10_ratio": 0.25, "p90_ratio": 4.0},
-                                       "datacenter_gpu": {"n": 4, "p10_ratio": 1.25, "p90_ratio": 1.5}}},
-               "prefill": {"by_class": {"datacenter_gpu": {"n": 3, "p10_ratio": 0.5, "p90_ratio": 0.75}}}},
+                                       "datacenter_gpu": {"n": 4, "p10_ratio": 1.25, "p90_ratio": 1.5},
+                                       "measured": {"n": 5, "p10_ratio": 0.875, "p90_ratio": 1.125}}},
+               "prefill": {"all": {"n": 7, "p10_ratio": 0.625, "p90_ratio": 1.375},
+                           "by_class": {"datacenter_gpu": {"n": 3, "p10_ratio": 0.5, "p90_ratio": 0.75},
+                                        "measured": {"n": 3, "p10_ratio": 0.75, "p90_ratio": 1.25}}}},
 }
 
 
@@ -282,7 +285,8 @@ def test_class_engine_backend_and_era_lookups(table):
     assert S.class_consts("apple")["mem_eff"] == 0.75
     assert S.engine_factor("mlx") == 1.25 and S.engine_factor("MLX", cpu=True) == 1.0
     assert S.engine_factor("litert-lm", cpu=True) == 4.0 and S.engine_factor("litert-lm") == 1.0
-    assert S.engine_factor("transformers") == 0.5 and S.engine_factor("") == S.engine_factor("vllm") == 1.0
+    assert S.engine_factor("transformers") == 0.5 and S.engine_factor("") == S.engine_factor("vllm", cpu=True) == 1.0
+    assert S.engine_factor("vllm") == 0.8
     assert S.engine_pp_factor("mlx") == 2.0 and S.engine_pp_factor("litert-lm", cpu=True) == 8.0
     assert S.engine_pp_factor("llama.cpp") == S.engine_pp_factor("mlx", cpu=True) == 1.0
     assert S.backend_factor("ROCm") == 0.5 and S.backend_factor("llama.cpp CUDA 2024 build") == 0.25
@@ -309,7 +313,7 @@ def test_caps_and_expected_ranges(table):
     assert S.expected_range(8.0, "consumer_gpu", "decode") == (6.0, 10.0, "held-out consumer_gpu rows (n=3)")
     assert S.expected_range(8.0, "apple", "decode") == (4.0, 16.0, "all held-out rows (n=10)")
     assert S.expected_range(8.0, "cpu", "decode") == (4.0, 16.0, "all held-out rows (n=10)")
-    assert S.expected_range(8.0, "apple", "prefill") == (4.0, 12.0, "all held-out rows (n=0)")
+    assert S.expected_range(8.0, "apple", "prefill") == (5.0, 11.0, "all held-out rows (n=7)")
 
 
 def test_efficiency_class_of_devices_and_hosts(table):
@@ -433,7 +437,7 @@ def test_one_gpu_plan_by_hand(table):
     assert sp.decode_at_context_tokens_per_s == round(1 / ((read + kv_ctx) / (5e11 * 0.8) + 48 * 1e-4), 2)
     assert sp.decode_range_tokens_per_s == [round(0.75 * decode, 2), round(1.25 * decode, 2)]
     assert (2 * S.prefill_params(spec) + S.attention_flops(spec, 512)) / (1e14 * 0.5) < 1 / 1000
-    assert sp.prefill_tokens_per_s == 1000.0 and sp.prefill_range_tokens_per_s == [500.0, 1000.0]
+    assert sp.prefill_tokens_per_s == 1000.0 and sp.prefill_range_tokens_per_s == [625.0, 1000.0]
     assert sp.capped_by == ["prefill capped at 1000 tok/s, the best published consumer_gpu measurement (m on h, s)"]
     assert sp.time_to_first_token_s == 1.024 and sp.prompt_tokens == 1024
     assert sp.bytes_per_token == read + kv and sp.efficiency == 0.8
@@ -444,9 +448,9 @@ def test_one_gpu_plan_by_hand(table):
     assert sp.basis == ("published: consumer_gpu constants fitted on published measurements, ranges from the held-out "
                         "ones (docs/accuracy.md)")
     assert sp.expected_error == (
-        f"expected decode {round(0.75 * decode, 2):.1f}-{round(1.25 * decode, 2):.1f} tok/s, prefill 500-1000 tok/s "
+        f"expected decode {round(0.75 * decode, 2):.1f}-{round(1.25 * decode, 2):.1f} tok/s, prefill 625-1000 tok/s "
         "(10th-90th percentile of measured/predicted in held-out consumer_gpu rows (n=3); prefill: all held-out rows "
-        "(n=0)); prefill capped at 1000 tok/s, the best published consumer_gpu measurement (m on h, s)")
+        "(n=7)); prefill capped at 1000 tok/s, the best published consumer_gpu measurement (m on h, s)")
 
 
 def test_slow_gpu_plan_is_arithmetic_bound_and_uncapped(table):
@@ -460,7 +464,7 @@ def test_slow_gpu_plan_is_arithmetic_bound_and_uncapped(table):
     assert sp.decode_tokens_per_s == sp.decode_at_context_tokens_per_s == round(decode, 2)
     assert sp.decode_bound == "arithmetic" and sp.capped_by == []
     assert sp.prefill_tokens_per_s == round(prefill, 1) and sp.time_to_first_token_s == round(1024 / round(prefill, 1), 3)
-    assert sp.prefill_range_tokens_per_s == [round(0.5 * prefill, 1), round(1.5 * prefill, 1)]
+    assert sp.prefill_range_tokens_per_s == [round(0.625 * prefill, 1), round(1.375 * prefill, 1)]
 
 
 def test_fast_gpu_decode_is_capped_at_the_class_best(table):
@@ -501,11 +505,13 @@ def test_moe_plan_takes_both_moe_factors(table):
     # Gemma 4 26B-A4B on one GPU: the dense rule on the top-k bytes, decode times moe.factor (0.5), prefill times
     # moe.pp_factor (0.25)
     spec, fmt = _model("gemma-4-26b-a4b")
-    s = RuntimeSettings(n_ctx=4096, n_gpu_layers=-1)
+    s = RuntimeSettings(n_ctx=262144, n_gpu_layers=-1)
     p = plan(spec, fmt, s, _box(_gpu(bw=1e11, flops=1e13, memory=80 << 30)))
     read = S.weights_read_per_token(spec, fmt)
-    kv = sum(S._kv_read_bytes(spec, s, 4096).values())
+    kv, kv_ctx = (sum(S._kv_read_bytes(spec, s, d).values()) for d in (4096, 262144))
     t = max((read + kv) / (1e11 * 0.8), read / (1e13 * 0.25 / 4 * fmt.bits / 8)) + spec.n_layers * 1e-4
+    t_ctx = max((read + kv_ctx) / (1e11 * 0.8), read / (1e13 * 0.25 / 4 * fmt.bits / 8)) + spec.n_layers * 1e-4
+    assert p.speed.decode_at_context_tokens_per_s == round(0.5 / t_ctx, 2) < round(0.5 / t, 2)
     pp = 1e13 * 0.5 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512))
     assert p.speed.bytes_per_token == read + kv
     assert p.speed.decode_tokens_per_s == round(0.5 / t, 2) and p.speed.prefill_tokens_per_s == round(0.25 * pp, 1)
@@ -652,7 +658,7 @@ def test_depth_slots_and_prompt_of_an_estimate(table):
 
 def test_measured_basis_by_hand(table):
     # detect --bench rates replace the class constants for the host: layers and output matrix at their rates, KV at
-    # the class's bandwidth share; the range is that of all held-out rows; the basis names the measured file type
+    # the class's bandwidth share; the ranges are those of the held-out measured rows; the basis names the measured file type
     spec, fmt = _model("gemma-3-1b")
     s = RuntimeSettings(n_ctx=4096, n_gpu_layers=0)
     basis = {"ftype": "Q8_0", "model": "gemma-3-270m", "threads": 2, "layer_decode_bytes_per_s": 4e9,
@@ -664,11 +670,13 @@ def test_measured_basis_by_hand(table):
     kv = sum(S._kv_read_bytes(spec, s, 4096).values())
     decode = 1 / ((read - out) / 4e9 + out / 8e9 + kv / (2e10 * 0.5))
     assert sp.decode_tokens_per_s == round(decode, 2) and sp.decode_bound == "measured" and sp.basis_kind == "measured"
-    assert sp.decode_range_tokens_per_s == [round(0.5 * decode, 2), round(2.0 * decode, 2)]
-    assert sp.prefill_tokens_per_s == round(1e11 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512)), 1)
+    assert sp.decode_range_tokens_per_s == [round(0.875 * decode, 2), round(1.125 * decode, 2)]
+    pp = 1e11 / (2 * S.prefill_params(spec) + S.attention_flops(spec, 512))
+    assert sp.prefill_tokens_per_s == round(pp, 1)
+    assert sp.prefill_range_tokens_per_s == [round(0.75 * pp, 1), round(1.25 * pp, 1)]
     assert sp.basis == ("measured: this machine's llama.cpp rates for Q8_0 (applied to Q4_K_M) (llama.cpp, 2 threads, "
                         "slices of gemma-3-270m, 2026-11-28)")
-    assert "in all held-out rows (n=10)" in sp.expected_error
+    assert "in held-out measured rows (n=5); prefill: held-out measured rows (n=3))" in sp.expected_error
 
 
 def test_host_reads_the_tied_output_when_no_gpu_holds_its_copy(table):
@@ -860,3 +868,13 @@ def test_measured_rates_are_llama_cpps_only(table):
                   speed_basis=[basis])
     sp = plan(spec, fmt, RuntimeSettings(engine="transformers", n_ctx=4096), hw).speed
     assert sp.basis_kind == "published" and sp.decode_bound != "measured"
+
+
+def test_a_cap_with_more_decimals_than_the_rounding_tops_the_range(monkeypatch):
+    # the printed prefill is the cap rounded to 0.1 tok/s (999.94 -> 999.9) and the range's top is that same figure
+    caps = {"consumer_gpu": {"decode": TABLE["caps"]["consumer_gpu"]["decode"],
+                             "prefill": {**TABLE["caps"]["consumer_gpu"]["prefill"], "tokens_per_s": 999.94}}}
+    monkeypatch.setattr(S, "_OVERRIDE", {**TABLE, "caps": caps})
+    spec, fmt = _model("gemma-3-12b")
+    sp = plan(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), _box(_gpu())).speed
+    assert sp.prefill_tokens_per_s == 999.9 and sp.prefill_range_tokens_per_s == [625.0, 999.9]
