@@ -878,3 +878,16 @@ def test_a_cap_with_more_decimals_than_the_rounding_tops_the_range(monkeypatch):
     spec, fmt = _model("gemma-3-12b")
     sp = plan(spec, fmt, RuntimeSettings(n_ctx=4096, n_gpu_layers=-1), _box(_gpu())).speed
     assert sp.prefill_tokens_per_s == 999.9 and sp.prefill_range_tokens_per_s == [625.0, 999.9]
+
+
+def test_attention_flops_and_prefill_parameters_of_gemma_3_1b_by_hand():
+    # Gemma 3 1B: 4 global + 22 sliding layers (window 512), 4 query heads x 256 for QK^T and for AV, 2 FLOPs per
+    # multiply-add; prefill multiplies the active parameters less the 262144 x 1152 embedding (the tied output
+    # matrix runs for the last prompt token only)
+    spec, _ = _model("gemma-3-1b")
+    assert S.attention_flops(spec, 0) == 0.0
+    assert S.attention_flops(spec, 300) == 26 * 2 * 300 * (1024 + 1024)
+    assert S.attention_flops(spec, 4096) == (4 * 4096 + 22 * 512) * 2 * (1024 + 1024)
+    from planner.catalog import active_params
+
+    assert S.prefill_params(spec) == active_params(spec) - 262144 * 1152 == 999_885_952 - 301_989_888
