@@ -29,7 +29,10 @@ from pathlib import Path
 
 import pytest
 
-if "huggingface_hub" in sys.modules:  # a plugin imported it first: its constants already point at the user's cache
+# A plugin imported it first: its constants already point at the user's cache. (An earlier pytest session in the
+# same process, as mutmut runs them, imported it after redirecting HF_HOME to that session's dir: that is hermetic.)
+_EARLIER_SESSION = os.environ.get("HF_HOME", "").startswith(os.path.join(tempfile.gettempdir(), "gemma-plan-tests-"))
+if "huggingface_hub" in sys.modules and not _EARLIER_SESSION:
     raise RuntimeError("huggingface_hub was imported before the root conftest.py; the hermetic setup cannot apply")
 
 # The llama.cpp programs (pytest has put this directory first on sys.path): resolved against the real HOME/XDG_CACHE_HOME before they are redirected.

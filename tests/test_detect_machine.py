@@ -282,3 +282,193 @@ def test_captured_h200_host():
     assert d.bandwidth_bytes_per_s == 4800 * GB and d.fp16_flops == pytest.approx(989.4e12)
     assert hw.kind == "server" and hw.hardware_ids == ["h200"]
     assert hw.memory_limit_bytes == 128 * GiB and hw.host_budget_bytes() == 128 * GiB
+
+
+# --------------------------------------------------------------------------- the pure parts, value by value
+
+
+def test_mig_compute_share_is_the_slices_of_seven():
+    # A100/H100 MIG: "Ng.XXgb" owns N of the 7 compute slices, so its FP16 rate is N/7 of the card's
+    from profiles.detect import _mig_compute_share
+
+    assert _mig_compute_share(None) == _mig_compute_share("") == 1.0
+    assert _mig_compute_share("MIG 1g.10gb") == 1 / 7
+    assert _mig_compute_share("MIG 3g.40gb") == 3 / 7
+    assert _mig_compute_share("MIG 7g.80gb") == 1.0
+    assert _mig_compute_share("3g.40gb") == 1.0, "a partition name without the MIG prefix is not a slice count"
+
+
+def test_cgroup_limit_for_the_bandwidth_bench_budget():
+    # detect --bench sizes its buffer from the cgroup limit when one is set; unreadable or absent: no limit
+    from profiles.detect import _cgroup_limit
+
+    assert _cgroup_limit(None) is None and _cgroup_limit("") is None
+    assert _cgroup_limit(fixture("cgroup_malformed.txt")) is None
+    assert _cgroup_limit(fixture("cgroup_v2_unlimited.txt")) is None
+    assert _cgroup_limit(fixture("cgroup_v2_container_8g.txt")) == 8 * GiB
+    assert _cgroup_limit(fixture("cgroup_v1_container_8g.txt")) == 8 * GiB
+
+
+def _device(name, memory, **kw):
+    from profiles.hardware import Device
+
+    return Device(name=name, vendor="nvidia", backend="CUDA", memory_bytes=memory, **kw)
+
+
+def test_enrich_fills_a_known_card_from_the_catalog():
+    # a detected H100 gets the catalog's bandwidth, FP16 rate, compute capability and datacenter class
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    d = _device("NVIDIA H100 80GB HBM3", 80 * GiB, notes="from NVML")
+    matched = _enrich(d, 64 * GiB, match_catalog_device)
+    assert matched.target == "h100" and matched.hardware_ids == ("h100_sxm",)
+    assert (d.bandwidth_bytes_per_s, d.fp16_flops, d.compute_capability, d.device_class) == (
+        3350 * GB, 989e12, "9.0", "datacenter_gpu")
+    assert d.notes == "from NVML; bandwidth/compute from target h100"
+
+
+def test_enrich_keeps_what_the_driver_reported():
+    # values the driver gave (bandwidth, FP16 rate, compute capability) are not replaced by the catalog's
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    d = _device("NVIDIA H100 80GB HBM3", 80 * GiB, bandwidth_bytes_per_s=3000 * GB, fp16_flops=900e12,
+                compute_capability="9.1")
+    _enrich(d, 64 * GiB, match_catalog_device)
+    assert (d.bandwidth_bytes_per_s, d.fp16_flops, d.compute_capability) == (3000 * GB, 900e12, "9.1")
+    assert d.notes == "bandwidth/compute from target h100"
+
+
+def test_enrich_an_unknown_or_wrong_sized_card_stays_unknown():
+    # an unknown name, or a known name whose memory is not the catalog card's (+-10 %), gets no figures
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    for d in (_device("Some Unknown GPU", 24 * GiB), _device("NVIDIA H100 80GB HBM3", 40 * GiB)):
+        assert _enrich(d, 64 * GiB, match_catalog_device) is None
+        assert (d.bandwidth_bytes_per_s, d.fp16_flops, d.compute_capability, d.device_class) == (
+            None, None, None, "consumer_gpu")
+        assert d.notes == "not in the target catalog: bandwidth and compute unknown"
+
+
+def test_enrich_a_mig_slice_matches_the_whole_card_and_takes_its_share():
+    # a MIG slice is matched on the physical card's memory (a 20 GB slice of a 40 GB A100), owns its memory
+    # share of the bandwidth and its slice count of the 7 compute slices, and keeps the class the driver set
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    d = _device("NVIDIA A100-SXM4-40GB", 20 * GiB, total_bytes=40 * GiB, partition="MIG 3g.20gb")
+    assert _enrich(d, 64 * GiB, match_catalog_device).target == "a100-40gb"
+    assert d.bandwidth_bytes_per_s == int(1555 * GB * 0.5) and d.fp16_flops == 312e12 * (3 / 7)
+    assert d.device_class == "consumer_gpu" and d.compute_capability == "8.0"
+    assert d.notes == "bandwidth/compute from target a100-40gb scaled to the MIG slice"
+    # a partition whose physical size is unknown: matched by name alone, the whole card's bandwidth
+    d = _device("NVIDIA A100-SXM4-40GB", 20 * GiB, partition="MIG 3g.20gb")
+    assert _enrich(d, 64 * GiB, match_catalog_device).target == "a100-40gb"
+    assert d.bandwidth_bytes_per_s == 1555 * GB and d.fp16_flops == 312e12 * (3 / 7)
+
+
+def test_enrich_an_integrated_gpu_keeps_its_class():
+    # an integrated GPU keeps the class its source gave it (its memory is the host's), and is matched on RAM
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    d = _device("NVIDIA GB10", 128 * GiB, unified=True, integrated=True, device_class="apu")
+    assert _enrich(d, 128 * GiB, match_catalog_device).target == "dgx-spark"
+    assert d.device_class == "apu" and d.bandwidth_bytes_per_s == 273 * GB
+
+
+def _hw(system="Linux", ram=64 * GiB, **kw):
+    texts = kw.pop("texts", {})
+    r = Readings(system=system, machine="x86_64", ram_total=ram, ram_available=60 * GiB, cpu_count=16,
+                 cpu_count_physical=8, **kw)
+    for source, name in texts.items():
+        r.texts[source] = fixture(name)
+    return build_report(r).hardware
+
+
+def test_hardware_names_each_catalog_id_once_and_says_where_from():
+    # two RTX 3090s are one hardware id; the source line carries the detection time when there is one
+    hw = _hw(texts={"nvml": "nvml_2x_rtx3090.json"}, timestamp="2026-11-28 04:00 UTC")
+    assert hw.hardware_ids == ["rtx3090"] and hw.kind == "desktop" and hw.name == "this-machine"
+    assert hw.source == "detected by gemma-plan detect at 2026-11-28 04:00 UTC" and hw.detected
+    assert hw.ram_bandwidth_bytes_per_s is None and hw.ram_bandwidth_source == ""
+    assert (hw.ram_bytes, hw.ram_free_bytes, hw.memory_limit_bytes) == (64 * GiB, 60 * GiB, None)
+    assert _hw().source == "detected by gemma-plan detect"
+
+
+def test_hardware_kind_laptop_server_and_plain_mac():
+    # a battery makes a laptop; a datacenter GPU a server; a Mac without an Apple GPU stays a desktop
+    assert _hw(texts={"nvml": "nvml_1x_rtx4090.json"}, battery=True).kind == "laptop"
+    assert _hw(texts={"nvml": "nvml_h200_captured.json"}, battery=True).kind == "server"
+    assert _hw(texts={"nvml": "nvml_1x_rtx4090.json"}).kind == "desktop"
+    mac = _hw(system="Darwin", texts={"sysctl": "sysctl_intel_mac.txt"})
+    assert mac.kind == "desktop" and mac.devices == []
+
+
+def test_hardware_unified_gpu_bandwidth_is_the_hosts_before_the_boards():
+    # a unified GPU's catalog bandwidth is the host RAM's; a board's catalog figure only fills in when none
+    # did, and its hardware ids are added once; a bench measurement replaces either
+    from profiles.bench import BenchResult
+
+    jetson = _hw(ram=7 * GiB + 400 * MiB, texts={"os": "system_jetson_orin_nano.txt"},
+                 notes={"nvml": ("unavailable", "no NVML")})
+    assert jetson.hardware_ids == ["jetson_orin_nano_8g"] and jetson.kind == "sbc"
+    assert (jetson.ram_bandwidth_bytes_per_s, jetson.ram_bandwidth_source) == (68 * GB, "catalog")
+    pi = _hw(ram=8 * GiB, texts={"os": "system_rpi5.txt"})
+    assert (pi.hardware_ids, pi.ram_bandwidth_bytes_per_s, pi.ram_bandwidth_source) == (["rpi5"], int(17.1 * GB), "catalog")
+    both = _hw(ram=127 * GiB + 256 * MiB, texts={"drm-sysfs": "drm_strix_halo_gtt.txt", "os": "system_rpi5.txt"})
+    assert both.hardware_ids == ["ryzen_ai_max_395", "rpi5"] and both.ram_bandwidth_bytes_per_s == 256 * GB
+    bench = BenchResult(bytes_per_s=200 * GB, threads=16, buffer_bytes=1 << 30, rounds=3, seconds=1.0)
+    measured = _hw(ram=127 * GiB + 256 * MiB, texts={"drm-sysfs": "drm_strix_halo_gtt.txt"}, bench=bench)
+    assert (measured.ram_bandwidth_bytes_per_s, measured.ram_bandwidth_source) == (200 * GB, "measured")
+
+
+def test_enrich_an_unknown_card_keeps_the_sources_note():
+    # the "not in the catalog" note is added to what the source said, not in its place
+    from profiles.detect import _enrich
+    from profiles.targets import match_catalog_device
+
+    d = _device("Some Unknown GPU", 24 * GiB, notes="from NVML")
+    assert _enrich(d, 64 * GiB, match_catalog_device) is None
+    assert d.notes == "from NVML; not in the target catalog: bandwidth and compute unknown"
+
+
+def test_enrich_a_unified_gpu_is_told_apart_by_the_ram_it_ships_with():
+    # an M4 Max with 36 GB is the 410 GB/s part, with 128 GB the 546 GB/s one: the device's own total when the
+    # source gave one, else the machine's RAM; a unified device's working-set budget is never compared with a
+    # card's memory (so a unified device with a discrete card's name still matches it)
+    from profiles.detect import _enrich
+    from profiles.hardware import Device
+    from profiles.targets import match_catalog_device
+
+    def m4(total=None):
+        return Device("Apple M4 Max", "apple", "Metal", 24 * GiB, total_bytes=total, unified=True, device_class="apple")
+
+    for total, ram, target, bandwidth in ((None, 36 * GiB, "m4-max-36gb", 410 * GB),
+                                          (None, 128 * GiB, "m4-max-128gb", 546 * GB),
+                                          (36 * GiB, 128 * GiB, "m4-max-36gb", 410 * GB)):
+        d = m4(total)
+        assert _enrich(d, ram, match_catalog_device).target == target
+        assert d.bandwidth_bytes_per_s == bandwidth and d.device_class == "apple"
+    shared = _device("NVIDIA GeForce RTX 4090", 40 * GiB, unified=True)
+    assert _enrich(shared, 64 * GiB, match_catalog_device).target == "rtx4090"
+
+
+def test_hardware_matches_unified_gpus_on_the_machines_ram_and_skips_unknown_cards():
+    # _hardware enriches each device with the machine's RAM (a unified GPU whose source gave no total is told apart
+    # by it) and goes on past a card the catalog does not know
+    from profiles.detect import _hardware
+    from profiles.hardware import CPU, Device
+    from profiles.sources.system import CgroupLimit, SystemInfo
+
+    r = Readings(system="Darwin", ram_total=36 * GiB, ram_available=30 * GiB)
+    m4 = Device("Apple M4 Max", "apple", "Metal", 24 * GiB, unified=True, integrated=True, device_class="apple")
+    hw = _hardware(r, [m4], CPU(), CgroupLimit(None, None, None), SystemInfo())
+    assert hw.hardware_ids == ["m4_max_32c"] and m4.bandwidth_bytes_per_s == 410 * GB
+    assert (hw.kind, hw.ram_bandwidth_bytes_per_s, hw.ram_bandwidth_source) == ("apple", 410 * GB, "catalog")
+    r = Readings(system="Linux", ram_total=64 * GiB, ram_available=60 * GiB)
+    unknown, known = _device("Some Unknown GPU", 24 * GiB), _device("NVIDIA GeForce RTX 4090", 24 * GiB)
+    hw = _hardware(r, [unknown, known], CPU(), CgroupLimit(None, None, None), SystemInfo())
+    assert hw.hardware_ids == ["rtx4090"] and known.bandwidth_bytes_per_s == 1008 * GB
