@@ -90,9 +90,14 @@ def llamacpp_kv_layer_bytes(spec: ModelSpec, s: RuntimeSettings, layout: Optiona
     layout = layout or llamacpp_kv_layout(spec, s)
     out = {}
     for sliding, nk, nv, layers in _kv_groups(spec, s.flash_attn):
-        cells = (layout.swa_cells if sliding else layout.n_ctx_seq) * layout.n_stream
-        out.update(dict.fromkeys(layers, cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))))
+        out.update(dict.fromkeys(layers, _kv_group_layer_bytes(s, layout, sliding, nk, nv)))
     return dict(sorted(out.items()))
+
+
+def _kv_group_layer_bytes(s: RuntimeSettings, layout: KVCells, sliding: bool, nk: int, nv: int) -> int:
+    """K+V bytes of one layer of a KV group: its cache's cells per stream, every stream, one K and one V row each."""
+    cells = (layout.swa_cells if sliding else layout.n_ctx_seq) * layout.n_stream
+    return cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))
 
 
 def _kv_shares(spec: ModelSpec, flash_attn: bool, dev_of: Optional[tuple]) -> tuple:
@@ -391,8 +396,7 @@ def llamacpp_memory(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: 
         m = mem(idx)
         for g, count in shares:
             sliding, nk, nv, _ = groups[g]
-            cells = (layout.swa_cells if sliding else layout.n_ctx_seq) * layout.n_stream
-            nbytes = count * cells * (row_bytes(s.type_k, nk) + row_bytes(s.type_v, nv))
+            nbytes = count * _kv_group_layer_bytes(s, layout, sliding, nk, nv)
             m.kv_bytes += nbytes
             key = "kv_swa_bytes" if sliding else "kv_full_bytes"
             m.detail[key] = m.detail.get(key, 0) + nbytes

@@ -255,9 +255,10 @@ def max_context(spec: ModelSpec, fmt: WeightFormat, s: RuntimeSettings, hw: Hard
     return _largest(1, (limit or spec.ctx_train) // unit, at) * unit
 
 
-def _slack(p: Plan) -> int:
-    """Bytes left on the tightest device (negative when over)."""
-    return min((d.budget_bytes - d.total_bytes for d in p.memory.devices if d.budget_bytes is not None), default=0)
+def _slack(p: Plan, gpus_only: bool = False) -> int:
+    """Bytes left on the tightest device, or the tightest GPU (negative when over)."""
+    return min((d.budget_bytes - d.total_bytes for d in p.memory.devices
+                if d.budget_bytes is not None and not (gpus_only and d.device == CPU_NAME)), default=0)
 
 
 def _largest(lo: int, hi: int, at) -> int:
@@ -323,8 +324,7 @@ def _best_partial(spec, fmt, s, hw, margin) -> Optional[Plan]:
 
     def on_gpus(ngl: int) -> tuple[bool, int]:
         p = plans[ngl] = plan(spec, fmt, dataclasses.replace(s, n_gpu_layers=ngl), hw, margin=margin, with_speed=False)
-        slack = min((d.budget_bytes - d.total_bytes for d in p.memory.devices if d.device != CPU_NAME and d.budget_bytes is not None),
-                    default=0)
+        slack = _slack(p, gpus_only=True)
         return slack >= 0, slack
 
     k = _largest(0, spec.n_layers, on_gpus)
